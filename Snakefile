@@ -1,0 +1,37 @@
+# iclscope: one DAG from models and task definitions to the three ICL studies' figures.
+# All logic lives in the package workflow/iclscope; the rules below only call its CLI.
+import sys
+from pathlib import Path
+
+# Let the DAG be built from a source tree even before `pip install -e .`.
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+
+from iclscope.config import ConfigError, validate_config
+
+
+configfile: "config/config.yaml"
+
+
+# Validate (and fill in defaults) before any job is planned: a bad config stops here
+# with every problem listed by key.
+try:
+    config.update(validate_config(config, root=Path.cwd()))
+except ConfigError as err:
+    sys.exit(f"Error: {err}")
+
+
+include: "rules/common.smk"
+include: "rules/models.smk"
+include: "rules/tasks.smk"
+include: "rules/extract.smk"
+include: "rules/binary.smk"
+include: "rules/representations.smk"
+include: "rules/labels.smk"
+include: "rules/plots.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

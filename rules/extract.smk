@@ -1,0 +1,54 @@
+# Run each prepared model over each task table, keeping only what the analyses need.
+
+
+rule extract:
+    input:
+        card=model_card,
+        tasks=lambda wildcards: task_table(wildcards.task),
+    output:
+        [f"{RESULTS}/{{model}}/extract/{{task}}/{t}.parquet" for t in EXTRACT_TABLES],
+    params:
+        spec=runtime_spec,
+        model_dir=lambda wildcards: model_dir(wildcards.model),
+    log:
+        f"{LOGS}/{{model}}/extract/{{task}}.log",
+    benchmark:
+        f"{BENCH}/{{model}}/extract/{{task}}.tsv"
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=1,
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "iclscope extract --model-dir {params.model_dir:q} --tasks {input.tasks:q}"
+        " --params {params.spec:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule generate:
+    input:
+        card=model_card,
+        tasks=task_table("binary_generation"),
+    output:
+        f"{RESULTS}/{{model}}/extract/binary_generation/generations.parquet",
+    params:
+        spec=lambda wildcards: canonical_json(
+            {
+                "runtime": json.loads(runtime_spec(wildcards)),
+                "generation": config["binary"]["generation"],
+            }
+        ),
+        model_dir=lambda wildcards: model_dir(wildcards.model),
+    log:
+        f"{LOGS}/{{model}}/generate.log",
+    benchmark:
+        f"{BENCH}/{{model}}/generate.tsv"
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=1,
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "iclscope generate --model-dir {params.model_dir:q} --tasks {input.tasks:q}"
+        " --params {params.spec:q} --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,14 @@
+# One HTML page with every figure, grouped by model and study.
+
+
+rule report:
+    input:
+        all_figures(),
+    output:
+        f"{RESULTS}/report.html",
+    log:
+        f"{LOGS}/report.log",
+    conda:
+        "../envs/analysis.yaml"
+    shell:
+        "iclscope report --figures {input:q} --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,210 @@
+"""Unit tests of the study C task builder iclscope.tasks.labels."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from iclscope.tasks.common import TaskError, span_text
+from iclscope.tasks.labels import DEFAULTS, arbitrary_name, build_labels
+
+SMALL = {"n_examples": 8, "flip_at": 3, "repeats": 5}
+
+
+@pytest.fixture()
+def binary(tmp_path: Path) -> dict[str, Any]:
+    """A 70/30 binary file dataset of 20 items."""
+    labels = ["pos"] * 14 + ["neg"] * 6
+    frame = pd.DataFrame({"text": [f"item {i}" for i in range(20)], "label": labels})
+    frame.to_csv(tmp_path / "bin.csv", index=False)
+    return {"name": "bin", "source": "file", "path": str(tmp_path / "bin.csv"),
+            "label_words": ["negative", "positive"]}
+
+
+@pytest.fixture()
+def three(tmp_path: Path) -> dict[str, Any]:
+    """A 3-class file dataset."""
+    frame = pd.DataFrame({"text": [f"t{i}" for i in range(9)], "label": list("abc") * 3})
+    frame.to_parquet(tmp_path / "three.parquet", index=False)
+    return {"name": "three", "source": "file", "path": str(tmp_path / "three.parquet")}
+
+
+def build(dataset: dict[str, Any], seed: int = 0, **labels: Any) -> list[dict[str, Any]]:
+    return build_labels(dataset, {**SMALL, **labels}, seed, Path(".")).to_pylist()
+
+
+def by_condition(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        out.setdefault(row["condition"], []).append(row)
+    return out
+
+
+def test_counts_per_condition_and_arbitrary_orders(binary: dict[str, Any]) -> None:
+    rows = build(binary, arbitrary_labels=[["bad", "good"], ["A", "B"]])
+    counts = Counter(r["condition"] for r in rows)
+    expected = {"default", "random", "flipped", "flip_df", "flip_fd", "alternating",
+                "arbitrary_bad_good", "arbitrary_good_bad", "arbitrary_a_b", "arbitrary_b_a"}
+    assert set(counts) == expected
+    assert set(counts.values()) == {SMALL["repeats"]}
+    assert [r["prompt_id"] for r in rows] == sorted(r["prompt_id"] for r in rows)
+    row = next(r for r in rows if r["condition"] == "arbitrary_good_bad")
+    assert row["label_words"] == ["good", "bad"]
+    assert row["prompt_id"] == f"labels_bin:arbitrary_good_bad:r{row['repeat']:04d}"
+    assert row["task"] == "labels_bin" and row["dataset"] == "bin" and row["n_shots"] == 8
+
+
+def test_arbitrary_multiclass_uses_list_and_reverse(three: dict[str, Any]) -> None:
+    rows = build(three, conditions=["arbitrary"], arbitrary_labels=[["x", "y", "z"]])
+    assert {r["condition"] for r in rows} == {"arbitrary_x_y_z", "arbitrary_z_y_x"}
+    assert arbitrary_name(["Sea Side", "A"]) == "arbitrary_sea-side_a"
+
+
+def test_spans_cover_shown_labels_and_examples(binary: dict[str, Any]) -> None:
+    for row in build(binary):
+        for i, word in enumerate(row["context_labels"], start=1):
+            assert span_text(row["text"], row["spans"], f"answer_{i}") == word
+            example = span_text(row["text"], row["spans"], f"example_{i}")
+            assert example == f"Sentence: 'item {row['example_index'][i - 1]}' \nAnswer: {word}"
+        assert row["text"].count("\n\n") == SMALL["n_examples"] - 1
+
+
+def test_pair_template(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"s1": ["a", "b"], "s2": ["c", "d"], "y": ["no", "yes"]})
+    frame.to_json(tmp_path / "p.jsonl", orient="records", lines=True)
+    cfg = {"name": "pair", "source": "file", "path": str(tmp_path / "p.jsonl"),
+           "text_column": "s1", "text2_column": "s2", "label_column": "y"}
+    row = build(cfg, conditions=["default"])[0]
+    first = span_text(row["text"], row["spans"], "example_1")
+    i = row["example_index"][0]
+    assert first == (f"Sentence 1: '{'ab'[i]}' \nSentence 2: '{'cd'[i]}' \n"
+                     f"Answer: {['no', 'yes'][i]}")
+
+
+def test_default_and_flipped(binary: dict[str, Any], three: dict[str, Any]) -> None:
+    conds = by_condition(build(binary, conditions=["default", "flipped"]))
+    for row in conds["default"]:
+        assert row["context_class"] == row["true_class"]
+        assert row["context_labels"] == row["true_labels"]
+    for row in conds["flipped"]:
+        assert all(c != t for c, t in zip(row["context_class"], row["true_class"]))
+        assert all(c == 1 - t for c, t in zip(row["context_class"], row["true_class"]))
+    for row in build(three, conditions=["flipped"]):
+        assert row["context_class"] == [(t + 1) % 3 for t in row["true_class"]]
+        assert row["label_words"] == ["a", "b", "c"]
+
+
+def test_arbitrary_keeps_true_class(binary: dict[str, Any]) -> None:
+    for row in build(binary, conditions=["arbitrary"], arbitrary_labels=[["sea", "chair"]]):
+        assert row["context_class"] == row["true_class"]
+        words = row["label_words"]
+        assert row["context_labels"] == [words[c] for c in row["true_class"]]
+
+
+def test_random_keeps_label_marginal(binary: dict[str, Any]) -> None:
+    rows = build(binary, conditions=["random"], repeats=200, n_examples=32)
+    shown = np.concatenate([r["context_class"] for r in rows])
+    true = np.concatenate([r["true_class"] for r in rows])
+    assert shown.size == 6400
+    # Dataset marginal of class 1 (pos) is 0.7; sd of the mean is ~0.006.
+    assert abs(shown.mean() - 0.7) < 0.03
+    # Shown labels are independent of true ones: agreement ~ 0.7^2 + 0.3^2 = 0.58.
+    assert abs((shown == true).mean() - 0.58) < 0.03
+
+
+def test_flips_change_after_exactly_n(binary: dict[str, Any]) -> None:
+    n = SMALL["flip_at"]
+    conds = by_condition(build(binary, conditions=["flip_df", "flip_fd"]))
+    for row in conds["flip_df"]:
+        same = [c == t for c, t in zip(row["context_class"], row["true_class"])]
+        assert same == [True] * n + [False] * (SMALL["n_examples"] - n)
+    for row in conds["flip_fd"]:
+        same = [c == t for c, t in zip(row["context_class"], row["true_class"])]
+        assert same == [False] * n + [True] * (SMALL["n_examples"] - n)
+
+
+def test_alternating_pattern(three: dict[str, Any]) -> None:
+    for row in build(three, conditions=["alternating"]):
+        for pos, (c, t) in enumerate(zip(row["context_class"], row["true_class"]), start=1):
+            assert c == (t if pos % 2 == 1 else (t + 1) % 3)
+
+
+def test_conditions_are_paired(binary: dict[str, Any]) -> None:
+    rows = build(binary)
+    per_repeat: dict[int, set[tuple[int, ...]]] = {}
+    for row in rows:
+        per_repeat.setdefault(row["repeat"], set()).add(tuple(row["example_index"]))
+    assert len(per_repeat) == SMALL["repeats"]
+    assert all(len(draws) == 1 for draws in per_repeat.values())
+    assert len({next(iter(d)) for d in per_repeat.values()}) == SMALL["repeats"]
+
+
+def test_adding_a_condition_keeps_other_draws(binary: dict[str, Any]) -> None:
+    alone = by_condition(build(binary, conditions=["random"]))["random"]
+    mixed = by_condition(build(binary, conditions=["default", "random"]))["random"]
+    assert alone == mixed
+
+
+def test_deterministic_and_byte_identical(binary: dict[str, Any], tmp_path: Path) -> None:
+    first = build_labels(binary, SMALL, 7, Path("."))
+    second = build_labels(binary, SMALL, 7, Path("."))
+    assert first.equals(second) and first.schema.metadata == second.schema.metadata
+    pq.write_table(first, tmp_path / "a.parquet")
+    pq.write_table(second, tmp_path / "b.parquet")
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+    other = build_labels(binary, SMALL, 8, Path("."))
+    assert other.column("example_index") != first.column("example_index")
+
+
+def test_embedded_default_config() -> None:
+    table = build_labels(
+        {"name": "sentiment", "source": "vader", "label_words": ["negative", "positive"]},
+        {**DEFAULTS, "repeats": 2}, 0, Path("."),
+    )
+    assert table.num_rows == 2 * (6 + 8)
+    assert b"iclscope.dataset" in table.schema.metadata
+
+
+@pytest.mark.parametrize(
+    ("labels", "match"),
+    [
+        ({"arbitrary_labels": [["x", "y", "z"]]}, r"'bin'.*3 words.*K=2"),
+        ({"arbitrary_labels": [["x", " "]]}, r"'bin'.*empty label word"),
+        ({"arbitrary_labels": [["x", "x"]]}, r"'bin'.*duplicate label words"),
+        ({"arbitrary_labels": [["a", "b"], ["A", "B"]]}, r"'bin'.*same condition name"),
+        ({"conditions": ["flip_df"], "flip_at": 8}, r"'bin'.*flip_at=8.*1\.\.7"),
+        ({"conditions": ["flip_fd"], "flip_at": 0}, r"'bin'.*flip_at=0"),
+        ({"conditions": ["sideways"]}, r"'bin'.*unknown label condition 'sideways'"),
+        ({"template": "Answer: {label}"}, r"'bin'.*must contain"),
+        ({"template": "{text} {label!r}"}, r"'bin'.*allowed are plain"),
+    ],
+)
+def test_config_errors(binary: dict[str, Any], labels: dict[str, Any], match: str) -> None:
+    with pytest.raises(TaskError, match=match):
+        build(binary, **labels)
+
+
+def test_label_word_errors(binary: dict[str, Any]) -> None:
+    with pytest.raises(TaskError, match=r"'bin'.*duplicate label words"):
+        build({**binary, "label_words": ["same", "same"]})
+    with pytest.raises(TaskError, match=r"'bin'.*1 words.*K=2"):
+        build({**binary, "label_words": ["only"]})
+    with pytest.raises(TaskError, match=r"'bin'.*empty label word"):
+        build({**binary, "label_words": ["", "x"]})
+
+
+def test_flip_at_is_ignored_without_flip_conditions(binary: dict[str, Any]) -> None:
+    rows = build(binary, conditions=["default"], flip_at=100)
+    assert len(rows) == SMALL["repeats"]
+
+
+def test_one_class_dataset_is_an_error(tmp_path: Path) -> None:
+    pd.DataFrame({"text": ["a", "b"], "label": [1, 1]}).to_csv(tmp_path / "o.csv", index=False)
+    with pytest.raises(TaskError, match=r"'one'.*only one class"):
+        build({"name": "one", "source": "file", "path": str(tmp_path / "o.csv")})

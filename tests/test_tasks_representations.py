@@ -1,0 +1,272 @@
+"""Unit tests of the study B task builders (iclscope.tasks.representations)."""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from iclscope.tasks.common import TaskError, span_text
+from iclscope.tasks.representations import (
+    build_reading,
+    build_regression,
+    format_number,
+    load_items,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CFG = {
+    "regression": {
+        "slopes": [-1, 2],
+        "intercepts": [0, 5],
+        "x_min": -10,
+        "x_max": 10,
+        "noise": 0.0,
+        "n_shots": [0, 1, 4],
+        "n_variants": 2,
+    },
+    "reading": {
+        "names_file": "data/names.txt",
+        "activities_file": "data/activities.txt",
+        "n_names": 3,
+        "n_activities": 3,
+        "n_shots": [0, 2, 4],
+        "n_variants": 2,
+    },
+}
+
+
+def cfg_with(section: str, **updates) -> dict:
+    cfg = copy.deepcopy(CFG)
+    cfg[section].update(updates)
+    return cfg
+
+
+def spans_of(row: dict) -> dict[str, str]:
+    return {s["name"]: span_text(row["text"], row["spans"], s["name"]) for s in row["spans"]}
+
+
+def by_variant(rows: list[dict]) -> dict[tuple[str, int], dict[int, dict]]:
+    """rows grouped as {(condition, variant): {n_shots: row}}."""
+    out: dict[tuple[str, int], dict[int, dict]] = {}
+    for r in rows:
+        out.setdefault((r["condition"], r["variant"]), {})[r["n_shots"]] = r
+    return out
+
+
+# ---------------------------------------------------------------- data files
+
+
+def test_data_files():
+    for name in ("names.txt", "activities.txt"):
+        path = ROOT / "data" / name
+        assert path.read_text().startswith("# source:")
+        items = load_items(path, "key")
+        assert len(items) >= 12 and len(set(items)) == len(items)
+
+
+def test_format_number():
+    assert [format_number(v) for v in (3.0, -0.0, -12, 2.5, 0.1)] == ["3", "0", "-12", "2.5", "0.1"]
+
+
+# ---------------------------------------------------------------- regression
+
+
+def test_regression_counts_and_values():
+    rows = build_regression(CFG, seed=0).to_pylist()
+    counts = Counter(r["condition"] for r in rows)
+    assert counts == {c: 2 * 3 for c in ("a=-1,b=0", "a=-1,b=5", "a=2,b=0", "a=2,b=5")}
+    for r in rows:
+        a, b = r["slope"], r["intercept"]
+        assert r["condition"] == f"a={a:g},b={b:g}"
+        assert -10 <= r["query_x"] <= 10
+        assert r["target"] == a * r["query_x"] + b
+        assert r["answer"] == format_number(r["target"])
+        assert len(r["examples_x"]) == r["n_shots"] == len(r["examples_y"])
+        assert r["query_x"] not in r["examples_x"]
+        assert len(set(r["examples_x"])) == len(r["examples_x"])
+        assert r["examples_y"] == [a * x + b for x in r["examples_x"]]
+
+
+def test_regression_spans():
+    for r in build_regression(CFG, seed=0).to_pylist():
+        spans = spans_of(r)
+        assert spans["query"] == str(r["query_x"])
+        assert spans["query_line"] == f"Input: {r['query_x']}\nOutput:"
+        assert r["text"].endswith(spans["query_line"])
+        k = r["n_shots"]
+        assert ("examples" in spans) == (k > 0)
+        for i, (x, y) in enumerate(zip(r["examples_x"], r["examples_y"]), start=1):
+            assert spans[f"example_{i}"] == f"Input: {x}\nOutput: {format_number(y)}\n"
+        assert f"example_{k + 1}" not in spans
+        assert "instruction" not in spans
+
+
+def test_regression_nested_shots():
+    for shots in by_variant(build_regression(CFG, seed=0).to_pylist()).values():
+        assert len({r["query_x"] for r in shots.values()}) == 1
+        assert shots[4]["examples_x"][:1] == shots[1]["examples_x"]
+        assert shots[4]["text"].startswith(spans_of(shots[1])["examples"])
+
+
+def test_regression_instruction_and_noise():
+    cfg = cfg_with("regression", instruction="Fit the line.", noise=2.0)
+    rows = build_regression(cfg, seed=0).to_pylist()
+    assert all(spans_of(r)["instruction"] == "Fit the line." for r in rows)
+    assert all(r["text"].startswith("Fit the line.\n") for r in rows)
+    noisy = [
+        y - (r["slope"] * x + r["intercept"])
+        for r in rows
+        for x, y in zip(r["examples_x"], r["examples_y"])
+    ]
+    assert all(float(e).is_integer() for e in noisy) and any(e != 0 for e in noisy)
+
+
+def test_regression_seed_changes_draws():
+    def queries(seed: int) -> list[int]:
+        return build_regression(CFG, seed=seed).column("query_x").to_pylist()
+
+    assert queries(0) == queries(0) and queries(0) != queries(1)
+
+
+def test_regression_condition_draws_independent_of_grid():
+    small = build_regression(cfg_with("regression", slopes=[2], n_shots=[0, 1, 9]), seed=0)
+    full = build_regression(CFG, seed=0)
+    # the query and the first example of a line do not depend on other lines or on max k
+    def first_example(table) -> dict:
+        return {
+            (r["condition"], r["variant"]): (r["query_x"], r["examples_x"][0])
+            for r in table.to_pylist()
+            if r["n_shots"] == 1 and r["slope"] == 2
+        }
+
+    assert first_example(small) == first_example(full)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def test_reading_counts_and_columns():
+    rows = build_reading(CFG, seed=0, root=ROOT).to_pylist()
+    counts = Counter(r["condition"] for r in rows)
+    assert len(counts) == 9 and set(counts.values()) == {2 * 3}
+    names = load_items(ROOT / "data/names.txt", "k")[:3]
+    activities = load_items(ROOT / "data/activities.txt", "k")[:3]
+    for r in rows:
+        assert r["condition"] == f"{r['name']}|{r['activity']}"
+        assert r["name"] in names and r["activity"] in activities
+        assert r["distractor_name"] in names and r["distractor_name"] != r["name"]
+        assert r["distractor_activity"] in activities
+        assert r["distractor_activity"] != r["activity"]
+        assert r["answer"] == r["activity"]
+        assert r["candidates"] == sorted(activities)
+
+
+def test_reading_spans():
+    for r in build_reading(CFG, seed=0, root=ROOT).to_pylist():
+        spans = spans_of(r)
+        assert spans["relevant"] == f"{r['name']} likes to {r['activity']}."
+        assert spans["distractor"] == f"{r['distractor_name']} likes to {r['distractor_activity']}."
+        assert spans["question_name"] == r["name"]
+        assert spans["question"] == f"Question: What does {r['name']} like to do?\nAnswer:"
+        first, second = (
+            (spans["relevant"], spans["distractor"])
+            if r["relevant_first"]
+            else (spans["distractor"], spans["relevant"])
+        )
+        assert spans["story"] == f"{first} {second}"
+        assert r["text"].endswith(f"Story: {spans['story']}\n{spans['question']}")
+        # the query's own spans come after all examples
+        starts = {s["name"]: s["start"] for s in r["spans"]}
+        assert ("examples" in spans) == (r["n_shots"] > 0)
+        for i in range(1, r["n_shots"] + 1):
+            example = spans[f"example_{i}"]
+            assert example.startswith("Story: ") and "\nAnswer: " in example
+            # examples never mention the query's name or activity
+            assert r["name"] not in example and r["activity"] not in example
+            assert starts[f"example_{i}"] < starts["relevant"]
+
+
+def test_reading_relevant_first_varies():
+    rows = build_reading(CFG, seed=0, root=ROOT).to_pylist()
+    assert {r["relevant_first"] for r in rows} == {True, False}
+
+
+def test_reading_nested_shots():
+    for shots in by_variant(build_reading(CFG, seed=0, root=ROOT).to_pylist()).values():
+        queries = {r["text"][r["text"].rindex("Story: ") :] for r in shots.values()}
+        assert len(queries) == 1
+        prefix = spans_of(shots[2])["examples"]
+        assert shots[4]["text"].startswith(prefix)
+        assert spans_of(shots[4])["example_2"] == spans_of(shots[2])["example_2"]
+
+
+def test_reading_inline_lists():
+    cfg = cfg_with("reading", names=["Ann", "Bob", "Cy"], activities=["run", "swim", "sing"])
+    rows = build_reading(cfg, seed=0, root=Path("/nonexistent")).to_pylist()
+    assert {r["name"] for r in rows} == {"Ann", "Bob", "Cy"}
+
+
+# ---------------------------------------------------------------- determinism
+
+
+def build(task: str):
+    if task == "regression":
+        return build_regression(CFG, seed=5)
+    return build_reading(CFG, seed=5, root=ROOT)
+
+
+@pytest.mark.parametrize("task", ["regression", "reading"])
+def test_deterministic_bytes(task, tmp_path):
+    first, second = build(task), build(task)
+    assert first.equals(second)
+    pq.write_table(first, tmp_path / "a.parquet")
+    pq.write_table(second, tmp_path / "b.parquet")
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+
+
+def test_reading_seed_changes_draws():
+    def draws(seed: int) -> list:
+        return build_reading(CFG, seed=seed, root=ROOT).column("text").to_pylist()
+
+    assert draws(0) != draws(1)
+
+
+# ---------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("section", "updates", "key"),
+    [
+        ("regression", {"slopes": []}, "representations.regression.slopes"),
+        ("regression", {"intercepts": [0, 0]}, "representations.regression.intercepts"),
+        ("regression", {"n_shots": [0, -1]}, "representations.regression.n_shots"),
+        ("regression", {"x_min": 0, "x_max": 3}, "representations.regression.x_min"),
+        ("regression", {"noise": -1}, "representations.regression.noise"),
+        ("regression", {"query_template": "Input:"}, "representations.regression.query_template"),
+        ("reading", {"n_names": 1}, "representations.reading.n_names"),
+        ("reading", {"n_activities": 500}, "representations.reading.n_activities"),
+        ("reading", {"names": ["Ann", "Ann", "Bob"]}, "representations.reading.names"),
+        ("reading", {"names": ["Ann"], "n_names": 1}, "representations.reading.n_names"),
+        ("reading", {"n_shots": [0, 5]}, "representations.reading.n_shots"),
+        ("reading", {"names_file": "data/missing.txt"}, "data/missing.txt"),
+    ],
+)
+def test_validation_errors_name_the_key(section, updates, key):
+    cfg = cfg_with(section, **updates)
+    with pytest.raises(TaskError, match=key.replace(".", r"\.")):
+        if section == "regression":
+            build_regression(cfg, seed=0)
+        else:
+            build_reading(cfg, seed=0, root=ROOT)
+
+
+def test_duplicate_in_data_file_names_the_file(tmp_path):
+    (tmp_path / "n.txt").write_text("# c\nAnn\nBob\nAnn\n")
+    cfg = cfg_with("reading", names_file=str(tmp_path / "n.txt"), n_names=2)
+    with pytest.raises(TaskError, match="n.txt.*duplicate"):
+        build_reading(cfg, seed=0, root=ROOT)

@@ -1,0 +1,232 @@
+"""Configuration: JSON-Schema validation with defaults, plus the checks a schema cannot say.
+
+:func:`validate_config` is called by the Snakefile before any job runs and by the CLI.
+Every problem is reported with the dotted key that holds it (``models[1].path``) and what
+was expected; all problems are reported at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import string
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import jsonschema
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "config" / "schema.yaml"
+MODEL_SOURCES = ("embedded", "path", "hf_id")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists every problem with its key."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid iclscope config ({len(problems)} problem(s)):\n{lines}")
+
+
+def key_path(parts: Iterator[Any] | list[Any]) -> str:
+    """``['models', 1, 'path']`` -> ``models[1].path``."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def _with_defaults(validator_class: type) -> type:
+    """A validator class that fills in ``default`` values while it validates."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):  # type: ignore[no-untyped-def]
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def resolve_path(path: str, root: Path) -> Path:
+    """A config path: absolute as given; relative to ``root`` (the working directory),
+    falling back to the repository for the shipped ``data/`` files."""
+    p = Path(path)
+    if p.is_absolute():
+        return p
+    if (root / p).exists() or not (REPO_ROOT / p).exists():
+        return root / p
+    return REPO_ROOT / p
+
+
+def validate_config(
+    config: Mapping[str, Any], root: Path | None = None, schema_path: Path = SCHEMA_PATH
+) -> dict[str, Any]:
+    """Validate ``config`` and return a copy with every default filled in.
+
+    ``root`` is the directory relative paths are resolved against (default: cwd).
+    Raises :class:`ConfigError` listing every problem.
+    """
+    root = Path.cwd() if root is None else Path(root)
+    cfg = copy.deepcopy(dict(config))
+    schema = load_schema(schema_path)
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    problems = [
+        f"config key `{key_path(list(err.absolute_path))}`: {err.message}"
+        for err in sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
+    ]
+    if not problems:  # semantic checks assume the shapes the schema guarantees
+        problems += _check_models(cfg["models"], root)
+        problems += _check_binary(cfg["binary"])
+        problems += _check_representations(cfg["representations"], root)
+        problems += _check_labels(cfg["labels"], root)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _check_models(models: list[dict[str, Any]], root: Path) -> list[str]:
+    problems = []
+    seen: dict[str, int] = {}
+    for i, model in enumerate(models):
+        key = f"models[{i}]"
+        name = model["name"]
+        if name in seen:
+            problems.append(f"config key `{key}.name`: duplicate model name {name!r} (also models[{seen[name]}])")
+        seen.setdefault(name, i)
+        given = [s for s in MODEL_SOURCES if s in model]
+        if len(given) != 1:
+            problems.append(
+                f"config key `{key}` (model {name!r}): give exactly one of {', '.join(MODEL_SOURCES)}; "
+                f"got {given or 'none'}"
+            )
+            continue
+        if "path" in model:
+            path = resolve_path(model["path"], root)
+            if not path.exists():
+                problems.append(f"config key `{key}.path` (model {name!r}): {path} does not exist")
+            elif path.is_file() and path.suffix != ".gguf":
+                problems.append(f"config key `{key}.path` (model {name!r}): {path} is a file but not a .gguf")
+            elif path.is_dir() and not (path / "config.json").exists() and not model.get("gguf_file"):
+                problems.append(
+                    f"config key `{key}.path` (model {name!r}): {path} has no config.json "
+                    "(set gguf_file to load a GGUF inside it)"
+                )
+    return problems
+
+
+def _check_template(template: str, key: str, allowed: set[str], required: set[str]) -> list[str]:
+    """Problems with a ``str.format`` template: unknown or missing fields."""
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as err:
+        return [f"config key `{key}`: not a valid template ({err})"]
+    problems = []
+    if fields - allowed:
+        problems.append(f"config key `{key}`: unknown field(s) {sorted(fields - allowed)}; allowed {sorted(allowed)}")
+    if required - fields:
+        problems.append(f"config key `{key}`: must contain {sorted('{' + f + '}' for f in required - fields)}")
+    return problems
+
+
+def _check_binary(cfg: dict[str, Any]) -> list[str]:
+    problems = []
+    heads, tails = cfg["symbols"]
+    if heads == tails:
+        problems.append(f"config key `binary.symbols`: the two symbols must differ (both {heads!r})")
+    if cfg["separator"].strip() and any(cfg["separator"].strip() in s for s in cfg["symbols"]):
+        problems.append("config key `binary.symbols`: a symbol contains the separator")
+    coin = {"heads", "tails", "p_heads", "p_tails"}
+    problems += _check_template(cfg["generation"]["prompt"], "binary.generation.prompt", coin, set())
+    if cfg["generation"]["system"] is not None:
+        problems += _check_template(cfg["generation"]["system"], "binary.generation.system", coin, set())
+    for part in ("judgment", "continuation"):
+        problems += _check_template(cfg[part]["prompt"], f"binary.{part}.prompt", {"flips"}, {"flips"})
+    if not cfg["judgment"]["concepts"] and cfg["judgment"]["n_random"] == 0:
+        problems.append("config key `binary.judgment`: no concepts and n_random = 0 leave nothing to judge")
+    return problems
+
+
+def _check_representations(cfg: dict[str, Any], root: Path) -> list[str]:
+    problems = []
+    reg = cfg["regression"]
+    n_x = reg["x_max"] - reg["x_min"] + 1
+    if n_x < max(reg["n_shots"]) + 1:
+        problems.append(
+            f"config key `representations.regression`: x_min..x_max holds {n_x} integers, "
+            f"too few for {max(reg['n_shots'])} distinct examples plus a query"
+        )
+    n_conditions = len(set(reg["slopes"])) * len(set(reg["intercepts"]))
+    if n_conditions < 3:
+        problems.append(f"config key `representations.regression`: {n_conditions} conditions; RSA needs at least 3")
+    problems += _check_template(reg["example_template"], "representations.regression.example_template", {"x", "y"}, {"x", "y"})
+    problems += _check_template(reg["query_template"], "representations.regression.query_template", {"x"}, {"x"})
+    rc = cfg["reading"]
+    for item, count in (("names", "n_names"), ("activities", "n_activities")):
+        if rc[item] is None:
+            path = resolve_path(rc[f"{item}_file"], root)
+            if not path.is_file():
+                problems.append(f"config key `representations.reading.{item}_file`: {path} does not exist")
+        elif len(rc[item]) < rc[count]:
+            problems.append(
+                f"config key `representations.reading.{item}`: {len(rc[item])} given, {count} = {rc[count]}"
+            )
+    rt = "representations.reading"
+    problems += _check_template(rc["sentence_template"], f"{rt}.sentence_template", {"name", "activity"}, {"name", "activity"})
+    problems += _check_template(rc["question_template"], f"{rt}.question_template", {"name"}, {"name"})
+    problems += _check_template(rc["prompt_template"], f"{rt}.prompt_template", {"story", "question"}, {"story", "question"})
+    return problems
+
+
+def _check_labels(cfg: dict[str, Any], root: Path) -> list[str]:
+    problems = []
+    seen: set[str] = set()
+    for i, ds in enumerate(cfg["datasets"]):
+        key = f"labels.datasets[{i}]"
+        if ds["name"] in seen:
+            problems.append(f"config key `{key}.name`: duplicate dataset name {ds['name']!r}")
+        seen.add(ds["name"])
+        if ds["source"] == "file":
+            if "path" not in ds:
+                problems.append(f"config key `{key}.path` (dataset {ds['name']!r}): a file dataset needs a path")
+            elif not resolve_path(ds["path"], root).is_file():
+                problems.append(
+                    f"config key `{key}.path` (dataset {ds['name']!r}): {resolve_path(ds['path'], root)} does not exist"
+                )
+        if ds["source"] == "hf" and "hf_name" not in ds:
+            problems.append(f"config key `{key}.hf_name` (dataset {ds['name']!r}): an hf dataset needs hf_name")
+        words = ds.get("label_words", [])
+        if any(not w.strip() for w in words):
+            problems.append(f"config key `{key}.label_words` (dataset {ds['name']!r}): empty label word")
+        if len(set(words)) != len(words):
+            problems.append(f"config key `{key}.label_words` (dataset {ds['name']!r}): duplicate label words {words}")
+    if {"flip_df", "flip_fd"} & set(cfg["conditions"]) and not cfg["flip_at"] < cfg["n_examples"]:
+        problems.append(
+            f"config key `labels.flip_at`: {cfg['flip_at']} must be below n_examples = {cfg['n_examples']}"
+        )
+    for j, words in enumerate(cfg["arbitrary_labels"]):
+        if len(set(words)) != len(words) or any(not w.strip() for w in words):
+            problems.append(f"config key `labels.arbitrary_labels[{j}]`: words must be distinct and non-empty")
+    problems += _check_template(cfg["template"], "labels.template", {"text", "label"}, {"text", "label"})
+    problems += _check_template(cfg["template_pair"], "labels.template_pair", {"text", "text2", "label"}, {"text", "text2", "label"})
+    return problems
+
+
+def load_config(path: str | Path, root: Path | None = None) -> dict[str, Any]:
+    """Read a YAML config file and validate it (see :func:`validate_config`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"config file {path} does not exist"])
+    with open(path, encoding="utf-8") as fh:
+        raw = yaml.safe_load(fh) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"config file {path}: expected a mapping at the top level"])
+    return validate_config(raw, root=root)

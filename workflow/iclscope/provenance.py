@@ -1,0 +1,96 @@
+"""Provenance metadata carried by every table the pipeline writes.
+
+All values are strings (Parquet key-value metadata). Nothing time-dependent goes in,
+so two runs of the same config on the same machine write byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from iclscope import __version__
+
+PREFIX = "iclscope."
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: the form that is hashed."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def config_hash(params: Mapping[str, Any]) -> str:
+    """sha256 (hex) of the canonical JSON of the config keys that produced a table."""
+    return hashlib.sha256(canonical_json(params).encode("utf-8")).hexdigest()
+
+
+def git_commit(repo: Path | None = None) -> str:
+    """The current commit of the source tree (with ``-dirty``), or ``unknown``."""
+    where = repo or Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(where), "describe", "--always", "--dirty", "--abbrev=40"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape results (imported lazily, only if present)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("torch", "transformers", "numpy", "pandas", "pyarrow"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "absent"
+    return found
+
+
+def metadata(
+    kind: str,
+    params: Mapping[str, Any],
+    seed: int | None = None,
+    model: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
+    """File-level metadata for a table.
+
+    ``kind`` names the table's contract (``tasks``, ``embeddings`` ...), ``params`` are the
+    config keys that produced it (hashed, and stored in full), ``model`` is a model card
+    (its ``name`` and ``weights_sha256`` are recorded), ``extra`` holds anything else.
+    """
+    meta: dict[str, Any] = {
+        "kind": kind,
+        "version": __version__,
+        "config_hash": config_hash(params),
+        "params": canonical_json(params),
+        "seed": "" if seed is None else str(seed),
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "git_commit": git_commit(),
+        "libraries": canonical_json(library_versions()),
+    }
+    if model is not None:
+        meta["model"] = str(model.get("name", ""))
+        meta["weights_sha256"] = str(model.get("weights_sha256", ""))
+    for key, value in (extra or {}).items():
+        meta[key] = value if isinstance(value, str) else canonical_json(value)
+    return {PREFIX + k: str(v) for k, v in meta.items()}
+
+
+def read_metadata(schema_metadata: Mapping[bytes, bytes] | None) -> dict[str, str]:
+    """The iclscope entries of a Parquet schema's metadata, without the prefix."""
+    out = {}
+    for k, v in (schema_metadata or {}).items():
+        key = k.decode()
+        if key.startswith(PREFIX):
+            out[key[len(PREFIX):]] = v.decode()
+    return out

@@ -1,0 +1,59 @@
+"""Reading and writing the pipeline's Parquet tables.
+
+Writes are atomic (a temporary file in the same folder, then a rename), so an
+interrupted job never leaves a half-written table that Snakemake would take as done.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from iclscope.provenance import read_metadata
+
+
+class TableError(RuntimeError):
+    """A table is missing, unreadable or does not follow its contract."""
+
+
+def write_table(table: pa.Table, path: str | os.PathLike, meta: Mapping[str, str]) -> Path:
+    """Write ``table`` with file-level ``meta`` to ``path`` atomically; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    merged = dict(table.schema.metadata or {})
+    merged.update({k.encode(): v.encode() for k, v in meta.items()})
+    table = table.replace_schema_metadata(merged)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=64 * 1024)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    """Read a table, turning a missing or corrupt file into a :class:`TableError` naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise TableError(f"table {path} does not exist")
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise TableError(f"table {path} is corrupt or truncated: {err}") from err
+
+
+def table_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The provenance metadata of a Parquet file (see :mod:`iclscope.provenance`)."""
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise TableError(f"table {path} is corrupt or truncated: {err}") from err
+    return read_metadata(schema.metadata)

@@ -1,0 +1,138 @@
+"""The `tasks` table contract shared by every task builder.
+
+A task table has one row per prompt. Binding columns (CONVENTIONS.md):
+
+=============  ===========================================  ==============================
+column         type                                         meaning
+=============  ===========================================  ==============================
+prompt_id      string                                       stable id, unique in the table
+task           string                                       task name (= the `{task}` wildcard)
+condition      string                                       the experimental condition
+n_shots        int32                                        in-context examples in the prompt
+text           string                                       the prompt, exactly as fed
+spans          list<struct<name: str, start: i32, end: i32>>  character offsets into `text`
+=============  ===========================================  ==============================
+
+Builders add their own typed columns after these (see each builder's docstring).
+Rows are sorted by ``prompt_id`` so that tables are byte-identical across runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import pyarrow as pa
+
+SPAN_TYPE = pa.struct([("name", pa.string()), ("start", pa.int32()), ("end", pa.int32())])
+
+BASE_FIELDS: list[pa.Field] = [
+    pa.field("prompt_id", pa.string(), nullable=False),
+    pa.field("task", pa.string(), nullable=False),
+    pa.field("condition", pa.string(), nullable=False),
+    pa.field("n_shots", pa.int32(), nullable=False),
+    pa.field("text", pa.string(), nullable=False),
+    pa.field("spans", pa.list_(SPAN_TYPE), nullable=False),
+]
+
+
+class TaskError(ValueError):
+    """A task cannot be built from the given config or data."""
+
+
+@dataclass(frozen=True)
+class Span:
+    """A named half-open character range ``[start, end)`` of a prompt's text."""
+
+    name: str
+    start: int
+    end: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "start": self.start, "end": self.end}
+
+
+class TextBuilder:
+    """Builds a prompt piece by piece while recording the spans of named pieces.
+
+    >>> b = TextBuilder(); b.add("Q: "); b.add("x = 3", span="query"); b.text
+    'Q: x = 3'
+    >>> b.spans
+    [Span(name='query', start=3, end=8)]
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._length = 0
+        self.spans: list[Span] = []
+
+    def add(self, piece: str, span: str | None = None) -> Span | None:
+        """Append ``piece``; if ``span`` is given, record it under that name and return it."""
+        start = self._length
+        self._parts.append(piece)
+        self._length += len(piece)
+        if span is None:
+            return None
+        if not piece:
+            raise TaskError(f"span {span!r} would be empty")
+        new = Span(span, start, self._length)
+        self.spans.append(new)
+        return new
+
+    def mark(self, name: str, start: int, end: int | None = None) -> Span:
+        """Record a span over text already added (``end`` defaults to the current end)."""
+        stop = self._length if end is None else end
+        if not 0 <= start < stop <= self._length:
+            raise TaskError(f"span {name!r} [{start}, {stop}) is outside the text")
+        new = Span(name, start, stop)
+        self.spans.append(new)
+        return new
+
+    @property
+    def length(self) -> int:
+        return self._length
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+
+def task_table(
+    records: Iterable[Mapping[str, Any]], extra_fields: Sequence[pa.Field] = ()
+) -> pa.Table:
+    """Build a typed task table from row dicts (``spans`` as lists of :class:`Span` or dicts).
+
+    Checks the contract: unique prompt ids, spans inside the text and non-empty.
+    Rows come out sorted by ``prompt_id``.
+    """
+    schema = pa.schema(BASE_FIELDS + list(extra_fields))
+    rows = []
+    seen: set[str] = set()
+    for rec in records:
+        row = dict(rec)
+        pid = row["prompt_id"]
+        if pid in seen:
+            raise TaskError(f"duplicate prompt_id {pid!r}")
+        seen.add(pid)
+        spans = [s.as_dict() if isinstance(s, Span) else dict(s) for s in row["spans"]]
+        for s in spans:
+            if not 0 <= s["start"] < s["end"] <= len(row["text"]):
+                raise TaskError(
+                    f"prompt {pid!r}: span {s['name']!r} [{s['start']}, {s['end']}) "
+                    f"is empty or outside its text of length {len(row['text'])}"
+                )
+        row["spans"] = spans
+        missing = [f.name for f in schema if f.name not in row]
+        if missing:
+            raise TaskError(f"prompt {pid!r}: missing columns {missing}")
+        rows.append({f.name: row[f.name] for f in schema})
+    rows.sort(key=lambda r: r["prompt_id"])
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def span_text(text: str, spans: Sequence[Mapping[str, Any]], name: str) -> str:
+    """The text of the span called ``name`` (first match); for tests and checks."""
+    for s in spans:
+        if s["name"] == name:
+            return text[s["start"] : s["end"]]
+    raise KeyError(f"no span named {name!r}")

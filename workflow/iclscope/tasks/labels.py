@@ -1,0 +1,338 @@
+"""Study C task: label relationships (Kossen, Gal & Rainforth, arXiv 2307.12375).
+
+:func:`build_labels` writes the task ``labels_<dataset>``: one prompt per (condition, repeat),
+each a run of ``n_examples`` labelled examples drawn with replacement from the dataset::
+
+    Sentence: 'awful' \\nAnswer: negative\\n\\nSentence: 'joy' \\nAnswer: positive ...
+
+Every example shows its label, so one teacher-forced pass scores each ``answer_i`` position
+from examples ``1..i-1``. The example draws depend only on (seed, dataset, repeat), so all
+conditions of one repeat show the same inputs and differ only in their labels (paired design).
+
+Conditions (class ``y`` of ``K``; positions ``i`` are 1-based):
+
+==============  ===================================================================
+default         shown class = y, verbalised with the dataset's ``label_words``
+random          shown class = class of another example drawn from the dataset
+flipped         shown class = (y + 1) mod K (a swap for binary tasks)
+arbitrary_...   shown class = y, verbalised with replacement words; one condition per
+                word list and order (both orders for pairs; list and reverse for K>2)
+flip_df         default for i <= flip_at, flipped after
+flip_fd         flipped for i <= flip_at, default after
+alternating     default at odd i, flipped at even i
+==============  ===================================================================
+
+Columns added to the task contract (lists have one entry per position, in order):
+
+===============  ================  ===============================================
+dataset          string            dataset name
+repeat           int32             repeat index, 0-based
+label_words      list<string>      the K candidate label words of the condition
+true_class       list<int32>       true class of each example
+context_class    list<int32>       class shown in the prompt
+true_labels      list<string>      the condition's word for the true class
+context_labels   list<string>      the word shown in the prompt
+example_index    list<int32>       index of the example in the dataset
+===============  ================  ===============================================
+
+Spans: ``answer_i`` covers the shown label word (no leading space), ``example_i`` the
+whole formatted example (without the separator). The table's schema metadata carries
+``iclscope.dataset``: the dataset's name, classes, default label words and source info.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from iclscope.datasets import LabelledData, load_dataset
+from iclscope.provenance import PREFIX, canonical_json
+from iclscope.seeding import rng
+from iclscope.tasks.common import Span, TaskError, TextBuilder, task_table
+
+CONDITIONS = ("default", "random", "flipped", "arbitrary", "flip_df", "flip_fd", "alternating")
+FLIP_CONDITIONS = ("flip_df", "flip_fd")
+DEFAULTS: dict[str, Any] = {
+    "conditions": list(CONDITIONS),
+    "arbitrary_labels": [["bad", "good"], ["A", "B"], ["green", "blue"], ["sea", "chair"]],
+    "n_examples": 32,
+    "flip_at": 16,
+    "repeats": 50,
+    "template": "Sentence: '{text}' \nAnswer: {label}",
+    "template_pair": "Sentence 1: '{text}' \nSentence 2: '{text2}' \nAnswer: {label}",
+    "separator": "\n\n",
+}
+
+_INT_LIST = pa.list_(pa.int32())
+_STR_LIST = pa.list_(pa.string())
+EXTRA_FIELDS: list[pa.Field] = [
+    pa.field("dataset", pa.string(), nullable=False),
+    pa.field("repeat", pa.int32(), nullable=False),
+    pa.field("label_words", _STR_LIST, nullable=False),
+    pa.field("true_class", _INT_LIST, nullable=False),
+    pa.field("context_class", _INT_LIST, nullable=False),
+    pa.field("true_labels", _STR_LIST, nullable=False),
+    pa.field("context_labels", _STR_LIST, nullable=False),
+    pa.field("example_index", _INT_LIST, nullable=False),
+]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A label condition: its ``name``, label ``words`` (class order) and ``mapping``.
+
+    ``mapping`` is how shown classes derive from true ones: one of ``default``, ``random``,
+    ``flipped``, ``flip_df``, ``flip_fd``, ``alternating`` (arbitrary conditions use
+    ``default`` with other words).
+    """
+
+    name: str
+    words: tuple[str, ...]
+    mapping: str
+
+
+def build_labels(
+    dataset_cfg: Mapping[str, Any], labels_cfg: Mapping[str, Any], seed: int, root: Path
+) -> pa.Table:
+    """The task table ``labels_<name>`` for one dataset entry of the config.
+
+    ``labels_cfg`` is the config's ``labels`` section (missing keys take :data:`DEFAULTS`),
+    ``root`` resolves relative dataset paths. Returns ``len(conditions) * repeats`` rows
+    (arbitrary counted once per word list and order), sorted by ``prompt_id``.
+    """
+    cfg = {**DEFAULTS, **{k: v for k, v in labels_cfg.items() if v is not None}}
+    data = load_dataset(dataset_cfg, root, seed=seed)
+    n_examples, repeats = int(cfg["n_examples"]), int(cfg["repeats"])
+    _check_settings(data.name, cfg, n_examples, repeats)
+    default_words = list(dataset_cfg.get("label_words") or data.classes)
+    conditions = expand_conditions(
+        data.name, cfg["conditions"], default_words, cfg["arbitrary_labels"], len(data.classes)
+    )
+    pair = data.texts2 is not None
+    template = cfg["template_pair"] if pair else cfg["template"]
+    pieces = parse_template(data.name, template, pair)
+    rows = _rows(data, conditions, pieces, cfg, seed)
+    table = task_table(rows, EXTRA_FIELDS)
+    card = {
+        "name": data.name,
+        "classes": data.classes,
+        "label_words": default_words,
+        "info": data.info,
+    }
+    return table.replace_schema_metadata({f"{PREFIX}dataset": canonical_json(card)})
+
+
+def expand_conditions(
+    dataset: str,
+    names: Sequence[str],
+    default_words: Sequence[str],
+    arbitrary_labels: Sequence[Sequence[str]],
+    k: int,
+) -> list[Condition]:
+    """The concrete conditions, in config order (``arbitrary`` expanded, duplicates merged).
+
+    Checks every word list (length ``k``, non-blank, no duplicates) and raises
+    :class:`TaskError` naming ``dataset`` on problems.
+    """
+    default = _check_words(dataset, "default label_words", default_words, k)
+    out: dict[str, Condition] = {}
+    for name in names:
+        if name not in CONDITIONS:
+            raise TaskError(
+                f"dataset {dataset!r}: unknown label condition {name!r}; expected one of "
+                f"{list(CONDITIONS)}"
+            )
+        if name != "arbitrary":
+            out.setdefault(name, Condition(name, default, name))
+            continue
+        if not arbitrary_labels:
+            raise TaskError(
+                f"dataset {dataset!r}: condition 'arbitrary' needs arbitrary_labels, got none"
+            )
+        for given in arbitrary_labels:
+            words = _check_words(dataset, "arbitrary_labels entry", given, k)
+            for order in (words, words[::-1]):
+                new = Condition(arbitrary_name(order), order, "default")
+                known = out.setdefault(new.name, new)
+                if known.words != new.words:
+                    raise TaskError(
+                        f"dataset {dataset!r}: arbitrary label lists {list(known.words)} and "
+                        f"{list(new.words)} give the same condition name {new.name!r}"
+                    )
+    return list(out.values())
+
+
+def arbitrary_name(words: Sequence[str]) -> str:
+    """``arbitrary_<w0>_<w1>...``: words lowercased, other than [a-z0-9] -> ``-``."""
+    return "arbitrary_" + "_".join(re.sub(r"[^a-z0-9]", "-", w.lower()) for w in words)
+
+
+def shown_classes(
+    mapping: str, true: np.ndarray, k: int, flip_at: int, other: np.ndarray | None = None
+) -> np.ndarray:
+    """Classes shown in context, shape ``(n,)``, from true classes ``true`` (shape ``(n,)``).
+
+    ``other`` holds the classes of independently drawn examples (``random`` only);
+    ``flip_at`` is the N of ``flip_df`` / ``flip_fd``.
+    """
+    position = np.arange(1, len(true) + 1)
+    flipped = (true + 1) % k
+    if mapping == "default":
+        return true
+    if mapping == "random":
+        if other is None or len(other) != len(true):
+            raise ValueError("mapping 'random' needs `other` of the same length as `true`")
+        return other
+    if mapping == "flipped":
+        return flipped
+    if mapping == "flip_df":
+        return np.where(position <= flip_at, true, flipped)
+    if mapping == "flip_fd":
+        return np.where(position <= flip_at, flipped, true)
+    if mapping == "alternating":
+        return np.where(position % 2 == 1, true, flipped)
+    raise ValueError(f"unknown mapping {mapping!r}")
+
+
+def parse_template(dataset: str, template: str, pair: bool) -> list[tuple[str, str | None]]:
+    """Split a template into (literal, field) pieces; field is text, text2, label or None.
+
+    ``{label}`` must occur exactly once, ``{text}`` at least once, ``{text2}`` only (and at
+    least once) when ``pair``; conversions and format specs are refused so that the
+    ``answer_i`` span is exactly the label word.
+    """
+    allowed = {"text", "label", "text2"} if pair else {"text", "label"}
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as err:
+        raise TaskError(f"dataset {dataset!r}: template {template!r} is malformed: {err}") from err
+    pieces = []
+    for literal, field, spec, conversion in parsed:
+        if field is not None and (field not in allowed or spec or conversion):
+            raise TaskError(
+                f"dataset {dataset!r}: template {template!r} has field {{{field}}}"
+                f"{'!' + conversion if conversion else ''}{':' + spec if spec else ''}; "
+                f"allowed are plain {sorted(allowed)}"
+            )
+        pieces.append((literal, field))
+    fields = [f for _, f in pieces if f is not None]
+    if fields.count("label") != 1 or not allowed <= set(fields):
+        raise TaskError(
+            f"dataset {dataset!r}: template {template!r} must contain {{label}} exactly once "
+            f"and each of {sorted(allowed - {'label'})}"
+        )
+    return pieces
+
+
+def render_prompt(
+    pieces: Sequence[tuple[str, str | None]],
+    examples: Sequence[Mapping[str, str]],
+    separator: str,
+) -> tuple[str, list[Span]]:
+    """Format ``examples`` (dicts with text[, text2], label) into one prompt.
+
+    Returns the text and its spans: ``answer_i`` over each label, ``example_i`` over each
+    example (``i`` 1-based).
+    """
+    builder = TextBuilder()
+    for i, values in enumerate(examples, start=1):
+        if i > 1:
+            builder.add(separator)
+        start = builder.length
+        for literal, field in pieces:
+            builder.add(literal)
+            if field is not None:
+                builder.add(values[field], span=f"answer_{i}" if field == "label" else None)
+        builder.mark(f"example_{i}", start)
+    return builder.text, builder.spans
+
+
+def _rows(
+    data: LabelledData,
+    conditions: Sequence[Condition],
+    pieces: Sequence[tuple[str, str | None]],
+    cfg: Mapping[str, Any],
+    seed: int,
+) -> Iterator[dict[str, Any]]:
+    """One row per (repeat, condition); draws are keyed so conditions never shift each other."""
+    n, k = int(cfg["n_examples"]), len(data.classes)
+    labels = np.asarray(data.labels, dtype=np.int64)
+    needs_random = any(c.mapping == "random" for c in conditions)
+    for repeat in range(int(cfg["repeats"])):
+        index = rng(seed, "labels", data.name, "examples", repeat).integers(0, len(data), n)
+        true = labels[index]
+        other = None
+        if needs_random:
+            donors = rng(seed, "labels", data.name, "random", repeat).integers(0, len(data), n)
+            other = labels[donors]
+        for cond in conditions:
+            shown = shown_classes(cond.mapping, true, k, int(cfg["flip_at"]), other)
+            examples = [
+                _example(data, i, cond.words[c]) for i, c in zip(index.tolist(), shown.tolist())
+            ]
+            text, spans = render_prompt(pieces, examples, str(cfg["separator"]))
+            yield {
+                "prompt_id": f"labels_{data.name}:{cond.name}:r{repeat:04d}",
+                "task": f"labels_{data.name}",
+                "condition": cond.name,
+                "n_shots": n,
+                "text": text,
+                "spans": spans,
+                "dataset": data.name,
+                "repeat": repeat,
+                "label_words": list(cond.words),
+                "true_class": true.tolist(),
+                "context_class": shown.tolist(),
+                "true_labels": [cond.words[c] for c in true.tolist()],
+                "context_labels": [cond.words[c] for c in shown.tolist()],
+                "example_index": index.tolist(),
+            }
+
+
+def _example(data: LabelledData, index: int, label: str) -> dict[str, str]:
+    """Template values of dataset item ``index`` shown with ``label``."""
+    values = {"text": data.texts[index], "label": label}
+    if data.texts2 is not None:
+        values["text2"] = data.texts2[index]
+    return values
+
+
+def _check_settings(dataset: str, cfg: Mapping[str, Any], n_examples: int, repeats: int) -> None:
+    """Sizes are positive, and flip_at leaves both mappings at least one example."""
+    if n_examples < 1 or repeats < 1:
+        raise TaskError(
+            f"dataset {dataset!r}: n_examples and repeats must be >= 1, "
+            f"got {n_examples} and {repeats}"
+        )
+    flips = [c for c in cfg["conditions"] if c in FLIP_CONDITIONS]
+    flip_at = int(cfg["flip_at"])
+    if flips and not 1 <= flip_at <= n_examples - 1:
+        raise TaskError(
+            f"dataset {dataset!r}: flip_at={flip_at} must lie in 1..{n_examples - 1} "
+            f"(n_examples - 1) for conditions {flips}"
+        )
+
+
+def _check_words(dataset: str, what: str, words: Sequence[str], k: int) -> tuple[str, ...]:
+    """``k`` distinct label words, none blank or with surrounding whitespace."""
+    words = tuple(str(w) for w in words)
+    if len(words) != k:
+        raise TaskError(
+            f"dataset {dataset!r}: {what} {list(words)} has {len(words)} words, "
+            f"but the dataset has K={k} classes"
+        )
+    for w in words:
+        if not w.strip() or w != w.strip():
+            raise TaskError(
+                f"dataset {dataset!r}: {what} {list(words)} has an empty label word or one "
+                f"with surrounding whitespace ({w!r})"
+            )
+    if len(set(words)) != k:
+        raise TaskError(f"dataset {dataset!r}: {what} {list(words)} has duplicate label words")
+    return words

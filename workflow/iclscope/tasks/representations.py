@@ -1,0 +1,445 @@
+"""Study B task builders: representations before and after ICL (Yousefi et al., arXiv 2310.00313).
+
+Each builder takes ``cfg = config["representations"]`` and the global seed and returns a
+task table (see :mod:`iclscope.tasks.common`). Every condition has ``n_variants``
+variants; each variant is emitted once per ``n_shots`` value k, using the first k of
+its solved examples, so the prompts of one variant are nested: they share the query
+and, for larger k, extend the examples of smaller k.
+
+regression (B1)
+    Condition = line ``y = a*x + b`` (``a={a:g},b={b:g}``). Extra columns: slope,
+    intercept (float64), variant (int32), query_x (int64), target (float64, noiseless
+    a*x+b), answer (target as written in examples), examples_x (list<int64>),
+    examples_y (list<float64>) of the k examples in the prompt.
+    Spans: query (the query x), query_line, examples (k > 0), example_{i} (i = 1..k),
+    instruction (when non-empty).
+reading (B2)
+    Condition = ``{name}|{activity}``. Extra columns: name, activity, distractor_name,
+    distractor_activity, relevant_first (bool), variant (int32), answer (= activity),
+    candidates (list<str>, all activities in use, sorted).
+    Spans: relevant, distractor, story, question, question_name, examples (k > 0),
+    example_{i}.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from iclscope.seeding import rng
+from iclscope.tasks.binary import Piece, fill_template, join_pieces
+from iclscope.tasks.common import TaskError, task_table
+
+REGRESSION_DEFAULTS: dict[str, Any] = {
+    "slopes": [-3, -1, 1, 3],
+    "intercepts": [-10, 0, 10],
+    "x_min": -20,
+    "x_max": 20,
+    "noise": 0.0,
+    "n_shots": [0, 8],
+    "n_variants": 4,
+    "instruction": "",
+    "example_template": "Input: {x}\nOutput: {y}\n",
+    "query_template": "Input: {x}\nOutput:",
+    "example_separator": "\n",
+}
+READING_DEFAULTS: dict[str, Any] = {
+    "names": None,
+    "activities": None,
+    "names_file": "data/names.txt",
+    "activities_file": "data/activities.txt",
+    "n_names": 4,
+    "n_activities": 4,
+    "n_shots": [0, 4],
+    "n_variants": 4,
+    "sentence_template": "{name} likes to {activity}.",
+    "question_template": "Question: What does {name} like to do?\nAnswer:",
+    "prompt_template": "Story: {story}\n{question}",
+    "answer_template": " {activity}",
+    "example_separator": "\n\n",
+}
+
+# the two sentences of a story
+STORY_JOINER = " "
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def format_number(value: float) -> str:
+    """A number as written in prompts: integers without a decimal point, others
+    positional without trailing zeros (``3.0`` -> ``"3"``, ``-0.5`` -> ``"-0.5"``)."""
+    value = float(value)
+    if value.is_integer():
+        return str(int(value))
+    return np.format_float_positional(value, trim="-")
+
+
+def load_items(path: Path, key: str) -> list[str]:
+    """Items of a data file: one per line, blank lines and ``#`` comment lines skipped."""
+    if not path.is_file():
+        raise TaskError(f"{key}: data file {path} does not exist")
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _section(cfg: Mapping[str, Any], name: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``cfg[name]`` with absent keys taken from ``defaults``."""
+    return {**defaults, **(cfg.get(name) or {})}
+
+
+def _int(value: Any, key: str, minimum: int | None = None) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or (minimum is not None and value < minimum)
+    ):
+        bound = "" if minimum is None else f" >= {minimum}"
+        raise TaskError(f"{key} must be an integer{bound}, got {value!r}")
+    return value
+
+
+def _number_grid(values: Any, key: str) -> list[float]:
+    if not isinstance(values, (list, tuple)) or not values:
+        raise TaskError(f"{key} must be a non-empty list of numbers, got {values!r}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TaskError(f"{key}: {v!r} is not a number")
+    grid = [float(v) for v in values]
+    if len(set(grid)) != len(grid):
+        raise TaskError(f"{key} has duplicate values: {values!r}")
+    return grid
+
+
+def _shots(values: Any, key: str) -> list[int]:
+    if not isinstance(values, (list, tuple)) or not values:
+        raise TaskError(f"{key} must be a non-empty list of integers >= 0, got {values!r}")
+    shots = [_int(v, key, minimum=0) for v in values]
+    if len(set(shots)) != len(shots):
+        raise TaskError(f"{key} has duplicate values: {values!r}")
+    return sorted(shots)
+
+
+def _string(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise TaskError(f"{key} must be a string, got {value!r}")
+    return value
+
+
+def _prompt(instruction: str, examples: Sequence[Piece], query: Piece, separator: str) -> Piece:
+    """Instruction, solved examples and query joined by ``separator``.
+
+    Spans: ``instruction`` (if any), ``examples`` over all examples and ``example_{i}``
+    (i = 1..k) over each, plus the query's own spans.
+    """
+    blocks: list[Piece] = []
+    if instruction:
+        blocks.append(Piece(instruction).named("instruction"))
+    if examples:
+        numbered = [ex.plain().named(f"example_{i}") for i, ex in enumerate(examples, start=1)]
+        blocks.append(join_pieces(numbered, separator).named("examples"))
+    blocks.append(query)
+    return join_pieces(blocks, separator)
+
+
+# --------------------------------------------------------------------------- regression
+
+
+def regression_draws(
+    seed: int, condition: str, variant: int, x_min: int, x_max: int, n_examples: int
+) -> tuple[int, np.ndarray]:
+    """The query x and ``n_examples`` distinct example x's (none equal to the query).
+
+    The examples are a prefix of a seeded permutation, so raising ``n_examples`` keeps
+    the earlier ones; the query does not depend on ``n_examples`` at all.
+    """
+    query = int(rng(seed, "regression", condition, variant, "query").integers(x_min, x_max + 1))
+    pool = np.arange(x_min, x_max + 1, dtype=np.int64)
+    pool = pool[pool != query]
+    examples = rng(seed, "regression", condition, variant, "examples").permutation(pool)[
+        :n_examples
+    ]
+    return query, examples
+
+
+def regression_targets(
+    xs: np.ndarray,
+    slope: float,
+    intercept: float,
+    noise: float,
+    seed: int,
+    condition: str,
+    variant: int,
+) -> np.ndarray:
+    """``y = a*x + b``, plus Normal(0, noise) rounded to an integer when ``noise > 0``."""
+    ys = slope * xs.astype(np.float64) + intercept
+    if noise > 0:
+        eps = rng(seed, "regression", condition, variant, "noise").normal(0.0, noise, size=len(xs))
+        ys = np.round(ys + eps) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return ys
+
+
+def build_regression(cfg: Mapping[str, Any], seed: int) -> pa.Table:
+    """B1: linear-regression prompts for every (slope, intercept) condition.
+
+    Reads ``cfg["regression"]`` (see :data:`REGRESSION_DEFAULTS`); returns one row per
+    condition x variant x n_shots (columns and spans in the module docstring).
+    """
+    reg = _section(cfg, "regression", REGRESSION_DEFAULTS)
+    key = "representations.regression"
+    slopes = _number_grid(reg["slopes"], f"{key}.slopes")
+    intercepts = _number_grid(reg["intercepts"], f"{key}.intercepts")
+    x_min = _int(reg["x_min"], f"{key}.x_min")
+    x_max = _int(reg["x_max"], f"{key}.x_max")
+    shots = _shots(reg["n_shots"], f"{key}.n_shots")
+    n_variants = _int(reg["n_variants"], f"{key}.n_variants", minimum=1)
+    noise = reg["noise"]
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
+        raise TaskError(f"{key}.noise must be a number >= 0, got {noise!r}")
+    n_examples = shots[-1]
+    if x_max - x_min < n_examples:
+        raise TaskError(
+            f"{key}.x_min/x_max: [{x_min}, {x_max}] holds {max(x_max - x_min + 1, 0)} integers, "
+            f"fewer than the query plus {n_examples} distinct examples ({key}.n_shots)"
+        )
+    instruction = _string(reg["instruction"], f"{key}.instruction")
+    separator = _string(reg["example_separator"], f"{key}.example_separator")
+
+    records = []
+    for a in slopes:
+        for b in intercepts:
+            condition = f"a={a:g},b={b:g}"
+            for variant in range(n_variants):
+                query_x, xs = regression_draws(seed, condition, variant, x_min, x_max, n_examples)
+                ys = regression_targets(xs, a, b, float(noise), seed, condition, variant)
+                target = a * query_x + b
+                examples = [
+                    fill_template(
+                        reg["example_template"],
+                        {"x": format_number(x), "y": format_number(y)},
+                        f"{key}.example_template",
+                        required=("x", "y"),
+                    )
+                    for x, y in zip(xs, ys)
+                ]
+                query = fill_template(
+                    reg["query_template"],
+                    {"x": format_number(query_x)},
+                    f"{key}.query_template",
+                    spans={"x": "query"},
+                ).named("query_line")
+                for k in shots:
+                    prompt = _prompt(instruction, examples[:k], query, separator)
+                    records.append(
+                        {
+                            "prompt_id": f"regression:{condition}:v{variant:02d}:k{k:02d}",
+                            "task": "regression",
+                            "condition": condition,
+                            "n_shots": k,
+                            "text": prompt.text,
+                            "spans": list(prompt.spans),
+                            "slope": a,
+                            "intercept": b,
+                            "variant": variant,
+                            "query_x": query_x,
+                            "target": target,
+                            "answer": format_number(target),
+                            "examples_x": [int(x) for x in xs[:k]],
+                            "examples_y": [float(y) for y in ys[:k]],
+                        }
+                    )
+    extra = [
+        pa.field("slope", pa.float64(), nullable=False),
+        pa.field("intercept", pa.float64(), nullable=False),
+        pa.field("variant", pa.int32(), nullable=False),
+        pa.field("query_x", pa.int64(), nullable=False),
+        pa.field("target", pa.float64(), nullable=False),
+        pa.field("answer", pa.string(), nullable=False),
+        pa.field("examples_x", pa.list_(pa.int64()), nullable=False),
+        pa.field("examples_y", pa.list_(pa.float64()), nullable=False),
+    ]
+    return task_table(records, extra)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _items(rd: Mapping[str, Any], kind: str, root: Path) -> list[str]:
+    """The first ``n_{kind}`` names or activities, from the inline list or the data file."""
+    key = f"representations.reading.{kind}"
+    if rd[kind] is not None:
+        items = rd[kind]
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+            raise TaskError(f"{key} must be a list of strings, got {items!r}")
+        items = [i.strip() for i in items]
+        source = key
+    else:
+        path = root / rd[f"{kind}_file"]
+        items = load_items(path, f"{key}_file")
+        source = str(path)
+    if any(not i for i in items):
+        raise TaskError(f"{source}: empty item in {key}")
+    duplicates = sorted({i for i in items if items.count(i) > 1})
+    if duplicates:
+        raise TaskError(f"{source}: duplicate {kind} {duplicates}")
+    n = _int(rd[f"n_{kind}"], f"representations.reading.n_{kind}", minimum=2)
+    if n > len(items):
+        raise TaskError(
+            f"representations.reading.n_{kind} = {n} but {source} holds only {len(items)} {kind}"
+        )
+    return items[:n]
+
+
+def _draw_story(
+    g: np.random.Generator,
+    name: str,
+    activity: str,
+    names: Sequence[str],
+    activities: Sequence[str],
+    avoid: tuple[str, str] | None = None,
+) -> tuple[str, str, bool]:
+    """A distractor name (!= name), distractor activity (!= activity) and sentence order.
+
+    ``avoid`` = (name, activity) of a query that the distractor must not mention either,
+    so that a solved example never states anything about the query's condition.
+    """
+    skip_names = {name} | ({avoid[0]} if avoid else set())
+    skip_activities = {activity} | ({avoid[1]} if avoid else set())
+    other_names = [n for n in names if n not in skip_names]
+    other_activities = [a for a in activities if a not in skip_activities]
+    distractor_name = other_names[int(g.integers(len(other_names)))]
+    distractor_activity = other_activities[int(g.integers(len(other_activities)))]
+    relevant_first = bool(g.integers(2))
+    return distractor_name, distractor_activity, relevant_first
+
+
+def _story_prompt(
+    rd: Mapping[str, Any],
+    name: str,
+    activity: str,
+    distractor_name: str,
+    distractor_activity: str,
+    relevant_first: bool,
+) -> Piece:
+    """Story and question with spans relevant, distractor, story, question, question_name."""
+    key = "representations.reading"
+    sentence = rd["sentence_template"]
+    relevant = fill_template(
+        sentence,
+        {"name": name, "activity": activity},
+        f"{key}.sentence_template",
+        required=("name", "activity"),
+    ).named("relevant")
+    distractor = fill_template(
+        sentence,
+        {"name": distractor_name, "activity": distractor_activity},
+        f"{key}.sentence_template",
+        required=("name", "activity"),
+    ).named("distractor")
+    story = join_pieces(
+        [relevant, distractor] if relevant_first else [distractor, relevant], STORY_JOINER
+    )
+    question = fill_template(
+        rd["question_template"],
+        {"name": name},
+        f"{key}.question_template",
+        spans={"name": "question_name"},
+    )
+    return fill_template(
+        rd["prompt_template"],
+        {"story": story, "question": question},
+        f"{key}.prompt_template",
+        spans={"story": "story", "question": "question"},
+    )
+
+
+def build_reading(cfg: Mapping[str, Any], seed: int, root: Path) -> pa.Table:
+    """B2: reading-comprehension prompts for every (name, activity) condition.
+
+    Reads ``cfg["reading"]`` (see :data:`READING_DEFAULTS`); data files are resolved
+    against ``root``. Solved examples come from conditions sharing neither the name nor
+    the activity of the query, and their distractors avoid both too, so the context
+    never states the query's fact (ICL gains cannot come from copying it). Returns one
+    row per condition x variant x n_shots (columns and spans in the module docstring).
+    """
+    rd = _section(cfg, "reading", READING_DEFAULTS)
+    key = "representations.reading"
+    names = _items(rd, "names", Path(root))
+    activities = _items(rd, "activities", Path(root))
+    shots = _shots(rd["n_shots"], f"{key}.n_shots")
+    n_variants = _int(rd["n_variants"], f"{key}.n_variants", minimum=1)
+    separator = _string(rd["example_separator"], f"{key}.example_separator")
+    n_examples = shots[-1]
+    if n_examples and min(len(names), len(activities)) < 3:
+        raise TaskError(
+            f"{key}.n_names/n_activities: solved examples need at least 3 names and 3 "
+            "activities (an example and its distractor avoid the query's name and activity)"
+        )
+    if n_examples > (len(names) - 1) * (len(activities) - 1):
+        raise TaskError(
+            f"{key}.n_shots: {n_examples} examples need as many conditions disjoint from the "
+            f"query, but {len(names)} names x {len(activities)} activities give only "
+            f"{(len(names) - 1) * (len(activities) - 1)}"
+        )
+    conditions = [(n, a) for n in names for a in activities]
+    candidates = sorted(activities)
+
+    records = []
+    for name, activity in conditions:
+        condition = f"{name}|{activity}"
+        disjoint = [(n, a) for n, a in conditions if n != name and a != activity]
+        for variant in range(n_variants):
+            g = rng(seed, "reading", condition, variant)
+            drawn = _draw_story(g, name, activity, names, activities)
+            query = _story_prompt(rd, name, activity, *drawn)
+            # a prefix of a permutation: the examples for small k are those of large k
+            order = rng(seed, "reading", condition, variant, "examples").permutation(len(disjoint))
+            examples = []
+            for i, j in enumerate(order[:n_examples]):
+                ex_name, ex_activity = disjoint[int(j)]
+                g = rng(seed, "reading", condition, variant, "example", i)
+                ex_drawn = _draw_story(g, ex_name, ex_activity, names, activities, (name, activity))
+                answer = fill_template(
+                    rd["answer_template"],
+                    {"activity": ex_activity},
+                    f"{key}.answer_template",
+                    required=("activity",),
+                )
+                examples.append(
+                    join_pieces([_story_prompt(rd, ex_name, ex_activity, *ex_drawn), answer])
+                )
+            distractor_name, distractor_activity, relevant_first = drawn
+            for k in shots:
+                prompt = _prompt("", examples[:k], query, separator)
+                records.append(
+                    {
+                        "prompt_id": f"reading:{condition}:v{variant:02d}:k{k:02d}",
+                        "task": "reading",
+                        "condition": condition,
+                        "n_shots": k,
+                        "text": prompt.text,
+                        "spans": list(prompt.spans),
+                        "name": name,
+                        "activity": activity,
+                        "distractor_name": distractor_name,
+                        "distractor_activity": distractor_activity,
+                        "relevant_first": relevant_first,
+                        "variant": variant,
+                        "answer": activity,
+                        "candidates": candidates,
+                    }
+                )
+    extra = [
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("activity", pa.string(), nullable=False),
+        pa.field("distractor_name", pa.string(), nullable=False),
+        pa.field("distractor_activity", pa.string(), nullable=False),
+        pa.field("relevant_first", pa.bool_(), nullable=False),
+        pa.field("variant", pa.int32(), nullable=False),
+        pa.field("answer", pa.string(), nullable=False),
+        pa.field("candidates", pa.list_(pa.string()), nullable=False),
+    ]
+    return task_table(records, extra)
