@@ -20,6 +20,13 @@ except ConfigError as err:
     sys.exit(f"Error: {err}")
 
 
+wildcard_constraints:
+    model="[A-Za-z0-9][A-Za-z0-9._-]*",
+    task="[a-z0-9_]+",
+    dataset="[a-z0-9_]+",
+    study="binary|representations|labels",
+
+
 include: "rules/common.smk"
 include: "rules/models.smk"
 include: "rules/tasks.smk"
@@ -32,6 +39,6 @@ include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

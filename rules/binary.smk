@@ -9,13 +9,13 @@ rule analyse_binary:
         continuation=lambda wildcards: extracted(wildcards.model, "binary_continuation"),
     output:
         [f"{RESULTS}/{{model}}/binary/{t}.parquet" for t in BINARY_TABLES],
-    params:
-        spec=lambda wildcards: canonical_json(
-            {"seed": config["seed"], "binary": config["binary"]}
-        ),
     log:
         f"{LOGS}/{{model}}/analyse_binary.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        spec=lambda wildcards: canonical_json(
+            {"seed": config["seed"], "binary": config["binary"]}
+        ),
     shell:
         "iclscope analyse binary --inputs {input:q} --params {params.spec:q} --out {output:q} > {log:q} 2>&1"

@@ -11,18 +11,19 @@ BENCH = f"{RESULTS}/benchmarks"
 MODELS = {m["name"]: m for m in config["models"]}
 TASKS = task_names(config)
 STUDIES = config["studies"]
-DATASETS = [ds["name"] for ds in config["labels"]["datasets"]] if "labels" in STUDIES else []
+DATASETS = (
+    [ds["name"] for ds in config["labels"]["datasets"]] if "labels" in STUDIES else []
+)
 EXTRACT_TABLES = ["embeddings", "attention", "readouts"]
 BINARY_TABLES = ["generation_metrics", "judgment", "continuation", "model_selection"]
-REPRESENTATION_TABLES = ["behaviour", "rsa", "probes", "attention_ratio", "repr_vs_behaviour"]
+REPRESENTATION_TABLES = [
+    "behaviour",
+    "rsa",
+    "probes",
+    "attention_ratio",
+    "repr_vs_behaviour",
+]
 LABEL_TABLES = ["positions", "curves"]
-
-
-wildcard_constraints:
-    model="[A-Za-z0-9][A-Za-z0-9._-]*",
-    task="[a-z0-9_]+",
-    dataset="[a-z0-9_]+",
-    study="binary|representations|labels",
 
 
 def model_dir(model):
@@ -34,7 +35,7 @@ def model_card(wildcards):
 
 
 def model_spec(wildcards):
-    """The model's config entry as canonical JSON (a rule param: changes rerun the rule)."""
+    """The model's config entry as canonical JSON (passed as params, so changing it reruns the job)."""
     return canonical_json(MODELS[wildcards.model])
 
 
@@ -68,9 +69,14 @@ def study_tables(model, study):
     if study == "binary":
         return [f"{RESULTS}/{model}/binary/{t}.parquet" for t in BINARY_TABLES]
     if study == "representations":
-        return [f"{RESULTS}/{model}/representations/{t}.parquet" for t in REPRESENTATION_TABLES]
+        return [
+            f"{RESULTS}/{model}/representations/{t}.parquet"
+            for t in REPRESENTATION_TABLES
+        ]
     return [
-        f"{RESULTS}/{model}/labels/{ds}/{t}.parquet" for ds in DATASETS for t in LABEL_TABLES
+        f"{RESULTS}/{model}/labels/{ds}/{t}.parquet"
+        for ds in DATASETS
+        for t in LABEL_TABLES
     ]
 
 

@@ -7,19 +7,19 @@ rule extract:
         tasks=lambda wildcards: task_table(wildcards.task),
     output:
         [f"{RESULTS}/{{model}}/extract/{{task}}/{t}.parquet" for t in EXTRACT_TABLES],
-    params:
-        spec=runtime_spec,
-        model_dir=lambda wildcards: model_dir(wildcards.model),
     log:
         f"{LOGS}/{{model}}/extract/{{task}}.log",
     benchmark:
         f"{BENCH}/{{model}}/extract/{{task}}.tsv"
+    conda:
+        "../envs/torch.yaml"
     resources:
         mem_mb=8000,
         runtime=120,
         gpu=1,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        spec=runtime_spec,
+        model_dir=lambda wildcards: model_dir(wildcards.model),
     shell:
         "iclscope extract --model-dir {params.model_dir:q} --tasks {input.tasks:q}"
         " --params {params.spec:q} --out {output:q} > {log:q} 2>&1"
@@ -31,6 +31,16 @@ rule generate:
         tasks=task_table("binary_generation"),
     output:
         f"{RESULTS}/{{model}}/extract/binary_generation/generations.parquet",
+    log:
+        f"{LOGS}/{{model}}/generate.log",
+    benchmark:
+        f"{BENCH}/{{model}}/generate.tsv"
+    conda:
+        "../envs/torch.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=1,
     params:
         spec=lambda wildcards: canonical_json(
             {
@@ -39,16 +49,6 @@ rule generate:
             }
         ),
         model_dir=lambda wildcards: model_dir(wildcards.model),
-    log:
-        f"{LOGS}/{{model}}/generate.log",
-    benchmark:
-        f"{BENCH}/{{model}}/generate.tsv"
-    resources:
-        mem_mb=8000,
-        runtime=120,
-        gpu=1,
-    conda:
-        "../envs/torch.yaml"
     shell:
         "iclscope generate --model-dir {params.model_dir:q} --tasks {input.tasks:q}"
         " --params {params.spec:q} --out {output:q} > {log:q} 2>&1"

@@ -4,17 +4,17 @@
 rule prepare_model:
     output:
         card=f"{RESOURCES}/models/{{model}}/card.json",
-    params:
-        spec=model_spec,
-        out_dir=lambda wildcards: model_dir(wildcards.model),
     log:
         f"{LOGS}/{{model}}/prepare_model.log",
     benchmark:
         f"{BENCH}/{{model}}/prepare_model.tsv"
+    conda:
+        "../envs/torch.yaml"
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        spec=model_spec,
+        out_dir=lambda wildcards: model_dir(wildcards.model),
     shell:
         "iclscope prepare-model --params {params.spec:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

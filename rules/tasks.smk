@@ -6,14 +6,14 @@ rule build_tasks:
         task_inputs,
     output:
         f"{RESULTS}/tasks/{{task}}.parquet",
-    params:
-        spec=task_spec,
     log:
         f"{LOGS}/tasks/{{task}}.log",
+    conda:
+        "../envs/torch.yaml"
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        "../envs/torch.yaml"
+    params:
+        spec=task_spec,
     shell:
         "iclscope build-tasks --task {wildcards.task} --params {params.spec:q} --out {output:q} > {log:q} 2>&1"

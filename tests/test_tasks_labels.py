@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from iclscope.tasks.common import TaskError, span_text
-from iclscope.tasks.labels import DEFAULTS, arbitrary_name, build_labels
+from iclscope.config import with_defaults
+from iclscope.tasks.labels import arbitrary_name, build_labels
 
 SMALL = {"n_examples": 8, "flip_at": 3, "repeats": 5}
 
@@ -165,7 +166,7 @@ def test_deterministic_and_byte_identical(binary: dict[str, Any], tmp_path: Path
 def test_embedded_default_config() -> None:
     table = build_labels(
         {"name": "sentiment", "source": "vader", "label_words": ["negative", "positive"]},
-        {**DEFAULTS, "repeats": 2}, 0, Path("."),
+        {**with_defaults("labels"), "repeats": 2}, 0, Path("."),
     )
     assert table.num_rows == 2 * (6 + 8)
     assert b"iclscope.dataset" in table.schema.metadata

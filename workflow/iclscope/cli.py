@@ -228,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except (ConfigError, ModelError, TableError, TaskError) as err:
-        log.error("%s", err)
+        print(f"iclscope {args.command}: error: {err}", file=sys.stderr)  # no traceback: a user error
         return 2
     return 0
 

@@ -230,3 +230,17 @@ def load_config(path: str | Path, root: Path | None = None) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError([f"config file {path}: expected a mapping at the top level"])
     return validate_config(raw, root=root)
+
+
+def with_defaults(section: str, value: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A copy of the top-level config ``section`` (e.g. ``binary``) with every schema
+    default filled in; the schema stays the one place defaults are written.
+
+    Only fills: builders called from Python run their own checks, and
+    :func:`validate_config` is where a config is validated.
+    """
+    subschema = load_schema()["properties"][section]
+    filled = copy.deepcopy(dict(value or {}))
+    for _ in _with_defaults(jsonschema.Draft202012Validator)(subschema).iter_errors(filled):
+        pass  # iterating the validator is what fills the defaults
+    return filled

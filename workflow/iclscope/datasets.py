@@ -34,6 +34,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from iclscope.config import resolve_path
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -135,7 +137,7 @@ def _load_file(cfg: Mapping[str, Any], root: Path) -> LabelledData:
     if not cfg.get("path"):
         raise TaskError(f"dataset {name!r}: source 'file' needs a 'path'")
     given = str(cfg["path"])
-    path = Path(given) if Path(given).is_absolute() else Path(root) / given
+    path = resolve_path(given, Path(root))
     suffix = path.suffix.lower()
     reader = _READERS.get(suffix)
     if reader is None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import base64
 import html
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
+
+from iclscope.tables import atomic_path
 
 STUDY_TITLES = {
     "binary": "Study A: binary-sequence dynamics (Bigelow et al., 2024)",
@@ -46,9 +46,6 @@ def write_report(figures: Sequence[str | Path], out: str | Path, title: str = "i
                 f"<figcaption>{html.escape(fig.stem)}</figcaption></figure>"
             )
     parts.append("</body></html>\n")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(parts))
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        tmp.write_text("\n".join(parts), encoding="utf-8")
     return out

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,22 +22,33 @@ class TableError(RuntimeError):
     """A table is missing, unreadable or does not follow its contract."""
 
 
-def write_table(table: pa.Table, path: str | os.PathLike, meta: Mapping[str, str]) -> Path:
-    """Write ``table`` with file-level ``meta`` to ``path`` atomically; returns the path."""
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed to ``path``
+    (with the usual permissions), on failure removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    merged = dict(table.schema.metadata or {})
-    merged.update({k.encode(): v.encode() for k, v in meta.items()})
-    table = table.replace_schema_metadata(merged)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=64 * 1024)
+        yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_table(table: pa.Table, path: str | os.PathLike, meta: Mapping[str, str]) -> Path:
+    """Write ``table`` with file-level ``meta`` to ``path`` atomically; returns the path."""
+    merged = dict(table.schema.metadata or {})
+    merged.update({k.encode(): v.encode() for k, v in meta.items()})
+    table = table.replace_schema_metadata(merged)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=64 * 1024)
+    return Path(path)
 
 
 def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:

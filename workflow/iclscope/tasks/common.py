@@ -20,9 +20,12 @@ Rows are sorted by ``prompt_id`` so that tables are byte-identical across runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+import string
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import pyarrow as pa
+
+_FORMATTER = string.Formatter()
 
 SPAN_TYPE = pa.struct([("name", pa.string()), ("start", pa.int32()), ("end", pa.int32())])
 
@@ -136,3 +139,102 @@ def span_text(text: str, spans: Sequence[Mapping[str, Any]], name: str) -> str:
         if s["name"] == name:
             return text[s["start"] : s["end"]]
     raise KeyError(f"no span named {name!r}")
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A piece of prompt text with spans whose offsets are relative to its start."""
+
+    text: str
+    spans: tuple[Span, ...] = ()
+
+    def named(self, name: str) -> Piece:
+        """The same piece with an extra span ``name`` over all of its text."""
+        if not self.text:
+            raise TaskError(f"span {name!r} would be empty")
+        return Piece(self.text, (Span(name, 0, len(self.text)), *self.spans))
+
+    def plain(self) -> Piece:
+        """The same text without spans (e.g. a solved example whose inner spans must not
+        be confused with those of the query)."""
+        return Piece(self.text)
+
+    def shifted(self, offset: int) -> tuple[Span, ...]:
+        """The spans moved by ``offset`` characters."""
+        return tuple(Span(s.name, s.start + offset, s.end + offset) for s in self.spans)
+
+
+def join_pieces(pieces: Iterable[Piece | str], separator: str = "") -> Piece:
+    """Concatenate pieces with ``separator`` between them, keeping all spans."""
+    text: list[str] = []
+    spans: list[Span] = []
+    length = 0
+    for i, piece in enumerate(pieces):
+        if i:
+            text.append(separator)
+            length += len(separator)
+        piece = Piece(piece) if isinstance(piece, str) else piece
+        spans.extend(piece.shifted(length))
+        text.append(piece.text)
+        length += len(piece.text)
+    return Piece("".join(text), tuple(spans))
+
+
+def fill_template(
+    template: str,
+    values: Mapping[str, Any],
+    key: str,
+    spans: Mapping[str, str] | None = None,
+    required: Collection[str] = (),
+) -> Piece:
+    """Format ``template`` like :meth:`str.format`, recording where fields land.
+
+    Args:
+        template: a format string with named fields (``{name}``), ``{{``/``}}`` escapes.
+        values: field -> value; a :class:`Piece` value keeps its own spans (shifted).
+        key: the config key the template came from, named in error messages.
+        spans: field -> span name recorded over every occurrence of that field.
+        required: fields that must occur; fields named in ``spans`` must occur too.
+
+    Returns:
+        The filled text with spans relative to its start.
+    """
+    if not isinstance(template, str):
+        raise TaskError(f"{key} must be a template string, got {template!r}")
+    spans = dict(spans or {})
+    try:
+        parsed = list(_FORMATTER.parse(template))
+    except ValueError as err:
+        raise TaskError(f"{key}: malformed template {template!r}: {err}") from err
+    pieces: list[Piece | str] = []
+    used: set[str] = set()
+    for literal, field, spec, conversion in parsed:
+        pieces.append(literal)
+        if field is None:
+            continue
+        if field not in values:
+            raise TaskError(
+                f"{key}: unknown field {{{field}}} in template {template!r}; "
+                f"allowed fields are {sorted(values)}"
+            )
+        used.add(field)
+        value = values[field]
+        raw = value.text if isinstance(value, Piece) else value
+        try:
+            rendered = _FORMATTER.format_field(
+                _FORMATTER.convert_field(raw, conversion), spec or ""
+            )
+        except (ValueError, TypeError) as err:
+            raise TaskError(f"{key}: cannot format field {{{field}}}: {err}") from err
+        # inner spans only stay valid when formatting left the text unchanged
+        piece = value if isinstance(value, Piece) and rendered == value.text else Piece(rendered)
+        if field in spans:
+            piece = piece.named(spans[field])
+        pieces.append(piece)
+    missing = (set(required) | set(spans)) - used
+    if missing:
+        raise TaskError(f"{key}: template {template!r} lacks the field(s) {sorted(missing)}")
+    return join_pieces(pieces)

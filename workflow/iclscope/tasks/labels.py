@@ -53,21 +53,12 @@ import pyarrow as pa
 
 from iclscope.datasets import LabelledData, load_dataset
 from iclscope.provenance import PREFIX, canonical_json
+from iclscope.config import with_defaults
 from iclscope.seeding import rng
 from iclscope.tasks.common import Span, TaskError, TextBuilder, task_table
 
 CONDITIONS = ("default", "random", "flipped", "arbitrary", "flip_df", "flip_fd", "alternating")
 FLIP_CONDITIONS = ("flip_df", "flip_fd")
-DEFAULTS: dict[str, Any] = {
-    "conditions": list(CONDITIONS),
-    "arbitrary_labels": [["bad", "good"], ["A", "B"], ["green", "blue"], ["sea", "chair"]],
-    "n_examples": 32,
-    "flip_at": 16,
-    "repeats": 50,
-    "template": "Sentence: '{text}' \nAnswer: {label}",
-    "template_pair": "Sentence 1: '{text}' \nSentence 2: '{text2}' \nAnswer: {label}",
-    "separator": "\n\n",
-}
 
 _INT_LIST = pa.list_(pa.int32())
 _STR_LIST = pa.list_(pa.string())
@@ -102,11 +93,11 @@ def build_labels(
 ) -> pa.Table:
     """The task table ``labels_<name>`` for one dataset entry of the config.
 
-    ``labels_cfg`` is the config's ``labels`` section (missing keys take :data:`DEFAULTS`),
+    ``labels_cfg`` is the config's ``labels`` section (missing keys take the schema defaults),
     ``root`` resolves relative dataset paths. Returns ``len(conditions) * repeats`` rows
     (arbitrary counted once per word list and order), sorted by ``prompt_id``.
     """
-    cfg = {**DEFAULTS, **{k: v for k, v in labels_cfg.items() if v is not None}}
+    cfg = with_defaults("labels", {k: v for k, v in labels_cfg.items() if v is not None})
     data = load_dataset(dataset_cfg, root, seed=seed)
     n_examples, repeats = int(cfg["n_examples"]), int(cfg["repeats"])
     _check_settings(data.name, cfg, n_examples, repeats)

@@ -29,38 +29,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
+from iclscope.config import resolve_path, with_defaults
 from iclscope.seeding import rng
-from iclscope.tasks.binary import Piece, fill_template, join_pieces
-from iclscope.tasks.common import TaskError, task_table
+from iclscope.tasks.common import Piece, TaskError, fill_template, join_pieces, task_table
 
-REGRESSION_DEFAULTS: dict[str, Any] = {
-    "slopes": [-3, -1, 1, 3],
-    "intercepts": [-10, 0, 10],
-    "x_min": -20,
-    "x_max": 20,
-    "noise": 0.0,
-    "n_shots": [0, 8],
-    "n_variants": 4,
-    "instruction": "",
-    "example_template": "Input: {x}\nOutput: {y}\n",
-    "query_template": "Input: {x}\nOutput:",
-    "example_separator": "\n",
-}
-READING_DEFAULTS: dict[str, Any] = {
-    "names": None,
-    "activities": None,
-    "names_file": "data/names.txt",
-    "activities_file": "data/activities.txt",
-    "n_names": 4,
-    "n_activities": 4,
-    "n_shots": [0, 4],
-    "n_variants": 4,
-    "sentence_template": "{name} likes to {activity}.",
-    "question_template": "Question: What does {name} like to do?\nAnswer:",
-    "prompt_template": "Story: {story}\n{question}",
-    "answer_template": " {activity}",
-    "example_separator": "\n\n",
-}
 
 # the two sentences of a story
 STORY_JOINER = " "
@@ -84,11 +56,6 @@ def load_items(path: Path, key: str) -> list[str]:
         raise TaskError(f"{key}: data file {path} does not exist")
     lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
     return [line for line in lines if line and not line.startswith("#")]
-
-
-def _section(cfg: Mapping[str, Any], name: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """``cfg[name]`` with absent keys taken from ``defaults``."""
-    return {**defaults, **(cfg.get(name) or {})}
 
 
 def _int(value: Any, key: str, minimum: int | None = None) -> int:
@@ -185,10 +152,10 @@ def regression_targets(
 def build_regression(cfg: Mapping[str, Any], seed: int) -> pa.Table:
     """B1: linear-regression prompts for every (slope, intercept) condition.
 
-    Reads ``cfg["regression"]`` (see :data:`REGRESSION_DEFAULTS`); returns one row per
+    Reads ``cfg["regression"]`` (defaults: config/schema.yaml); returns one row per
     condition x variant x n_shots (columns and spans in the module docstring).
     """
-    reg = _section(cfg, "regression", REGRESSION_DEFAULTS)
+    reg = with_defaults("representations", cfg)["regression"]
     key = "representations.regression"
     slopes = _number_grid(reg["slopes"], f"{key}.slopes")
     intercepts = _number_grid(reg["intercepts"], f"{key}.intercepts")
@@ -277,7 +244,7 @@ def _items(rd: Mapping[str, Any], kind: str, root: Path) -> list[str]:
         items = [i.strip() for i in items]
         source = key
     else:
-        path = root / rd[f"{kind}_file"]
+        path = resolve_path(rd[f"{kind}_file"], root)
         items = load_items(path, f"{key}_file")
         source = str(path)
     if any(not i for i in items):
@@ -359,13 +326,13 @@ def _story_prompt(
 def build_reading(cfg: Mapping[str, Any], seed: int, root: Path) -> pa.Table:
     """B2: reading-comprehension prompts for every (name, activity) condition.
 
-    Reads ``cfg["reading"]`` (see :data:`READING_DEFAULTS`); data files are resolved
+    Reads ``cfg["reading"]`` (defaults: config/schema.yaml); data files are resolved
     against ``root``. Solved examples come from conditions sharing neither the name nor
     the activity of the query, and their distractors avoid both too, so the context
     never states the query's fact (ICL gains cannot come from copying it). Returns one
     row per condition x variant x n_shots (columns and spans in the module docstring).
     """
-    rd = _section(cfg, "reading", READING_DEFAULTS)
+    rd = with_defaults("representations", cfg)["reading"]
     key = "representations.reading"
     names = _items(rd, "names", Path(root))
     activities = _items(rd, "activities", Path(root))

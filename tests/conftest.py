@@ -1,0 +1,81 @@
+"""Shared fixtures: a tiny random Llama model with the embedded tokenizer, built once."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def tokenizer() -> Any:
+    from iclscope.models import embedded_tokenizer
+
+    return embedded_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> Path:
+    """A 2-layer, 32-wide Llama with the SmolLM2 tokenizer (random weights, no download)."""
+    from iclscope.models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", tokenizer, seed=0)
+
+
+@pytest.fixture(scope="session")
+def default_config() -> dict[str, Any]:
+    with open(REPO / "config" / "config.yaml") as fh:
+        return yaml.safe_load(fh)
+
+
+def small_config(model_path: Path) -> dict[str, Any]:
+    """A quick config for whole-pipeline runs on the tiny model: every study, small grids."""
+    return {
+        "seed": 0,
+        "models": [{"name": "tiny", "path": str(model_path), "batch_tokens": 512}],
+        "binary": {
+            "generation": {"p_tails": [20, 50], "n_samples": 2},
+            "judgment": {"concepts": ["01", "011"], "lengths": [2, 8], "n_random": 1},
+            "continuation": {"concepts": ["011"], "max_length": 12},
+        },
+        "representations": {
+            "regression": {"slopes": [-1, 1], "intercepts": [0, 5], "n_variants": 1, "n_shots": [0, 2]},
+            "reading": {"n_names": 3, "n_activities": 3, "n_variants": 1, "n_shots": [0, 1]},
+        },
+        "labels": {
+            "datasets": [{"name": "sentiment", "source": "vader", "label_words": ["negative", "positive"]}],
+            "conditions": ["default", "flipped", "flip_df"],
+            "n_examples": 6,
+            "flip_at": 3,
+            "repeats": 2,
+        },
+    }
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, tiny_model_dir: Path):
+    """A run directory holding config/config.yaml for the tiny model; returns a writer."""
+
+    def write(cfg: dict[str, Any] | None = None) -> Path:
+        cfg = copy.deepcopy(cfg if cfg is not None else small_config(tiny_model_dir))
+        (tmp_path / "config").mkdir(exist_ok=True)
+        (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=True))
+        return tmp_path
+
+    return write
+
+
+def copy_tree(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst

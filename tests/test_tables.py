@@ -1,0 +1,74 @@
+"""Parquet writing: atomic, with provenance, corrupt files detected."""
+
+from __future__ import annotations
+
+import os
+
+import pyarrow as pa
+import pytest
+
+from iclscope import provenance
+from iclscope.tables import TableError, read_table, table_metadata, write_table
+
+
+def small_table() -> pa.Table:
+    return pa.table({"a": pa.array([1, 2, 3], pa.int32()), "b": ["x", "y", "z"]})
+
+
+def test_roundtrip_with_provenance(tmp_path):
+    params = {"seed": 3, "grid": [1, 2]}
+    meta = provenance.metadata("demo", params, seed=3, model={"name": "m", "weights_sha256": "ab"})
+    write_table(small_table(), tmp_path / "t.parquet", meta)
+    assert read_table(tmp_path / "t.parquet").equals(small_table())
+    got = table_metadata(tmp_path / "t.parquet")
+    assert got["kind"] == "demo" and got["seed"] == "3"
+    assert got["model"] == "m" and got["weights_sha256"] == "ab"
+    assert got["config_hash"] == provenance.config_hash(params)
+    assert got["params"] == provenance.canonical_json(params)
+    assert {"version", "command", "git_commit", "libraries"} <= set(got)
+    assert "torch" in got["libraries"] and "transformers" in got["libraries"]
+
+
+def test_config_hash_ignores_key_order_only():
+    assert provenance.config_hash({"a": 1, "b": [1, 2]}) == provenance.config_hash({"b": [1, 2], "a": 1})
+    assert provenance.config_hash({"a": 1, "b": [1, 2]}) != provenance.config_hash({"a": 1, "b": [2, 1]})
+
+
+def test_same_table_same_bytes(tmp_path):
+    meta = provenance.metadata("demo", {"k": 1})
+    write_table(small_table(), tmp_path / "1.parquet", meta)
+    write_table(small_table(), tmp_path / "2.parquet", meta)
+    assert (tmp_path / "1.parquet").read_bytes() == (tmp_path / "2.parquet").read_bytes()
+
+
+def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    def crash(table, where, **kwargs):
+        with open(where, "wb") as fh:
+            fh.write(b"PAR1 half")  # a half-written file, then the failure
+        raise OSError("interrupted")
+
+    monkeypatch.setattr(pq, "write_table", crash)
+    with pytest.raises(OSError, match="interrupted"):
+        write_table(small_table(), tmp_path / "t.parquet", {})
+    assert os.listdir(tmp_path) == []
+
+
+def test_written_files_have_normal_permissions(tmp_path):
+    write_table(small_table(), tmp_path / "t.parquet", {})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "t.parquet").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_missing_and_corrupt_tables_are_named(tmp_path):
+    with pytest.raises(TableError, match="does not exist"):
+        read_table(tmp_path / "absent.parquet")
+    write_table(small_table(), tmp_path / "t.parquet", {})
+    data = (tmp_path / "t.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(TableError, match="cut.parquet is corrupt or truncated"):
+        read_table(tmp_path / "cut.parquet")
+    with pytest.raises(TableError, match="cut.parquet"):
+        table_metadata(tmp_path / "cut.parquet")
