@@ -1,0 +1,84 @@
+"""Pooling hidden states over token spans, layer by layer, while the forward runs.
+
+Hidden states are never kept beyond the layer that produced them: a forward hook on the
+embedding module (layer 0) and on each decoder block (layers 1..L, the residual stream
+after the block, before the final norm) pools every declared span at once and hands the
+result on.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+POOLINGS = ("max", "mean", "last")
+
+
+@dataclass(frozen=True)
+class SpanIndex:
+    """Spans of a padded batch: item k covers tokens ``[starts[k], ends[k])`` of row ``rows[k]``."""
+
+    rows: torch.Tensor  # (K,) long
+    starts: torch.Tensor  # (K,) long
+    ends: torch.Tensor  # (K,) long
+
+    @classmethod
+    def from_lists(cls, rows: Sequence[int], starts: Sequence[int], ends: Sequence[int]) -> "SpanIndex":
+        as_long = lambda xs: torch.tensor(list(xs), dtype=torch.long)  # noqa: E731
+        index = cls(as_long(rows), as_long(starts), as_long(ends))
+        if bool((index.ends <= index.starts).any()):
+            raise ValueError("every span needs at least one token")
+        return index
+
+    def __len__(self) -> int:
+        return int(self.rows.numel())
+
+
+def pool_spans(hidden: torch.Tensor, spans: SpanIndex, poolings: Sequence[str]) -> torch.Tensor:
+    """Pool ``hidden`` (B, T, d) over each span: returns (K, len(poolings), d) in float32.
+
+    ``max`` and ``mean`` reduce the span's tokens; ``last`` takes its last token.
+    """
+    unknown = set(poolings) - set(POOLINGS)
+    if unknown:
+        raise ValueError(f"unknown pooling {sorted(unknown)}; known: {list(POOLINGS)}")
+    hidden = hidden.float()
+    lengths = spans.ends - spans.starts
+    # every span's tokens, one after the other: (sum of lengths, d)
+    token_rows = torch.repeat_interleave(spans.rows, lengths)
+    first = torch.repeat_interleave(spans.starts - torch.cumsum(lengths, 0) + lengths, lengths)
+    token_cols = first + torch.arange(int(lengths.sum()))
+    tokens = hidden[token_rows, token_cols]
+    out = []
+    for method in poolings:
+        if method == "last":
+            out.append(hidden[spans.rows, spans.ends - 1])
+        else:
+            out.append(torch.segment_reduce(tokens, method, lengths=lengths, axis=0))
+    return torch.stack(out, dim=1)
+
+
+@contextmanager
+def pooled_layers(
+    model: torch.nn.Module, on_layer: Callable[[int, torch.Tensor], None]
+) -> Iterator[None]:
+    """While active, every forward of ``model`` calls ``on_layer(layer, hidden)`` for the
+    embedding output (layer 0) and each decoder block's output (layers 1..L)."""
+    base = model.get_decoder() if hasattr(model, "get_decoder") else model
+    modules = [base.get_input_embeddings(), *base.layers]
+
+    def hook_for(layer: int):
+        def hook(module, args, output):  # type: ignore[no-untyped-def]
+            on_layer(layer, output[0] if isinstance(output, tuple) else output)
+
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(i)) for i, m in enumerate(modules)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
