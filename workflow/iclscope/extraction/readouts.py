@@ -1,0 +1,56 @@
+"""Log-probabilities of candidate continuations, computed only where they are read.
+
+The LM head (a fifth of this model's compute if applied everywhere) runs only on the
+final hidden states at read positions. Candidates are tokenised in context, so a label
+word after ``"Answer:"`` is scored as the tokens the model would really see (``" positive"``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+
+def logprobs_at(model: torch.nn.Module, final_hidden: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Next-token log-probabilities (K, V) in float32 at ``final_hidden[rows, positions]``.
+
+    ``final_hidden`` is the base model's last hidden state (after the final norm), (B, T, d).
+    """
+    picked = final_hidden[rows, positions]
+    logits = model.get_output_embeddings()(picked)
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+def candidate_tokens(tokenizer: Any, prefix: str, candidate: str) -> list[int]:
+    """The tokens ``candidate`` adds after ``prefix``, as tokenised together in context.
+
+    Raises ``ValueError`` if the candidate tokenises to nothing or merges with the end of
+    the prefix (then its tokens cannot be separated from the prefix's).
+    """
+    head = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    whole = tokenizer(prefix + candidate, add_special_tokens=False)["input_ids"]
+    if whole[: len(head)] != head:
+        raise ValueError(f"candidate {candidate!r} merges with the end of the prefix {prefix[-20:]!r}")
+    tokens = whole[len(head):]
+    if not tokens:
+        raise ValueError(f"candidate {candidate!r} tokenizes to nothing after {prefix[-20:]!r}")
+    return tokens
+
+
+def tokens_with_initial(tokenizer: Any, initial: str) -> list[int]:
+    """Every vocabulary token whose text, without leading whitespace, starts with ``initial``
+    (case-insensitive): e.g. ``r`` covers ``" random"``, ``"r"``, ``" Rand"``."""
+    ids = []
+    for token_id in range(len(tokenizer)):
+        text = tokenizer.decode([token_id]).lstrip()
+        if text[:1].lower() == initial.lower():
+            ids.append(token_id)
+    return ids
+
+
+def sequence_logprob(step_logprobs: torch.Tensor, tokens: Sequence[int]) -> float:
+    """Sum of ``step_logprobs[i, tokens[i]]``: the log-probability of a multi-token
+    continuation from the distributions before each of its tokens, (len(tokens), V)."""
+    index = torch.arange(len(tokens))
+    return float(step_logprobs[index, torch.tensor(list(tokens))].sum())
