@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,16 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any) -> 
     from iclscope.models import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", tokenizer, seed=0)
+
+
+@pytest.fixture(scope="session")
+def prepared_tiny(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model after `prepare_model` (as every pipeline job loads it)."""
+    from iclscope.models import prepare_model
+
+    out = tmp_path_factory.mktemp("prepared") / "tiny"
+    prepare_model({"name": "tiny", "path": str(tiny_model_dir)}, out)
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -74,8 +83,3 @@ def workdir(tmp_path: Path, tiny_model_dir: Path):
         return tmp_path
 
     return write
-
-
-def copy_tree(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst

@@ -7,17 +7,10 @@ import torch
 
 from iclscope.extraction.attention import AttentionCapture, capturing, register
 from iclscope.extraction.batching import collate
-from iclscope.models import load_prepared, prepare_model
+from iclscope.models import load_prepared
 
 TEXTS = ["Story: Mary likes to bake bread. John likes to swim.\nQuestion: What does Mary like to do?\nAnswer:",
          "Story: Ann likes to run.\nQuestion: What does Ann like to do?\nAnswer:"]
-
-
-@pytest.fixture(scope="module")
-def prepared(tiny_model_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("prepared") / "tiny"
-    prepare_model({"name": "tiny", "path": str(tiny_model_dir)}, out)
-    return out
 
 
 def spans_for(n_tokens):
@@ -27,9 +20,9 @@ def spans_for(n_tokens):
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_mass_equals_eager_attention_weights(prepared, side):
-    captured_model, tokenizer, _ = load_prepared(prepared, device="cpu", attn_implementation=register())
-    eager, _, _ = load_prepared(prepared, device="cpu", attn_implementation="eager")
+def test_mass_equals_eager_attention_weights(prepared_tiny, side):
+    captured_model, tokenizer, _ = load_prepared(prepared_tiny, device="cpu", attn_implementation=register())
+    eager, _, _ = load_prepared(prepared_tiny, device="cpu", attn_implementation="eager")
     seqs = [tokenizer(t)["input_ids"] for t in TEXTS]
     batch = collate(seqs, [0, 1], pad_id=0, side=side)
     width = batch.input_ids.shape[1]
@@ -61,8 +54,8 @@ def test_mass_equals_eager_attention_weights(prepared, side):
             torch.testing.assert_close(capture.masses[layer][k], expected, atol=1e-5, rtol=0)
 
 
-def test_no_capture_outside_the_block(prepared):
-    model, tokenizer, _ = load_prepared(prepared, device="cpu", attn_implementation=register())
+def test_no_capture_outside_the_block(prepared_tiny):
+    model, tokenizer, _ = load_prepared(prepared_tiny, device="cpu", attn_implementation=register())
     ids = torch.tensor([tokenizer(TEXTS[1])["input_ids"]])
     with torch.no_grad():
         model.model(input_ids=ids)  # runs as plain SDPA

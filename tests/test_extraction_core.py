@@ -8,7 +8,7 @@ import torch
 from iclscope.extraction.batching import collate, plan_batches
 from iclscope.extraction.pooling import POOLINGS, SpanIndex, pool_spans, pooled_layers
 from iclscope.extraction.tokens import SpanError, token_range, tokenize_prompts
-from iclscope.models import load_prepared, prepare_model
+from iclscope.models import load_prepared
 
 
 def test_token_range_covers_overlapping_tokens():
@@ -72,10 +72,8 @@ def test_pool_spans_matches_brute_force():
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_model_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("prepared") / "tiny"
-    prepare_model({"name": "tiny", "path": str(tiny_model_dir)}, out)
-    model, tokenizer, _ = load_prepared(out, device="cpu", attn_implementation="sdpa")
+def tiny(prepared_tiny):
+    model, tokenizer, _ = load_prepared(prepared_tiny, device="cpu", attn_implementation="sdpa")
     return model, tokenizer
 
 

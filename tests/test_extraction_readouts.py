@@ -7,14 +7,12 @@ import torch
 
 from iclscope.extraction.batching import collate
 from iclscope.extraction.readouts import candidate_tokens, logprobs_at, sequence_logprob, tokens_with_initial
-from iclscope.models import load_prepared, prepare_model
+from iclscope.models import load_prepared
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_model_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("prepared") / "tiny"
-    prepare_model({"name": "tiny", "path": str(tiny_model_dir)}, out)
-    model, tokenizer, _ = load_prepared(out, device="cpu")
+def tiny(prepared_tiny):
+    model, tokenizer, _ = load_prepared(prepared_tiny, device="cpu")
     return model, tokenizer
 
 
