@@ -1,6 +1,4 @@
 # Config lookups and input functions shared by all rules. Paths are built here only.
-import json
-
 from iclscope.provenance import canonical_json
 from iclscope.tasks import task_data_files, task_names, task_params
 
@@ -39,14 +37,18 @@ def model_spec(wildcards):
     return canonical_json(MODELS[wildcards.model])
 
 
-def runtime_spec(wildcards):
+def runtime_params(wildcards):
     """What a forward pass depends on: the model's run-time settings and the pooling."""
     m = MODELS[wildcards.model]
     keys = ("dtype", "device", "device_map", "attn_implementation", "batch_tokens")
-    spec = {k: m[k] for k in keys}
-    spec["pooling"] = config["representations"]["pooling"]
-    spec["seed"] = config["seed"]
-    return canonical_json(spec)
+    params = {k: m[k] for k in keys}
+    params["pooling"] = config["representations"]["pooling"]
+    params["seed"] = config["seed"]
+    return params
+
+
+def runtime_spec(wildcards):
+    return canonical_json(runtime_params(wildcards))
 
 
 def task_spec(wildcards):

@@ -44,7 +44,7 @@ rule generate:
     params:
         spec=lambda wildcards: canonical_json(
             {
-                "runtime": json.loads(runtime_spec(wildcards)),
+                "runtime": runtime_params(wildcards),
                 "generation": config["binary"]["generation"],
             }
         ),

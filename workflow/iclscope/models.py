@@ -23,6 +23,7 @@ import torch
 
 from iclscope import __version__
 from iclscope.config import resolve_path
+from iclscope.tables import usual_mode
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +164,7 @@ def prepare_model(model_cfg: Mapping[str, Any], out_dir: str | os.PathLike, root
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / CARD).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp creates 0700
+        tmp.chmod(usual_mode(0o777))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

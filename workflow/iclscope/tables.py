@@ -22,6 +22,14 @@ class TableError(RuntimeError):
     """A table is missing, unreadable or does not follow its contract."""
 
 
+def usual_mode(full: int) -> int:
+    """``full`` (0o666 for files, 0o777 for folders) less the process umask: the mode a
+    plain ``open`` or ``mkdir`` would give (``mkstemp``/``mkdtemp`` give 0600/0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return full & ~umask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed to ``path``
@@ -32,9 +40,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
+        os.chmod(tmp, usual_mode(0o666))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
