@@ -1,0 +1,350 @@
+"""Unit tests of the study A analyses: randomness metrics, baselines, model-selection fits."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import math
+from functools import cache
+
+import numpy as np
+import pytest
+from iclscope.analysis import baselines as bl
+from iclscope.analysis import binary_metrics as bm
+from iclscope.analysis import model_selection as ms
+from scipy.special import expit
+
+
+def random_strings(rng: np.random.Generator, n: int, max_len: int) -> list[str]:
+    return ["".join(rng.choice(["0", "1"], size=rng.integers(0, max_len + 1))) for _ in range(n)]
+
+
+# ---------------------------------------------------------------------------- binary_metrics
+
+
+def test_as_flips_accepts_strings_and_arrays_and_rejects_others():
+    assert bm.as_flips("0110").tolist() == [0, 1, 1, 0]
+    assert bm.as_flips([1, 0, 1]).tolist() == [1, 0, 1]
+    assert bm.to_string(np.array([1, 0, 0])) == "100"
+    with pytest.raises(ValueError, match="'2'"):
+        bm.as_flips("0120")
+    with pytest.raises(ValueError, match=r"\[3\]"):
+        bm.as_flips(np.array([0, 3]))
+    with pytest.raises(ValueError, match="1-D"):
+        bm.as_flips(np.zeros((2, 2), dtype=int))
+
+
+def test_mean_and_alternation_on_hand_made_sequences():
+    assert bm.mean("0111") == 0.75
+    assert math.isnan(bm.mean(""))
+    assert bm.alternation_rate("010101") == 1.0
+    assert bm.alternation_rate("0000") == 0.0
+    assert bm.alternation_rate("0011") == pytest.approx(1 / 3)
+    assert bm.alternation_rate(np.array([1, 0, 0, 1, 1])) == pytest.approx(2 / 4)
+    assert math.isnan(bm.alternation_rate("1"))
+
+
+def test_longest_run_known_and_brute_force():
+    assert bm.longest_run("0011101") == 3
+    assert bm.longest_run("") == 0
+    assert bm.longest_run("1") == 1
+    assert bm.longest_run("000000") == 6
+    rng = np.random.default_rng(1)
+    for s in random_strings(rng, 200, 30):
+        expected = max((len(list(g)) for _, g in itertools.groupby(s)), default=0)
+        assert bm.longest_run(s) == expected, s
+
+
+def test_gzip_length_matches_direct_compression_and_is_deterministic():
+    s = "0110100110010110" * 4
+    expected = len(gzip.compress(s.encode("ascii"), compresslevel=9, mtime=0))
+    assert bm.gzip_length(s) == expected
+    assert bm.gzip_length(s) == bm.gzip_length(s)
+    # a periodic string compresses better than a random one of the same length
+    rng = np.random.default_rng(0)
+    noisy = "".join(rng.choice(["0", "1"], size=len(s)))
+    assert bm.gzip_length(s) < bm.gzip_length(noisy)
+    with pytest.raises(TypeError, match="ndarray"):
+        bm.gzip_length(np.array([0, 1]))  # a string is required
+
+
+def test_running_average_stats_against_python_loop():
+    rng = np.random.default_rng(2)
+    for s in random_strings(rng, 50, 40):
+        if not s:
+            assert all(math.isnan(v) for v in bm.running_average_stats(s))
+            continue
+        running, total = [], 0
+        for t, ch in enumerate(s, start=1):
+            total += int(ch)
+            running.append(total / t)
+        mu = sum(running) / len(running)
+        std = math.sqrt(sum((r - mu) ** 2 for r in running) / len(running))
+        got = bm.running_average_stats(s)
+        assert got == pytest.approx((std, min(running), max(running)))
+
+
+def test_repeated_substrings_hand_and_brute_force():
+    assert bm.repeated_substrings("00000", 2) == 3  # "00" at starts 1, 2, 3 repeat start 0
+    assert bm.repeated_substrings("0101", 2) == 1  # "01" at 2 repeats start 0; "10" is new
+    assert bm.repeated_substrings("0110", 5) == 0  # window longer than the sequence
+    rng = np.random.default_rng(3)
+    for s in random_strings(rng, 100, 25):
+        for w in (1, 2, 3, 5):
+            brute = sum(
+                any(s[j : j + w] == s[i : i + w] for j in range(i)) for i in range(len(s) - w + 1)
+            )
+            assert bm.repeated_substrings(s, w) == brute
+    with pytest.raises(ValueError, match="window"):
+        bm.repeated_substrings("0101", 0)
+
+
+def brute_edit_distance(a: str, b: str, sub: int) -> int:
+    @cache
+    def d(i: int, j: int) -> int:
+        if i == 0:
+            return j
+        if j == 0:
+            return i
+        return min(d(i - 1, j) + 1, d(i, j - 1) + 1, d(i - 1, j - 1) + (0 if a[i - 1] == b[j - 1] else sub))
+
+    return d(len(a), len(b))
+
+
+def test_edit_distance_against_memoised_recursion():
+    assert bm.edit_distance("kitten", "sitting") == 3
+    assert bm.edit_distance("", "0101") == 4
+    rng = np.random.default_rng(4)
+    strings = random_strings(rng, 40, 7)
+    for a, b in itertools.product(strings[:20], strings[20:]):
+        for sub in (1, 2):
+            assert bm.edit_distance(a, b, sub) == brute_edit_distance(a, b, sub), (a, b, sub)
+
+
+def test_levenshtein_ratio_definitions():
+    assert bm.levenshtein_ratio("kitten", "sitting") == pytest.approx(1 - 3 / 7)
+    # python-Levenshtein's ratio("kitten", "sitting"): indel distance 5 over 13 characters
+    assert bm.levenshtein_ratio("kitten", "sitting", kind="indel") == pytest.approx(1 - 5 / 13)
+    assert bm.levenshtein_ratio("0101", "0101") == 1.0
+    assert bm.levenshtein_ratio("", "") == 1.0
+    assert bm.levenshtein_ratio("0000", "1111") == 0.0
+    with pytest.raises(ValueError, match="kind"):
+        bm.levenshtein_ratio("0", "1", kind="jaro")
+
+
+@pytest.mark.parametrize("kind", ["normalized", "indel"])
+def test_mean_pairwise_levenshtein_matches_pairwise_loop(kind):
+    rng = np.random.default_rng(5)
+    seqs = random_strings(rng, 12, 9) + ["", "0101", "0101", "1"]
+    expected = np.mean([bm.levenshtein_ratio(a, b, kind) for a, b in itertools.combinations(seqs, 2)])
+    assert bm.mean_pairwise_levenshtein(seqs, kind) == pytest.approx(expected)
+    assert bm.mean_pairwise_levenshtein(["0101"] * 3, kind) == 1.0
+    assert math.isnan(bm.mean_pairwise_levenshtein(["01"], kind))
+
+
+def test_sequence_metrics_keys_and_values():
+    s = "0011101"
+    out = bm.sequence_metrics(s)
+    expected_keys = ["mean", "alternation", "longest_run", "gzip_length", "running_std", "running_min",
+                     "running_max"] + [f"repeats_w{w}" for w in range(5, 26)]
+    assert list(out) == expected_keys
+    assert out["mean"] == pytest.approx(4 / 7)
+    assert out["alternation"] == pytest.approx(3 / 6)
+    assert out["longest_run"] == 3
+    assert out["gzip_length"] == bm.gzip_length(s)
+    assert out["running_min"] == 0.0 and out["running_max"] == pytest.approx(0.6)
+    assert out["repeats_w5"] == 0 and out["repeats_w25"] == 0
+    assert list(bm.sequence_metrics(s, windows=[1, 2])) == expected_keys[:7] + ["repeats_w1", "repeats_w2"]
+
+
+# ---------------------------------------------------------------------------- baselines
+
+
+def test_baselines_recover_their_parameters():
+    rng = np.random.default_rng(10)
+    fitted = bl.Bernoulli.fit(bl.Bernoulli(0.3).sample(2000, 50, rng))
+    assert fitted.p == pytest.approx(0.3, abs=0.02)
+    fitted = bl.GamblersFallacy.fit(bl.GamblersFallacy(0.65).sample(2000, 50, rng))
+    assert fitted.p == pytest.approx(0.65, abs=0.02) and fitted.window == 5
+    fitted = bl.MarkovChain.fit(bl.MarkovChain(0.8, 0.75).sample(5000, 50, rng))
+    assert fitted.p0 == pytest.approx(0.8, abs=0.02)
+    assert fitted.p_alt == pytest.approx(0.75, abs=0.02)
+
+
+def test_gamblers_fallacy_fit_is_the_grid_argmax():
+    rng = np.random.default_rng(11)
+    seqs = bl.GamblersFallacy(0.4, window=3).sample(20, 30, rng)
+    fitted = bl.GamblersFallacy.fit(seqs, window=3)
+    grid = np.linspace(0.0, 1.0, 401)
+    lls = [sum(bl.GamblersFallacy(p, 3).loglik(s) for s in seqs) for p in grid]
+    assert sum(fitted.loglik(s) for s in seqs) >= max(lls) - 1e-9
+    assert fitted.p == pytest.approx(grid[int(np.argmax(lls))], abs=0.005)
+
+
+def test_loglik_by_hand():
+    assert bl.Bernoulli(0.3).loglik("100") == pytest.approx(math.log(0.3) + 2 * math.log(0.7))
+    # window 2: p_0 = 0.6; t=1: mean(1) = 1 -> 0.2; t=2: mean(1, 1) = 1 -> 0.2, x=0 -> 0.8
+    assert bl.GamblersFallacy(0.6, window=2).loglik(np.array([1, 1, 0])) == pytest.approx(
+        math.log(0.6) + math.log(0.2) + math.log(0.8)
+    )
+    # short history: window 5 but only x_0..x_{t-1} available
+    assert bl.GamblersFallacy(0.5, window=5).probs("101") == pytest.approx([0.5, 0.0, 0.5])
+    assert bl.MarkovChain(0.8, 0.25).loglik("1001") == pytest.approx(
+        math.log(0.8) + math.log(0.25) + math.log(0.75) + math.log(0.25)
+    )
+    # a deterministic prediction that fails costs log(EPS), not -inf
+    assert bl.Bernoulli(1.0).loglik("0") == pytest.approx(math.log(bl.EPS))
+    assert np.isfinite(bl.GamblersFallacy(1.0, window=1).loglik("10"))
+
+
+def test_sampling_shapes_and_seeding():
+    for model in (bl.Bernoulli(0.5), bl.GamblersFallacy(0.5), bl.MarkovChain(0.5, 0.5)):
+        a = model.sample(3, 7, np.random.default_rng(0))
+        b = model.sample(3, 7, np.random.default_rng(0))
+        assert len(a) == 3 and all(s.shape == (7,) and set(s.tolist()) <= {0, 1} for s in a)
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    alternating = bl.MarkovChain(1.0, 1.0).sample(1, 6, np.random.default_rng(0))[0]
+    assert alternating.tolist() == [1, 0, 1, 0, 1, 0]
+
+
+def test_baseline_errors_name_the_value():
+    with pytest.raises(ValueError, match="1.5"):
+        bl.Bernoulli(1.5)
+    with pytest.raises(ValueError, match="window"):
+        bl.GamblersFallacy(0.5, window=0)
+    with pytest.raises(ValueError, match="p_alt"):
+        bl.MarkovChain(0.5, -0.1)
+    with pytest.raises(ValueError, match="non-empty"):
+        bl.Bernoulli.fit([])
+    with pytest.raises(ValueError, match="non-empty"):
+        bl.MarkovChain.fit([np.array([], dtype=int)])
+
+
+@pytest.mark.parametrize(
+    "name, model",
+    [("bernoulli", bl.Bernoulli(0.3)), ("gamblers_fallacy", bl.GamblersFallacy(0.7)),
+     ("markov", bl.MarkovChain(0.5, 0.8))],
+)
+def test_compare_baselines_ranks_the_generator_best(name, model):
+    seqs = model.sample(300, 50, np.random.default_rng(12))
+    rows = bl.compare_baselines(seqs)
+    assert [r["baseline"] for r in rows] == list(bl.BASELINES)
+    best = min(rows, key=lambda r: r["bic"])
+    assert best["baseline"] == name and best["bic_rank"] == 1
+    assert sorted(r["bic_rank"] for r in rows) == [1, 2, 3]
+    n_flips = 300 * 50
+    for r in rows:
+        assert r["loglik_per_flip"] == pytest.approx(r["loglik"] / n_flips)
+        assert r["bic"] == pytest.approx(r["n_params"] * math.log(n_flips) - 2 * r["loglik"])
+        refit = bl.BASELINES[r["baseline"]](**r["params"])
+        assert sum(refit.loglik(s) for s in seqs) == pytest.approx(r["loglik"])
+
+
+# ---------------------------------------------------------------------------- model selection
+
+LENGTHS = np.arange(1, 61)
+
+
+def test_posterior_random_is_bayes_rule():
+    n, k, prior = np.arange(0, 20), 3, 0.01
+    random_mass = (1 - prior) * 0.5**n
+    expected = random_mass / (random_mass + prior / k)
+    assert ms.posterior_random(n, k, prior) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="prior_concept"):
+        ms.posterior_random(n, k, 0.0)
+
+
+def test_accounts_relations():
+    logit = -8.0
+    avg = ms.p_random_curve(LENGTHS, 4, logit, "averaging")
+    assert ms.p_random_curve(LENGTHS, 4, logit, "soft", temperature=1.0) == pytest.approx(avg)
+    hard = ms.p_random_curve(LENGTHS, 4, logit, "hard")
+    assert np.array_equal(hard, (avg > 0.5).astype(float))
+    cold = ms.p_random_curve(LENGTHS, 4, logit, "soft", temperature=1e-3)
+    assert np.abs(cold - hard).max() < 1e-6
+    cont = ms.predict_curve(LENGTHS, 4, logit, "averaging", kind="continuation", depth=3)
+    assert cont == pytest.approx(1 - avg + avg * 0.125)
+    assert ms.p_continue(np.array([0.0, 1.0]), 2) == pytest.approx([1.0, 0.25])
+    with pytest.raises(ValueError, match="account"):
+        ms.p_random_curve(LENGTHS, 4, logit, "vote")
+    with pytest.raises(ValueError, match="kind"):
+        ms.predict_curve(LENGTHS, 4, logit, "hard", kind="guess")
+    with pytest.raises(ValueError, match="depth"):
+        ms.p_continue(np.array([0.5]), 0)
+    with pytest.raises(ValueError, match="k "):
+        ms.log_odds_random(LENGTHS, 0, logit)
+
+
+@pytest.mark.parametrize("kind, depth", [("judgment", 1), ("continuation", 2)])
+@pytest.mark.parametrize("account, temperature", [("averaging", 1.0), ("hard", 1.0), ("soft", 2.5)])
+def test_fit_account_recovers_parameters(account, temperature, kind, depth):
+    k, true_transition = 3, 17.3
+    logit = math.log(k) - true_transition * math.log(2)
+    rng = np.random.default_rng(20)
+    clean = ms.predict_curve(LENGTHS, k, logit, account, kind, depth, temperature)
+    observed = clean + rng.normal(0, 0.01, LENGTHS.size)
+    fit = ms.fit_account(LENGTHS, observed, k, account, kind, depth)
+    assert fit.account == account and fit.kind == kind and fit.predicted.shape == LENGTHS.shape
+    if account == "hard":
+        assert 17 < fit.transition < 18  # any step between the bracketing lengths fits equally
+    else:
+        assert fit.transition == pytest.approx(true_transition, abs=0.4)
+        assert fit.logit_prior == pytest.approx(logit, abs=0.3)
+    if account == "soft":
+        assert fit.temperature == pytest.approx(temperature, rel=0.15)
+    assert fit.r2 > 0.99
+    assert fit.sse == pytest.approx(np.sum((fit.predicted - observed) ** 2))
+    assert fit.summary()["prior_concept"] == pytest.approx(expit(fit.logit_prior))
+
+
+def test_compare_accounts_prefers_sharp_selection_on_step_like_curves():
+    k, logit = 2, math.log(2) - 25.5 * math.log(2)
+    observed = ms.predict_curve(LENGTHS, k, logit, "soft", temperature=0.2)
+    fits = ms.compare_accounts(LENGTHS, observed, k)
+    assert set(fits) == set(ms.ACCOUNTS)
+    assert fits["soft"].sse < 1e-6
+    assert fits["hard"].sse < fits["averaging"].sse
+    assert fits["soft"].n_params == 2 and fits["averaging"].n_params == 1
+    with pytest.raises(ValueError, match="shape"):
+        ms.fit_account(LENGTHS, observed[:-1], k, "soft")
+
+
+def test_transition_point():
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    assert ms.transition_point(x, np.array([0.9, 0.7, 0.3, 0.1])) == pytest.approx(2.5)
+    assert ms.transition_point(x, np.array([0.9, 0.5, 0.3, 0.1])) == 2.0
+    assert ms.transition_point(x, np.array([0.1, 0.2, 0.8, 0.9])) == pytest.approx(2.5)
+    assert ms.transition_point(x, np.array([0.2, 0.8, 0.2, 0.1]), level=0.5) == pytest.approx(1.5)
+    assert math.isnan(ms.transition_point(x, np.array([0.9, 0.8, 0.7, 0.6])))
+    curve = ms.posterior_random(LENGTHS, 3, 1e-6)
+    exact = (math.log(3) - math.log(1e-6 / (1 - 1e-6))) / math.log(2)
+    assert ms.transition_point(LENGTHS, curve) == pytest.approx(exact, abs=0.2)
+    with pytest.raises(ValueError, match="increasing"):
+        ms.transition_point(x[::-1], np.array([0.9, 0.7, 0.3, 0.1]))
+
+
+@pytest.mark.parametrize("direction", [1.0, -1.0])
+def test_fit_logistic_recovers_midpoint_and_slope(direction):
+    midpoint, slope = 23.4, 0.6
+    curve = expit(direction * slope * (LENGTHS - midpoint))
+    got_mid, got_slope = ms.fit_logistic(LENGTHS, curve)
+    assert got_mid == pytest.approx(midpoint, abs=1e-3)
+    assert got_slope == pytest.approx(slope, rel=1e-3)
+    noisy = curve + np.random.default_rng(30).normal(0, 0.02, LENGTHS.size)
+    got_mid, got_slope = ms.fit_logistic(LENGTHS, noisy)
+    assert got_mid == pytest.approx(midpoint, abs=0.5) and got_slope == pytest.approx(slope, rel=0.2)
+
+
+def test_logistic_bootstrap_ci_contains_truth():
+    midpoint, slope = 15.0, 0.5
+    rng = np.random.default_rng(40)
+    curves = expit(-slope * (LENGTHS - midpoint))[None, :] + rng.normal(0, 0.05, (30, LENGTHS.size))
+    out = ms.logistic_bootstrap(LENGTHS, curves, np.random.default_rng(41), n_boot=150)
+    assert set(out) == {"midpoint", "slope", "midpoint_low", "midpoint_high", "slope_low", "slope_high"}
+    assert out["slope_low"] <= slope <= out["slope_high"]
+    assert out["midpoint_low"] <= midpoint <= out["midpoint_high"]
+    assert out["slope_low"] <= out["slope"] <= out["slope_high"]
+    again = ms.logistic_bootstrap(LENGTHS, curves, np.random.default_rng(41), n_boot=150)
+    assert again == out  # seeded
+    with pytest.raises(ValueError, match="n_units"):
+        ms.logistic_bootstrap(LENGTHS, curves[:, :-1], rng, n_boot=10)

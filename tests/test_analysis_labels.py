@@ -1,0 +1,267 @@
+"""Unit tests of the study C metrics iclscope.analysis.label_metrics (brute force references)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from iclscope.analysis.label_metrics import (
+    contextual_calibration,
+    moving_average,
+    paired_difference,
+    position_curves,
+    position_metrics,
+    restricted_log_softmax,
+    summary_positions,
+)
+from iclscope.analysis.stats import bootstrap_ci_columns
+
+
+def random_logprobs(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    """Full-vocabulary-like log-probs of K label words: negative, spread over orders of magnitude."""
+    return -rng.exponential(5.0, size=(n, k))
+
+
+# ---------------------------------------------------------------- restricted softmax
+
+
+def test_restricted_log_softmax_hand_computation() -> None:
+    x = np.log(np.array([0.1, 0.3]))  # label words hold 0.4 of the vocabulary mass
+    out = restricted_log_softmax(x)
+    np.testing.assert_allclose(np.exp(out), [0.25, 0.75])
+    np.testing.assert_allclose(out, [math.log(0.25), math.log(0.75)])
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_restricted_log_softmax_sums_to_one_and_is_stable(k: int) -> None:
+    rng = np.random.default_rng(0)
+    x = random_logprobs(rng, 7, k) - 1000.0  # far below exp's range: needs logsumexp
+    out = restricted_log_softmax(x.reshape(7, 1, k))
+    assert out.shape == (7, 1, k)
+    assert np.all(np.isfinite(out))
+    np.testing.assert_allclose(np.exp(out).sum(axis=-1), 1.0)
+    # Shift invariance: only differences between label words matter.
+    np.testing.assert_allclose(out, restricted_log_softmax(x.reshape(7, 1, k) + 1000.0), atol=1e-9)
+
+
+def test_restricted_log_softmax_edge_cases() -> None:
+    out = restricted_log_softmax(np.array([[-np.inf, -1.0], [-np.inf, -np.inf]]))
+    np.testing.assert_allclose(out[0], [-np.inf, 0.0])
+    assert np.all(np.isnan(out[1]))
+    with pytest.raises(ValueError, match="K >= 1"):
+        restricted_log_softmax(np.zeros((3, 0)))
+
+
+# ---------------------------------------------------------------- position metrics
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_position_metrics_match_brute_force(k: int) -> None:
+    rng = np.random.default_rng(k)
+    n = 50
+    lp = random_logprobs(rng, n, k)
+    true = rng.integers(0, k, n)
+    ctx = (true + rng.integers(0, 2, n)) % k
+    got = position_metrics(lp, true, ctx)
+    for i in range(n):
+        total = sum(math.exp(v) for v in lp[i])
+        probs = [math.exp(v) / total for v in lp[i]]
+        best = max(range(k), key=lambda j: (probs[j], -j))
+        assert got["logp_true"][i] == pytest.approx(math.log(probs[true[i]]))
+        assert got["logp_context"][i] == pytest.approx(math.log(probs[ctx[i]]))
+        assert got["correct"][i] == (best == true[i])
+        assert got["correct_context"][i] == (best == ctx[i])
+        assert got["entropy"][i] == pytest.approx(-sum(p * math.log(p) for p in probs))
+    assert got["correct"].dtype == bool
+    assert set(got) == {"logp_true", "logp_context", "correct", "correct_context", "entropy"}
+
+
+def test_position_metrics_ties_and_extremes() -> None:
+    lp = np.array([[-2.0, -2.0, -2.0], [-np.inf, -1.0, -np.inf]])
+    got = position_metrics(lp, np.array([0, 1]), np.array([1, 1]))
+    # A three-way tie goes to class 0; entropy is log 3 for uniform and 0 for a point mass.
+    np.testing.assert_array_equal(got["correct"], [True, True])
+    np.testing.assert_array_equal(got["correct_context"], [False, True])
+    np.testing.assert_allclose(got["entropy"], [math.log(3), 0.0])
+
+
+def test_position_metrics_validates() -> None:
+    lp = np.zeros((3, 2))
+    with pytest.raises(ValueError, match="true_class: class index 2"):
+        position_metrics(lp, np.array([0, 1, 2]), np.array([0, 0, 0]))
+    with pytest.raises(ValueError, match="context_class: expected shape"):
+        position_metrics(lp, np.array([0, 1, 1]), np.array([0, 0]))
+    with pytest.raises(ValueError, match="candidate_logprobs"):
+        position_metrics(np.zeros(3), np.array([0, 1, 1]), np.array([0, 0, 0]))
+
+
+# ---------------------------------------------------------------- moving average
+
+
+@pytest.mark.parametrize("window", [1, 2, 3, 7, 50])
+def test_moving_average_matches_loop(window: int) -> None:
+    rng = np.random.default_rng(window)
+    x = rng.normal(size=20)
+    expected = [float(np.mean(x[max(0, i - window + 1) : i + 1])) for i in range(len(x))]
+    np.testing.assert_allclose(moving_average(x, window), expected)
+    assert moving_average(x, window)[0] == x[0]
+
+
+def test_moving_average_identity_nans_and_validation() -> None:
+    x = np.array([1.0, np.nan, 3.0, np.nan, np.nan, 6.0])
+    np.testing.assert_array_equal(moving_average(x, 1), x)
+    np.testing.assert_allclose(moving_average(x, 2), [1.0, 1.0, 3.0, 3.0, np.nan, 6.0])
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="window"):
+            moving_average(x, bad)
+
+
+# ---------------------------------------------------------------- curves
+
+
+def labels_frame(rng: np.random.Generator, n_repeats: int = 6, n_positions: int = 5) -> pd.DataFrame:
+    rows = []
+    for cond, shift in (("default", 0.0), ("flipped", -1.0)):
+        for r in range(n_repeats):
+            for pos in range(1, n_positions + 1):
+                rows.append(
+                    {
+                        "dataset": "toy",
+                        "condition": cond,
+                        "repeat": r,
+                        "position": pos,
+                        "logp_true": shift - rng.exponential(1.0),
+                        "correct": bool(rng.random() < 0.7),
+                    }
+                )
+    return pd.DataFrame(rows).sample(frac=1.0, random_state=1)  # order must not matter
+
+
+def test_position_curves_equal_groupby_means() -> None:
+    frame = labels_frame(np.random.default_rng(0))
+    out = position_curves(frame, ["logp_true", "correct"], np.random.default_rng(1), n_boot=200)
+    assert list(out.columns) == ["condition", "position", "metric", "mean", "ci_low", "ci_high", "n"]
+    assert len(out) == 2 * 2 * 5
+    expected = (
+        frame.assign(correct=frame["correct"].astype(float))
+        .melt(id_vars=["condition", "position"], value_vars=["logp_true", "correct"], var_name="metric")
+        .groupby(["condition", "metric", "position"])["value"]
+        .agg(["mean", "size"])
+        .reset_index()
+    )
+    merged = out.merge(expected, on=["condition", "metric", "position"], suffixes=("", "_ref"))
+    assert len(merged) == len(out)
+    np.testing.assert_allclose(merged["mean"], merged["mean_ref"])
+    np.testing.assert_array_equal(merged["n"], merged["size"])
+    assert np.all(out["ci_low"] <= out["mean"]) and np.all(out["mean"] <= out["ci_high"])
+    assert np.all(out["ci_low"] < out["ci_high"])  # non-degenerate data
+    # Sorted by group, metric, position.
+    keys = list(zip(out["condition"], out["metric"], out["position"], strict=True))
+    assert keys == sorted(keys)
+
+
+def test_position_curves_seeded_smoothing_and_groups() -> None:
+    frame = labels_frame(np.random.default_rng(2))
+    a = position_curves(frame, ["logp_true"], np.random.default_rng(5), n_boot=100, smooth=3)
+    b = position_curves(frame, ["logp_true"], np.random.default_rng(5), n_boot=100, smooth=3)
+    pd.testing.assert_frame_equal(a, b)
+    # Smoothing per repeat then averaging = averaging then smoothing (both linear, no gaps).
+    for cond, sub in frame.groupby("condition"):
+        raw = sub.groupby("position")["logp_true"].mean().sort_index().to_numpy()
+        got = a[a["condition"] == cond].sort_values("position")["mean"].to_numpy()
+        np.testing.assert_allclose(got, moving_average(raw, 3))
+    two = position_curves(
+        frame, ["correct"], np.random.default_rng(0), n_boot=50, group_cols=("dataset", "condition")
+    )
+    assert list(two.columns[:2]) == ["dataset", "condition"]
+    assert set(two["dataset"]) == {"toy"}
+
+
+def test_position_curves_missing_cells_and_errors() -> None:
+    frame = labels_frame(np.random.default_rng(3))
+    holey = frame.drop(frame[(frame["repeat"] == 0) & (frame["position"] == 2)].index)
+    out = position_curves(holey, ["logp_true"], np.random.default_rng(0), n_boot=50)
+    n = out.set_index(["condition", "position"])["n"]
+    assert n[("default", 2)] == 5 and n[("default", 3)] == 6
+    with pytest.raises(ValueError, match="duplicate rows"):
+        position_curves(pd.concat([frame, frame]), ["logp_true"], np.random.default_rng(0), n_boot=10)
+    with pytest.raises(ValueError, match="missing column"):
+        position_curves(frame, ["nope"], np.random.default_rng(0), n_boot=10)
+
+
+def test_bootstrap_ci_columns_coverage() -> None:
+    """Percentile bootstrap 95% intervals of a normal mean cover it roughly 95% of the time."""
+    rng = np.random.default_rng(12345)
+    true_mean, n_sets, n = 1.5, 300, 40
+    data = rng.normal(true_mean, 2.0, size=(n, n_sets))  # each column one synthetic dataset
+    _, low, high = bootstrap_ci_columns(data, rng, n_boot=400)
+    # Columns share resampled row indices but hold independent data, so coverage is per set.
+    coverage = float(np.mean((low <= true_mean) & (true_mean <= high)))
+    assert 0.88 <= coverage <= 0.99, coverage
+
+
+# ---------------------------------------------------------------- paired difference
+
+
+def test_paired_difference_identical_and_shifted() -> None:
+    frame = labels_frame(np.random.default_rng(4))
+    base = frame[frame["condition"] == "default"]
+    shifted = base.assign(condition="shifted", logp_true=base["logp_true"] + 0.75)
+    both = pd.concat([frame, shifted])
+    same = paired_difference(both, "logp_true", 3, "default", "default", np.random.default_rng(0), 200)
+    assert same == {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0, "n": 6}
+    diff = paired_difference(both, "logp_true", 3, "shifted", "default", np.random.default_rng(0), 200)
+    assert diff["mean"] == pytest.approx(0.75)
+    assert diff["ci_low"] == pytest.approx(0.75) and diff["ci_high"] == pytest.approx(0.75)
+    # Unpaired noise gives a real interval around the paired mean; booleans work.
+    real = paired_difference(both, "correct", 2, "default", "flipped", np.random.default_rng(0), 200)
+    assert real["ci_low"] <= real["mean"] <= real["ci_high"]
+
+
+def test_paired_difference_pairs_only_shared_repeats() -> None:
+    frame = pd.DataFrame(
+        {
+            "condition": ["a", "a", "a", "b", "b"],
+            "repeat": [0, 1, 2, 1, 2],
+            "position": [1, 1, 1, 1, 1],
+            "m": [100.0, 2.0, 5.0, 1.0, 1.0],
+        }
+    )
+    got = paired_difference(frame, "m", 1, "a", "b", np.random.default_rng(0), 100)
+    assert got["n"] == 2 and got["mean"] == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="condition 'c'"):
+        paired_difference(frame, "m", 1, "a", "c", np.random.default_rng(0), 10)
+    with pytest.raises(ValueError, match="repeat 1 appears twice"):
+        paired_difference(pd.concat([frame, frame.iloc[[1]]]), "m", 1, "a", "b", np.random.default_rng(0))
+
+
+# ---------------------------------------------------------------- calibration and summaries
+
+
+def test_contextual_calibration_removes_constant_bias() -> None:
+    bias = np.log(np.array([0.7, 0.2, 0.1])) - 3.0  # unnormalised, as from the full vocabulary
+    cf = np.tile(bias, (4, 1))
+    calibrated = contextual_calibration(cf, cf)
+    np.testing.assert_allclose(np.exp(calibrated), np.full((4, 3), 1 / 3))
+    # A query's evidence on top of the bias survives: ratios to the bias are kept.
+    query = bias + np.log(np.array([[2.0, 1.0, 1.0]]))
+    np.testing.assert_allclose(np.exp(contextual_calibration(query, cf)), [[0.5, 0.25, 0.25]])
+    # p_cf averages probabilities over content-free inputs (hand computation).
+    cf2 = np.log(np.array([[0.8, 0.2], [0.4, 0.6]]))
+    q = np.log(np.array([[0.5, 0.5]]))
+    np.testing.assert_allclose(np.exp(contextual_calibration(q, cf2)), [[0.4 / 1.0, 0.6 / 1.0]])
+    with pytest.raises(ValueError, match="K=2"):
+        contextual_calibration(np.zeros((1, 3)), cf2)
+
+
+def test_summary_positions() -> None:
+    assert summary_positions(32, 16) == {"first": 1, "changepoint": 16, "after_flip": 32, "last": 32}
+    assert summary_positions(40, 8) == {"first": 1, "changepoint": 8, "after_flip": 16, "last": 40}
+    assert summary_positions(6, 4)["after_flip"] == 6
+    assert summary_positions(4, 16)["changepoint"] == 4  # flip_at of a run without flip conditions
+    with pytest.raises(ValueError, match="flip_at"):
+        summary_positions(10, 0)
+    with pytest.raises(ValueError, match="n_examples"):
+        summary_positions(0, 1)

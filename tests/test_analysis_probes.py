@@ -1,0 +1,176 @@
+"""Unit tests of study B's probes (B5), attention ratio (B6) and change correlation (B7)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from iclscope.analysis.attention_ratio import attention_ratio, change_correlation, ratio_summary
+from iclscope.analysis.probes import (
+    grouped_folds,
+    logistic_probe,
+    probe_with_control,
+    ridge_probe,
+    shuffle_by_group,
+)
+from scipy.stats import pearsonr, spearmanr
+
+
+def planted_regression(seed: int, n_groups: int = 40, per_group: int = 5, d: int = 24):
+    """Each group (condition) has a parameter theta; X = theta * w + noise: (n, d), (n,), (n,)."""
+    rng = np.random.default_rng(seed)
+    theta = rng.uniform(-3, 3, size=n_groups)
+    groups = np.repeat(np.arange(n_groups), per_group)
+    y = theta[groups]
+    X = np.outer(y, rng.normal(size=d)) + 0.5 * rng.normal(size=(len(y), d))
+    return X, y, groups
+
+
+def planted_classes(
+    seed: int, n_classes: int = 4, groups_per_class: int = 6, per_group: int = 4, d: int = 16
+):
+    """Each group has one of ``n_classes`` labels; X = class centroid + noise."""
+    rng = np.random.default_rng(seed)
+    centroids = 2.0 * rng.normal(size=(n_classes, d))
+    group_class = np.repeat(np.arange(n_classes), groups_per_class)
+    groups = np.repeat(np.arange(len(group_class)), per_group)
+    labels = np.array([f"class{c}" for c in group_class[groups]])
+    X = centroids[group_class[groups]] + rng.normal(size=(len(groups), d))
+    return X, labels, groups
+
+
+# --- folds -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rng", [None, np.random.default_rng(0)])
+def test_grouped_folds_never_share_a_group(rng) -> None:
+    groups = np.array(list("aabbbcddddeeffg"))
+    folds = grouped_folds(groups, 4, rng)
+    assert len(folds) == 4
+    tested = np.concatenate([test for _, test in folds])
+    assert sorted(tested) == list(range(len(groups)))  # a partition of the rows
+    for train, test in folds:
+        assert set(groups[train]).isdisjoint(groups[test])
+        assert len(train) + len(test) == len(groups)
+
+
+def test_grouped_folds_deterministic_and_clamped() -> None:
+    groups = ["x", "x", "y", "z", "z"]
+    a, b = grouped_folds(groups, 5), grouped_folds(groups, 5)
+    assert len(a) == 3  # fewer groups than splits: one fold per group
+    for (tr1, te1), (tr2, te2) in zip(a, b, strict=True):
+        np.testing.assert_array_equal(tr1, tr2)
+        np.testing.assert_array_equal(te1, te2)
+    with pytest.raises(ValueError, match="2 distinct groups"):
+        grouped_folds(["only", "only"], 5)
+    with pytest.raises(ValueError, match="n_splits"):
+        grouped_folds(groups, 1)
+
+
+def test_shuffle_by_group_keeps_one_value_per_group() -> None:
+    y = np.array([1.0, 1.0, 2.0, 3.0, 3.0, 3.0, 4.0])
+    groups = np.array([0, 0, 1, 2, 2, 2, 3])
+    shuffled = shuffle_by_group(y, groups, np.random.default_rng(0))
+    for g in np.unique(groups):
+        assert len(set(shuffled[groups == g])) == 1
+    assert sorted(set(shuffled)) == [1.0, 2.0, 3.0, 4.0]
+    with pytest.raises(ValueError, match="group 0"):
+        shuffle_by_group([1.0, 2.0, 3.0], [0, 0, 1], np.random.default_rng(0))
+
+
+# --- probes ----------------------------------------------------------------------------------
+
+
+def test_ridge_probe_recovers_planted_parameter() -> None:
+    X, y, groups = planted_regression(seed=0)
+    assert ridge_probe(X, y, groups) > 0.8
+    score, control = probe_with_control("ridge", X, y, groups, np.random.default_rng(1))
+    assert score == pytest.approx(ridge_probe(X, y, groups))
+    assert control < 0.1  # near or below 0 (fixed seeds, deterministic)
+
+
+def test_ridge_probe_matches_manual_out_of_fold_r2() -> None:
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import r2_score
+    from sklearn.preprocessing import StandardScaler
+
+    X, y, groups = planted_regression(seed=2, n_groups=10, per_group=3, d=5)
+    pred = np.empty_like(y)
+    for train, test in grouped_folds(groups, 5):
+        scaler = StandardScaler().fit(X[train])
+        model = Ridge(alpha=3.0).fit(scaler.transform(X[train]), y[train])
+        pred[test] = model.predict(scaler.transform(X[test]))
+    assert ridge_probe(X, y, groups, alpha=3.0) == pytest.approx(r2_score(y, pred))
+
+
+def test_logistic_probe_on_planted_classes_without_warnings() -> None:
+    X, labels, groups = planted_classes(seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. ConvergenceWarning would fail the test
+        assert logistic_probe(X, labels, groups) > 0.9
+        score, control = probe_with_control("logistic", X, labels, groups, np.random.default_rng(3))
+    assert score > 0.9
+    assert control < 0.5  # chance is 0.25 for 4 classes (fixed seeds, deterministic)
+
+
+def test_probe_control_is_seeded_and_validates() -> None:
+    X, y, groups = planted_regression(seed=4, n_groups=12, per_group=2, d=6)
+    a = probe_with_control("ridge", X, y, groups, np.random.default_rng(9))
+    b = probe_with_control("ridge", X, y, groups, np.random.default_rng(9))
+    assert a == b
+    with pytest.raises(ValueError, match="'lasso'"):
+        probe_with_control("lasso", X, y, groups, np.random.default_rng(0))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="rows"):
+        ridge_probe(X[:-1], y, groups)
+
+
+# --- attention ratio (B6) and change correlation (B7) ----------------------------------------
+
+
+def test_attention_ratio_hand_values() -> None:
+    rel = np.array([[0.2, 0.3], [0.05, 0.0]])
+    dis = np.array([[0.1, 0.6], [0.05, 0.4]])
+    np.testing.assert_allclose(attention_ratio(rel, dis), [[2.0, 0.5], [1.0, 0.0]])
+    assert attention_ratio(0.3, 0.0, eps=1e-3) == pytest.approx(300.0)  # eps guards a zero mass
+    with pytest.raises(ValueError, match="non-negative"):
+        attention_ratio(np.array([-0.1]), np.array([0.2]))
+
+
+def test_ratio_summary_plain_and_log() -> None:
+    ratios = np.array([0.5, 2.0, 1.0, 4.0, 0.25])
+    plain = ratio_summary(ratios, np.random.default_rng(0), n_boot=500)
+    assert plain.mean == pytest.approx(ratios.mean())
+    assert plain.low <= plain.mean <= plain.high
+    logged = ratio_summary(ratios, np.random.default_rng(0), n_boot=500, log_ratio=True)
+    assert logged.mean == pytest.approx(np.log(ratios).mean())  # 2 and 1/2 cancel on this scale
+    with pytest.raises(ValueError, match="positive"):
+        ratio_summary(np.array([1.0, 0.0]), np.random.default_rng(0), log_ratio=True)
+
+
+def test_change_correlation_perfect_and_reference() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=20)
+    r, low, high = change_correlation(x, 3 * x - 1, np.random.default_rng(1))
+    assert r == pytest.approx(1.0)
+    assert low == pytest.approx(1.0) and high == pytest.approx(1.0)
+    r, _, _ = change_correlation(x, -x, np.random.default_rng(1))
+    assert r == pytest.approx(-1.0)
+    y = x + rng.normal(size=20)
+    r, low, high = change_correlation(x, y, np.random.default_rng(1))
+    assert r == pytest.approx(pearsonr(x, y).statistic)
+    assert low < r < high
+    r_s, _, _ = change_correlation(x, np.exp(y), np.random.default_rng(1), method="spearman")
+    assert r_s == pytest.approx(spearmanr(x, y).statistic)
+
+
+def test_change_correlation_degenerate_inputs() -> None:
+    rng = np.random.default_rng(0)
+    assert all(np.isnan(change_correlation([1.0, 2.0], [3.0, 4.0], rng)))
+    assert all(np.isnan(change_correlation([1.0, 2.0, 3.0], [5.0, 5.0, 5.0], rng)))
+    r, _, _ = change_correlation([1.0, 2.0, np.nan, 3.0], [2.0, 4.0, 0.0, 6.0], rng)
+    assert r == pytest.approx(1.0)  # the NaN pair is dropped
+    with pytest.raises(ValueError, match="method"):
+        change_correlation([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], rng, method="kendall")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="equal length"):
+        change_correlation([1.0, 2.0, 3.0], [1.0, 2.0], rng)

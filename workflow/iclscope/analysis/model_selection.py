@@ -1,0 +1,367 @@
+"""Bayesian model-selection account of randomness judgments and continuations (study A5).
+
+Hypothesis space for a sequence x of length n that follows a formal concept with k phases:
+- "random": Bernoulli(0.5), likelihood 0.5^n;
+- "concept": the concept at a phase drawn uniformly from its k rotations, likelihood 1/k for a
+  sequence consistent with one rotation (0 otherwise). Short prefixes (n < k) consistent with
+  several rotations are treated like longer ones (likelihood 1/k), a simplification.
+With prior p(concept) = pi the log posterior odds of "random" are
+
+    L(n) = log(1 - pi) - log(pi) + log(k) - n log(2),
+
+falling linearly in n and crossing 0 at the transition n* = (log k - logit pi) / log 2.
+Three accounts map L to p(random):
+- "averaging": the exact posterior sigmoid(L) (Bayesian model averaging);
+- "hard": 1 if sigmoid(L) > 0.5 else 0 (pick the MAP hypothesis);
+- "soft": sigmoid(L / T) with a temperature T > 0 (T = 1 is averaging, T -> 0 is hard).
+The continuation probability of the next d flips is (1 - p_random) * 1 + p_random * 0.5^d.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import least_squares
+from scipy.special import expit
+
+from .stats import bootstrap_ci
+
+ACCOUNTS = ("averaging", "hard", "soft")
+KINDS = ("judgment", "continuation")
+LOG2 = math.log(2.0)
+# bounds of the fitted log temperature: T in [e^-10, e^10] covers step-like to flat curves
+LOG_T_BOUNDS = (-10.0, 10.0)
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k (number of concept phases) must be a positive int, got {k!r}")
+
+
+def _check_account(account: str) -> None:
+    if account not in ACCOUNTS:
+        raise ValueError(f"account must be one of {ACCOUNTS}, got {account!r}")
+
+
+def _check_kind(kind: str, depth: int) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if not isinstance(depth, (int, np.integer)) or depth < 1:
+        raise ValueError(f"depth must be a positive int, got {depth!r}")
+
+
+def _as_lengths(lengths: np.ndarray) -> np.ndarray:
+    x = np.asarray(lengths, dtype=float)
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"lengths must be a non-empty 1-D array, got shape {x.shape}")
+    if not np.isfinite(x).all() or (x < 0).any():
+        raise ValueError(f"lengths must be finite and >= 0, got min {np.nanmin(x)}")
+    return x
+
+
+def log_odds_random(lengths: np.ndarray, k: int, logit_prior: float) -> np.ndarray:
+    """L(n) = log p(random | x) - log p(concept | x) for each n in ``lengths`` (shape (m,)).
+
+    ``logit_prior`` = log(pi / (1 - pi)) with pi = p(concept); working in logit space keeps
+    priors like 1e-30 representable.
+    """
+    _check_k(k)
+    return math.log(k) - logit_prior - np.asarray(lengths, dtype=float) * LOG2
+
+
+def _logit(prior_concept: float) -> float:
+    if not 0.0 < prior_concept < 1.0:
+        raise ValueError(f"prior_concept must lie strictly in (0, 1), got {prior_concept!r}")
+    return math.log(prior_concept) - math.log1p(-prior_concept)
+
+
+def posterior_random(n: np.ndarray | float, k: int, prior_concept: float) -> np.ndarray:
+    """Exact posterior p(random | x) (model averaging) for concept sequences of length ``n``.
+
+    ``n``: scalar or array of lengths; returns an array of the same shape.
+    """
+    return expit(log_odds_random(n, k, _logit(prior_concept)))
+
+
+def p_random_curve(
+    lengths: np.ndarray, k: int, logit_prior: float, account: str, temperature: float = 1.0
+) -> np.ndarray:
+    """p(random | x) under ``account`` for each length, shape (m,). ``temperature`` is used by "soft"."""
+    _check_account(account)
+    odds = log_odds_random(lengths, k, logit_prior)
+    if account == "averaging":
+        return expit(odds)
+    if account == "hard":
+        return (odds > 0).astype(float)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    return expit(odds / temperature)
+
+
+def p_continue(p_random: np.ndarray, depth: int) -> np.ndarray:
+    """P(the next ``depth`` flips continue the concept) = (1 - p_random) + p_random * 0.5^depth."""
+    _check_kind("continuation", depth)
+    p_random = np.asarray(p_random, dtype=float)
+    return (1.0 - p_random) + p_random * 0.5**depth
+
+
+def predict_curve(
+    lengths: np.ndarray,
+    k: int,
+    logit_prior: float,
+    account: str,
+    kind: str = "judgment",
+    depth: int = 1,
+    temperature: float = 1.0,
+) -> np.ndarray:
+    """The account's p(random) ("judgment") or P(continue ``depth`` flips) ("continuation"), shape (m,)."""
+    _check_kind(kind, depth)
+    pr = p_random_curve(lengths, k, logit_prior, account, temperature)
+    return pr if kind == "judgment" else p_continue(pr, depth)
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """A least-squares fit of one account to one curve.
+
+    ``transition`` is n* where the account's p(random) crosses 0.5 (independent of T).
+    ``temperature`` is 1.0 for "averaging" and 0.0 for "hard" (fixed, not fitted).
+    ``predicted`` has the shape of the fitted lengths.
+    """
+
+    account: str
+    kind: str
+    depth: int
+    k: int
+    logit_prior: float
+    temperature: float
+    transition: float
+    n_params: int
+    predicted: np.ndarray
+    sse: float
+    r2: float
+
+    @property
+    def prior_concept(self) -> float:
+        return float(expit(self.logit_prior))
+
+    def summary(self) -> dict[str, float | int | str]:
+        """Every scalar field plus prior_concept (no predicted curve): one table row."""
+        return {
+            "account": self.account,
+            "kind": self.kind,
+            "depth": self.depth,
+            "k": self.k,
+            "logit_prior": self.logit_prior,
+            "prior_concept": self.prior_concept,
+            "temperature": self.temperature,
+            "transition": self.transition,
+            "n_params": self.n_params,
+            "sse": self.sse,
+            "r2": self.r2,
+        }
+
+
+def _r2(observed: np.ndarray, sse: float) -> float:
+    sst = float(np.sum((observed - observed.mean()) ** 2))
+    return 1.0 - sse / sst if sst > 0 else float("nan")
+
+
+def fit_account(
+    lengths: np.ndarray,
+    observed: np.ndarray,
+    k: int,
+    account: str,
+    kind: str = "judgment",
+    depth: int = 1,
+) -> FitResult:
+    """Fit logit p(concept) (and log T for "soft") to ``observed`` by least squares.
+
+    ``lengths``, ``observed``: shape (m,), the curve's |x| and its values (p(random) for
+    "judgment", P(continue ``depth`` flips) for "continuation"); values must be finite.
+    A grid over the transition n* (midpoints between the sorted lengths, and beyond both ends)
+    and over log T gives the start; "hard" is piecewise constant in n*, so the grid (which holds
+    every distinct step position) is its exact optimum; the others are refined with
+    scipy.optimize.least_squares.
+    """
+    _check_k(k)
+    _check_account(account)
+    _check_kind(kind, depth)
+    x = _as_lengths(lengths)
+    y = np.asarray(observed, dtype=float)
+    if y.shape != x.shape:
+        raise ValueError(f"observed shape {y.shape} does not match lengths shape {x.shape}")
+    if not np.isfinite(y).all():
+        raise ValueError("observed curve contains non-finite values")
+
+    logk = math.log(k)
+    ux = np.unique(x)
+    n_star = np.concatenate(([ux[0] - 1.0], (ux[:-1] + ux[1:]) / 2.0, [ux[-1] + 1.0]))
+    logits = logk - n_star * LOG2  # logit prior placing the transition at each n*
+    log_ts = np.linspace(-4.0, 4.0, 17) if account == "soft" else np.zeros(1)
+
+    def curve(logit: float, log_t: float) -> np.ndarray:
+        return predict_curve(x, k, logit, account, kind, depth, temperature=math.exp(log_t))
+
+    # grid search: sse for every (n*, log T)
+    sse_grid = np.array([[np.sum((curve(lg, lt) - y) ** 2) for lt in log_ts] for lg in logits])
+    i, j = np.unravel_index(int(np.argmin(sse_grid)), sse_grid.shape)
+    logit, log_t = float(logits[i]), float(log_ts[j])
+
+    if account == "averaging":
+        res = least_squares(lambda p: curve(p[0], 0.0) - y, x0=[logit])
+        logit = float(res.x[0])
+    elif account == "soft":
+        res = least_squares(
+            lambda p: curve(p[0], p[1]) - y,
+            x0=[logit, log_t],
+            bounds=([-np.inf, LOG_T_BOUNDS[0]], [np.inf, LOG_T_BOUNDS[1]]),
+        )
+        logit, log_t = float(res.x[0]), float(res.x[1])
+
+    predicted = curve(logit, log_t)
+    sse = float(np.sum((predicted - y) ** 2))
+    temperature = {"averaging": 1.0, "hard": 0.0, "soft": math.exp(log_t)}[account]
+    return FitResult(
+        account=account,
+        kind=kind,
+        depth=int(depth),
+        k=int(k),
+        logit_prior=logit,
+        temperature=temperature,
+        transition=(logk - logit) / LOG2,
+        n_params=2 if account == "soft" else 1,
+        predicted=predicted,
+        sse=sse,
+        r2=_r2(y, sse),
+    )
+
+
+def compare_accounts(
+    lengths: np.ndarray,
+    observed: np.ndarray,
+    k: int,
+    kind: str = "judgment",
+    depth: int = 1,
+) -> dict[str, FitResult]:
+    """``fit_account`` for every account in ``ACCOUNTS``: {account: FitResult}."""
+    return {a: fit_account(lengths, observed, k, a, kind, depth) for a in ACCOUNTS}
+
+
+def transition_point(lengths: np.ndarray, curve: np.ndarray, level: float = 0.5) -> float:
+    """First |x| where ``curve`` reaches or crosses ``level``, linearly interpolated; NaN if never.
+
+    ``lengths`` (m,) strictly increasing, ``curve`` (m,). A point exactly at ``level`` counts;
+    otherwise the first pair (i, i+1) with values on opposite sides gives
+    x_i + (level - c_i) * (x_{i+1} - x_i) / (c_{i+1} - c_i). Non-finite values never cross.
+    """
+    x = _as_lengths(lengths)
+    c = np.asarray(curve, dtype=float)
+    if c.shape != x.shape:
+        raise ValueError(f"curve shape {c.shape} does not match lengths shape {x.shape}")
+    if (np.diff(x) <= 0).any():
+        raise ValueError("lengths must be strictly increasing")
+    d = c - level
+    for i in range(len(x)):
+        if d[i] == 0:
+            return float(x[i])
+        if i + 1 < len(x) and d[i] * d[i + 1] < 0:
+            return float(x[i] + (level - c[i]) * (x[i + 1] - x[i]) / (c[i + 1] - c[i]))
+    return float("nan")
+
+
+def _logistic(x: np.ndarray, midpoint: float, slope: float, sign: float) -> np.ndarray:
+    return expit(sign * slope * (x - midpoint))
+
+
+def fit_logistic(lengths: np.ndarray, curve: np.ndarray) -> tuple[float, float]:
+    """Least-squares logistic in |x|; returns (midpoint, slope), slope >= 0.
+
+    The direction comes from the sign of the least-squares line through (lengths, curve):
+    a falling curve is fitted by 1 / (1 + exp(slope * (x - midpoint))), a rising one (or a flat
+    one, sign 0 treated as rising) by 1 / (1 + exp(-slope * (x - midpoint))). The slope is bounded
+    by 50 / (smallest gap between lengths); a fit at that bound means a step sharper than the
+    grid resolves. ``lengths`` (m,) with m >= 2 distinct values, ``curve`` (m,) finite.
+    """
+    x = _as_lengths(lengths)
+    y = np.asarray(curve, dtype=float)
+    if y.shape != x.shape:
+        raise ValueError(f"curve shape {y.shape} does not match lengths shape {x.shape}")
+    if not np.isfinite(y).all():
+        raise ValueError("curve contains non-finite values")
+    ux = np.unique(x)
+    if ux.size < 2:
+        raise ValueError(f"need at least 2 distinct lengths, got {ux.size}")
+    trend = np.polyfit(x, y, 1)[0]
+    sign = -1.0 if trend < 0 else 1.0
+    span = float(ux[-1] - ux[0])
+    log_s_lo = math.log(1e-3 / span)
+    log_s_hi = math.log(50.0 / float(np.diff(ux).min()))
+
+    # grid start: midpoints across the range, slopes log-spaced
+    mids = np.linspace(ux[0], ux[-1], 41)
+    log_ss = np.linspace(math.log(0.5 / span), log_s_hi, 25)
+    pred = expit(sign * np.exp(log_ss)[None, :, None] * (x[None, None, :] - mids[:, None, None]))
+    sse = np.sum((pred - y) ** 2, axis=-1)
+    i, j = np.unravel_index(int(np.argmin(sse)), sse.shape)
+
+    res = least_squares(
+        lambda p: _logistic(x, p[0], math.exp(p[1]), sign) - y,
+        x0=[mids[i], log_ss[j]],
+        bounds=([ux[0] - span, log_s_lo], [ux[-1] + span, log_s_hi]),
+    )
+    return float(res.x[0]), float(math.exp(res.x[1]))
+
+
+def logistic_bootstrap(
+    lengths: np.ndarray,
+    curves_by_unit: np.ndarray,
+    rng: np.random.Generator,
+    n_boot: int = 1000,
+    level: float = 0.95,
+) -> dict[str, float]:
+    """Logistic fit of the unit-mean curve with percentile bootstrap CIs over units.
+
+    ``curves_by_unit``: shape (n_units, m), one curve per unit (e.g. phase rotation or random
+    control) over ``lengths`` (m,). Units are resampled with replacement; each replicate's mean
+    curve is fitted with ``fit_logistic``. Both intervals come from the same resamples.
+    Returns dict(midpoint, slope, midpoint_low, midpoint_high, slope_low, slope_high).
+    """
+    x = _as_lengths(lengths)
+    curves = np.asarray(curves_by_unit, dtype=float)
+    if curves.ndim != 2 or curves.shape[1] != x.size or curves.shape[0] == 0:
+        raise ValueError(f"curves_by_unit must have shape (n_units, {x.size}), got {curves.shape}")
+
+    # bootstrap_ci calls statistic(values, axis=0) for the point estimate and
+    # statistic(values[idx], axis=1) on the (n_boot, n_units, m) replicates; fits are cached so the
+    # second call (same seed, hence same resamples) reuses the first call's fits
+    cache: dict[tuple[int, bytes], np.ndarray] = {}
+
+    def fits(values: np.ndarray, axis: int) -> np.ndarray:
+        key = (axis, hashlib.sha1(np.ascontiguousarray(values).tobytes()).digest())
+        if key not in cache:
+            means = np.atleast_2d(values.mean(axis=axis))  # (n_replicates, m)
+            cache[key] = np.array([fit_logistic(x, row) for row in means])  # (n_replicates, 2)
+        return cache[key]
+
+    def statistic(which: int):
+        def stat(values: np.ndarray, axis: int) -> np.ndarray | float:
+            out = fits(values, axis)[:, which]
+            return float(out[0]) if axis == 0 else out
+
+        return stat
+
+    seed = int(rng.integers(2**63 - 1))
+    mid = bootstrap_ci(curves, np.random.default_rng(seed), n_boot, level, statistic(0))
+    slope = bootstrap_ci(curves, np.random.default_rng(seed), n_boot, level, statistic(1))
+    return {
+        "midpoint": mid.mean,
+        "slope": slope.mean,
+        "midpoint_low": mid.low,
+        "midpoint_high": mid.high,
+        "slope_low": slope.low,
+        "slope_high": slope.high,
+    }
