@@ -270,3 +270,19 @@ def test_duplicate_in_data_file_names_the_file(tmp_path):
     cfg = cfg_with("reading", names_file=str(tmp_path / "n.txt"), n_names=2)
     with pytest.raises(TaskError, match="n.txt.*duplicate"):
         build_reading(cfg, seed=0, root=ROOT)
+
+
+def test_answer_candidates_follow_the_templates():
+    from iclscope.tasks.representations import answer_affixes, number_candidates
+
+    assert answer_affixes("Input: {x}\nOutput: {y}\n", "Input: {x}\nOutput:", "\n") == (" ", "\n")
+    assert answer_affixes("x={x} y={y}", "x={x} y=", "; ") == ("", ";")
+    assert number_candidates([-3.0, 5.0]) == list(range(-5, 8))
+    table = build_regression(CFG, 0).to_pylist()
+    row = table[0]
+    assert len(row["candidates"]) == len(row["candidate_texts"])
+    assert all(t == f" {c}\n" for c, t in zip(row["candidates"], row["candidate_texts"]))
+    targets = {r["answer"] for r in table}
+    assert targets <= set(row["candidates"])
+    reading = build_reading(CFG, 0, ROOT).to_pylist()[0]
+    assert reading["candidate_texts"] == [f" {c}" for c in reading["candidates"]]

@@ -36,6 +36,9 @@ class SpanIndex:
     def __len__(self) -> int:
         return int(self.rows.numel())
 
+    def to(self, device: torch.device) -> "SpanIndex":
+        return SpanIndex(self.rows.to(device), self.starts.to(device), self.ends.to(device))
+
 
 def pool_spans(hidden: torch.Tensor, spans: SpanIndex, poolings: Sequence[str]) -> torch.Tensor:
     """Pool ``hidden`` (B, T, d) over each span: returns (K, len(poolings), d) in float32.
@@ -50,7 +53,7 @@ def pool_spans(hidden: torch.Tensor, spans: SpanIndex, poolings: Sequence[str]) 
     # every span's tokens, one after the other: (sum of lengths, d)
     token_rows = torch.repeat_interleave(spans.rows, lengths)
     first = torch.repeat_interleave(spans.starts - torch.cumsum(lengths, 0) + lengths, lengths)
-    token_cols = first + torch.arange(int(lengths.sum()))
+    token_cols = first + torch.arange(int(lengths.sum()), device=hidden.device)
     tokens = hidden[token_rows, token_cols]
     out = []
     for method in poolings:

@@ -58,7 +58,8 @@ def task_params(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
         wanted = name.removeprefix(LABELS_PREFIX)
         for ds in config["labels"]["datasets"]:
             if ds["name"] == wanted:
-                rest = {k: v for k, v in config["labels"].items() if k != "datasets"}
+                # analysis settings are not the task's: changing them must not rebuild it
+                rest = {k: v for k, v in config["labels"].items() if k not in ("datasets", "analysis")}
                 return {"seed": seed, "dataset": ds, "labels": rest}
         raise TaskError(f"task {name!r}: no dataset named {wanted!r} under labels.datasets")
     raise TaskError(f"unknown task {name!r}; known: {', '.join(task_names(config))}")

@@ -244,7 +244,9 @@ def build_continuation(cfg: Mapping[str, Any], seed: int) -> pa.Table:
     ``seed`` is unused (nothing is random) but kept for a uniform signature.
 
     Extra columns: ``concept``, ``rotation`` (int32), ``length`` (int32, = max_length),
-    ``flips``, ``max_depth`` (int32). Condition = concept. Spans ``sequence``, ``flip_{t}``.
+    ``flips``, ``max_depth`` (int32), ``symbols`` (list<str>: how 0 and 1 are written,
+    the candidates read before every flip). Condition = concept. Spans ``sequence``,
+    ``flip_{t}``.
     """
     cfg = with_defaults("binary", cfg)
     symbols, separator = _symbols(cfg)
@@ -272,6 +274,7 @@ def build_continuation(cfg: Mapping[str, Any], seed: int) -> pa.Table:
                     "length": max_length,
                     "flips": flips,
                     "max_depth": max_depth,
+                    "symbols": list(symbols),
                 }
             )
     extra = [
@@ -280,5 +283,6 @@ def build_continuation(cfg: Mapping[str, Any], seed: int) -> pa.Table:
         pa.field("length", pa.int32(), nullable=False),
         pa.field("flips", pa.string(), nullable=False),
         pa.field("max_depth", pa.int32(), nullable=False),
+        pa.field("symbols", pa.list_(pa.string()), nullable=False),
     ]
     return task_table(records, extra)

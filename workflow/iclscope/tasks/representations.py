@@ -10,13 +10,17 @@ regression (B1)
     Condition = line ``y = a*x + b`` (``a={a:g},b={b:g}``). Extra columns: slope,
     intercept (float64), variant (int32), query_x (int64), target (float64, noiseless
     a*x+b), answer (target as written in examples), examples_x (list<int64>),
-    examples_y (list<float64>) of the k examples in the prompt.
+    examples_y (list<float64>) of the k examples in the prompt, candidates (list<str>:
+    every integer answer from a little below the smallest target to a little above the
+    largest) and candidate_texts (each candidate as it would follow the prompt, with
+    the example template's spacing and line end, e.g. ``" -7\n"``).
     Spans: query (the query x), query_line, examples (k > 0), example_{i} (i = 1..k),
     instruction (when non-empty).
 reading (B2)
     Condition = ``{name}|{activity}``. Extra columns: name, activity, distractor_name,
     distractor_activity, relevant_first (bool), variant (int32), answer (= activity),
-    candidates (list<str>, all activities in use, sorted).
+    candidates (list<str>, all activities in use, sorted), candidate_texts (each as the
+    answer template writes it after the question, e.g. ``" bake bread"``).
     Spans: relevant, distractor, story, question, question_name, examples (k > 0),
     example_{i}.
 """
@@ -227,8 +231,38 @@ def build_regression(cfg: Mapping[str, Any], seed: int) -> pa.Table:
         pa.field("answer", pa.string(), nullable=False),
         pa.field("examples_x", pa.list_(pa.int64()), nullable=False),
         pa.field("examples_y", pa.list_(pa.float64()), nullable=False),
+        pa.field("candidates", pa.list_(pa.string()), nullable=False),
+        pa.field("candidate_texts", pa.list_(pa.string()), nullable=False),
     ]
+    candidates = number_candidates([r["target"] for r in records])
+    prefix, terminator = answer_affixes(reg["example_template"], reg["query_template"], separator)
+    for record in records:
+        record["candidates"] = [format_number(c) for c in candidates]
+        record["candidate_texts"] = [f"{prefix}{format_number(c)}{terminator}" for c in candidates]
     return task_table(records, extra)
+
+
+def answer_affixes(example_template: str, query_template: str, separator: str) -> tuple[str, str]:
+    """What comes between the query prompt and the answer ``{y}``, and what ends it.
+
+    With the defaults (``"Input: {x}\nOutput: {y}\n"`` after ``"Input: {x}\nOutput:"``)
+    that is ``(" ", "\n")``: a candidate answer is scored as ``" -7\n"`` so that its
+    probability includes the end of the number (``" 1"`` is not ``" 12"``).
+    """
+    after_x = example_template.split("{x}", 1)[-1]
+    before_y, _, after_y = after_x.partition("{y}")
+    query_tail = query_template.split("{x}", 1)[-1]
+    prefix = before_y[len(query_tail):] if before_y.startswith(query_tail) else " "
+    end = after_y or separator
+    terminator = end[: end.index("\n") + 1] if "\n" in end else end[:1]
+    return prefix, terminator
+
+
+def number_candidates(targets: Sequence[float]) -> list[int]:
+    """Integer answers around the targets: their range widened by 10% (at least 2) each side."""
+    low, high = float(np.floor(min(targets))), float(np.ceil(max(targets)))
+    pad = max(2.0, round(0.1 * (high - low)))
+    return list(range(int(low - pad), int(high + pad) + 1))
 
 
 # --------------------------------------------------------------------------- reading
@@ -353,6 +387,10 @@ def build_reading(cfg: Mapping[str, Any], seed: int, root: Path) -> pa.Table:
         )
     conditions = [(n, a) for n in names for a in activities]
     candidates = sorted(activities)
+    candidate_texts = [
+        fill_template(rd["answer_template"], {"activity": c}, f"{key}.answer_template").text
+        for c in candidates
+    ]
 
     records = []
     for name, activity in conditions:
@@ -397,6 +435,7 @@ def build_reading(cfg: Mapping[str, Any], seed: int, root: Path) -> pa.Table:
                         "variant": variant,
                         "answer": activity,
                         "candidates": candidates,
+                        "candidate_texts": candidate_texts,
                     }
                 )
     extra = [
@@ -408,5 +447,6 @@ def build_reading(cfg: Mapping[str, Any], seed: int, root: Path) -> pa.Table:
         pa.field("variant", pa.int32(), nullable=False),
         pa.field("answer", pa.string(), nullable=False),
         pa.field("candidates", pa.list_(pa.string()), nullable=False),
+        pa.field("candidate_texts", pa.list_(pa.string()), nullable=False),
     ]
     return task_table(records, extra)

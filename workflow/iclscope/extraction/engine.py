@@ -1,0 +1,433 @@
+"""The extraction pass: pooled embeddings, attention mass and readouts from one forward.
+
+For each batch of prompts (length-sorted under a token budget) the engine runs the base
+model once with
+
+* forward hooks pooling every declared span at every layer (``pooling``),
+* the capturing SDPA attention reducing the ``end`` query's rows to span masses
+  (``attention``), and
+* candidate branches appended to the prompts (``branches``), so that the LM head, run
+  only at read positions afterwards (``readouts``), gives exact multi-token
+  log-probabilities at every declared position of the sequence.
+
+Nothing but the reduced values leaves a batch. Results do not depend on the batch
+composition (position ids count real tokens; pads are masked).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from iclscope import contracts
+from iclscope.extraction.attention import AttentionCapture, capturing
+from iclscope.extraction.batching import plan_batches
+from iclscope.extraction.branches import BranchedSequence, branch_mask
+from iclscope.extraction.plan import END, PromptPlan, ReadPoint
+from iclscope.extraction.pooling import SpanIndex, pool_spans, pooled_layers
+from iclscope.extraction.readouts import candidate_tokens, tokens_with_initial
+from iclscope.extraction.tokens import TokenizedPrompt, tokenize_prompts
+
+log = logging.getLogger(__name__)
+
+# rows of the LM head computed at once: bounds the (rows, vocab) logits in memory
+HEAD_CHUNK = 1024
+# tokens of context kept when a candidate is tokenised after a prompt's prefix
+TAIL_TOKENS = 4
+
+
+class ExtractionError(ValueError):
+    """A prompt cannot be extracted (too long, empty table, non-finite values ...)."""
+
+
+@dataclass
+class PreparedRead:
+    """A read point resolved to sequence indices: per candidate its scoring steps, or
+    (``initials``) the token sets whose probability mass is summed at ``position``."""
+
+    point: ReadPoint
+    position: int
+    steps: list[list[tuple[int, int]]] = field(default_factory=list)
+    initial_sets: list[list[int]] | None = None
+
+
+@dataclass
+class PreparedPrompt:
+    prompt: TokenizedPrompt
+    plan: PromptPlan
+    sequence: BranchedSequence
+    reads: list[PreparedRead]
+
+
+@dataclass
+class Extracted:
+    """The three tables of one extraction (see :mod:`iclscope.contracts`) and statistics."""
+
+    embeddings: pa.Table
+    attention: pa.Table
+    readouts: pa.Table
+    stats: dict[str, Any]
+
+
+class CandidateTokenizer:
+    """Tokenises candidates in context, cached on the last few characters of the prefix.
+
+    Byte-level BPE never merges across more than a word boundary, so the last
+    ``TAIL_TOKENS`` tokens of context decide how a candidate is split.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self._cache: dict[tuple[str, str], list[int]] = {}
+        self._initials: dict[str, list[int]] = {}
+
+    def after(self, prompt: TokenizedPrompt, text: str, read_pos: int, candidate: str) -> list[int]:
+        first = max(0, read_pos - TAIL_TOKENS + 1)
+        while first < read_pos and prompt.offsets[first][1] <= prompt.offsets[first][0]:
+            first += 1  # skip zero-width special tokens
+        tail = text[prompt.offsets[first][0] : prompt.offsets[read_pos][1]]
+        key = (tail, candidate)
+        if key not in self._cache:
+            try:
+                self._cache[key] = candidate_tokens(self.tokenizer, tail, candidate)
+            except ValueError as err:
+                raise ExtractionError(f"prompt {prompt.prompt_id!r}: {err}") from err
+        return self._cache[key]
+
+    def initial(self, letter: str) -> list[int]:
+        if letter not in self._initials:
+            self._initials[letter] = tokens_with_initial(self.tokenizer, letter)
+            if not self._initials[letter]:
+                raise ExtractionError(f"no vocabulary token starts with {letter!r}")
+        return self._initials[letter]
+
+
+def prepare_prompts(
+    rows: Sequence[Mapping[str, Any]],
+    plans: Sequence[PromptPlan],
+    tokenizer: Any,
+    max_length: int | None,
+) -> list[PreparedPrompt]:
+    """Tokenise the rows, resolve each plan's read points and append candidate branches."""
+    prompts = tokenize_prompts(tokenizer, rows, max_length=max_length)
+    cands = CandidateTokenizer(tokenizer)
+    char_spans = [{s["name"]: (s["start"], s["end"]) for s in row["spans"]} for row in rows]
+    prepared = []
+    for row, prompt, plan, chars in zip(rows, prompts, plans, char_spans):
+        seq = BranchedSequence.of_prompt(prompt.input_ids)
+        reads = []
+        for point in plan.reads:
+            if point.before is None:
+                pos, gap = len(prompt) - 1, ""
+            else:
+                if point.before not in prompt.spans:
+                    raise ExtractionError(f"prompt {prompt.prompt_id!r}: no span {point.before!r} to read before")
+                pos = prompt.spans[point.before][0] - 1
+                if pos < 0:
+                    raise ExtractionError(
+                        f"prompt {prompt.prompt_id!r}: span {point.before!r} starts the prompt; nothing predicts it"
+                    )
+                gap = row["text"][prompt.offsets[pos][1] : chars[point.before][0]]
+            read = PreparedRead(point, pos)
+            if point.initials:
+                read.initial_sets = [cands.initial(letter) for letter in point.labels]
+            else:
+                texts = point.texts if point.texts is not None else point.labels
+                tokens = [cands.after(prompt, row["text"], pos, gap + t) for t in texts]
+                read.steps = seq.add_candidates(pos, tokens)
+            reads.append(read)
+        # branch tokens take positions after their read point, not after the prompt
+        if max_length is not None and max(seq.positions) + 1 > max_length:
+            raise ExtractionError(
+                f"prompt {prompt.prompt_id!r} with its candidates reaches position {max(seq.positions)}, "
+                f"beyond the model's context of {max_length} tokens"
+            )
+        prepared.append(PreparedPrompt(prompt, plan, seq, reads))
+    return prepared
+
+
+def _span_tokens(p: PreparedPrompt, name: str) -> tuple[int, int]:
+    n = p.prompt.__len__()
+    return (n - 1, n) if name == END else p.prompt.spans[name]
+
+
+def _check_finite(values: torch.Tensor, what: str, prompts: Sequence[PreparedPrompt]) -> None:
+    if not bool(torch.isfinite(values).all()):
+        ids = ", ".join(p.prompt.prompt_id for p in prompts[:5])
+        raise ExtractionError(f"non-finite {what} in the batch of prompts {ids}")
+
+
+class _BatchResult:
+    def __init__(self) -> None:
+        self.pooled: dict[int, torch.Tensor] = {}  # layer -> (K, P, d)
+        self.masses: dict[int, torch.Tensor] = {}  # layer -> (Q, H, S)
+        self.reads: list[tuple[int, str, str, float, float]] = []  # prompt, readout, candidate, logp, first
+
+
+def _run_batch(
+    model: torch.nn.Module,
+    batch: Sequence[PreparedPrompt],
+    poolings: Sequence[str],
+    pad_id: int,
+    device: torch.device,
+) -> _BatchResult:
+    width = max(len(p.sequence.ids) for p in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(batch), width), dtype=torch.long)
+    real = torch.zeros((len(batch), width), dtype=torch.bool)
+    for b, p in enumerate(batch):
+        n = len(p.sequence.ids)
+        ids[b, :n] = torch.tensor(p.sequence.ids)
+        positions[b, :n] = torch.tensor(p.sequence.positions)
+        real[b, : p.sequence.n_prompt] = True
+    if any(p.sequence.n_branch for p in batch):
+        mask: torch.Tensor = branch_mask([p.sequence for p in batch], width)
+    else:
+        mask = real.long()  # a plain padding mask keeps the fast causal SDPA path
+    result = _BatchResult()
+
+    # spans to pool: (row, start, end) for every (prompt, pooled span)
+    pool_items = [(b, *_span_tokens(p, s)) for b, p in enumerate(batch) for s in p.plan.pool]
+    span_index = SpanIndex.from_lists(*zip(*pool_items)) if pool_items else None
+
+    def on_layer(layer: int, hidden: torch.Tensor) -> None:
+        if span_index is not None:
+            result.pooled[layer] = pool_spans(hidden, span_index.to(hidden.device), poolings).cpu()
+
+    # attention: one query (the prompt's last token) per prompt that attends to spans
+    attending = [b for b, p in enumerate(batch) if p.plan.attend]
+    capture = None
+    if attending:
+        n_spans = max(len(batch[b].plan.attend) for b in attending)
+        span_masks = torch.zeros((len(attending), n_spans, width))
+        for k, b in enumerate(attending):
+            for s, name in enumerate(batch[b].plan.attend):
+                start, end = _span_tokens(batch[b], name)
+                span_masks[k, s, start:end] = 1.0
+        cols = [batch[b].sequence.n_prompt - 1 for b in attending]
+        capture = AttentionCapture(
+            torch.tensor(attending, device=device), torch.tensor(cols, device=device),
+            real.to(device), span_masks.to(device),
+        )
+
+    base = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    inputs = dict(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device))
+    with torch.inference_mode(), pooled_layers(model, on_layer):
+        if capture is not None:
+            with capturing(capture):
+                final = base(**inputs, use_cache=False).last_hidden_state
+            result.masses = {layer: m.cpu() for layer, m in capture.masses.items()}
+        else:
+            final = base(**inputs, use_cache=False).last_hidden_state
+        _read(model, final, batch, result)
+    for layer, pooled in result.pooled.items():
+        _check_finite(pooled, f"pooled hidden states at layer {layer}", batch)
+    for layer, masses in result.masses.items():
+        _check_finite(masses, f"attention mass at layer {layer}", batch)
+    return result
+
+
+def _read(model: torch.nn.Module, final: torch.Tensor, batch: Sequence[PreparedPrompt], result: _BatchResult) -> None:
+    """Log-probabilities of every read candidate; the LM head runs only at read indices,
+    in chunks, keeping only the entries read (never a (positions, vocab) table)."""
+    needed: dict[tuple[int, int], int] = {}  # (batch row, sequence index) -> head row
+    tokens_at: dict[int, set[int]] = {}  # head row -> token ids read there
+    sets_at: dict[int, set[str]] = {}  # head row -> initial sets summed there
+    sets: dict[str, list[int]] = {}
+    for b, p in enumerate(batch):
+        for read in p.reads:
+            if read.initial_sets is not None:
+                row = needed.setdefault((b, read.position), len(needed))
+                for label, ids in zip(read.point.labels, read.initial_sets):
+                    sets[label] = ids
+                    sets_at.setdefault(row, set()).add(label)
+                continue
+            for steps in read.steps:
+                for i, token in steps:
+                    row = needed.setdefault((b, i), len(needed))
+                    tokens_at.setdefault(row, set()).add(token)
+    if not needed:
+        return
+    keys = list(needed)
+    rows = torch.tensor([k[0] for k in keys], device=final.device)
+    cols = torch.tensor([k[1] for k in keys], device=final.device)
+    head = model.get_output_embeddings()
+    token_logp: dict[tuple[int, int], float] = {}
+    set_logp: dict[tuple[int, str], float] = {}
+    for start in range(0, len(keys), HEAD_CHUNK):
+        stop = min(start + HEAD_CHUNK, len(keys))
+        picked = final[rows[start:stop], cols[start:stop]]
+        _check_finite(picked, "final hidden states at read positions", batch)  # cheaper than (chunk, vocab)
+        chunk = torch.log_softmax(head(picked).float(), dim=-1)  # (chunk, vocab)
+        pairs = [(r, t) for r in range(start, stop) for t in sorted(tokens_at.get(r, ()))]
+        if pairs:
+            index_r = torch.tensor([r - start for r, _ in pairs], device=chunk.device)
+            index_t = torch.tensor([t for _, t in pairs], device=chunk.device)
+            values = chunk[index_r, index_t].cpu().tolist()
+            token_logp.update(zip(pairs, values))
+        for label, ids in sets.items():
+            members = [r for r in range(start, stop) if label in sets_at.get(r, ())]
+            if members:
+                local = torch.tensor([r - start for r in members], device=chunk.device)
+                ids_t = torch.tensor(ids, device=chunk.device)
+                summed = torch.logsumexp(chunk[local][:, ids_t], dim=-1).cpu().tolist()
+                set_logp.update(((r, label), v) for r, v in zip(members, summed))
+    for b, p in enumerate(batch):
+        for read in p.reads:
+            if read.initial_sets is not None:
+                row = needed[(b, read.position)]
+                for label in read.point.labels:
+                    value = set_logp[(row, label)]
+                    result.reads.append((b, read.point.name, label, value, value))
+                continue
+            for label, steps in zip(read.point.labels, read.steps):
+                parts = [token_logp[(needed[(b, i)], token)] for i, token in steps]
+                result.reads.append((b, read.point.name, label, sum(parts), parts[0]))
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def _run_with_retry(run: Callable[[Sequence[PreparedPrompt]], _BatchResult], batch: Sequence[PreparedPrompt],
+                    device: torch.device) -> list[tuple[Sequence[PreparedPrompt], _BatchResult]]:
+    """Run a batch; on CUDA out-of-memory halve it and retry each half (logged)."""
+    try:
+        return [(batch, run(batch))]
+    except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
+        if device.type != "cuda" or not _is_oom(err) or len(batch) == 1:
+            raise
+        torch.cuda.empty_cache()
+        half = len(batch) // 2
+        log.warning("CUDA out of memory on %d prompts; retrying as %d + %d", len(batch), half, len(batch) - half)
+        return _run_with_retry(run, batch[:half], device) + _run_with_retry(run, batch[half:], device)
+
+
+def extract(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    rows: Sequence[Mapping[str, Any]],
+    plans: Sequence[PromptPlan],
+    poolings: Sequence[str],
+    batch_tokens: int,
+    max_length: int | None = None,
+) -> Extracted:
+    """Run ``model`` over the task rows following their plans; returns the three tables.
+
+    Raises :class:`ExtractionError` for an empty input, a too-long prompt, a span or
+    candidate that cannot be mapped, or non-finite values (naming the prompts).
+    """
+    if not rows:
+        raise ExtractionError("the task table has no prompts")
+    try:
+        prepared = prepare_prompts(rows, plans, tokenizer, max_length)
+    except ValueError as err:
+        raise ExtractionError(str(err)) from err
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    lengths = [len(p.sequence.ids) for p in prepared]
+    batches = plan_batches(lengths, batch_tokens)
+    hidden = int(model.config.hidden_size)
+    real_tokens = sum(lengths)
+    padded_tokens = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    log.info("%d prompts, %d tokens (%d in candidate branches) in %d batches, padding efficiency %.3f",
+             len(prepared), real_tokens, sum(p.sequence.n_branch for p in prepared), len(batches),
+             real_tokens / padded_tokens)
+
+    order: list[int] = []
+    results: list[tuple[Sequence[PreparedPrompt], _BatchResult]] = []
+    start = time.perf_counter()
+    done_tokens = 0
+    for k, index in enumerate(batches, start=1):
+        batch = [prepared[i] for i in index]
+        results += _run_with_retry(lambda b: _run_batch(model, b, poolings, pad_id, device), batch, device)
+        order += index
+        done_tokens += sum(lengths[i] for i in index)
+        if k == len(batches) or k % 10 == 0:
+            rate = done_tokens / max(time.perf_counter() - start, 1e-9)
+            log.info("batch %d/%d: %d/%d tokens, %.0f tokens/s", k, len(batches), done_tokens, real_tokens, rate)
+
+    rank = {p.prompt.prompt_id: i for i, p in enumerate(prepared)}  # table order
+    tables = Extracted(
+        embeddings=_embedding_table(results, poolings, hidden, rank),
+        attention=_attention_table(results, rank),
+        readouts=_readout_table(results, rank),
+        stats={"prompts": len(prepared), "real_tokens": real_tokens, "padded_tokens": padded_tokens,
+               "batches": len(batches), "seconds": time.perf_counter() - start},
+    )
+    return tables
+
+
+def _embedding_table(results, poolings: Sequence[str], hidden: int, rank: Mapping[str, int]) -> pa.Table:
+    # rows sorted by layer, then prompt (table order), span, pooling: readers skip layers
+    records: dict[int, list[tuple[int, str, str, np.ndarray]]] = {}
+    for batch, res in results:
+        items = [(p.prompt.prompt_id, s) for p in batch for s in p.plan.pool]
+        for layer, pooled in res.pooled.items():
+            out = records.setdefault(layer, [])
+            arr = pooled.numpy()
+            for k, (pid, span) in enumerate(items):
+                for j, method in enumerate(poolings):
+                    out.append((rank[pid], pid, span, method, arr[k, j]))
+    rows = [r for layer in sorted(records) for r in sorted(records[layer], key=lambda r: r[:4])]
+    layers = [layer for layer in sorted(records) for _ in records[layer]]
+    schema = contracts.embeddings_schema(hidden)
+    if not rows:
+        return schema.empty_table()
+    flat = np.stack([r[4] for r in rows]).astype(np.float32).reshape(-1)
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), hidden)
+    return pa.table(
+        [pa.array([r[1] for r in rows]), pa.array(layers, pa.int16()), pa.array([r[2] for r in rows]),
+         pa.array([r[3] for r in rows]), vectors],
+        schema=schema,
+    )
+
+
+def _attention_table(results, rank: Mapping[str, int]) -> pa.Table:
+    cols: dict[str, list] = {name: [] for name in contracts.ATTENTION.names}
+    keyed = []
+    for batch, res in results:
+        attending = [p for p in batch if p.plan.attend]
+        for layer, masses in res.masses.items():
+            for k, p in enumerate(attending):
+                m = masses[k].numpy()  # (H, S)
+                per_head = np.vstack([m.mean(axis=0, keepdims=True), m])  # head -1 = mean first
+                for h in range(per_head.shape[0]):
+                    for s, span in enumerate(p.plan.attend):
+                        keyed.append((layer, rank[p.prompt.prompt_id], h - 1, s, p.prompt.prompt_id, span,
+                                      float(per_head[h, s])))
+    keyed.sort(key=lambda r: r[:4])
+    for layer, _, head, _, pid, span, mass in keyed:
+        cols["prompt_id"].append(pid)
+        cols["layer"].append(layer)
+        cols["head"].append(head)
+        cols["query"].append(END)
+        cols["span"].append(span)
+        cols["mass"].append(mass)
+    return pa.table(cols, schema=contracts.ATTENTION)
+
+
+def _readout_table(results, rank: Mapping[str, int]) -> pa.Table:
+    keyed = []
+    for batch, res in results:
+        for b, readout, candidate, logp, first in res.reads:
+            pid = batch[b].prompt.prompt_id
+            keyed.append((rank[pid], pid, readout, candidate, logp, first))
+    keyed.sort(key=lambda r: r[0])  # stable: readouts keep their declared order within a prompt
+    schema = contracts.READOUTS
+    return pa.table(
+        {
+            "prompt_id": [r[1] for r in keyed],
+            "readout": [r[2] for r in keyed],
+            "candidate": [r[3] for r in keyed],
+            "logprob": pa.array([r[4] for r in keyed], pa.float32()),
+            "first_token_logprob": pa.array([r[5] for r in keyed], pa.float32()),
+        },
+        schema=schema,
+    )

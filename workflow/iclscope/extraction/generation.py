@@ -1,0 +1,165 @@
+"""Seeded, batched sampling with a KV cache (study A1), and parsing of the flips.
+
+Every sequence draws its own uniform numbers from ``rng(seed, prompt_id, sample)`` and
+samples by inverting the cumulative distribution, so a sequence's tokens do not depend
+on which other sequences share its batch. Prompts are left-padded so all rows append
+at the same column; generation stops per row at the stop string (``]``) or EOS.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from iclscope.seeding import rng
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt_id: str
+    sample: int
+    text: str  # exactly what the model reads (chat template already applied)
+
+
+@dataclass(frozen=True)
+class Generated:
+    prompt_id: str
+    sample: int
+    text: str  # the generated continuation, cut after the stop string
+    n_tokens: int
+    stopped: bool  # the stop string (or EOS) came before max_new_tokens
+
+
+def chat_text(tokenizer: Any, prompt: str, system: str | None, answer_marker: str = "\n\nA: ") -> str:
+    """The model input for a completion prompt: with a system line and a chat template,
+    the question becomes the user turn and the answer's start is prefilled as the
+    assistant's; otherwise the prompt is used as written."""
+    if not system or not getattr(tokenizer, "chat_template", None):
+        return prompt
+    question, marker, answer = prompt.rpartition(answer_marker)
+    if not marker:
+        question, answer = prompt, ""
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+    head = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return head + answer
+
+
+def sample_token(probs: np.ndarray, u: float) -> int:
+    """Inverse-CDF draw from ``probs`` (V,) with one uniform number ``u``."""
+    cdf = np.cumsum(probs, dtype=np.float64)
+    return int(min(np.searchsorted(cdf, u * cdf[-1], side="right"), len(probs) - 1))
+
+
+def generate(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    requests: Sequence[GenerationRequest],
+    seed: int,
+    temperature: float,
+    max_new_tokens: int,
+    stop: str = "]",
+    batch_size: int = 64,
+) -> list[Generated]:
+    """Sample a continuation for every request (temperature > 0; ``0`` = greedy)."""
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    eos = tokenizer.eos_token_id
+    encoded = [tokenizer(r.text, add_special_tokens=True)["input_ids"] for r in requests]
+    order = sorted(range(len(requests)), key=lambda i: (-len(encoded[i]), i))
+    out: dict[int, Generated] = {}
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        out.update(_generate_batch(model, tokenizer, [requests[i] for i in index], [encoded[i] for i in index],
+                                   index, seed, temperature, max_new_tokens, stop, pad_id, eos, device))
+        log.info("generated %d/%d sequences", min(start + batch_size, len(order)), len(order))
+    return [out[i] for i in range(len(requests))]
+
+
+def _generate_batch(model, tokenizer, requests, encoded, index, seed, temperature, max_new_tokens, stop,
+                    pad_id, eos, device) -> dict[int, Generated]:
+    width = max(len(e) for e in encoded)
+    ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for b, e in enumerate(encoded):
+        ids[b, width - len(e):] = torch.tensor(e)
+        mask[b, width - len(e):] = 1
+    draws = [rng(seed, "generation", r.prompt_id, r.sample).random(max_new_tokens) for r in requests]
+    tokens: list[list[int]] = [[] for _ in requests]
+    texts = [""] * len(requests)
+    done = [False] * len(requests)
+    past = None
+    step_ids, step_mask = ids.to(device), mask.to(device)
+    full_mask = step_mask
+    with torch.inference_mode():
+        for step in range(max_new_tokens):
+            positions = (full_mask.cumsum(dim=1) - 1).clamp(min=0)[:, -step_ids.shape[1]:]
+            output = model(input_ids=step_ids, attention_mask=full_mask, position_ids=positions,
+                           past_key_values=past, use_cache=True, logits_to_keep=1)
+            past = output.past_key_values
+            logits = output.logits[:, -1].float()
+            if temperature > 0:
+                probs = torch.softmax(logits / temperature, dim=-1).cpu().numpy()
+            nxt = []
+            for b in range(len(requests)):
+                if done[b]:
+                    nxt.append(pad_id)
+                    continue
+                if temperature > 0:
+                    token = sample_token(probs[b], float(draws[b][step]))
+                else:
+                    token = int(logits[b].argmax())
+                tokens[b].append(token)
+                if token == eos:
+                    done[b] = True
+                else:
+                    texts[b] += tokenizer.decode([token])
+                    if stop and stop in texts[b]:
+                        done[b] = True
+                nxt.append(token)
+            if all(done):
+                break
+            step_ids = torch.tensor(nxt, device=device)[:, None]
+            alive = torch.tensor([0 if d and t == pad_id else 1 for d, t in zip(done, nxt)], device=device)
+            full_mask = torch.cat([full_mask, alive[:, None].long()], dim=1)
+    results = {}
+    for b, (i, r) in enumerate(zip(index, requests)):
+        text = texts[b]
+        if stop and stop in text:
+            text = text[: text.index(stop) + len(stop)]
+        results[i] = Generated(r.prompt_id, r.sample, text, len(tokens[b]), done[b])
+    return results
+
+
+def parse_flips(text: str, symbols: Sequence[str]) -> tuple[str, bool]:
+    """Flips (a 0/1 string) from a generated list such as ``"[Heads, Tails, Tai"``.
+
+    Items are read from the last ``[`` on, split at commas and matched by their first
+    letter (case-insensitive) to the symbols' first letters, or exactly when the symbols
+    share a first letter. Returns the flips up to the first item that matches no symbol
+    and whether every item parsed and the list was closed with ``]``.
+    """
+    body = text[text.rfind("[") + 1 :]
+    closed = "]" in body
+    body = body.split("]", 1)[0]
+    items = [item.strip() for item in body.split(",")]
+    if items and items[-1] == "":
+        items = items[:-1]  # a trailing comma (the prompt ends with one)
+    by_letter = {s[0].lower(): str(i) for i, s in enumerate(symbols)}
+    exact = len(by_letter) < len(symbols)
+    flips = []
+    for item in items:
+        if exact:
+            code = next((str(i) for i, s in enumerate(symbols) if item == s), None)
+        else:
+            code = by_letter.get(item[:1].lower()) if item else None
+        if code is None:
+            return "".join(flips), False
+        flips.append(code)
+    return "".join(flips), closed
+

@@ -1,0 +1,90 @@
+"""What to extract from each prompt of a task: the declarations the engine executes.
+
+The task tables declare spans; this module says, per task, which of them the analyses
+need pooled, which receive attention mass from which query, and where which candidate
+continuations are read. Nothing else is computed or stored.
+
+Positions: a read ``before`` span S predicts S's first token from the token just before
+it (e.g. ``Answer:`` -> the label); ``before=None`` reads after the prompt's last token.
+The query ``end`` is the prompt's last token (the answer position).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+END = "end"  # the prompt's last token, as a pooled span and as the attention query
+
+
+@dataclass(frozen=True)
+class ReadPoint:
+    """Candidate continuations read at one position.
+
+    ``labels`` name the candidates in the readouts table; ``texts`` are what each adds
+    after the prefix (``None`` = the text between the read token and span ``before``
+    followed by the label, e.g. ``" " + "positive"``). With ``initials`` the candidates
+    are sets of vocabulary tokens starting with each label (A3's r / n).
+    """
+
+    name: str
+    before: str | None
+    labels: tuple[str, ...]
+    texts: tuple[str, ...] | None = None
+    initials: bool = False
+
+
+@dataclass(frozen=True)
+class PromptPlan:
+    """Spans to pool, spans that receive attention from the ``end`` query, and readouts."""
+
+    pool: tuple[str, ...] = ()
+    attend: tuple[str, ...] = ()
+    reads: tuple[ReadPoint, ...] = ()
+
+
+def _span_names(row: Mapping[str, Any]) -> list[str]:
+    return [s["name"] for s in row["spans"]]
+
+
+def _representation_plan(row: Mapping[str, Any]) -> PromptPlan:
+    # study B: every span but the per-example ones (their union is the `examples` span)
+    spans = tuple(n for n in _span_names(row) if not n.startswith("example_"))
+    answer = ReadPoint("answer", None, tuple(row["candidates"]), tuple(row["candidate_texts"]))
+    return PromptPlan(pool=(*spans, END), attend=spans, reads=(answer,))
+
+
+def _judgment_plan(row: Mapping[str, Any]) -> PromptPlan:
+    return PromptPlan(reads=(ReadPoint("judgment", None, ("r", "n"), initials=True),))
+
+
+def _continuation_plan(row: Mapping[str, Any]) -> PromptPlan:
+    # the next-flip conditional before every flip: one pass gives the whole curve (A4)
+    symbols = tuple(row["symbols"])
+    reads = tuple(
+        ReadPoint(f"flip_{t}", f"flip_{t}", ("0", "1"), tuple(symbols))
+        for t in range(1, len(row["flips"]) + 1)
+    )
+    return PromptPlan(reads=reads)
+
+
+def _labels_plan(row: Mapping[str, Any]) -> PromptPlan:
+    # study C: the label distribution at every `Answer:` of the context (C3)
+    words = tuple(row["label_words"])
+    n = len(row["context_class"])
+    return PromptPlan(reads=tuple(ReadPoint(f"answer_{i}", f"answer_{i}", words) for i in range(1, n + 1)))
+
+
+def plan_for(task: str, row: Mapping[str, Any]) -> PromptPlan:
+    """The extraction plan of one task-table row (``task`` = the table's task name)."""
+    if task in ("regression", "reading"):
+        return _representation_plan(row)
+    if task == "binary_judgment":
+        return _judgment_plan(row)
+    if task == "binary_continuation":
+        return _continuation_plan(row)
+    if task.startswith("labels_"):
+        return _labels_plan(row)
+    raise ValueError(
+        f"task {task!r} has no extraction plan (binary_generation is sampled by `iclscope generate`)"
+    )

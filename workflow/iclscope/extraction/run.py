@@ -1,0 +1,140 @@
+"""The extraction steps as the rules call them: read a task table, load the prepared
+model, run the engine (or the sampler) and write the tables with provenance.
+
+Outputs are written only once everything is computed, each atomically, so a failure
+leaves no partial Parquet file behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pyarrow as pa
+
+from iclscope import contracts, provenance
+from iclscope.extraction.engine import ExtractionError, extract
+from iclscope.extraction.generation import GenerationRequest, chat_text, generate, parse_flips
+from iclscope.extraction.plan import plan_for
+from iclscope.tables import read_table, table_metadata, write_table
+
+log = logging.getLogger(__name__)
+
+EXTRACT_TABLES = ("embeddings", "attention", "readouts")
+
+
+def shard_rows(rows: Sequence[Mapping[str, Any]], shard: int, n_shards: int) -> list[Mapping[str, Any]]:
+    """Rows ``shard, shard + n, shard + 2n ...`` (0-based): shards of similar length mix."""
+    if not 0 <= shard < n_shards:
+        raise ExtractionError(f"shard {shard} is not in 0..{n_shards - 1}")
+    return [row for i, row in enumerate(rows) if i % n_shards == shard]
+
+
+def _load(model_dir: str, params: Mapping[str, Any], attention: bool):
+    from iclscope.extraction.attention import register
+    from iclscope.models import load_prepared
+
+    implementation = register() if attention else params.get("attn_implementation", "sdpa")
+    return load_prepared(model_dir, dtype=params.get("dtype", "auto"), device=params.get("device", "auto"),
+                         attn_implementation=implementation, device_map=params.get("device_map"))
+
+
+def _outputs_by_stem(outs: Sequence[str], expected: Sequence[str]) -> dict[str, str]:
+    by_stem = {Path(o).stem: o for o in outs}
+    if sorted(by_stem) != sorted(expected):
+        raise ExtractionError(f"outputs must be one each of {list(expected)}.parquet, got {list(outs)}")
+    return by_stem
+
+
+def run_extract(model_dir: str, tasks_path: str, params: Mapping[str, Any], outs: Sequence[str],
+                shard: int = 0, n_shards: int = 1) -> dict[str, Any]:
+    """Extract one task (or one shard of it) into ``embeddings``, ``attention`` and
+    ``readouts`` tables; returns the engine's statistics."""
+    paths = _outputs_by_stem(outs, EXTRACT_TABLES)
+    rows = read_table(tasks_path).to_pylist()
+    if not rows:
+        raise ExtractionError(f"task table {tasks_path} has no prompts")
+    task = rows[0]["task"]
+    rows = shard_rows(rows, shard, n_shards)
+    model, tokenizer, card = _load(model_dir, params, attention=True)
+    max_length = getattr(model.config, "max_position_embeddings", None)
+    log.info("%s: %d prompts (shard %d of %d) on %s", task, len(rows), shard + 1, n_shards,
+             next(model.parameters()).device)
+    plans = [plan_for(task, row) for row in rows]
+    result = extract(model, tokenizer, rows, plans, params.get("pooling", ["max", "mean", "last"]),
+                     int(params.get("batch_tokens", 4096)), max_length)
+    extra = {"task": task, "shard": f"{shard + 1}/{n_shards}", "tasks_config_hash": table_metadata(tasks_path).get(
+        "config_hash", ""), "stats": result.stats}
+    tables = {"embeddings": result.embeddings, "attention": result.attention, "readouts": result.readouts}
+    for name, table in tables.items():
+        meta = provenance.metadata(name, params, seed=params.get("seed"), model=card, extra=extra)
+        write_table(table, paths[name], meta)
+        log.info("%s: %d rows -> %s", name, table.num_rows, paths[name])
+    return result.stats
+
+
+def gather(inputs: Sequence[str], outs: Sequence[str]) -> None:
+    """Gather shard tables into ``outs``: each output takes the inputs with its file name
+    (``embeddings.parquet`` ...), in the order given (shard order)."""
+    for out in outs:
+        name = Path(out).name
+        parts = [p for p in inputs if Path(p).name == name]
+        if not parts:
+            raise ExtractionError(f"no shard table named {name} among the inputs")
+        gather_one(parts, out)
+
+
+def gather_one(inputs: Sequence[str], out: str) -> None:
+    """Concatenate shard tables of one kind (in shard order) into ``out``, keeping the
+    rows sorted by layer where the table has layers; provenance of the first shard,
+    with the number of shards recorded."""
+    tables = [read_table(p) for p in inputs]
+    table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
+    if "layer" in table.column_names:
+        table = table.sort_by([("layer", "ascending")])  # stable: shard order kept within a layer
+    meta = {provenance.PREFIX + k: v for k, v in table_metadata(inputs[0]).items()}
+    meta[provenance.PREFIX + "shard"] = f"gathered {len(inputs)}"
+    write_table(table, out, meta)
+    log.info("gathered %d shards, %d rows -> %s", len(inputs), table.num_rows, out)
+
+
+def run_generate(model_dir: str, tasks_path: str, params: Mapping[str, Any], out: str) -> None:
+    """Sample ``n_samples`` continuations per generation prompt; write raw text and flips.
+
+    ``params``: ``runtime`` (the model's runtime keys), ``generation`` (config
+    ``binary.generation``) and ``symbols`` (how 0 and 1 are written).
+    """
+    gen = params["generation"]
+    symbols = params.get("symbols", ["Heads", "Tails"])
+    runtime = params["runtime"]
+    rows = read_table(tasks_path).to_pylist()
+    if not rows:
+        raise ExtractionError(f"task table {tasks_path} has no prompts")
+    model, tokenizer, card = _load(model_dir, runtime, attention=False)
+    requests, meta_rows = [], []
+    for row in rows:
+        text = chat_text(tokenizer, row["text"], row.get("system"))
+        for sample in range(int(gen["n_samples"])):
+            requests.append(GenerationRequest(row["prompt_id"], sample, text))
+            meta_rows.append((row, text))
+    seed = int(runtime.get("seed", 0))
+    done = generate(model, tokenizer, requests, seed=seed, temperature=float(gen["temperature"]),
+                    max_new_tokens=int(gen["max_new_tokens"]), stop="]",
+                    batch_size=max(1, int(runtime.get("batch_tokens", 4096)) // 256))
+    records = {name: [] for name in contracts.GENERATIONS.names}
+    for (row, text), g in zip(meta_rows, done):
+        # the prompt opens the list and may hold its first flips ("[Heads,")
+        flips, parsed = parse_flips(row["text"] + g.text, symbols)
+        records["prompt_id"].append(g.prompt_id)
+        records["p_tails"].append(float(row["p_tails"]))
+        records["sample"].append(g.sample)
+        records["raw"].append(g.text)
+        records["flips"].append(flips)
+        records["parsed"].append(parsed)
+        records["n_tokens"].append(g.n_tokens)
+    table = pa.table(records, schema=contracts.GENERATIONS)
+    meta = provenance.metadata("generations", params, seed=seed, model=card,
+                               extra={"symbols": list(symbols), "inputs": sorted({t for _, t in meta_rows})})
+    write_table(table, out, meta)
+    log.info("generations: %d sequences (%d parsed) -> %s", table.num_rows, sum(records["parsed"]), out)
