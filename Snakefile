@@ -25,6 +25,8 @@ wildcard_constraints:
     task="[a-z0-9_]+",
     dataset="[a-z0-9_]+",
     study="binary|representations|labels",
+    shard="[0-9]+",
+    n="[0-9]+",
 
 
 include: "rules/common.smk"

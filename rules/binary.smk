@@ -3,10 +3,7 @@
 
 rule analyse_binary:
     input:
-        tasks=[task_table(t) for t in ("binary_judgment", "binary_continuation")],
-        generations=f"{RESULTS}/{{model}}/extract/binary_generation/generations.parquet",
-        judgment=lambda wildcards: extracted(wildcards.model, "binary_judgment"),
-        continuation=lambda wildcards: extracted(wildcards.model, "binary_continuation"),
+        unpack(lambda wildcards: study_inputs(wildcards.model, "binary")),
     output:
         [f"{RESULTS}/{{model}}/binary/{t}.parquet" for t in BINARY_TABLES],
     log:
@@ -17,5 +14,8 @@ rule analyse_binary:
         spec=lambda wildcards: canonical_json(
             {"seed": config["seed"], "binary": config["binary"]}
         ),
+        inputs=lambda wildcards, input: named(dict(input.items())),
+        outs=lambda wildcards, output: named(output),
     shell:
-        "iclscope analyse binary --inputs {input:q} --params {params.spec:q} --out {output:q} > {log:q} 2>&1"
+        "iclscope analyse binary --inputs {params.inputs} --params {params.spec:q}"
+        " --out {params.outs} > {log:q} 2>&1"

@@ -1,5 +1,10 @@
 # Config lookups and input functions shared by all rules. Paths are built here only.
+import shlex
+
 from iclscope.provenance import canonical_json
+from iclscope.studies import binary as binary_study
+from iclscope.studies import labels as labels_study
+from iclscope.studies import representations as representations_study
 from iclscope.tasks import task_data_files, task_names, task_params
 
 RESULTS = config["results_dir"]
@@ -13,15 +18,29 @@ DATASETS = (
     [ds["name"] for ds in config["labels"]["datasets"]] if "labels" in STUDIES else []
 )
 EXTRACT_TABLES = ["embeddings", "attention", "readouts"]
-BINARY_TABLES = ["generation_metrics", "judgment", "continuation", "model_selection"]
+BINARY_TABLES = [
+    "generation_metrics",
+    "baselines",
+    "judgment",
+    "continuation",
+    "model_selection",
+]
 REPRESENTATION_TABLES = [
     "behaviour",
+    "behaviour_summary",
     "rsa",
+    "similarity",
     "probes",
     "attention_ratio",
     "repr_vs_behaviour",
 ]
-LABEL_TABLES = ["positions", "curves"]
+LABEL_TABLES = ["positions", "curves", "summary"]
+# figure file names of each study's plot step (defined beside the plotting code)
+FIGURE_NAMES = {
+    "binary": list(binary_study.FIGURES),
+    "representations": list(representations_study.FIGURES),
+    "labels": list(labels_study.FIGURES),
+}
 
 
 def model_dir(model):
@@ -38,17 +57,45 @@ def model_spec(wildcards):
 
 
 def runtime_params(wildcards):
-    """What a forward pass depends on: the model's run-time settings and the pooling."""
+    """What a forward pass depends on: the model's run-time settings."""
     m = MODELS[wildcards.model]
     keys = ("dtype", "device", "device_map", "attn_implementation", "batch_tokens")
-    params = {k: m[k] for k in keys}
-    params["pooling"] = config["representations"]["pooling"]
-    params["seed"] = config["seed"]
-    return params
+    return {k: m[k] for k in keys}
 
 
 def runtime_spec(wildcards):
     return canonical_json(runtime_params(wildcards))
+
+
+def extract_spec(wildcards):
+    """Extraction params: run-time settings, plus the pooling for the tasks that pool
+    (so changing it reruns only study B's extraction)."""
+    params = runtime_params(wildcards)
+    if wildcards.task in ("regression", "reading"):
+        params["pooling"] = config["representations"]["pooling"]
+    return canonical_json(params)
+
+
+def labels_spec(dataset):
+    """Study C analysis params: the labels section (without the dataset list) and the dataset."""
+    labels = {k: v for k, v in config["labels"].items() if k != "datasets"}
+    return canonical_json(
+        {"seed": config["seed"], "dataset": dataset, "labels": labels}
+    )
+
+
+def n_shards(model):
+    return MODELS[model]["shards"]
+
+
+def shard_tables(wildcards):
+    """Every extraction table of every shard, in shard order."""
+    n = n_shards(wildcards.model)
+    return [
+        f"{RESULTS}/{wildcards.model}/extract/{wildcards.task}/shards/{i}-of-{n}/{t}.parquet"
+        for i in range(1, n + 1)
+        for t in EXTRACT_TABLES
+    ]
 
 
 def task_spec(wildcards):
@@ -82,8 +129,50 @@ def study_tables(model, study):
     ]
 
 
+def figure_dirs(model, study):
+    """Where a study's figures go: one folder per model (per dataset for study C)."""
+    if study == "labels":
+        return [f"{RESULTS}/{model}/figures/labels/{ds}" for ds in DATASETS]
+    return [f"{RESULTS}/{model}/figures/{study}"]
+
+
 def figures(model, study):
-    return [f"{RESULTS}/{model}/figures/{study}/overview.png"]
+    return [
+        f"{d}/{name}"
+        for d in figure_dirs(model, study)
+        for name in [*FIGURE_NAMES[study], "captions.json"]
+    ]
+
+
+def named(pairs):
+    """``name=path`` arguments for the CLI from a dict (or from paths, named by file stem)."""
+    if not isinstance(pairs, dict):
+        pairs = {Path(p).stem: p for p in pairs}
+    return " ".join(f"{k}={shlex.quote(str(v))}" for k, v in pairs.items())
+
+
+def extracted_table(model, task, table):
+    return f"{RESULTS}/{model}/extract/{task}/{table}.parquet"
+
+
+def study_inputs(model, study):
+    """The named inputs of a study's analysis."""
+    if study == "binary":
+        return {
+            "judgment_tasks": task_table("binary_judgment"),
+            "continuation_tasks": task_table("binary_continuation"),
+            "generations": f"{RESULTS}/{model}/extract/binary_generation/generations.parquet",
+            "judgment_readouts": extracted_table(model, "binary_judgment", "readouts"),
+            "continuation_readouts": extracted_table(
+                model, "binary_continuation", "readouts"
+            ),
+        }
+    inputs = {}
+    for task in ("regression", "reading"):
+        inputs[f"{task}_tasks"] = task_table(task)
+        for t in EXTRACT_TABLES:
+            inputs[f"{task}_{t}"] = extracted_table(model, task, t)
+    return inputs
 
 
 def all_figures():

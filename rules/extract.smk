@@ -1,4 +1,5 @@
 # Run each prepared model over each task table, keeping only what the analyses need.
+# A task is split into `shards` jobs (a model's config key; 1 by default) and gathered.
 
 
 rule extract:
@@ -6,11 +7,16 @@ rule extract:
         card=model_card,
         tasks=lambda wildcards: task_table(wildcards.task),
     output:
-        [f"{RESULTS}/{{model}}/extract/{{task}}/{t}.parquet" for t in EXTRACT_TABLES],
+        temp(
+            [
+                f"{RESULTS}/{{model}}/extract/{{task}}/shards/{{shard}}-of-{{n}}/{t}.parquet"
+                for t in EXTRACT_TABLES
+            ]
+        ),
     log:
-        f"{LOGS}/{{model}}/extract/{{task}}.log",
+        f"{LOGS}/{{model}}/extract/{{task}}.{{shard}}-of-{{n}}.log",
     benchmark:
-        f"{BENCH}/{{model}}/extract/{{task}}.tsv"
+        f"{BENCH}/{{model}}/extract/{{task}}.{{shard}}-of-{{n}}.tsv"
     conda:
         "../envs/torch.yaml"
     resources:
@@ -18,11 +24,30 @@ rule extract:
         runtime=120,
         gpu=1,
     params:
-        spec=runtime_spec,
+        spec=extract_spec,
         model_dir=lambda wildcards: model_dir(wildcards.model),
+        shard=lambda wildcards: int(wildcards.shard) - 1,
     shell:
         "iclscope extract --model-dir {params.model_dir:q} --tasks {input.tasks:q}"
-        " --params {params.spec:q} --out {output:q} > {log:q} 2>&1"
+        " --params {params.spec:q} --shard {params.shard} --shards {wildcards.n}"
+        " --out {output:q} > {log:q} 2>&1"
+
+
+localrules:
+    gather_extract,
+
+
+rule gather_extract:
+    input:
+        shard_tables,
+    output:
+        extracted("{model}", "{task}"),
+    log:
+        f"{LOGS}/{{model}}/gather/{{task}}.log",
+    conda:
+        "../envs/analysis.yaml"
+    shell:
+        "iclscope gather --inputs {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule generate:
@@ -44,11 +69,37 @@ rule generate:
     params:
         spec=lambda wildcards: canonical_json(
             {
-                "runtime": runtime_params(wildcards),
+                "runtime": {**runtime_params(wildcards), "seed": config["seed"]},
                 "generation": config["binary"]["generation"],
+                "symbols": config["binary"]["symbols"],
             }
         ),
         model_dir=lambda wildcards: model_dir(wildcards.model),
     shell:
         "iclscope generate --model-dir {params.model_dir:q} --tasks {input.tasks:q}"
+        " --params {params.spec:q} --out {output:q} > {log:q} 2>&1"
+
+
+# Not part of the default run: `snakemake results/bench/<model>/extract.json`.
+rule bench_extract:
+    input:
+        card=model_card,
+        tasks=[
+            task_table(t)
+            for t in TASKS
+            if t in ("reading", "regression") or t.startswith("labels_")
+        ],
+    output:
+        f"{RESULTS}/bench/{{model}}/extract.json",
+    log:
+        f"{LOGS}/{{model}}/bench_extract.log",
+    conda:
+        "../envs/torch.yaml"
+    resources:
+        gpu=1,
+    params:
+        spec=runtime_spec,
+        model_dir=lambda wildcards: model_dir(wildcards.model),
+    shell:
+        "iclscope bench extract --model-dir {params.model_dir:q} --tasks {input.tasks:q}"
         " --params {params.spec:q} --out {output:q} > {log:q} 2>&1"

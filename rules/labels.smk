@@ -4,8 +4,8 @@
 rule analyse_labels:
     input:
         tasks=lambda wildcards: task_table(f"labels_{wildcards.dataset}"),
-        extracted=lambda wildcards: extracted(
-            wildcards.model, f"labels_{wildcards.dataset}"
+        readouts=lambda wildcards: extracted_table(
+            wildcards.model, f"labels_{wildcards.dataset}", "readouts"
         ),
     output:
         [f"{RESULTS}/{{model}}/labels/{{dataset}}/{t}.parquet" for t in LABEL_TABLES],
@@ -14,8 +14,8 @@ rule analyse_labels:
     conda:
         "../envs/analysis.yaml"
     params:
-        spec=lambda wildcards: canonical_json(
-            task_params(f"labels_{wildcards.dataset}", config)
-        ),
+        spec=lambda wildcards: labels_spec(wildcards.dataset),
+        outs=lambda wildcards, output: named(output),
     shell:
-        "iclscope analyse labels --inputs {input:q} --params {params.spec:q} --out {output:q} > {log:q} 2>&1"
+        "iclscope analyse labels --inputs tasks={input.tasks:q} readouts={input.readouts:q}"
+        " --params {params.spec:q} --out {params.outs} > {log:q} 2>&1"

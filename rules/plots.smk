@@ -1,14 +1,67 @@
-# Figures per model and study, from the analysis tables.
+# Figures (and a captions.json) per model and study, from the analysis tables.
 
 
-rule plot:
+rule plot_binary:
     input:
-        lambda wildcards: study_tables(wildcards.model, wildcards.study),
+        lambda wildcards: study_tables(wildcards.model, "binary"),
     output:
-        f"{RESULTS}/{{model}}/figures/{{study}}/overview.png",
+        [
+            f"{RESULTS}/{{model}}/figures/binary/{name}"
+            for name in [*FIGURE_NAMES["binary"], "captions.json"]
+        ],
     log:
-        f"{LOGS}/{{model}}/plot_{{study}}.log",
+        f"{LOGS}/{{model}}/plot_binary.log",
     conda:
         "../envs/analysis.yaml"
+    params:
+        spec=lambda wildcards: canonical_json(
+            {"seed": config["seed"], "binary": config["binary"]}
+        ),
+        inputs=lambda wildcards, input: named(input),
+        out_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/figures/binary",
     shell:
-        "iclscope plot {wildcards.study} --inputs {input:q} --out {output:q} > {log:q} 2>&1"
+        "iclscope plot binary --inputs {params.inputs} --params {params.spec:q}"
+        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
+rule plot_representations:
+    input:
+        lambda wildcards: study_tables(wildcards.model, "representations"),
+    output:
+        [
+            f"{RESULTS}/{{model}}/figures/representations/{name}"
+            for name in [*FIGURE_NAMES["representations"], "captions.json"]
+        ],
+    log:
+        f"{LOGS}/{{model}}/plot_representations.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        spec=lambda wildcards: canonical_json(
+            {"seed": config["seed"], "representations": config["representations"]}
+        ),
+        inputs=lambda wildcards, input: named(input),
+        out_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/figures/representations",
+    shell:
+        "iclscope plot representations --inputs {params.inputs} --params {params.spec:q}"
+        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
+rule plot_labels:
+    input:
+        curves=f"{RESULTS}/{{model}}/labels/{{dataset}}/curves.parquet",
+    output:
+        [
+            f"{RESULTS}/{{model}}/figures/labels/{{dataset}}/{name}"
+            for name in [*FIGURE_NAMES["labels"], "captions.json"]
+        ],
+    log:
+        f"{LOGS}/{{model}}/plot_labels_{{dataset}}.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        spec=lambda wildcards: labels_spec(wildcards.dataset),
+        out_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/figures/labels/{wildcards.dataset}",
+    shell:
+        "iclscope plot labels --inputs curves={input.curves:q} --params {params.spec:q}"
+        " --out-dir {params.out_dir:q} > {log:q} 2>&1"

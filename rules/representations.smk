@@ -3,9 +3,7 @@
 
 rule analyse_representations:
     input:
-        tasks=[task_table(t) for t in ("regression", "reading")],
-        regression=lambda wildcards: extracted(wildcards.model, "regression"),
-        reading=lambda wildcards: extracted(wildcards.model, "reading"),
+        unpack(lambda wildcards: study_inputs(wildcards.model, "representations")),
     output:
         [
             f"{RESULTS}/{{model}}/representations/{t}.parquet"
@@ -19,6 +17,8 @@ rule analyse_representations:
         spec=lambda wildcards: canonical_json(
             {"seed": config["seed"], "representations": config["representations"]}
         ),
+        inputs=lambda wildcards, input: named(dict(input.items())),
+        outs=lambda wildcards, output: named(output),
     shell:
-        "iclscope analyse representations --inputs {input:q} --params {params.spec:q}"
-        " --out {output:q} > {log:q} 2>&1"
+        "iclscope analyse representations --inputs {params.inputs} --params {params.spec:q}"
+        " --out {params.outs} > {log:q} 2>&1"

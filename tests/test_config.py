@@ -158,3 +158,40 @@ def test_with_defaults_fills_sections_without_validating():
     assert filled["generation"]["temperature"] == 1.0
     assert filled["symbols"] == ["Heads", "Tails"]
     assert with_defaults("labels")["n_examples"] == 32
+
+
+@pytest.mark.parametrize(
+    "section, change, expected",
+    [
+        ("representations", {"analysis": {"hypotheses": ["colour"]}},
+         "`representations.analysis.hypotheses`: unknown condition field(s) ['colour'] for regression"),
+        ("representations", {"analysis": {"hypotheses": {"reading": ["name", "slope"]}}},
+         "unknown condition field(s) ['slope'] for reading"),
+        ("representations", {"analysis": {"rsa_spans": {"reading": ["nowhere"]}}}, "unknown span(s) ['nowhere']"),
+        ("representations", {"pooling": ["max"], "analysis": {"rsa_poolings": ["mean"]}},
+         "pooling ['mean'] is not extracted; representations.pooling = ['max']"),
+        ("binary", {"judgment": {"lengths": [10, 9000]}},
+         "`binary.judgment.lengths`: prompts need more than 9000 tokens, beyond the 8192-token context"),
+        ("binary", {"continuation": {"max_length": 10_000}}, "`binary.continuation.max_length`"),
+        ("labels", {"n_examples": 4000, "flip_at": 3}, "`labels.n_examples`: prompts need more than 12000 tokens"),
+        ("binary", {"judgment": {"concepts": ["012"]}}, "`binary.judgment.concepts[0]`: '012' does not match"),
+        ("binary", {"generation": {"p_tails": []}}, "`binary.generation.p_tails`: [] should be non-empty"),
+    ],
+)
+def test_analysis_and_context_problems(default_config, section, change, expected):
+    cfg = copy.deepcopy(default_config)
+    cfg[section] = {**cfg[section], **change}
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg)
+    assert expected in str(err.value)
+
+
+def test_context_check_reads_a_local_model_config(tiny_model_dir, default_config):
+    import json
+
+    cfg = copy.deepcopy(default_config)
+    cfg["models"] = [{"name": "tiny", "path": str(tiny_model_dir)}]
+    context = json.loads((tiny_model_dir / "config.json").read_text())["max_position_embeddings"]
+    cfg["binary"]["continuation"]["max_length"] = context + 1
+    with pytest.raises(ConfigError, match=f"{context}-token context of model 'tiny'"):
+        validate_config(cfg)

@@ -60,7 +60,7 @@ def test_data_files_are_declared(cfg, repo, tmp_path):
         ("binary_continuation", 12),  # 4 concepts x 3 rotations
         ("regression", 4 * 3 * 4 * 2),  # conditions x variants x shot counts
         ("reading", 4 * 4 * 4 * 2),
-        ("labels_sentiment", 14 * 50),  # 6 conditions + 4 arbitrary lists x 2 orders
+        ("labels_sentiment", 10 * 10),  # 6 conditions + 2 arbitrary lists x 2 orders, 10 repeats
         ("labels_novel", 14 * 50),
     ],
 )

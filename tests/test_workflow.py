@@ -34,8 +34,9 @@ def job_counts(output: str) -> dict[str, int]:
 
 
 DEFAULT_JOBS = {
-    "prepare_model": 1, "build_tasks": 7, "extract": 6, "generate": 1, "analyse_binary": 1,
-    "analyse_representations": 1, "analyse_labels": 2, "plot": 3, "report": 1, "all": 1,
+    "prepare_model": 1, "build_tasks": 7, "extract": 6, "gather_extract": 6, "generate": 1,
+    "analyse_binary": 1, "analyse_representations": 1, "analyse_labels": 2, "plot_binary": 1,
+    "plot_representations": 1, "plot_labels": 2, "report": 1, "all": 1,
 }
 
 
@@ -52,7 +53,9 @@ def test_default_dry_run_lists_every_step(tmp_path):
         "results/smollm2-135m/binary/model_selection.parquet",
         "results/smollm2-135m/representations/rsa.parquet",
         "results/smollm2-135m/labels/sentiment/positions.parquet",
-        "results/smollm2-135m/figures/labels/overview.png",
+        "results/smollm2-135m/figures/labels/sentiment/curves.png",
+        "results/smollm2-135m/figures/representations/rsa_matrices.png",
+        "results/smollm2-135m/figures/binary/continuation.png",
         "results/report.html",
     ]:
         assert target in out, target
@@ -62,7 +65,8 @@ def test_second_model_adds_its_own_jobs_only(workdir, tiny_model_dir):
     cfg = small_config(tiny_model_dir)
     cfg["models"].append({"name": "tiny-b", "path": str(tiny_model_dir)})
     counts = job_counts(snakemake("-n", "--cores", "1", cwd=workdir(cfg)).stdout)
-    assert counts["prepare_model"] == 2 and counts["extract"] == 2 * 5 and counts["plot"] == 2 * 3
+    assert counts["prepare_model"] == 2 and counts["extract"] == 2 * 5 and counts["gather_extract"] == 2 * 5
+    assert counts["plot_binary"] == counts["plot_representations"] == counts["plot_labels"] == 2
     assert counts["build_tasks"] == 6  # tasks do not depend on the model
 
 
@@ -104,14 +108,23 @@ def test_whole_pipeline_runs_on_the_tiny_model(workdir):
         "binary_continuation.parquet", "binary_generation.parquet", "binary_judgment.parquet",
         "labels_sentiment.parquet", "reading.parquet", "regression.parquet",
     ]
-    assert (run_dir / "results/report.html").stat().st_size > 1000
-    # placeholder steps say so loudly, in their logs and in their tables' metadata
-    log = (run_dir / "results/logs/tiny/extract/reading.log").read_text()
-    assert "PLACEHOLDER: extract is not implemented yet" in log
-    from iclscope.tables import table_metadata
+    from iclscope.tables import read_table, table_metadata
 
-    assert "placeholder" in table_metadata(run_dir / "results/tiny/representations/rsa.parquet")
-    assert "placeholder" not in table_metadata(run_dir / "results/tasks/reading.parquet")
+    report = (run_dir / "results/report.html").read_text()
+    assert report.count("<img") == 3 + 5 + 2 and "Study C" in report and "bootstrap" in report
+    readouts = read_table(run_dir / "results/tiny/extract/labels_sentiment/readouts.parquet")
+    # 3 conditions x 2 repeats x 6 positions x 2 label words
+    assert readouts.num_rows == 3 * 2 * 6 * 2
+    positions = read_table(run_dir / "results/tiny/labels/sentiment/positions.parquet")
+    assert positions.num_rows == 3 * 2 * 6
+    embeddings = read_table(run_dir / "results/tiny/extract/reading/embeddings.parquet")
+    assert set(embeddings.column("layer").to_pylist()) == {0, 1, 2}
+    rsa = read_table(run_dir / "results/tiny/representations/rsa.parquet")
+    assert rsa.num_rows > 0
+    meta = table_metadata(run_dir / "results/tiny/extract/reading/attention.parquet")
+    assert meta["weights_sha256"] == card["weights_sha256"] and meta["task"] == "reading"
+    # shard tables are temporary: gone once gathered
+    assert not list((run_dir / "results/tiny/extract").glob("*/shards/*/*.parquet"))
     # nothing left to do afterwards
     assert "Nothing to be done" in snakemake("-n", "--cores", "1", cwd=run_dir).stdout
 

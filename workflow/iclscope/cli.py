@@ -16,16 +16,6 @@ from typing import Any, Sequence
 
 log = logging.getLogger("iclscope")
 
-# Issues that replace the placeholder steps.
-PENDING = {
-    "extract": "the extraction engine (issue 3)",
-    "generate": "the extraction engine (issue 3)",
-    "binary": "study A (issue 4)",
-    "representations": "study B (issue 5)",
-    "labels": "study C (issue 6)",
-}
-
-
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     try:
         return json.loads(args.params)
@@ -71,57 +61,62 @@ def cmd_build_tasks(args: argparse.Namespace) -> None:
     log.info("%s: %d prompts -> %s", args.task, table.num_rows, args.out)
 
 
-def _placeholder_tables(step: str, outputs: Sequence[str], replaced_by: str, hidden: int = 1) -> None:
-    """Write zero-row tables, choosing each schema by the output's file name."""
-    from iclscope import contracts
-    from iclscope.placeholders import write_placeholder_tables
-
-    schemas = {
-        "embeddings": contracts.embeddings_schema(hidden),
-        "attention": contracts.ATTENTION,
-        "readouts": contracts.READOUTS,
-        "generations": contracts.GENERATIONS,
-        "positions": contracts.LABEL_POSITIONS,
-        "curves": contracts.CURVE,
-        "generation_metrics": contracts.BINARY_GENERATION_METRICS,
-        "judgment": contracts.JUDGMENT,
-        "continuation": contracts.CONTINUATION,
-        "model_selection": contracts.MODEL_SELECTION,
-        "behaviour": contracts.BEHAVIOUR,
-        "rsa": contracts.RSA,
-        "probes": contracts.PROBES,
-        "attention_ratio": contracts.ATTENTION_RATIO,
-        "repr_vs_behaviour": contracts.REPR_VS_BEHAVIOUR,
-    }
-    unknown = [out for out in outputs if Path(out).stem not in schemas]
-    if unknown:
-        raise SystemExit(f"{step}: no table contract for output(s) {unknown}")
-    write_placeholder_tables({out: schemas[Path(out).stem] for out in outputs}, step, replaced_by)
-
-
-def _hidden_size(model_dir: str) -> int:
-    from iclscope.models import read_card
-
-    return int(read_card(model_dir)["hidden_size"])
-
-
 def cmd_extract(args: argparse.Namespace) -> None:
-    _placeholder_tables("extract", args.out, PENDING["extract"], hidden=_hidden_size(args.model_dir))
+    from iclscope.extraction.run import run_extract
+
+    run_extract(args.model_dir, args.tasks, _params(args), args.out, shard=args.shard, n_shards=args.shards)
+
+
+def cmd_gather(args: argparse.Namespace) -> None:
+    from iclscope.extraction.run import gather
+
+    gather(args.inputs, args.out)
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    _placeholder_tables("generate", args.out, PENDING["generate"])
+    from iclscope.extraction.run import run_generate
+
+    if len(args.out) != 1:
+        raise SystemExit("generate writes one table: give one --out")
+    run_generate(args.model_dir, args.tasks, _params(args), args.out[0])
+
+
+def _named(pairs: Sequence[str], flag: str) -> dict[str, str]:
+    """``name=path`` arguments as a dict (the rules name every input and output)."""
+    named = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"{flag} expects name=path, got {pair!r}")
+        if name in named:
+            raise SystemExit(f"{flag}: {name!r} given twice")
+        named[name] = path
+    return named
+
+
+def _study(name: str) -> Any:
+    import importlib
+
+    return importlib.import_module(f"iclscope.studies.{name}")
 
 
 def cmd_analyse(args: argparse.Namespace) -> None:
-    _placeholder_tables(f"analyse {args.study}", args.out, PENDING[args.study])
+    _study(args.study).analyse(_named(args.inputs, "--inputs"), _params(args), _named(args.out, "--out"))
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    from iclscope.placeholders import placeholder_figure
+    captions = _study(args.study).plot(_named(args.inputs, "--inputs"), _params(args), args.out_dir)
+    path = Path(args.out_dir) / "captions.json"
+    path.write_text(json.dumps(captions, indent=2, sort_keys=True) + "\n")
+    log.info("%s figures: %s -> %s", args.study, ", ".join(sorted(captions)), args.out_dir)
 
-    for out in args.out:
-        placeholder_figure(out, f"{args.study} figures", PENDING[args.study])
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from iclscope.bench import bench_extract, format_summary
+
+    summary = bench_extract(args.model_dir, args.tasks, args.out, repeats=args.repeats,
+                            max_prompts=args.max_prompts, params=_params(args))
+    print(format_summary(summary))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -175,26 +170,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_build_tasks)
 
     for name, func, what in (
-        ("extract", cmd_extract, "activations and readouts of a task (placeholder)"),
-        ("generate", cmd_generate, "sampled continuations of a task (placeholder)"),
+        ("extract", cmd_extract, "pooled embeddings, attention mass and readouts of a task"),
+        ("generate", cmd_generate, "sampled continuations of the generation prompts"),
     ):
         p = sub.add_parser(name, help=what)
         p.add_argument("--model-dir", required=True)
         p.add_argument("--tasks", required=True)
         p.add_argument("--params", default="{}")
         p.add_argument("--out", nargs="+", required=True)
+        if name == "extract":
+            p.add_argument("--shard", type=int, default=0, help="which shard (0-based) of the task's prompts")
+            p.add_argument("--shards", type=int, default=1, help="how many shards the task is split into")
         p.set_defaults(func=func)
 
-    for name, func, what in (
-        ("analyse", cmd_analyse, "a study's analyses (placeholder)"),
-        ("plot", cmd_plot, "a study's figures (placeholder)"),
-    ):
-        p = sub.add_parser(name, help=what)
-        p.add_argument("study", choices=["binary", "representations", "labels"])
-        p.add_argument("--inputs", nargs="*", default=[])
-        p.add_argument("--params", default="{}")
-        p.add_argument("--out", nargs="+", required=True)
-        p.set_defaults(func=func)
+    p = sub.add_parser("gather", help="concatenate shard tables (matched to --out by file name)")
+    p.add_argument("--inputs", nargs="+", required=True)
+    p.add_argument("--out", nargs="+", required=True)
+    p.set_defaults(func=cmd_gather)
+
+    studies = ["binary", "representations", "labels"]
+    p = sub.add_parser("analyse", help="a study's analyses: tables from extracted tables")
+    p.add_argument("study", choices=studies)
+    p.add_argument("--inputs", nargs="+", required=True, metavar="NAME=PATH")
+    p.add_argument("--params", default="{}")
+    p.add_argument("--out", nargs="+", required=True, metavar="NAME=PATH")
+    p.set_defaults(func=cmd_analyse)
+
+    p = sub.add_parser("plot", help="a study's figures (and captions.json) from its tables")
+    p.add_argument("study", choices=studies)
+    p.add_argument("--inputs", nargs="+", required=True, metavar="NAME=PATH")
+    p.add_argument("--params", default="{}")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("bench", help="benchmarks (extract: iclscope vs the bare forward vs the naive way)")
+    p.add_argument("what", choices=["extract"])
+    p.add_argument("--model-dir", default="resources/models/smollm2-135m")
+    p.add_argument("--tasks", nargs="+", default=[f"results/tasks/{t}.parquet" for t in (
+        "reading", "regression", "labels_sentiment", "labels_novel")], help="task tables (default: studies B and C)")
+    p.add_argument("--params", default="{}", help="runtime keys as JSON (dtype, device, batch_tokens, pooling)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--max-prompts", type=int, default=8, help="prompts per task, spread over the table")
+    p.add_argument("--out", required=True, help="where the JSON summary goes")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("report", help="the HTML report of all figures")
     p.add_argument("--figures", nargs="*", default=[])
@@ -221,13 +239,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     from iclscope.config import ConfigError
+    from iclscope.extraction.engine import ExtractionError
     from iclscope.models import ModelError
     from iclscope.tables import TableError
     from iclscope.tasks.common import TaskError
 
     try:
         args.func(args)
-    except (ConfigError, ModelError, TableError, TaskError) as err:
+    except (ConfigError, ExtractionError, ModelError, TableError, TaskError) as err:
         print(f"iclscope {args.command}: error: {err}", file=sys.stderr)  # no traceback: a user error
         return 2
     return 0

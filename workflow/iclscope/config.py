@@ -8,6 +8,7 @@ was expected; all problems are reported at once.
 from __future__ import annotations
 
 import copy
+import json
 import string
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -88,6 +89,7 @@ def validate_config(
         problems += _check_binary(cfg["binary"])
         problems += _check_representations(cfg["representations"], root)
         problems += _check_labels(cfg["labels"], root)
+        problems += _check_context(cfg, root)
     if problems:
         raise ConfigError(problems)
     return cfg
@@ -183,6 +185,92 @@ def _check_representations(cfg: dict[str, Any], root: Path) -> list[str]:
     problems += _check_template(rc["sentence_template"], f"{rt}.sentence_template", {"name", "activity"}, {"name", "activity"})
     problems += _check_template(rc["question_template"], f"{rt}.question_template", {"name"}, {"name"})
     problems += _check_template(rc["prompt_template"], f"{rt}.prompt_template", {"story", "question"}, {"story", "question"})
+    problems += _check_representation_analysis(cfg)
+    return problems
+
+
+# condition fields and pooled spans of study B's tasks (see iclscope.tasks.representations)
+REPRESENTATION_FIELDS = {"regression": {"slope", "intercept"}, "reading": {"name", "activity"}}
+REPRESENTATION_SPANS = {
+    "regression": {"end", "query", "query_line", "examples", "instruction"},
+    "reading": {"end", "relevant", "distractor", "story", "question", "question_name", "examples"},
+}
+# context lengths of the embedded models (their config is known without loading them)
+EMBEDDED_CONTEXT = {"smollm2-135m-instruct": 8192}
+
+
+def _per_task(value: Any) -> dict[str, Any]:
+    """A study B per-task analysis key: one value for every task, or a {task: value} map."""
+    if isinstance(value, dict):
+        return value
+    return {task: value for task in REPRESENTATION_FIELDS}
+
+
+def _check_representation_analysis(cfg: dict[str, Any]) -> list[str]:
+    problems = []
+    analysis, pooled = cfg["analysis"], set(cfg["pooling"])
+    key = "representations.analysis"
+    for name, known_by_task in (("hypotheses", REPRESENTATION_FIELDS), ("rsa_spans", REPRESENTATION_SPANS),
+                                ("probe_span", REPRESENTATION_SPANS)):
+        if name not in analysis:
+            continue
+        for task, value in _per_task(analysis[name]).items():
+            if task not in known_by_task:
+                problems.append(f"config key `{key}.{name}`: unknown task {task!r}; known {sorted(known_by_task)}")
+                continue
+            values = [value] if isinstance(value, str) else list(value)
+            unknown = [v for v in values if v not in known_by_task[task]]
+            if unknown:
+                what = "condition field" if name == "hypotheses" else "span"
+                problems.append(
+                    f"config key `{key}.{name}`: unknown {what}(s) {unknown} for {task}; "
+                    f"known {sorted(known_by_task[task])}"
+                )
+    poolings = list(analysis.get("rsa_poolings") or [])
+    poolings += [analysis[k] for k in ("probe_pooling", "figure_pooling") if analysis.get(k)]
+    missing = sorted(set(poolings) - pooled)
+    if missing:
+        problems.append(
+            f"config key `{key}`: pooling {missing} is not extracted; representations.pooling = {sorted(pooled)}"
+        )
+    return problems
+
+
+def model_context(model: Mapping[str, Any], root: Path) -> int | None:
+    """A model's context length where the config tells it without loading weights."""
+    if "embedded" in model:
+        return EMBEDDED_CONTEXT.get(model["embedded"])
+    if "path" in model:
+        config_json = resolve_path(model["path"], root) / "config.json"
+        if config_json.is_file():
+            value = json.loads(config_json.read_text()).get("max_position_embeddings")
+            return int(value) if value else None
+    return None
+
+
+def _check_context(cfg: dict[str, Any], root: Path) -> list[str]:
+    """Prompts certainly longer than a model's context (every flip / example is at least
+    one token) are refused here, before any job runs; exact lengths are checked at
+    extraction time."""
+    problems = []
+    studies = set(cfg["studies"])
+    needs = []
+    if "binary" in studies:
+        needs.append(("binary.judgment.lengths", max(cfg["binary"]["judgment"]["lengths"], default=0)))
+        needs.append(("binary.continuation.max_length", cfg["binary"]["continuation"]["max_length"]))
+    if "labels" in studies:
+        # a labelled example is at least its text, a label word and a separator
+        needs.append(("labels.n_examples", 3 * cfg["labels"]["n_examples"]))
+    for model in cfg["models"]:
+        context = model_context(model, root)
+        if context is None:
+            continue
+        for key, tokens in needs:
+            if tokens > context:
+                problems.append(
+                    f"config key `{key}`: prompts need more than {tokens} tokens, beyond the "
+                    f"{context}-token context of model {model['name']!r}"
+                )
     return problems
 
 

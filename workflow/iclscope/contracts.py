@@ -27,57 +27,118 @@ ATTENTION = pa.schema([
     ("query", pa.string()), ("span", pa.string()), ("mass", pa.float32()),
 ])
 
+# logprob: exact (sum over the candidate's tokens); first_token_logprob: its first token
+# only (the label-relationship paper's scoring, kept so either can be analysed)
 READOUTS = pa.schema([
     ("prompt_id", pa.string()), ("readout", pa.string()), ("candidate", pa.string()),
-    ("logprob", pa.float32()),
+    ("logprob", pa.float32()), ("first_token_logprob", pa.float32()),
 ])
 
 GENERATIONS = pa.schema([
     ("prompt_id", pa.string()), ("p_tails", pa.float64()), ("sample", pa.int32()),
-    ("raw", pa.string()), ("flips", pa.string()), ("parsed", pa.bool_()),
+    ("raw", pa.string()), ("flips", pa.string()), ("parsed", pa.bool_()), ("n_tokens", pa.int32()),
 ])
 
 LABEL_POSITIONS = pa.schema([
     ("dataset", pa.string()), ("condition", pa.string()), ("repeat", pa.int32()),
     ("position", pa.int32()), ("true_label", pa.string()), ("context_label", pa.string()),
     ("logp_true", pa.float32()), ("logp_context", pa.float32()), ("correct", pa.bool_()),
-    ("entropy", pa.float32()),
+    ("correct_context", pa.bool_()), ("entropy", pa.float32()), ("scoring", pa.string()),
 ])
 
 CURVE = pa.schema([
     ("dataset", pa.string()), ("condition", pa.string()), ("position", pa.int32()),
     ("metric", pa.string()), ("mean", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
+    ("n", pa.int64()),
+])
+LABEL_SUMMARY = pa.schema([
+    ("dataset", pa.string()), ("kind", pa.string()), ("metric", pa.string()), ("position_name", pa.string()),
+    ("position", pa.int32()), ("condition", pa.string()), ("condition_b", pa.string()),
+    ("mean", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()), ("n", pa.int64()),
 ])
 
-BINARY_GENERATION_METRICS = pa.schema([
-    ("p_tails", pa.float64()), ("sample", pa.int32()), ("flips", pa.string()),
-    ("mean", pa.float64()), ("alternation", pa.float64()), ("longest_run", pa.int32()),
+# study A: every column is documented in iclscope.studies.binary
+REPEAT_WINDOWS = tuple(range(5, 26))
+
+
+def binary_generation_metrics_schema(windows: tuple[int, ...] = REPEAT_WINDOWS) -> pa.Schema:
+    """One row per sequence (the model's or a baseline's sample); ``repeats_w{w}`` per window."""
+    return pa.schema([
+        ("source", pa.string()), ("p_tails", pa.float64()), ("sample", pa.int32()), ("flips", pa.string()),
+        ("mean", pa.float64()), ("alternation", pa.float64()), ("longest_run", pa.int32()),
+        ("gzip_length", pa.int32()), ("running_std", pa.float64()), ("running_min", pa.float64()),
+        ("running_max", pa.float64()), *[(f"repeats_w{w}", pa.int32()) for w in windows],
+    ])
+
+
+BINARY_GENERATION_METRICS = binary_generation_metrics_schema()
+BINARY_BASELINES = pa.schema([
+    ("p_tails", pa.float64()), ("source", pa.string()), ("n_total", pa.int32()), ("n_short", pa.int32()),
+    ("n_unparsed", pa.int32()), ("n_used", pa.int32()), ("n_flips", pa.int32()), ("params", pa.string()),
+    ("n_params", pa.int32()), ("loglik", pa.float64()), ("loglik_per_flip", pa.float64()),
+    ("bic", pa.float64()), ("bic_rank", pa.int32()), ("delta_bic", pa.float64()),
+    ("mean_levenshtein", pa.float64()),
 ])
-JUDGMENT = pa.schema([("concept", pa.string()), ("length", pa.int32()), ("p_random", pa.float64())])
+JUDGMENT = pa.schema([
+    ("concept", pa.string()), ("length", pa.int32()), ("sample", pa.int32()), ("p_random", pa.float64()),
+    ("logp_r", pa.float64()), ("logp_n", pa.float64()), ("prompt_id", pa.string()),
+])
 CONTINUATION = pa.schema([
     ("concept", pa.string()), ("length", pa.int32()), ("depth", pa.int32()), ("p_continue", pa.float64()),
+    ("p_continue_sum", pa.float64()), ("p_continue_min", pa.float64()), ("p_continue_max", pa.float64()),
+    ("n_rotations", pa.int32()),
 ])
 MODEL_SELECTION = pa.schema([
     ("curve", pa.string()), ("concept", pa.string()), ("account", pa.string()),
     ("transition", pa.float64()), ("slope", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
+    ("depth", pa.int32()), ("k", pa.int32()), ("n_points", pa.int32()), ("n_units", pa.int32()),
+    ("ci_method", pa.string()), ("midpoint", pa.float64()), ("midpoint_low", pa.float64()),
+    ("midpoint_high", pa.float64()), ("slope_low", pa.float64()), ("slope_high", pa.float64()),
+    ("n_params", pa.int32()), ("sse", pa.float64()), ("r2", pa.float64()), ("bic", pa.float64()),
+    ("best", pa.bool_()), ("temperature", pa.float64()), ("logit_prior", pa.float64()),
+    ("prior_concept", pa.float64()),
 ])
 
 BEHAVIOUR = pa.schema([
     ("task", pa.string()), ("prompt_id", pa.string()), ("condition", pa.string()), ("n_shots", pa.int32()),
     ("answer", pa.string()), ("error", pa.float64()),
+    # study B (iclscope.studies.representations): answer = the model's argmax candidate
+    ("variant", pa.int32()), ("correct_answer", pa.string()), ("correct", pa.bool_()),
+    ("expected", pa.float64()), ("expected_error", pa.float64()), ("logp_correct", pa.float64()),
+    ("n_candidates", pa.int32()),
+])
+BEHAVIOUR_SUMMARY = pa.schema([
+    ("task", pa.string()), ("n_shots", pa.int32()), ("metric", pa.string()),
+    ("mean", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()), ("n_prompts", pa.int32()),
 ])
 RSA = pa.schema([
     ("task", pa.string()), ("layer", pa.int16()), ("n_shots", pa.int32()), ("hypothesis", pa.string()),
     ("spearman", pa.float64()), ("p_value", pa.float64()),
+    ("pooling", pa.string()), ("span", pa.string()), ("n_conditions", pa.int32()), ("n_prompts", pa.int32()),
+    ("n_permutations", pa.int32()),
+])
+# the similarity matrices behind RSA, long; shared = hypothesis fields the two conditions share
+SIMILARITY = pa.schema([
+    ("task", pa.string()), ("layer", pa.int16()), ("pooling", pa.string()), ("span", pa.string()),
+    ("n_shots", pa.int32()), ("row_condition", pa.string()), ("col_condition", pa.string()),
+    ("similarity", pa.float64()), ("shared", pa.list_(pa.string())),
 ])
 PROBES = pa.schema([
     ("task", pa.string()), ("layer", pa.int16()), ("n_shots", pa.int32()), ("target", pa.string()),
     ("score", pa.float64()), ("control_score", pa.float64()),
+    ("selectivity", pa.float64()), ("probe", pa.string()), ("metric", pa.string()), ("pooling", pa.string()),
+    ("span", pa.string()), ("n_prompts", pa.int32()), ("n_conditions", pa.int32()),
 ])
 ATTENTION_RATIO = pa.schema([
     ("task", pa.string()), ("layer", pa.int16()), ("n_shots", pa.int32()), ("ratio", pa.float64()),
+    ("head", pa.int16()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),  # head -1 = head-mean masses
+    ("mass_relevant", pa.float64()), ("mass_distractor", pa.float64()), ("n_prompts", pa.int32()),
 ])
+# mean = the correlation across conditions of the two changes after ICL (B7)
 REPR_VS_BEHAVIOUR = pa.schema([
     ("task", pa.string()), ("layer", pa.int16()), ("measure", pa.string()),
     ("mean", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
+    ("pooling", pa.string()), ("span", pa.string()), ("behaviour", pa.string()),
+    ("n_shots_before", pa.int32()), ("n_shots_after", pa.int32()), ("n_conditions", pa.int32()),
+    ("delta_measure", pa.float64()), ("delta_behaviour", pa.float64()),
 ])

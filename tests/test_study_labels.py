@@ -1,0 +1,151 @@
+"""Study C glue: per-position table, curves, summary and figures (iclscope.studies.labels)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from scipy.special import logsumexp
+
+from iclscope.extraction.attention import register
+from iclscope.extraction.engine import extract
+from iclscope.extraction.plan import plan_for
+from iclscope.models import load_prepared
+from iclscope.studies import labels as study
+from iclscope.tables import read_table, table_metadata, write_table
+from iclscope.tasks.labels import build_labels
+
+LABELS = {"n_examples": 6, "flip_at": 3, "repeats": 4, "arbitrary_labels": [["A", "B", "C"]],
+          "conditions": ["default", "random", "flipped", "arbitrary", "flip_df", "flip_fd", "alternating"]}
+
+
+@pytest.fixture(scope="module")
+def three_class(tmp_path_factory) -> tuple[Path, dict]:
+    """A 3-class file dataset (multiclass: flipped = rotation) and its task table."""
+    root = tmp_path_factory.mktemp("three")
+    frame = pd.DataFrame({"text": [f"item number {i}" for i in range(12)], "label": ["red", "green", "blue"] * 4})
+    frame.to_csv(root / "three.csv", index=False)
+    dataset = {"name": "three", "source": "file", "path": str(root / "three.csv"),
+               "label_words": ["red", "green", "blue"]}
+    table = build_labels(dataset, LABELS, 0, root)
+    write_table(table, root / "tasks.parquet", {})
+    return root, dataset
+
+
+@pytest.fixture(scope="module")
+def extracted(three_class, prepared_tiny) -> Path:
+    root, _ = three_class
+    rows = read_table(root / "tasks.parquet").to_pylist()
+    model, tokenizer, _ = load_prepared(prepared_tiny, device="cpu", attn_implementation=register())
+    result = extract(model, tokenizer, rows, [plan_for(r["task"], r) for r in rows], ["max"], 2048)
+    write_table(result.readouts, root / "readouts.parquet", {})
+    return root
+
+
+def params(dataset: str = "three", **analysis) -> dict:
+    return {"seed": 0, "dataset": dataset, "labels": {**LABELS, "analysis": analysis}}
+
+
+def test_positions_equal_a_direct_computation(extracted):
+    tasks = read_table(extracted / "tasks.parquet").to_pandas()
+    readouts = read_table(extracted / "readouts.parquet").to_pandas()
+    positions = study.positions_table(tasks, readouts)
+    assert len(positions) == len(tasks) * LABELS["n_examples"]
+    row = tasks.iloc[5]
+    words = list(row.label_words)
+    mine = positions[(positions["condition"] == row["condition"]) & (positions["repeat"] == row["repeat"])]
+    reads = readouts[readouts.prompt_id == row.prompt_id]
+    for i in range(1, LABELS["n_examples"] + 1):
+        logp = np.array([reads[(reads.readout == f"answer_{i}") & (reads.candidate == w)].logprob.item()
+                         for w in words])
+        restricted = logp - logsumexp(logp)
+        got = mine[mine.position == i].iloc[0]
+        true, context = row.true_class[i - 1], row.context_class[i - 1]
+        assert got.logp_true == pytest.approx(restricted[true], abs=1e-5)
+        assert got.logp_context == pytest.approx(restricted[context], abs=1e-5)
+        assert got.correct == (int(np.argmax(restricted)) == true)
+        assert got.entropy == pytest.approx(-(np.exp(restricted) * restricted).sum(), abs=1e-5)
+        assert got.true_label == words[true] and got.context_label == words[context]
+
+
+def test_first_token_scoring_uses_first_tokens(extracted):
+    tasks = read_table(extracted / "tasks.parquet").to_pandas()
+    readouts = read_table(extracted / "readouts.parquet").to_pandas()
+    first = study.positions_table(tasks, readouts, scoring="first_token")
+    swapped = readouts.assign(logprob=readouts.first_token_logprob)
+    assert np.allclose(first.logp_true, study.positions_table(tasks, swapped).logp_true)
+    assert set(first.scoring) == {"first_token"}
+    with pytest.raises(ValueError, match="scoring"):
+        study.positions_table(tasks, readouts, scoring="last")
+
+
+def test_missing_readouts_name_the_prompt(extracted):
+    tasks = read_table(extracted / "tasks.parquet").to_pandas()
+    readouts = read_table(extracted / "readouts.parquet").to_pandas()
+    cut = readouts[readouts.prompt_id != tasks.prompt_id.iloc[0]]
+    with pytest.raises(ValueError, match=tasks.prompt_id.iloc[0]):
+        study.positions_table(tasks, cut)
+
+
+def test_analyse_and_plot_end_to_end(extracted, tmp_path):
+    outs = {name: str(tmp_path / f"{name}.parquet") for name in ("positions", "curves", "summary")}
+    inputs = {"tasks": str(extracted / "tasks.parquet"), "readouts": str(extracted / "readouts.parquet")}
+    study.analyse(inputs, params(n_boot=200), outs)
+    curves = read_table(outs["curves"]).to_pandas()
+    positions = read_table(outs["positions"]).to_pandas()
+    # curve means equal plain means over repeats
+    means = positions.groupby(["condition", "position"]).correct.mean()
+    got = curves[curves.metric == "correct"].set_index(["condition", "position"])["mean"]
+    assert np.allclose(got.sort_index(), means.sort_index())
+    assert (curves.ci_low <= curves["mean"] + 1e-12).all() and (curves["mean"] <= curves.ci_high + 1e-12).all()
+    summary = read_table(outs["summary"]).to_pandas()
+    diffs = summary[summary.kind == "difference"]
+    assert {("default", "random"), ("default", "flipped"), ("flip_df", "flip_fd")} <= set(
+        zip(diffs.condition, diffs.condition_b))
+    meta = table_metadata(outs["curves"])
+    assert meta["kind"] == "labels_curves" and json.loads(meta["params"])["dataset"] == "three"
+    # the same inputs and seed give byte-identical tables
+    again = {name: str(tmp_path / f"again_{name}.parquet") for name in outs}
+    study.analyse(inputs, params(n_boot=200), again)
+    for name in outs:
+        assert read_table(outs[name]).equals(read_table(again[name]))
+    captions = study.plot({"curves": outs["curves"]}, params(), str(tmp_path / "fig"))
+    assert sorted(captions) == sorted(study.FIGURES)
+    for name in study.FIGURES:
+        assert (tmp_path / "fig" / name).stat().st_size > 10_000
+    assert "three" in captions["curves.png"]
+
+
+def test_smoothing_is_recorded_and_applied(extracted, tmp_path):
+    inputs = {"tasks": str(extracted / "tasks.parquet"), "readouts": str(extracted / "readouts.parquet")}
+    outs = {name: str(tmp_path / f"{name}.parquet") for name in ("positions", "curves", "summary")}
+    study.analyse(inputs, params(smooth=3, n_boot=100), outs)
+    assert table_metadata(outs["curves"])["smooth"] == "3"
+    curves = read_table(outs["curves"]).to_pandas()
+    positions = read_table(outs["positions"]).to_pandas()
+    one = positions[positions.condition == "default"].pivot(index="repeat", columns="position", values="entropy")
+    smoothed = one.T.rolling(3, min_periods=1).mean().T.mean(axis=0)
+    got = curves[(curves.condition == "default") & (curves.metric == "entropy")].sort_values("position")["mean"]
+    assert np.allclose(got.to_numpy(), smoothed.to_numpy())
+
+
+def test_plot_without_data_still_draws(tmp_path):
+    from iclscope import contracts
+
+    write_table(contracts.CURVE.empty_table(), tmp_path / "curves.parquet", {})
+    captions = study.plot({"curves": str(tmp_path / "curves.parquet")}, params(), str(tmp_path / "fig"))
+    assert all((tmp_path / "fig" / name).exists() for name in captions)
+
+
+def test_summary_positions_match_the_flip(extracted, tmp_path):
+    inputs = {"tasks": str(extracted / "tasks.parquet"), "readouts": str(extracted / "readouts.parquet")}
+    outs = {name: str(tmp_path / f"{name}.parquet") for name in ("positions", "curves", "summary")}
+    study.analyse(inputs, params(n_boot=100), outs)
+    summary = read_table(outs["summary"]).to_pandas()
+    named = dict(zip(summary.position_name, summary.position))
+    assert named == {"first": 1, "changepoint": 3, "after_flip": 6, "last": 6}
+    assert pa.types.is_int32(read_table(outs["summary"]).schema.field("position").type)

@@ -1,0 +1,202 @@
+"""`iclscope bench extract`: iclscope's extraction against the bare forward and the naive way.
+
+In one process, on the same prompts and the same length-sorted batches, it interleaves
+repeated runs of
+
+(a) ``bare``: the model's plain forward ``model(input_ids, attention_mask)`` (with the LM
+    head over every position, nothing kept);
+(b) ``iclscope``: the extraction engine (pooled spans, attention mass, readouts with
+    candidate branches) including writing its three Parquet tables;
+(c) ``naive``: eager attention with ``output_hidden_states=True, output_attentions=True``,
+    writing every hidden state and every attention map to Parquet.
+
+Throughput counts the prompts' real tokens (the same for all three), so b/a >= 1 means
+the capture costs less than the logits it skips. MFU = 2 x parameters x tokens/s over
+the fp32 (or bf16) GEMM peak measured in the same process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from iclscope.extraction.attention import register
+from iclscope.extraction.batching import collate, plan_batches
+from iclscope.extraction.engine import extract
+from iclscope.extraction.plan import plan_for
+from iclscope.extraction.run import EXTRACT_TABLES
+from iclscope.models import load_prepared
+from iclscope.tables import read_table, write_table
+
+log = logging.getLogger(__name__)
+
+
+def gemm_peak(dtype: torch.dtype, device: torch.device, size: int = 2048, repeats: int = 5) -> float:
+    """Best FLOP/s of a square matrix product (the roofline MFU is measured against)."""
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*.parquet"))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_bare(model, batches, device) -> None:
+    with torch.inference_mode():
+        for b in batches:
+            model(input_ids=b.input_ids.to(device), attention_mask=b.attention_mask.to(device))
+    _sync(device)
+
+
+def run_iclscope(model, tokenizer, rows, plans, poolings, batch_tokens, out_dir: Path) -> dict[str, Any]:
+    result = extract(model, tokenizer, rows, plans, poolings, batch_tokens)
+    for name in EXTRACT_TABLES:
+        write_table(getattr(result, name), out_dir / f"{name}.parquet", {})
+    return result.stats
+
+
+def run_naive(model, batches, device, out_dir: Path) -> None:
+    """Every hidden state (per token) and every attention map (per query row) to Parquet."""
+    with torch.inference_mode():
+        for k, b in enumerate(batches):
+            out = model(input_ids=b.input_ids.to(device), attention_mask=b.attention_mask.to(device),
+                        output_hidden_states=True, output_attentions=True)
+            mask = b.attention_mask.bool()
+            hidden = torch.stack(out.hidden_states)[:, mask].float().cpu().numpy()  # (L+1, N, d)
+            n_layers, n_tokens, d = hidden.shape
+            pq.write_table(pa.table({
+                "layer": np.repeat(np.arange(n_layers, dtype=np.int16), n_tokens),
+                "token": np.tile(np.arange(n_tokens, dtype=np.int32), n_layers),
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(hidden.reshape(-1)), d),
+            }), out_dir / f"hidden_{k}.parquet", compression="zstd")
+            for layer, att in enumerate(out.attentions):  # (B, H, T, T)
+                rows = att.permute(0, 2, 1, 3)[mask].float().cpu().numpy()  # (N, H, T)
+                n, h, t = rows.shape
+                pq.write_table(pa.table({
+                    "token": np.repeat(np.arange(n, dtype=np.int32), h),
+                    "head": np.tile(np.arange(h, dtype=np.int16), n),
+                    "weights": pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), t),
+                }), out_dir / f"attention_{k}_{layer}.parquet", compression="zstd")
+            del out
+    _sync(device)
+
+
+def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: int = 3, max_prompts: int = 8,
+                  params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Run the benchmark (see the module docstring) and write its JSON summary to ``out``."""
+    params = dict(params or {})
+    poolings = params.get("pooling", ["max", "mean", "last"])
+    batch_tokens = int(params.get("batch_tokens", 4096))
+    model, tokenizer, card = load_prepared(model_dir, dtype=params.get("dtype", "auto"),
+                                           device=params.get("device", "auto"), attn_implementation=register())
+    naive_model, _, _ = load_prepared(model_dir, dtype=params.get("dtype", "auto"),
+                                      device=params.get("device", "auto"), attn_implementation="eager")
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+
+    rows, plans = [], []
+    for path in task_paths:
+        table = read_table(path).to_pylist()
+        # an even spread over the table (conditions and lengths), deterministic
+        pick = np.linspace(0, len(table) - 1, num=min(max_prompts, len(table))).round().astype(int)
+        for i in sorted(set(pick.tolist())):
+            rows.append(table[i])
+            plans.append(plan_for(table[i]["task"], table[i]))
+    ids = [tokenizer(r["text"])["input_ids"] for r in rows]
+    lengths = [len(x) for x in ids]
+    batches = [collate([ids[i] for i in index], index, tokenizer.pad_token_id or 0, side="right")
+               for index in plan_batches(lengths, batch_tokens)]
+    real = sum(lengths)
+    padded = sum(b.padded_tokens for b in batches)
+    log.info("%d prompts, %d tokens in %d batches (padding efficiency %.3f)", len(rows), real, len(batches),
+             real / padded)
+
+    work = Path(tempfile.mkdtemp(prefix="iclscope-bench-"))
+    times: dict[str, list[float]] = {"bare": [], "iclscope": [], "naive": []}
+    sizes: dict[str, int] = {}
+    stats: dict[str, Any] = {}
+    rss_extraction = 0.0
+    try:
+        run_bare(model, batches[:1], device)  # warm-up
+        for r in range(repeats):
+            for name in ("bare", "iclscope", "naive"):
+                target = work / f"{name}_{r}"
+                target.mkdir()
+                start = time.perf_counter()
+                if name == "bare":
+                    run_bare(model, batches, device)
+                elif name == "iclscope":
+                    stats = run_iclscope(model, tokenizer, rows, plans, poolings, batch_tokens, target)
+                else:
+                    run_naive(naive_model, batches, device, target)
+                times[name].append(time.perf_counter() - start)
+                sizes[name] = _dir_bytes(target)
+                shutil.rmtree(target)
+                if r == 0 and name == "iclscope":
+                    rss_extraction = _rss_mb()  # before the naive run's maps inflate the peak
+                log.info("repeat %d %s: %.2f s", r + 1, name, times[name][-1])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    best = {k: min(v) for k, v in times.items()}
+    tps = {k: real / v for k, v in best.items()}
+    peak = gemm_peak(dtype, device)
+    n_params = sum(p.numel() for p in model.parameters())
+    summary = {
+        "model": card.get("name"), "device": str(device), "dtype": str(dtype).removeprefix("torch."),
+        "tasks": [Path(p).stem for p in task_paths], "prompts": len(rows), "tokens": real,
+        "candidate_branch_tokens": stats.get("real_tokens", real) - real, "batches": len(batches),
+        "repeats": repeats, "seconds": best, "tokens_per_s": tps,
+        "ratio_vs_bare": tps["iclscope"] / tps["bare"], "ratio_vs_naive": tps["iclscope"] / tps["naive"],
+        "bytes_iclscope": sizes["iclscope"], "bytes_naive": sizes["naive"],
+        "bytes_ratio": sizes["naive"] / max(sizes["iclscope"], 1),
+        "padding_efficiency": real / padded,
+        "peak_rss_mb": rss_extraction, "peak_rss_mb_with_naive": _rss_mb(),
+        "gemm_peak_gflops": peak / 1e9, "parameters": n_params,
+        "mfu": 2 * n_params * tps["iclscope"] / peak, "mfu_bare": 2 * n_params * tps["bare"] / peak,
+    }
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
+
+
+def format_summary(s: Mapping[str, Any]) -> str:
+    t = s["tokens_per_s"]
+    return "\n".join([
+        f"extraction benchmark: {s['model']} on {s['device']} ({s['dtype']}), {s['prompts']} prompts, "
+        f"{s['tokens']} tokens, best of {s['repeats']}",
+        f"  tokens/s   bare {t['bare']:.0f}   iclscope {t['iclscope']:.0f}   naive {t['naive']:.0f}",
+        f"  iclscope / bare  {s['ratio_vs_bare']:.2f}   iclscope / naive  {s['ratio_vs_naive']:.2f}",
+        f"  bytes      iclscope {s['bytes_iclscope']:,}   naive {s['bytes_naive']:,}   ratio {s['bytes_ratio']:.0f}",
+        f"  padding efficiency {s['padding_efficiency']:.3f}   peak RSS {s['peak_rss_mb']:.0f} MB   "
+        f"MFU {s['mfu']:.1%} (GEMM peak {s['gemm_peak_gflops']:.0f} GFLOP/s)",
+    ])

@@ -1,0 +1,916 @@
+"""Study A driver: binary-sequence ICL dynamics (Bigelow et al., arXiv 2310.17639).
+
+Reads the extraction step's tables, computes the analyses of STUDIES.md A1-A5 with the pure
+modules in :mod:`iclscope.analysis`, writes the result tables (:func:`analyse`) and draws the
+figures (:func:`plot`). The functions above ``analyse`` are pure: DataFrames in, DataFrames out.
+
+Conventions
+-----------
+Flip 0 is the first symbol (``Heads``), flip 1 the second (``Tails``), so a sequence's ``mean``
+is its fraction of Tails and tracks ``p_tails / 100``. ``|x|`` (column ``length``) is the number
+of flips of the concept the model has seen.
+
+Analysis settings
+-----------------
+``params["binary"]["analysis"]`` (optional; the config schema has no such block yet, so the
+defaults in :data:`ANALYSIS_DEFAULTS` apply): ``n_boot`` (bootstrap replicates, 1000),
+``ci_level`` (0.95), ``levenshtein`` (``"normalized"`` or ``"indel"``, see
+:func:`iclscope.analysis.binary_metrics.levenshtein_ratio`), ``windows`` (repeated-substring
+window sizes, 5..25). The gambler's-fallacy baseline uses the paper's window w = 5.
+
+Output tables (Parquet, one row per observation)
+-----------------------------------------------
+``generation_metrics`` (:data:`iclscope.contracts.BINARY_GENERATION_METRICS`), one row per
+sequence of the model or of a fitted baseline's samples:
+    source (str: ``model``, ``bernoulli``, ``gamblers_fallacy`` or ``markov``), p_tails (float64,
+    percent), sample (int32; the generation's sample index for the model, 0..n-1 for a
+    baseline), flips (str, cropped to ``n_flips``), mean, alternation (p_A), longest_run (int32),
+    gzip_length (int32, bytes), running_std, running_min, running_max (of the running average),
+    repeats_w{w} (int32) for every window w.
+``baselines`` (:data:`iclscope.contracts.BINARY_BASELINES`), per p_tails one ``model`` row and
+one row per baseline fitted (maximum likelihood) to the model's cropped sequences:
+    p_tails, source, n_total (generations at this p), n_short (dropped: fewer than n_flips
+    parsed flips), n_unparsed (generations whose list did not parse completely or was not
+    closed; informational: such a sequence is still used when its parsed prefix holds
+    n_flips flips), n_used (= n_total - n_short), n_flips, params (JSON of the fitted
+    parameters, ``""`` for the model), n_params, loglik (total natural-log likelihood of the
+    model's n_used sequences under the fitted baseline), loglik_per_flip, bic
+    (n_params ln(flips) - 2 loglik), bic_rank (1 = best; 0 on the model row), delta_bic (bic -
+    the best bic at this p), mean_levenshtein (mean pairwise Levenshtein ratio among the
+    model's sequences on the model row, among the baseline's samples on a baseline row: the
+    memorisation reference). Fit columns are NaN on the model row and everywhere when
+    n_used = 0.
+``judgment`` (:data:`iclscope.contracts.JUDGMENT`), one row per judgment prompt:
+    concept (``random`` for the Bernoulli(0.5) controls), length (|x|), sample, p_random =
+    P(r...) / (P(r...) + P(n...)), logp_r, logp_n (the readouts), prompt_id.
+``continuation`` (:data:`iclscope.contracts.CONTINUATION`), per concept, |x| and depth d:
+    concept, length (|x| = n, 0..max_length - d), depth, p_continue (mean over the concept's
+    phase rotations of P(next d flips continue the concept | first n flips)), p_continue_sum
+    (the sum over rotations, the paper's "summed over phase rotations"), p_continue_min,
+    p_continue_max (range over rotations), n_rotations.
+``model_selection`` (:data:`iclscope.contracts.MODEL_SELECTION`), per curve (``judgment``:
+one concept's p_random over |x|, depth 0; ``continuation``: one concept and depth), one row
+per account:
+    curve, concept, account, transition, slope, ci_low, ci_high, depth, k (phases of the
+    concept; 0 for ``random``), n_points (lengths fitted), n_units (curves averaged), ci_method,
+    midpoint, midpoint_low, midpoint_high, slope_low, slope_high, n_params, sse, r2, bic,
+    best, temperature, logit_prior, prior_concept.
+    * account ``lm``: the model's own curve. ``transition`` = |x|* where its implied
+      p_random crosses 0.5 (linear interpolation, :func:`model_selection.transition_point`);
+      for continuation the implied p_random is (1 - p_continue) / (1 - 0.5^d), the inverse of
+      ``model_selection.p_continue``, so |x|* is where p_continue = (1 + 0.5^d) / 2.
+      ``slope`` and ``midpoint``: a logistic in |x| fitted to the implied p_random (sharpness,
+      per flip). ``ci_low``/``ci_high``: percentile CI of ``transition``;
+      ``midpoint_*``/``slope_*``: of the logistic's parameters. ``ci_method`` says how:
+      ``units`` = bootstrap over units (phase rotations for continuation, random-control
+      samples for ``random``; with k = 3 rotations there are only 10 distinct resamples, so
+      read those intervals as rough), ``residuals`` = a single curve (a judgment concept has
+      one sequence per |x|): residual bootstrap around the fitted logistic, ``none`` = fewer
+      than 2 lengths (NaN). sse/r2/bic: of the logistic, on the curve's own scale.
+    * accounts ``averaging``, ``hard``, ``soft`` (:func:`model_selection.compare_accounts`,
+      not for ``random``): least-squares fits of the Bayesian model-selection account.
+      ``transition`` = the fitted n*, ``slope`` = the account's logistic slope in |x|, ln 2 / T
+      (ln 2 for averaging, inf for hard); CI columns NaN (``ci_method`` ``none``); ``best``
+      marks the lowest BIC among the three (BIC = n ln(sse / n) + n_params ln n).
+    Fit failures (e.g. non-finite values) give NaN rows and a logged warning.
+
+Figures: see :data:`FIGURES` and :func:`plot`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from scipy.special import expit, log_expit
+
+from iclscope import contracts, provenance
+from iclscope.analysis import baselines as bl
+from iclscope.analysis import binary_metrics as bm
+from iclscope.analysis import model_selection as ms
+from iclscope.analysis.stats import bootstrap_ci
+from iclscope.seeding import rng
+from iclscope.tables import atomic_path, read_table, table_metadata, write_table
+
+log = logging.getLogger(__name__)
+
+RANDOM = "random"
+MODEL = "model"
+LOG2 = math.log(2.0)
+ANALYSIS_DEFAULTS: dict[str, Any] = {
+    "n_boot": 1000,
+    "ci_level": 0.95,
+    "levenshtein": "normalized",
+    "windows": list(contracts.REPEAT_WINDOWS),
+}
+INPUTS = ("judgment_tasks", "continuation_tasks", "generations", "judgment_readouts", "continuation_readouts")
+OUTPUTS = ("generation_metrics", "baselines", "judgment", "continuation", "model_selection")
+PLOTTED_METRICS = {
+    "mean": "mean (fraction of Tails)",
+    "alternation": "alternation rate $p_A$",
+    "longest_run": "longest run",
+    "gzip_length": "gzip length (bytes)",
+    "running_std": "std of running average",
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} lacks column(s) {missing}; has {list(df.columns)}")
+
+
+def _frame(schema: pa.Schema, records: list[dict] | pd.DataFrame) -> pd.DataFrame:
+    """A DataFrame with exactly the schema's columns (typed even when empty)."""
+    df = pd.DataFrame(records) if not isinstance(records, pd.DataFrame) else records
+    if df.empty:
+        return schema.empty_table().to_pandas()
+    return df[schema.names].reset_index(drop=True)
+
+
+def _to_table(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    if df.empty:
+        return schema.empty_table()
+    return pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
+
+
+def analysis_settings(binary: Mapping[str, Any]) -> dict[str, Any]:
+    """:data:`ANALYSIS_DEFAULTS` updated with ``binary["analysis"]`` (checked)."""
+    given = dict(binary.get("analysis") or {})
+    unknown = sorted(set(given) - set(ANALYSIS_DEFAULTS))
+    if unknown:
+        raise ValueError(f"binary.analysis: unknown key(s) {unknown}; known: {sorted(ANALYSIS_DEFAULTS)}")
+    out = {**ANALYSIS_DEFAULTS, **given}
+    if not isinstance(out["n_boot"], int) or out["n_boot"] < 1:
+        raise ValueError(f"binary.analysis.n_boot must be a positive int, got {out['n_boot']!r}")
+    if not 0.0 < float(out["ci_level"]) < 1.0:
+        raise ValueError(f"binary.analysis.ci_level must lie in (0, 1), got {out['ci_level']!r}")
+    if out["levenshtein"] not in ("normalized", "indel"):
+        raise ValueError(f"binary.analysis.levenshtein must be 'normalized' or 'indel', got {out['levenshtein']!r}")
+    out["windows"] = [int(w) for w in out["windows"]]
+    return out
+
+
+# --------------------------------------------------------------------------- A3 judgment
+
+
+def p_random(readouts: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
+    """p(random) of every judgment prompt.
+
+    ``readouts``: columns prompt_id, readout, candidate, logprob; the rows with readout
+    ``judgment`` and candidates ``r`` / ``n`` hold log P(next token starts with r / n).
+    ``tasks``: the ``binary_judgment`` task table (prompt_id, concept, length, sample).
+    Returns one row per prompt present in both (tasks' order) with columns concept, length,
+    sample, p_random, logp_r, logp_n, prompt_id, where
+    p_random = P(r) / (P(r) + P(n)) = expit(logp_r - logp_n) (stable for any log-probs).
+    Prompts without readouts are dropped with a warning; a prompt lacking ``r`` or ``n``
+    raises ValueError.
+    """
+    _require(readouts, ["prompt_id", "readout", "candidate", "logprob"], "judgment readouts")
+    _require(tasks, ["prompt_id", "concept", "length", "sample"], "judgment tasks")
+    reads = readouts[readouts["readout"] == "judgment"]
+    if reads.duplicated(["prompt_id", "candidate"]).any():
+        dup = reads.loc[reads.duplicated(["prompt_id", "candidate"]), "prompt_id"].iloc[0]
+        raise ValueError(f"judgment readouts: prompt {dup!r} has duplicate candidates")
+    wide = reads.pivot(index="prompt_id", columns="candidate", values="logprob")
+    for letter in ("r", "n"):
+        if letter not in wide.columns:
+            if wide.empty:
+                wide[letter] = pd.Series(dtype=float)
+            else:
+                raise ValueError(f"judgment readouts have no candidate {letter!r}; got {list(wide.columns)}")
+    lacking = wide.index[wide[["r", "n"]].isna().any(axis=1)]
+    if len(lacking):
+        raise ValueError(f"judgment readouts: prompts {list(lacking[:5])} lack candidate 'r' or 'n'")
+    df = tasks[["prompt_id", "concept", "length", "sample"]].merge(
+        wide[["r", "n"]].astype(float).rename(columns={"r": "logp_r", "n": "logp_n"}),
+        left_on="prompt_id", right_index=True, how="left",
+    )
+    unread = df["logp_r"].isna()
+    if unread.any():
+        log.warning("judgment: %d of %d prompts have no readouts (e.g. %s); dropped",
+                    int(unread.sum()), len(df), df.loc[unread, "prompt_id"].iloc[0])
+        df = df[~unread]
+    df = df.assign(p_random=expit(df["logp_r"].to_numpy() - df["logp_n"].to_numpy()))
+    df["length"] = df["length"].astype("int32")
+    df["sample"] = df["sample"].astype("int32")
+    return _frame(contracts.JUDGMENT, df)
+
+
+# --------------------------------------------------------------------------- A4 continuation
+
+_FLIP = re.compile(r"^flip_(\d+)$")
+
+
+def restricted_log_q(logp0: np.ndarray, logp1: np.ndarray, flips: str) -> np.ndarray:
+    """log q_t, t = 1..n: q_t = P(flip t = flips[t-1]) restricted to the two symbols.
+
+    ``logp0``, ``logp1``: shape (n,), log P(symbol 0 / 1 as flip t | prompt, flips < t).
+    q_t = softmax over the two candidates = expit(logp_target - logp_other).
+    """
+    target = bm.as_flips(flips).astype(bool)
+    lp_t = np.where(target, logp1, logp0)
+    lp_o = np.where(target, logp0, logp1)
+    return log_expit(lp_t - lp_o)
+
+
+def continuation_curves(readouts: pd.DataFrame, tasks: pd.DataFrame, max_depth: int) -> pd.DataFrame:
+    """P(the next d flips continue the concept | first n flips), per prompt (rotation).
+
+    ``readouts``: rows with readout ``flip_t`` (t = 1..length), candidates ``0`` / ``1``,
+    ``logprob`` = log P(symbol as flip t | prompt, flips 1..t-1). ``tasks``: the
+    ``binary_continuation`` table (prompt_id, concept, rotation, flips).
+    With q_t from :func:`restricted_log_q`, P(continue d | |x| = n) = prod_{t=n+1}^{n+d} q_t for
+    n = 0..len(flips) - d and d = 1..min(max_depth, len(flips)) (from cumulative sums of log q).
+    Returns columns concept, rotation, length (= n), depth, p_continue, prompt_id.
+    A prompt without readouts is dropped with a warning; one missing some flip raises ValueError.
+    """
+    _require(readouts, ["prompt_id", "readout", "candidate", "logprob"], "continuation readouts")
+    _require(tasks, ["prompt_id", "concept", "rotation", "flips"], "continuation tasks")
+    if not isinstance(max_depth, (int, np.integer)) or max_depth < 1:
+        raise ValueError(f"max_depth must be a positive int, got {max_depth!r}")
+    cols = ["concept", "rotation", "length", "depth", "p_continue", "prompt_id"]
+    t = readouts["readout"].str.extract(_FLIP, expand=False)
+    reads = readouts[t.notna()].assign(t=t[t.notna()].astype(int))
+    by_prompt = {pid: g for pid, g in reads.groupby("prompt_id", sort=False)}
+    parts = []
+    for row in tasks.itertuples(index=False):
+        g = by_prompt.get(row.prompt_id)
+        if g is None:
+            log.warning("continuation: prompt %s has no readouts; dropped", row.prompt_id)
+            continue
+        n = len(row.flips)
+        wide = g.pivot(index="t", columns="candidate", values="logprob").reindex(range(1, n + 1))
+        if not {"0", "1"} <= set(wide.columns) or wide[["0", "1"]].isna().any().any():
+            raise ValueError(f"continuation readouts of prompt {row.prompt_id!r} lack candidate '0'/'1' "
+                             f"for some of flip_1..flip_{n}")
+        logq = restricted_log_q(wide["0"].to_numpy(float), wide["1"].to_numpy(float), row.flips)
+        csum = np.concatenate(([0.0], np.cumsum(logq)))
+        for d in range(1, min(int(max_depth), n) + 1):
+            lengths = np.arange(0, n - d + 1)
+            parts.append(pd.DataFrame({
+                "concept": row.concept, "rotation": int(row.rotation), "length": lengths, "depth": d,
+                "p_continue": np.exp(csum[lengths + d] - csum[lengths]), "prompt_id": row.prompt_id,
+            }))
+    if not parts:
+        dtypes = ["object", "int32", "int32", "int32", "float64", "object"]
+        return pd.DataFrame({c: pd.Series(dtype=dt) for c, dt in zip(cols, dtypes)})
+    out = pd.concat(parts, ignore_index=True)
+    return out.astype({"rotation": "int32", "length": "int32", "depth": "int32"})[cols]
+
+
+def combine_rotations(curves: pd.DataFrame) -> pd.DataFrame:
+    """Combine a concept's phase rotations at each (|x|, depth).
+
+    Each rotation is a different sequence of the same concept, so the rotations are
+    averaged at equal |x|: p_continue = mean over rotations (the probability under a phase
+    drawn uniformly); p_continue_sum = the sum (the paper's "summed over phase rotations",
+    = k x mean when all k rotations are present); min / max over rotations; n_rotations.
+    ``curves``: output of :func:`continuation_curves`. Returns the ``continuation`` table.
+    """
+    if curves.empty:
+        return contracts.CONTINUATION.empty_table().to_pandas()
+    g = curves.groupby(["concept", "length", "depth"], sort=True)["p_continue"]
+    out = g.agg(p_continue="mean", p_continue_sum="sum", p_continue_min="min", p_continue_max="max",
+                n_rotations="count").reset_index()
+    incomplete = out.loc[out["n_rotations"] != out["concept"].str.len(), "concept"].unique()
+    if len(incomplete):
+        log.warning("continuation: concepts %s lack some phase rotations; averaged over those present",
+                    list(incomplete))
+    out = out.astype({"length": "int32", "depth": "int32", "n_rotations": "int32"})
+    return _frame(contracts.CONTINUATION, out)
+
+
+# --------------------------------------------------------------------------- A1/A2 generation
+
+
+def crop_generations(generations: pd.DataFrame, n_flips: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Crop every generated sequence to its first ``n_flips`` flips, dropping shorter ones.
+
+    ``generations``: prompt_id, p_tails, sample, flips (may be shorter or empty/null), parsed.
+    Returns (kept: p_tails, sample, flips; counts: p_tails, n_total, n_short, n_unparsed,
+    n_used), counts sorted by p_tails. ``n_unparsed`` counts ``parsed == False`` whether or not
+    the sequence is long enough to be used.
+    """
+    _require(generations, ["p_tails", "sample", "flips", "parsed"], "generations")
+    if not isinstance(n_flips, (int, np.integer)) or n_flips < 1:
+        raise ValueError(f"binary.generation.n_flips must be a positive int, got {n_flips!r}")
+    g = generations.assign(flips=generations["flips"].fillna("").astype(str),
+                           parsed=generations["parsed"].fillna(False).astype(bool))
+    long_enough = g["flips"].str.len() >= n_flips
+    kept = g.loc[long_enough, ["p_tails", "sample"]].assign(flips=g.loc[long_enough, "flips"].str[:n_flips])
+    kept = kept.sort_values(["p_tails", "sample"], kind="stable").reset_index(drop=True)
+    counts = (
+        g.assign(short=~long_enough, unparsed=~g["parsed"])
+        .groupby("p_tails", sort=True)
+        .agg(n_total=("flips", "size"), n_short=("short", "sum"), n_unparsed=("unparsed", "sum"))
+        .reset_index()
+    )
+    counts["n_used"] = counts["n_total"] - counts["n_short"]
+    for p, row in counts.set_index("p_tails").iterrows():
+        if row["n_short"]:
+            log.warning("generation p_tails=%g: %d of %d sequences have fewer than %d flips; dropped",
+                        p, row["n_short"], row["n_total"], n_flips)
+    return kept, counts.astype({c: "int32" for c in ("n_total", "n_short", "n_unparsed", "n_used")})
+
+
+def metrics_frame(seqs: pd.DataFrame, source: str, windows: Sequence[int]) -> pd.DataFrame:
+    """:func:`binary_metrics.sequence_metrics` of every row of ``seqs`` (p_tails, sample, flips).
+
+    Returns the ``generation_metrics`` columns with ``source`` set to ``source``.
+    """
+    schema = contracts.binary_generation_metrics_schema(tuple(windows))
+    if seqs.empty:
+        return schema.empty_table().to_pandas()
+    rows = [
+        {"source": source, "p_tails": float(p), "sample": int(s), "flips": f, **bm.sequence_metrics(f, windows)}
+        for p, s, f in zip(seqs["p_tails"], seqs["sample"], seqs["flips"])
+    ]
+    return _frame(schema, rows)
+
+
+def analyse_generations(
+    generations: pd.DataFrame,
+    n_flips: int,
+    seed: int,
+    windows: Sequence[int] = contracts.REPEAT_WINDOWS,
+    levenshtein: str = "normalized",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Randomness metrics of the model's sequences and of fitted baselines' samples (A1, A2).
+
+    Per p_tails: crop (:func:`crop_generations`), fit every baseline to the used sequences
+    (:func:`baselines.compare_baselines`, log-likelihood of the model's sequences under each),
+    draw n_used sequences of n_flips flips from each fitted baseline with
+    ``rng(seed, "baseline", name, p_tails)`` and compute the same metrics, plus the mean
+    pairwise Levenshtein ratio of each set.
+    Returns (generation_metrics, baselines) as documented in the module docstring.
+    """
+    kept, counts = crop_generations(generations, n_flips)
+    windows = tuple(int(w) for w in windows)
+    metric_parts = [metrics_frame(kept, MODEL, windows)]
+    rows: list[dict[str, Any]] = []
+    nan = float("nan")
+    for c in counts.itertuples(index=False):
+        p = float(c.p_tails)
+        seqs = kept.loc[kept["p_tails"] == p, "flips"].tolist()
+        base = {"p_tails": p, "n_total": c.n_total, "n_short": c.n_short, "n_unparsed": c.n_unparsed,
+                "n_used": c.n_used, "n_flips": int(n_flips)}
+        rows.append({**base, "source": MODEL, "params": "", "n_params": 0, "loglik": nan, "loglik_per_flip": nan,
+                     "bic": nan, "bic_rank": 0, "delta_bic": nan,
+                     "mean_levenshtein": bm.mean_pairwise_levenshtein(seqs, levenshtein)})
+        if not seqs:
+            log.warning("generation p_tails=%g: no sequence with %d flips; baselines not fitted", p, n_flips)
+            for name, cls in bl.BASELINES.items():
+                rows.append({**base, "source": name, "params": "", "n_params": cls.n_params, "loglik": nan,
+                             "loglik_per_flip": nan, "bic": nan, "bic_rank": 0, "delta_bic": nan,
+                             "mean_levenshtein": nan})
+            continue
+        fits = bl.compare_baselines(seqs)
+        best = min(f["bic"] for f in fits)
+        for fit in fits:
+            name = fit["baseline"]
+            model = bl.BASELINES[name](**fit["params"])
+            drawn = model.sample(len(seqs), int(n_flips), rng(seed, "baseline", name, p))
+            strings = [bm.to_string(x) for x in drawn]
+            sampled = pd.DataFrame({"p_tails": p, "sample": np.arange(len(strings)), "flips": strings})
+            metric_parts.append(metrics_frame(sampled, name, windows))
+            rows.append({**base, "source": name, "params": json.dumps(fit["params"], sort_keys=True),
+                         "n_params": fit["n_params"], "loglik": fit["loglik"],
+                         "loglik_per_flip": fit["loglik_per_flip"], "bic": fit["bic"],
+                         "bic_rank": fit["bic_rank"], "delta_bic": fit["bic"] - best,
+                         "mean_levenshtein": bm.mean_pairwise_levenshtein(strings, levenshtein)})
+    if kept.empty:
+        log.warning("generation: no sequence has %d parsed flips; metrics tables are empty", n_flips)
+    schema = contracts.binary_generation_metrics_schema(windows)
+    metrics = pd.concat([m for m in metric_parts if not m.empty], ignore_index=True) if any(
+        not m.empty for m in metric_parts) else schema.empty_table().to_pandas()
+    return _frame(schema, metrics), _frame(contracts.BINARY_BASELINES, rows)
+
+
+# --------------------------------------------------------------------------- A5 model selection
+
+
+def _quantiles(values: np.ndarray, level: float) -> tuple[float, float]:
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(values, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def _logistic_curve(lengths: np.ndarray, curve: np.ndarray, midpoint: float, slope: float) -> np.ndarray:
+    """The fitted logistic of :func:`model_selection.fit_logistic` (direction from the trend)."""
+    sign = -1.0 if np.polyfit(lengths, curve, 1)[0] < 0 else 1.0
+    return expit(sign * slope * (lengths - midpoint))
+
+
+def residual_bootstrap(
+    lengths: np.ndarray, curve: np.ndarray, generator: np.random.Generator, n_boot: int = 1000, level: float = 0.95
+) -> dict[str, float]:
+    """Logistic fit of one curve with percentile CIs from a residual bootstrap.
+
+    For a curve with a single unit (a judgment concept: one sequence per |x|) nothing can be
+    resampled over units; instead the residuals of the fitted logistic are resampled with
+    replacement, added to the fitted curve and refitted ``n_boot`` times. ``lengths``,
+    ``curve``: shape (m,), lengths strictly increasing. Returns midpoint, slope and their
+    ``_low``/``_high``, plus transition_low/high (of :func:`model_selection.transition_point`
+    at 0.5 on each replicate; replicates that never cross are ignored).
+    """
+    x = np.asarray(lengths, dtype=float)
+    y = np.asarray(curve, dtype=float)
+    mid, slope = ms.fit_logistic(x, y)
+    fitted = _logistic_curve(x, y, mid, slope)
+    resid = y - fitted
+    idx = generator.integers(0, x.size, size=(n_boot, x.size))
+    boots = fitted[None, :] + resid[idx]
+    params = np.array([ms.fit_logistic(x, b) for b in boots])
+    trans = np.array([ms.transition_point(x, b, 0.5) for b in boots])
+    out = {"midpoint": mid, "slope": slope}
+    out["midpoint_low"], out["midpoint_high"] = _quantiles(params[:, 0], level)
+    out["slope_low"], out["slope_high"] = _quantiles(params[:, 1], level)
+    out["transition_low"], out["transition_high"] = _quantiles(trans, level)
+    return out
+
+
+def unit_bootstrap(
+    lengths: np.ndarray, units: np.ndarray, generator: np.random.Generator, n_boot: int = 1000, level: float = 0.95
+) -> dict[str, float]:
+    """:func:`model_selection.logistic_bootstrap` plus a CI of the transition, fitted faster.
+
+    ``units`` (n_units, m) over ``lengths`` (m,). Draws the same resamples as
+    ``logistic_bootstrap`` for the same ``generator`` state and returns the same midpoint,
+    slope and percentile intervals (up to float rounding), plus transition_low/high: the
+    percentile CI of :func:`model_selection.transition_point` at 0.5 of each replicate's mean
+    curve (replicates that never cross are ignored). A resample's mean depends only on the
+    multiset of units drawn, so each distinct multiset is fitted once: with k = 3 phase
+    rotations there are only 10, instead of ``n_boot`` fits.
+    """
+    x = np.asarray(lengths, dtype=float)
+    units = np.asarray(units, dtype=float)
+    if units.ndim != 2 or units.shape[1] != x.size or units.shape[0] == 0:
+        raise ValueError(f"units must have shape (n_units, {x.size}), got {units.shape}")
+    n = units.shape[0]
+    mid, slope = ms.fit_logistic(x, units.mean(axis=0))
+    seed = int(generator.integers(2**63 - 1))  # as logistic_bootstrap: one child seed, one resample matrix
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    distinct, inverse = np.unique(np.sort(idx, axis=1), axis=0, return_inverse=True)
+    inverse = np.asarray(inverse).reshape(-1)
+    means = units[distinct].mean(axis=1)  # (n_distinct, m)
+    params = np.array([ms.fit_logistic(x, m) for m in means])[inverse]
+    trans = np.array([ms.transition_point(x, m, 0.5) for m in means])[inverse]
+    out = {"midpoint": mid, "slope": slope}
+    out["midpoint_low"], out["midpoint_high"] = _quantiles(params[:, 0], level)
+    out["slope_low"], out["slope_high"] = _quantiles(params[:, 1], level)
+    out["transition_low"], out["transition_high"] = _quantiles(trans, level)
+    return out
+
+
+def _bic(sse: float, n: int, n_params: int) -> float:
+    if not np.isfinite(sse) or n == 0:
+        return float("nan")
+    return n * math.log(max(sse, 1e-300) / n) + n_params * math.log(n)
+
+
+def _nan_row(**fixed: Any) -> dict[str, Any]:
+    row = {name: float("nan") for name in contracts.MODEL_SELECTION.names}
+    row.update({"ci_method": "none", "n_params": 0, "best": False})
+    row.update(fixed)
+    return row
+
+
+def curve_selection(
+    curve: str,
+    concept: str,
+    lengths: np.ndarray,
+    units: np.ndarray,
+    k: int,
+    depth: int,
+    generator: np.random.Generator,
+    n_boot: int = 1000,
+    level: float = 0.95,
+) -> list[dict[str, Any]]:
+    """Model-selection rows of one curve (see the module docstring, ``model_selection``).
+
+    ``curve``: ``judgment`` (values are p_random) or ``continuation`` (values are P(continue
+    ``depth`` flips)). ``lengths`` (m,) strictly increasing; ``units`` (n_units, m): the curve
+    of each unit (rotation / control sample); the fitted curve is their mean. ``k`` = 0 skips
+    the Bayesian accounts (random controls). Returns one ``lm`` row plus, for k >= 1, one row
+    per account.
+    """
+    x = np.asarray(lengths, dtype=float)
+    units = np.atleast_2d(np.asarray(units, dtype=float))
+    y = units.mean(axis=0)
+    kind = "judgment" if curve == "judgment" else "continuation"
+    scale = 1.0 if kind == "judgment" else 1.0 - 0.5**depth
+    # implied p_random (identity for judgment): inverse of model_selection.p_continue
+    pr_units = units if kind == "judgment" else (1.0 - units) / scale
+    pr = pr_units.mean(axis=0)
+    fixed = {"curve": curve, "concept": concept, "depth": int(depth if kind == "continuation" else 0),
+             "k": int(k), "n_points": int(x.size), "n_units": int(units.shape[0])}
+    rows: list[dict[str, Any]] = []
+
+    lm = _nan_row(**fixed, account="lm", n_params=2)
+    try:
+        lm["transition"] = ms.transition_point(x, pr, 0.5)
+        if np.unique(x).size >= 2:
+            if units.shape[0] >= 2:
+                fit = unit_bootstrap(x, pr_units, generator, n_boot, level)
+                lm["ci_method"] = "units"
+            else:
+                fit = residual_bootstrap(x, pr, generator, n_boot, level)
+                lm["ci_method"] = "residuals"
+            lm["ci_low"], lm["ci_high"] = fit["transition_low"], fit["transition_high"]
+            for key in ("midpoint", "slope", "midpoint_low", "midpoint_high", "slope_low", "slope_high"):
+                lm[key] = fit[key]
+            predicted = 1.0 - scale * _logistic_curve(x, pr, fit["midpoint"], fit["slope"]) if kind != "judgment" \
+                else _logistic_curve(x, pr, fit["midpoint"], fit["slope"])
+            sse = float(np.sum((predicted - y) ** 2))
+            sst = float(np.sum((y - y.mean()) ** 2))
+            lm.update(sse=sse, r2=1.0 - sse / sst if sst > 0 else float("nan"), bic=_bic(sse, x.size, 2))
+    except ValueError as err:
+        log.warning("model selection %s %s depth %d: logistic fit failed: %s", curve, concept, depth, err)
+    rows.append(lm)
+
+    if k >= 1:
+        try:
+            fits = ms.compare_accounts(x, y, int(k), kind, int(max(depth, 1)))
+        except ValueError as err:
+            log.warning("model selection %s %s depth %d: account fits failed: %s", curve, concept, depth, err)
+            fits = {}
+        for account in ms.ACCOUNTS:
+            if account not in fits:
+                rows.append(_nan_row(**fixed, account=account))
+                continue
+            f = fits[account]
+            slope = math.inf if account == "hard" else LOG2 / f.temperature
+            rows.append(_nan_row(
+                **fixed, account=account, transition=f.transition, slope=slope, n_params=f.n_params,
+                sse=f.sse, r2=f.r2, bic=_bic(f.sse, x.size, f.n_params), temperature=f.temperature,
+                logit_prior=f.logit_prior, prior_concept=f.prior_concept,
+            ))
+        bics = [r["bic"] for r in rows[1:]]
+        if any(np.isfinite(b) for b in bics):
+            rows[1 + int(np.nanargmin(bics))]["best"] = True
+    return rows
+
+
+def judgment_selection(judgment: pd.DataFrame, seed: int, n_boot: int = 1000, level: float = 0.95) -> pd.DataFrame:
+    """Model selection of every judgment curve: each concept (k = len(concept), residual
+    bootstrap) and the random controls (``lm`` row only, bootstrap over samples).
+
+    ``judgment``: output of :func:`p_random`. Seeds: ``rng(seed, "model_selection",
+    "judgment", concept)``.
+    """
+    rows: list[dict[str, Any]] = []
+    for concept, g in judgment.groupby("concept", sort=True):
+        wide = g.pivot_table(index="sample", columns="length", values="p_random", aggfunc="mean")
+        wide = wide.dropna(axis=1).sort_index(axis=1)
+        if wide.shape[1] == 0:
+            continue
+        k = 0 if concept == RANDOM else len(concept)
+        gen = rng(seed, "model_selection", "judgment", concept)
+        rows += curve_selection("judgment", str(concept), wide.columns.to_numpy(float), wide.to_numpy(float),
+                                k, 0, gen, n_boot, level)
+    return _selection_frame(rows)
+
+
+def continuation_selection(
+    curves: pd.DataFrame, seed: int, n_boot: int = 1000, level: float = 0.95
+) -> pd.DataFrame:
+    """Model selection of every continuation curve (concept x depth), bootstrap over rotations.
+
+    ``curves``: per-rotation output of :func:`continuation_curves`. Seeds:
+    ``rng(seed, "model_selection", "continuation", concept, depth)``.
+    """
+    rows: list[dict[str, Any]] = []
+    for (concept, depth), g in curves.groupby(["concept", "depth"], sort=True):
+        wide = g.pivot_table(index="rotation", columns="length", values="p_continue", aggfunc="mean")
+        wide = wide.dropna(axis=1).sort_index(axis=1)
+        if wide.shape[1] == 0:
+            continue
+        gen = rng(seed, "model_selection", "continuation", concept, int(depth))
+        rows += curve_selection("continuation", str(concept), wide.columns.to_numpy(float), wide.to_numpy(float),
+                                len(concept), int(depth), gen, n_boot, level)
+    return _selection_frame(rows)
+
+
+def _selection_frame(rows: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
+    df = _frame(contracts.MODEL_SELECTION, rows)
+    if not df.empty:
+        df = df.astype({c: "int32" for c in ("depth", "k", "n_points", "n_units", "n_params")})
+        df["best"] = df["best"].astype(bool)
+    return df
+
+
+# --------------------------------------------------------------------------- I/O
+
+
+def _read(path: str, what: str, columns: list[str] | None = None) -> pd.DataFrame:
+    table = read_table(path, columns=columns)
+    log.info("read %s: %d rows from %s", what, table.num_rows, path)
+    return table.to_pandas()
+
+
+def _model_card(paths: Sequence[str]) -> dict[str, str] | None:
+    """Model name and weights sha256 from the first input table that records them."""
+    for path in paths:
+        meta = table_metadata(path)
+        if meta.get("model"):
+            return {"name": meta["model"], "weights_sha256": meta.get("weights_sha256", "")}
+    return None
+
+
+def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[str, str]) -> None:
+    """Run study A's analyses and write the five tables.
+
+    ``inputs``: paths keyed judgment_tasks, continuation_tasks, generations,
+    judgment_readouts, continuation_readouts. ``params``: {"seed": int, "binary": the config's
+    ``binary`` section} (defaults filled from the schema). ``outs``: paths keyed
+    generation_metrics, baselines, judgment, continuation, model_selection. Every table is
+    written atomically with provenance (kind ``binary_<out>``, the params hash, the seed, the
+    model recorded in the inputs, and the analysis settings).
+    """
+    from iclscope.config import with_defaults
+
+    for keys, given, what in ((INPUTS, inputs, "inputs"), (OUTPUTS, outs, "outs")):
+        missing = [k for k in keys if k not in given]
+        if missing:
+            raise ValueError(f"analyse binary: {what} lack key(s) {missing}; expected {list(keys)}")
+    if "seed" not in params or "binary" not in params:
+        raise ValueError(f"analyse binary: params need 'seed' and 'binary', got {sorted(params)}")
+    seed = int(params["seed"])
+    cfg = with_defaults("binary", params["binary"])
+    settings = analysis_settings(cfg)
+    n_boot, level = int(settings["n_boot"]), float(settings["ci_level"])
+
+    generations = _read(inputs["generations"], "generations", ["prompt_id", "p_tails", "sample", "flips", "parsed"])
+    metrics, baselines = analyse_generations(generations, int(cfg["generation"]["n_flips"]), seed,
+                                             settings["windows"], settings["levenshtein"])
+
+    jtasks = _read(inputs["judgment_tasks"], "judgment tasks", ["prompt_id", "concept", "length", "sample"])
+    jreads = _read(inputs["judgment_readouts"], "judgment readouts")
+    judgment = p_random(jreads, jtasks)
+    if judgment.empty:
+        log.warning("judgment: no prompt has readouts; judgment tables are empty")
+
+    ctasks = _read(inputs["continuation_tasks"], "continuation tasks",
+                   ["prompt_id", "concept", "rotation", "length", "flips"])
+    creads = _read(inputs["continuation_readouts"], "continuation readouts")
+    curves = continuation_curves(creads, ctasks, int(cfg["continuation"]["max_depth"]))
+    continuation = combine_rotations(curves)
+    if continuation.empty:
+        log.warning("continuation: no prompt has readouts; continuation tables are empty")
+
+    log.info("model selection: %d bootstrap replicates per curve", n_boot)
+    parts = [judgment_selection(judgment, seed, n_boot, level), continuation_selection(curves, seed, n_boot, level)]
+    parts = [p for p in parts if not p.empty]
+    selection = _selection_frame(pd.concat(parts, ignore_index=True)) if parts else _selection_frame([])
+
+    card = _model_card([inputs[k] for k in ("generations", "judgment_readouts", "continuation_readouts")])
+    extra = {"analysis": settings}
+    schemas = {
+        "generation_metrics": contracts.binary_generation_metrics_schema(tuple(settings["windows"])),
+        "baselines": contracts.BINARY_BASELINES,
+        "judgment": contracts.JUDGMENT,
+        "continuation": contracts.CONTINUATION,
+        "model_selection": contracts.MODEL_SELECTION,
+    }
+    frames = {"generation_metrics": metrics, "baselines": baselines, "judgment": judgment,
+              "continuation": continuation, "model_selection": selection}
+    for name, df in frames.items():
+        meta = provenance.metadata(f"binary_{name}", dict(params), seed=seed, model=card, extra=extra)
+        write_table(_to_table(df, schemas[name]), outs[name], meta)
+        log.info("wrote %s: %d rows -> %s", name, len(df), outs[name])
+
+
+# --------------------------------------------------------------------------- figures
+
+FIGURES: dict[str, str] = {
+    "generation.png": (
+        "Randomness metrics of the model's coin-flip sequences ({n_samples} samples per p(Tails) at "
+        "temperature {temperature}, cropped to the first {n_flips} flips, shorter ones dropped) against "
+        "equally many samples from each baseline fitted to them (Bernoulli, gambler's fallacy with window 5, "
+        "Markov chain); black crosses mark the requested p(Tails)."
+    ),
+    "judgment.png": (
+        "p(random) = P(r...) / (P(r...) + P(n...)) at the answer position against the sequence length |x| "
+        "for the concepts {judgment_concepts} repeated to |x|, and the mean of {n_random} Bernoulli(0.5) "
+        "controls per length with its {ci_percent}% bootstrap CI; dashed: the fitted soft model-selection curve."
+    ),
+    "continuation.png": (
+        "P(the next d flips continue the concept | its first |x| flips), d = 1..{max_depth}, averaged over the "
+        "concept's phase rotations (band: range over rotations) from one teacher-forced pass over {max_length} "
+        "flips; dashed: fitted soft model-selection curve; dotted verticals: |x|* where the implied p(random) "
+        "crosses 0.5."
+    ),
+}
+
+
+def captions(params: Mapping[str, Any]) -> dict[str, str]:
+    """:data:`FIGURES` with their placeholders filled from ``params`` (``binary`` section)."""
+    from iclscope.config import with_defaults
+
+    cfg = with_defaults("binary", params.get("binary", {}))
+    settings = analysis_settings(cfg)
+    values = {
+        "n_samples": cfg["generation"]["n_samples"],
+        "temperature": f"{cfg['generation']['temperature']:g}",
+        "n_flips": cfg["generation"]["n_flips"],
+        "judgment_concepts": ", ".join(f"({c})" for c in cfg["judgment"]["concepts"]),
+        "n_random": cfg["judgment"]["n_random"],
+        "ci_percent": f"{100 * float(settings['ci_level']):g}",
+        "max_depth": cfg["continuation"]["max_depth"],
+        "max_length": cfg["continuation"]["max_length"],
+    }
+    return {name: text.format(**values) for name, text in FIGURES.items()}
+
+
+def _load(tables: Mapping[str, str], key: str) -> pd.DataFrame:
+    path = tables.get(key)
+    if path is None or not Path(path).exists():
+        log.warning("plot: table %r not given or missing (%s); drawing without it", key, path)
+        return pd.DataFrame()
+    return read_table(path).to_pandas()
+
+
+def _no_data(ax: Any, title: str) -> None:
+    ax.text(0.5, 0.5, "no data", ha="center", va="center", fontsize=20, color="grey", transform=ax.transAxes)
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _save(fig: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+
+
+def _soft_row(selection: pd.DataFrame, curve: str, concept: str, depth: int) -> pd.Series | None:
+    if selection.empty:
+        return None
+    hit = selection[(selection["curve"] == curve) & (selection["concept"] == concept)
+                    & (selection["depth"] == depth) & (selection["account"] == "soft")]
+    if hit.empty or not np.isfinite(hit["logit_prior"].iloc[0]):
+        return None
+    return hit.iloc[0]
+
+
+def _plot_generation(metrics: pd.DataFrame, path: Path) -> None:
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    names = list(PLOTTED_METRICS)
+    if metrics.empty:
+        fig = Figure(figsize=(6, 4))
+        _no_data(fig.add_subplot(), "Generated sequences: randomness metrics")
+        _save(fig, path)
+        return
+    ps = sorted(metrics["p_tails"].unique())
+    order = [f"{p:g}" for p in ps]
+    sources = [MODEL, *[s for s in bl.BASELINES if s in set(metrics["source"])]]
+    data = metrics.assign(p=metrics["p_tails"].map(lambda p: f"{p:g}"))
+    fig = Figure(figsize=(max(8.0, 0.9 * len(ps) + 3.0), 2.6 * len(names)))
+    axes = fig.subplots(len(names), 1, sharex=True)
+    palette = dict(zip(sources, sns.color_palette("colorblind", len(sources))))
+    for i, (ax, name) in enumerate(zip(axes, names)):
+        sns.boxplot(data=data, x="p", y=name, hue="source", order=order, hue_order=sources, palette=palette,
+                    ax=ax, fliersize=1.5, linewidth=0.8, legend=(i == 0))
+        if name == "mean":
+            ax.scatter(range(len(ps)), [p / 100 for p in ps], marker="x", color="black", zorder=5,
+                       label="requested p(Tails)")
+        ax.set_ylabel(PLOTTED_METRICS[name])
+        ax.set_xlabel("")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), title="source", fontsize=9)
+    axes[-1].set_xlabel("p(Tails) requested in the prompt (%)")
+    fig.suptitle("Generated sequences: model vs fitted baselines", y=1.0)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _plot_judgment(judgment: pd.DataFrame, selection: pd.DataFrame, seed: int, level: float, path: Path) -> None:
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5))
+    ax = fig.add_subplot()
+    title = "Randomness judgment: p(random) vs |x|"
+    if judgment.empty:
+        _no_data(ax, title)
+        _save(fig, path)
+        return
+    concepts = sorted(c for c in judgment["concept"].unique() if c != RANDOM)
+    colours = dict(zip(concepts, sns.color_palette("colorblind", max(len(concepts), 1))))
+    for concept in concepts:
+        g = judgment[judgment["concept"] == concept].groupby("length")["p_random"].mean().sort_index()
+        ax.plot(g.index, g.to_numpy(), marker="o", ms=3.5, color=colours[concept], label=f"({concept})")
+        soft = _soft_row(selection, "judgment", concept, 0)
+        if soft is not None:
+            dense = np.geomspace(max(g.index.min(), 1), g.index.max(), 200)
+            fitted = ms.p_random_curve(dense, int(soft["k"]), float(soft["logit_prior"]), "soft",
+                                       float(soft["temperature"]))
+            ax.plot(dense, fitted, ls="--", lw=1.0, color=colours[concept])
+    controls = judgment[judgment["concept"] == RANDOM]
+    if not controls.empty:
+        gen = rng(seed, "plot", "judgment", RANDOM)
+        stats = []
+        for length, g in controls.groupby("length", sort=True):
+            ci = bootstrap_ci(g["p_random"].to_numpy(float), gen, 1000, level)
+            stats.append((length, *ci))
+        L, mean, low, high = map(np.array, zip(*stats))
+        ax.plot(L, mean, color="black", lw=1.5, label="random controls")
+        ax.fill_between(L, low, high, color="grey", alpha=0.3, lw=0)
+    ax.axhline(0.5, color="grey", ls=":", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("sequence length |x| (flips)")
+    ax.set_ylabel("p(random)")
+    ax.set_title(title)
+    ax.legend(title="concept", fontsize=9, loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _plot_continuation(continuation: pd.DataFrame, selection: pd.DataFrame, path: Path) -> None:
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    title = "Concept continuation: P(next d flips continue) vs |x|"
+    if continuation.empty:
+        fig = Figure(figsize=(7, 4.5))
+        _no_data(fig.add_subplot(), title)
+        _save(fig, path)
+        return
+    concepts = sorted(continuation["concept"].unique())
+    depths = sorted(continuation["depth"].unique())
+    ncols = min(2, len(concepts))
+    nrows = math.ceil(len(concepts) / ncols)
+    fig = Figure(figsize=(6.0 * ncols, 4.2 * nrows))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False)).ravel()
+    colours = dict(zip(depths, sns.color_palette("viridis", len(depths))))
+    for ax, concept in zip(axes, concepts):
+        g = continuation[continuation["concept"] == concept]
+        for d in depths:
+            c = g[g["depth"] == d].sort_values("length")
+            if c.empty:
+                continue
+            ax.plot(c["length"], c["p_continue"], color=colours[d], lw=1.4, label=f"d = {d}")
+            ax.fill_between(c["length"], c["p_continue_min"], c["p_continue_max"], color=colours[d], alpha=0.15,
+                            lw=0)
+            soft = _soft_row(selection, "continuation", concept, int(d))
+            if soft is not None:
+                fitted = ms.predict_curve(c["length"].to_numpy(float), int(soft["k"]), float(soft["logit_prior"]),
+                                          "soft", "continuation", int(d), float(soft["temperature"]))
+                ax.plot(c["length"], fitted, ls="--", lw=1.0, color=colours[d])
+            if not selection.empty:
+                lm = selection[(selection["curve"] == "continuation") & (selection["concept"] == concept)
+                               & (selection["depth"] == d) & (selection["account"] == "lm")]
+                if not lm.empty and np.isfinite(lm["transition"].iloc[0]):
+                    ax.axvline(lm["transition"].iloc[0], color=colours[d], ls=":", lw=1.0)
+        ax.set_title(f"concept ({concept})")
+        ax.set_xlabel("|x| (flips of the concept seen)")
+        ax.set_ylabel("P(continue d flips)")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    for ax in axes[len(concepts):]:
+        ax.set_visible(False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> dict[str, str]:
+    """Draw :data:`FIGURES` into ``out_dir``; returns {file name: filled caption}.
+
+    ``tables``: paths keyed like :func:`analyse`'s outs (generation_metrics, judgment,
+    continuation, model_selection; baselines is not drawn). A missing or empty table gives a
+    figure that says "no data". ``params`` as for :func:`analyse`.
+    """
+    from iclscope.config import with_defaults
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seed = int(params.get("seed", 0))
+    level = float(analysis_settings(with_defaults("binary", params.get("binary", {})))["ci_level"])
+    selection = _load(tables, "model_selection")
+    _plot_generation(_load(tables, "generation_metrics"), out / "generation.png")
+    _plot_judgment(_load(tables, "judgment"), selection, seed, level, out / "judgment.png")
+    _plot_continuation(_load(tables, "continuation"), selection, out / "continuation.png")
+    filled = captions(params)
+    log.info("wrote %d figures to %s", len(filled), out)
+    return filled

@@ -1,0 +1,247 @@
+"""Study C (label relationships, Kossen, Gal & Rainforth 2024): from readouts to curves.
+
+Input: a ``labels_<dataset>`` task table and its readouts, where readout ``answer_i``
+holds the log-probability of every label word of the prompt's verbalisation at the
+``Answer:`` of in-context example i (one teacher-forced pass per prompt).
+
+Tables written (one set per dataset):
+
+positions
+    One row per (condition, repeat, position): ``dataset, condition, repeat, position``
+    (1-based; the prediction for example i from examples 1..i-1), ``true_label`` and
+    ``context_label`` (words of the prompt's verbalisation), ``logp_true``,
+    ``logp_context`` (log-probabilities renormalised over the label words), ``correct``
+    (argmax is the true label), ``correct_context`` (argmax is the in-context label),
+    ``entropy`` (nats, over the label words), ``scoring`` (``exact`` or ``first_token``).
+curves
+    ``dataset, condition, position, metric, mean, ci_low, ci_high, n``: per position the
+    mean over repeats and its percentile-bootstrap interval (repeats resampled), for the
+    metrics logp_true, logp_context, correct, correct_context, entropy. Metadata records
+    the smoothing window and the scoring.
+summary
+    ``dataset, kind, metric, position_name, position, condition, condition_b, mean,
+    ci_low, ci_high, n``: the curves at named positions (first, changepoint N, after the
+    flip 2N, last) (``kind = "value"``), and paired differences between conditions at
+    the last position (default - random, default - flipped) and at 2N (flip_df -
+    flip_fd) (``kind = "difference"``, paired by repeat).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from iclscope import contracts, provenance
+from iclscope.analysis.label_metrics import (
+    paired_difference,
+    position_curves,
+    position_metrics,
+    summary_positions,
+)
+from iclscope.seeding import rng
+from iclscope.tables import read_table, table_metadata, write_table
+
+log = logging.getLogger(__name__)
+
+METRICS = ("logp_true", "logp_context", "correct", "correct_context", "entropy")
+# (condition a, condition b, named position) pairs reported as paired differences
+DIFFERENCES = (
+    ("default", "random", "last"),
+    ("default", "flipped", "last"),
+    ("flip_df", "flip_fd", "after_flip"),
+)
+
+
+def positions_table(tasks: pd.DataFrame, readouts: pd.DataFrame, scoring: str = "exact") -> pd.DataFrame:
+    """Per-position metrics for every prompt of a labels task (see the module docstring).
+
+    ``tasks``: the task table (prompt_id, dataset, condition, repeat, label_words,
+    true_class, context_class); ``readouts``: prompt_id, readout, candidate, logprob,
+    first_token_logprob.
+    """
+    if scoring not in ("exact", "first_token"):
+        raise ValueError(f"labels.analysis.scoring must be 'exact' or 'first_token', not {scoring!r}")
+    column = "logprob" if scoring == "exact" else "first_token_logprob"
+    by_prompt = {pid: frame for pid, frame in readouts.groupby("prompt_id", sort=False)}
+    frames = []
+    for row in tasks.itertuples(index=False):
+        words = list(row.label_words)
+        n = len(row.context_class)
+        reads = by_prompt.get(row.prompt_id)
+        if reads is None:
+            raise ValueError(f"no readouts for prompt {row.prompt_id!r}")
+        # (n positions, K words) in class order
+        table = reads.pivot(index="readout", columns="candidate", values=column)
+        names = [f"answer_{i}" for i in range(1, n + 1)]
+        missing = [x for x in names if x not in table.index] + [w for w in words if w not in table.columns]
+        if missing:
+            raise ValueError(f"prompt {row.prompt_id!r}: readouts lack {missing[:5]}")
+        logps = table.loc[names, words].to_numpy(dtype=float)
+        true_class = np.asarray(row.true_class)
+        context_class = np.asarray(row.context_class)
+        metrics = position_metrics(logps, true_class, context_class)
+        frames.append(pd.DataFrame({
+            "dataset": row.dataset, "condition": row.condition, "repeat": int(row.repeat),
+            "position": np.arange(1, n + 1, dtype=np.int32),
+            "true_label": [words[c] for c in true_class], "context_label": [words[c] for c in context_class],
+            **{k: metrics[k] for k in METRICS}, "scoring": scoring,
+        }))
+    if not frames:
+        return pd.DataFrame(columns=contracts.LABEL_POSITIONS.names)
+    out = pd.concat(frames, ignore_index=True)
+    return out.sort_values(["condition", "repeat", "position"], kind="stable").reset_index(drop=True)
+
+
+def summary_table(positions: pd.DataFrame, curves: pd.DataFrame, n_examples: int, flip_at: int,
+                  rng_for, n_boot: int, level: float) -> pd.DataFrame:
+    """Curve values at the named positions and paired differences between conditions."""
+    named = summary_positions(n_examples, flip_at)
+    rows = []
+    for name, position in named.items():
+        at = curves[curves["position"] == position]
+        for r in at.itertuples(index=False):
+            rows.append({"kind": "value", "metric": r.metric, "position_name": name, "position": position,
+                         "condition": r.condition, "condition_b": "", "mean": r.mean, "ci_low": r.ci_low,
+                         "ci_high": r.ci_high, "n": int(r.n)})
+    present = set(positions["condition"])
+    for a, b, name in DIFFERENCES:
+        if a not in present or b not in present:
+            continue
+        for metric in METRICS:
+            d = paired_difference(positions, metric, named[name], a, b, rng_for(metric, a, b), n_boot=n_boot,
+                                  level=level)
+            rows.append({"kind": "difference", "metric": metric, "position_name": name,
+                         "position": named[name], "condition": a, "condition_b": b, "mean": d["mean"],
+                         "ci_low": d["ci_low"], "ci_high": d["ci_high"], "n": int(d["n"])})
+    return pd.DataFrame(rows, columns=["kind", "metric", "position_name", "position", "condition", "condition_b",
+                                       "mean", "ci_low", "ci_high", "n"])
+
+
+def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[str, str]) -> None:
+    """Read ``inputs`` (``tasks``, ``readouts``), write ``outs`` (``positions``, ``curves``,
+    ``summary``). ``params``: ``seed``, ``dataset`` (name), ``labels`` (config section)."""
+    labels = params["labels"]
+    settings = labels.get("analysis", {})
+    scoring = settings.get("scoring", "exact")
+    smooth = int(settings.get("smooth", 1))
+    n_boot = int(settings.get("n_boot", 1000))
+    level = float(settings.get("level", 0.95))
+    seed = int(params["seed"])
+    dataset = params["dataset"]
+    tasks = read_table(inputs["tasks"]).to_pandas()
+    readouts = read_table(inputs["readouts"]).to_pandas()
+    positions = positions_table(tasks, readouts, scoring)
+    log.info("%s: %d prompts, %d positions (%s scoring)", dataset, len(tasks), len(positions), scoring)
+    curves = position_curves(positions, list(METRICS), rng(seed, "labels", dataset, "curves"), n_boot=n_boot,
+                             smooth=smooth, level=level)
+    curves.insert(0, "dataset", dataset)
+    summary = summary_table(
+        positions, curves, int(labels["n_examples"]), int(labels["flip_at"]),
+        lambda *keys: rng(seed, "labels", dataset, "summary", *keys), n_boot, level)
+    summary.insert(0, "dataset", dataset)
+
+    extra = {"dataset": dataset, "scoring": scoring, "smooth": smooth, "n_boot": n_boot, "level": level,
+             "weights_sha256": table_metadata(inputs["readouts"]).get("weights_sha256", ""),
+             "model": table_metadata(inputs["readouts"]).get("model", "")}
+    schemas = {"positions": contracts.LABEL_POSITIONS, "curves": contracts.CURVE, "summary": contracts.LABEL_SUMMARY}
+    for name, frame in (("positions", positions), ("curves", curves), ("summary", summary)):
+        table = pa.Table.from_pandas(frame, schema=schemas[name], preserve_index=False)
+        write_table(table, outs[name], provenance.metadata(f"labels_{name}", params, seed=seed, extra=extra))
+        log.info("%s: %d rows -> %s", name, table.num_rows, outs[name])
+
+
+
+# ----------------------------------------------------------------------------- figures
+
+FIGURES = {
+    "curves.png": (
+        "Study C, dataset {dataset}: accuracy against the true labels and log-likelihood of the true "
+        "label (over the label words, {scoring} scoring) at every in-context position, mean over "
+        "{repeats} repeats with {level:.0%} bootstrap bands, for each label condition; arbitrary "
+        "replacement-word conditions in grey."
+    ),
+    "halfway.png": (
+        "Study C, dataset {dataset}: label flipped halfway (D->F, F->D after N = {flip_at} examples; "
+        "dashed line) and alternating mappings. Left: agreement with the true labels; right: with "
+        "the in-context labels. Following the most recent mapping shows as a switch after N."
+    ),
+}
+MAIN_CONDITIONS = ("default", "random", "flipped")
+HALFWAY_CONDITIONS = ("default", "flip_df", "flip_fd", "alternating")
+
+
+def _band(ax, frame: pd.DataFrame, label: str, **style: Any) -> None:
+    frame = frame.sort_values("position")
+    line = ax.plot(frame["position"], frame["mean"], label=label, **style)[0]
+    ax.fill_between(frame["position"], frame["ci_low"], frame["ci_high"], color=line.get_color(), alpha=0.15,
+                    linewidth=0)
+
+
+def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> dict[str, str]:
+    """Draw FIGURES into ``out_dir`` from the ``curves`` table; returns file -> caption."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    labels = params["labels"]
+    settings = labels.get("analysis", {})
+    curves = read_table(tables["curves"]).to_pandas()
+    dataset = params["dataset"]
+    flip_at = int(labels["flip_at"])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    palette = dict(zip((*MAIN_CONDITIONS, "flip_df", "flip_fd", "alternating"), sns.color_palette("deep", 6)))
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, metric, title in ((axes[0], "correct", "accuracy vs true labels"),
+                              (axes[1], "logp_true", "log p(true label)")):
+        data = curves[curves["metric"] == metric]
+        arbitrary = sorted(c for c in data["condition"].unique() if c.startswith("arbitrary"))
+        for k, condition in enumerate(arbitrary):
+            _band(ax, data[data["condition"] == condition], "arbitrary words (each)" if k == 0 else None,
+                  color="0.6", linewidth=0.8)
+        for condition in MAIN_CONDITIONS:
+            frame = data[data["condition"] == condition]
+            if len(frame):
+                _band(ax, frame, condition, color=palette[condition], linewidth=2)
+        if metric == "correct":
+            ax.axhline(0.5, color="black", linewidth=0.8, linestyle=":")
+        ax.set(title=title, xlabel="in-context example (position)", ylabel=metric)
+        if len(data) == 0:
+            ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center")
+    axes[0].legend(loc="best", fontsize=8)
+    fig.suptitle(f"{dataset}: what ICL learns from labels")
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=120)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, metric, title in ((axes[0], "correct", "agreement with true labels"),
+                              (axes[1], "correct_context", "agreement with in-context labels")):
+        data = curves[curves["metric"] == metric]
+        for condition in HALFWAY_CONDITIONS:
+            frame = data[data["condition"] == condition]
+            if len(frame):
+                _band(ax, frame, condition, color=palette[condition], linewidth=2)
+        ax.axvline(flip_at + 1, color="black", linestyle="--", linewidth=1)
+        ax.set(title=title, xlabel="in-context example (position)", ylabel="accuracy", ylim=(-0.02, 1.02))
+        if len(data) == 0:
+            ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center")
+    axes[0].legend(loc="best", fontsize=8)
+    fig.suptitle(f"{dataset}: flipping labels halfway (first flipped label at example {flip_at + 1})")
+    fig.tight_layout()
+    fig.savefig(out / "halfway.png", dpi=120)
+    plt.close(fig)
+
+    values = {"dataset": dataset, "scoring": settings.get("scoring", "exact"), "repeats": labels.get("repeats"),
+              "level": float(settings.get("level", 0.95)), "flip_at": flip_at}
+    return {name: caption.format(**values) for name, caption in FIGURES.items()}

@@ -1,0 +1,1237 @@
+"""Study B (representations before and after ICL, Yousefi et al., arXiv 2310.00313): analyses and figures.
+
+Inputs, per task (``regression``, ``reading``; a task that is not configured is simply absent):
+``<task>_tasks`` (the task table), ``<task>_embeddings`` (pooled hidden states, rows sorted by
+layer), ``<task>_attention`` (span masses from the ``end`` query) and ``<task>_readouts``
+(``answer`` log-probabilities of every candidate). "Before ICL" is the smallest ``n_shots`` of a
+task (0 by default), "after ICL" every larger one (one by default).
+
+Analysis settings: ``params["representations"]["analysis"]`` (all optional; the config schema
+must admit the key before a config can set it):
+
+=================  ===========================================  ===========================================
+key                default                                      meaning
+=================  ===========================================  ===========================================
+hypotheses         regression: [slope, intercept];              condition fields compared with the
+                   reading: [name, activity]                    representations (B4) and probed (B5); a
+                                                                list (every task) or {task: list}
+rsa_spans          regression: [end, query];                    spans whose embeddings enter RSA: ``end``
+                   reading: [end, question_name]                (the answer position) and the span naming
+                                                                the query; a list or {task: list}
+rsa_poolings       ``representations.pooling`` (max, mean,      poolings compared in RSA
+                   last)
+n_permutations     1000                                         condition-label permutations per RSA test
+probe_span         end                                          the one span probed (str or {task: str})
+probe_pooling      first of rsa_poolings                        the one pooling probed
+n_splits           5                                            grouped CV folds (groups = conditions)
+ridge_alpha        1.0                                          ridge penalty (numeric targets)
+logistic_C         1.0                                          inverse L2 penalty (categorical targets)
+n_boot             1000                                         bootstrap resamples for every CI
+correlation        pearson                                      B7 correlation: pearson or spearman
+significance       0.05                                         p threshold marked in alignment.png
+figure_layer       middle layer (``layers[len // 2]``)          layer shown in rsa_matrices.png
+figure_pooling     first of rsa_poolings                        pooling shown in the figures
+=================  ===========================================  ===========================================
+
+Tables written (``outs`` keys; column types in :mod:`iclscope.contracts`):
+
+behaviour (B1, B2)
+    One row per prompt: ``task, prompt_id, condition, n_shots, variant, answer`` (the model's
+    answer: the argmax candidate of readout ``answer``), ``correct_answer``, ``correct``
+    (answer == correct_answer), ``error`` (regression: |answer - target|; reading:
+    1 - correct), ``expected`` and ``expected_error`` (regression only, else NaN: the
+    expectation of the candidates' values under the softmax restricted to the candidates, and
+    its absolute error), ``logp_correct`` (log-probability of the correct answer renormalised
+    over the candidates; NaN if it is not a candidate), ``n_candidates``. A task counts as
+    numeric when its table has a ``target`` column.
+behaviour_summary
+    ``task, n_shots, metric, mean, ci_low, ci_high, n_prompts``: per task and n_shots the
+    mean over prompts of ``accuracy``, ``error``, ``logp_correct`` and (numeric tasks)
+    ``expected_error``, with a percentile-bootstrap CI over prompts.
+rsa (B4)
+    ``task, layer, n_shots, hypothesis, spearman, p_value, pooling, span, n_conditions,
+    n_prompts, n_permutations``: per task, layer, pooling, span and n_shots the embeddings
+    are averaged per condition, z-scored over conditions and compared by cosine similarity;
+    ``spearman`` is the alignment of that matrix with the hypothesis matrix (1 = the two
+    conditions share the field) over the upper triangles, ``p_value`` its one-sided
+    permutation p-value (seeded by ``rng(seed, "rsa", task, layer, pooling, span, n_shots,
+    hypothesis)``).
+similarity
+    ``task, layer, pooling, span, n_shots, row_condition, col_condition, similarity,
+    shared``: the full similarity matrices behind ``rsa`` (long form), with ``shared`` the
+    hypothesis fields the two conditions have in common (the hypothesis matrices).
+probes (B5)
+    ``task, layer, n_shots, target, score, control_score, selectivity, probe, metric,
+    pooling, span, n_prompts, n_conditions``: cross-validated probes decoding each hypothesis
+    field from single prompts' embeddings (``probe_span``, ``probe_pooling``); numeric fields
+    by ridge regression (``metric`` r2), others by logistic regression (accuracy). Folds are
+    grouped by condition (the probe must generalise to unseen conditions); ``control_score``
+    is the same probe on condition-level shuffled targets (seeded by ``rng(seed, "probe",
+    task, layer, n_shots, target)``), ``selectivity = score - control_score``.
+attention_ratio (B6)
+    ``task, layer, head, n_shots, ratio, ci_low, ci_high, mass_relevant, mass_distractor,
+    n_prompts``: per prompt the attention mass from the answer position (query ``end``) on
+    span ``relevant`` divided by that on ``distractor``; ``ratio`` is the mean over prompts,
+    with a bootstrap CI over prompts, the masses are means too. ``head = -1`` uses the masses
+    averaged over heads (ratio of mean masses: a head that ignores both spans cannot blow the
+    ratio up). Only tasks whose attention table has both spans get rows: ``reading``;
+    ``regression`` has no distractor span, so it has no attention ratio.
+repr_vs_behaviour (B7)
+    ``task, layer, measure, pooling, span, behaviour, n_shots_before, n_shots_after, mean,
+    ci_low, ci_high, n_conditions, delta_measure, delta_behaviour``: across conditions, the
+    correlation (``mean``; pearson or spearman) of the change after ICL (after - before,
+    per-condition means over prompts) in a representation measure with the change in a
+    behavioural error, with a bootstrap CI over conditions. Measures: ``alignment:<field>``
+    (per pooling and span of RSA): the condition's alignment, i.e. its mean similarity to the
+    other conditions sharing the field minus its mean similarity to the conditions that do not,
+    read from the before and after similarity matrices; ``attention_ratio`` (tasks with B6,
+    head -1, layers >= 1, pooling null, span ``relevant/distractor``): the condition's mean
+    attention ratio. Behaviour (lower is better): ``error`` for every task, plus
+    ``expected_error`` (numeric tasks) and ``nll`` (= -logp_correct, categorical tasks).
+    The finding of the paper reads as a *negative* correlation: conditions whose alignment or
+    attention ratio grows most lose most error. ``delta_*`` are the mean changes over conditions.
+
+Cost: embeddings are streamed one layer at a time (rows sorted by layer), so memory holds one
+layer. The default run (31 layers, 3 poolings, 2 spans, 2 n_shots, 2 tasks; 1488 permutation
+tests of 1000 permutations, 248 probes with controls) took about 26 s of CPU on one core of
+the 2-core development machine, two thirds of it in the probes; BLAS is limited to one thread
+while analysing because the many tiny fits run faster that way.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from iclscope import contracts, provenance
+from iclscope.analysis import rsa as rsa_math
+from iclscope.analysis.attention_ratio import (
+    attention_ratio,
+    change_correlation,
+    ratio_summary,
+)
+from iclscope.analysis.probes import probe_with_control
+from iclscope.analysis.stats import bootstrap_ci
+from iclscope.seeding import rng
+from iclscope.tables import TableError, read_table, table_metadata, write_table
+
+log = logging.getLogger(__name__)
+
+TASKS = ("regression", "reading")
+INPUT_KINDS = ("tasks", "embeddings", "attention", "readouts")
+OUTPUTS = ("behaviour", "behaviour_summary", "rsa", "similarity", "probes", "attention_ratio",
+           "repr_vs_behaviour")
+END = "end"  # the prompt's last token (the answer position): a pooled span and the attention query
+RELEVANT, DISTRACTOR = "relevant", "distractor"
+READOUT = "answer"
+
+DEFAULT_HYPOTHESES = {"regression": ("slope", "intercept"), "reading": ("name", "activity")}
+DEFAULT_RSA_SPANS = {"regression": (END, "query"), "reading": (END, "question_name")}
+DEFAULT_POOLINGS = ("max", "mean", "last")
+DEFAULTS: dict[str, Any] = {
+    "hypotheses": DEFAULT_HYPOTHESES,
+    "rsa_spans": DEFAULT_RSA_SPANS,
+    "rsa_poolings": None,
+    "n_permutations": 1000,
+    "probe_span": END,
+    "probe_pooling": None,
+    "n_splits": 5,
+    "ridge_alpha": 1.0,
+    "logistic_C": 1.0,
+    "n_boot": 1000,
+    "correlation": "pearson",
+    "significance": 0.05,
+    "figure_layer": None,
+    "figure_pooling": None,
+}
+# task-table columns that are never condition fields
+_NOT_FIELDS = {"prompt_id", "condition", "text", "spans", "task", "n_shots"}
+SCHEMAS = {
+    "behaviour": contracts.BEHAVIOUR,
+    "behaviour_summary": contracts.BEHAVIOUR_SUMMARY,
+    "rsa": contracts.RSA,
+    "similarity": contracts.SIMILARITY,
+    "probes": contracts.PROBES,
+    "attention_ratio": contracts.ATTENTION_RATIO,
+    "repr_vs_behaviour": contracts.REPR_VS_BEHAVIOUR,
+}
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def analysis_settings(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The analysis settings: ``params["representations"]["analysis"]`` over :data:`DEFAULTS`.
+
+    ``rsa_poolings`` defaults to ``params["representations"]["pooling"]`` (what extraction
+    pooled), ``probe_pooling`` and ``figure_pooling`` to its first entry. Per-task keys
+    (hypotheses, rsa_spans, probe_span) stay as given; read them with :func:`task_setting`.
+    Raises ValueError for an unknown key or an invalid value, naming it.
+    """
+    section = params.get("representations", {}) or {}
+    given = dict(section.get("analysis", {}) or {})
+    unknown = sorted(set(given) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {unknown} in representations.analysis; known: {sorted(DEFAULTS)}"
+        )
+    settings = {**DEFAULTS, **given}
+    if settings["rsa_poolings"] is None:
+        settings["rsa_poolings"] = list(section.get("pooling") or DEFAULT_POOLINGS)
+    if isinstance(settings["rsa_poolings"], str):
+        settings["rsa_poolings"] = [settings["rsa_poolings"]]
+    settings["rsa_poolings"] = list(settings["rsa_poolings"])
+    if not settings["rsa_poolings"]:
+        raise ValueError("representations.analysis.rsa_poolings must name at least one pooling")
+    for key in ("probe_pooling", "figure_pooling"):
+        if settings[key] is None:
+            settings[key] = settings["rsa_poolings"][0]
+    for key, minimum in (("n_permutations", 1), ("n_splits", 2), ("n_boot", 1)):
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"representations.analysis.{key} must be an integer >= {minimum}, got {value!r}")
+    if settings["correlation"] not in ("pearson", "spearman"):
+        raise ValueError(
+            f"representations.analysis.correlation must be pearson or spearman, got {settings['correlation']!r}"
+        )
+    return settings
+
+
+def task_setting(settings: Mapping[str, Any], key: str, task: str) -> Any:
+    """A per-task setting: the value for ``task`` when ``settings[key]`` is a mapping (falling
+    back to the default's entry), else the value itself. Lists come back as lists."""
+    value = settings[key]
+    if isinstance(value, Mapping):
+        if task in value:
+            value = value[task]
+        else:
+            default = DEFAULTS[key]
+            if not isinstance(default, Mapping) or task not in default:
+                raise ValueError(
+                    f"representations.analysis.{key} has no entry for task {task!r} (entries: {sorted(value)})"
+                )
+            value = default[task]
+    if key in ("hypotheses", "rsa_spans"):
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ValueError(f"representations.analysis.{key} for task {task!r} must be a non-empty list, "
+                             f"got {value!r}")
+        return [str(v) for v in value]
+    if key == "probe_span" and not isinstance(value, str):
+        raise ValueError(f"representations.analysis.probe_span for task {task!r} must be one span name, got {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------- conditions
+
+
+def _scalar_column(series: pd.Series) -> bool:
+    return not series.map(lambda v: isinstance(v, (list, tuple, np.ndarray, dict))).any()
+
+
+def known_fields(tasks: pd.DataFrame) -> list[str]:
+    """Columns of a task table that are constant within every condition (usable hypotheses)."""
+    out = []
+    for column in tasks.columns:
+        if column in _NOT_FIELDS or not _scalar_column(tasks[column]):
+            continue
+        if tasks.groupby("condition")[column].nunique(dropna=False).max() <= 1:
+            out.append(column)
+    return out
+
+
+def condition_fields(tasks: pd.DataFrame, fields: Sequence[str]) -> pd.DataFrame:
+    """One row per condition (index: condition, sorted) with the value of each field.
+
+    ``tasks``: a task table with ``condition`` and the ``fields`` columns. Raises ValueError
+    naming a field that is not a column (with the known fields) or that varies within a
+    condition.
+    """
+    if "condition" not in tasks.columns:
+        raise ValueError(f"the task table has no 'condition' column (columns: {list(tasks.columns)})")
+    known = known_fields(tasks)
+    for name in fields:
+        if name not in tasks.columns:
+            raise ValueError(f"unknown condition field {name!r}; known fields: {known}")
+        if name not in known:
+            raise ValueError(
+                f"condition field {name!r} varies within conditions, so it cannot label them; "
+                f"known fields: {known}"
+            )
+    return tasks.groupby("condition")[list(fields)].first().sort_index()
+
+
+def _numeric(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+
+
+# ----------------------------------------------------------------------------- behaviour (B1, B2)
+
+
+def _logsumexp(x: np.ndarray) -> float:
+    m = np.max(x)
+    return float(m + np.log(np.sum(np.exp(x - m))))
+
+
+def prompt_behaviour(task: str, tasks: pd.DataFrame, readouts: pd.DataFrame) -> pd.DataFrame:
+    """Behaviour per prompt from the candidates' log-probabilities (columns: module docstring).
+
+    ``tasks``: the task table (``prompt_id, condition, n_shots, answer``, numeric tasks also
+    ``target``); ``readouts``: ``prompt_id, readout, candidate, logprob`` (rows of readout
+    ``answer`` are used). The model's answer is the argmax candidate (first on ties);
+    probabilities are renormalised over the candidates. Numeric tasks (a ``target`` column)
+    also get the probability-weighted expectation of the candidates' values. Raises
+    ValueError naming a prompt without ``answer`` readouts or missing columns.
+    """
+    for column in ("prompt_id", "condition", "n_shots", "answer"):
+        if column not in tasks.columns:
+            raise ValueError(f"task table of {task!r} has no column {column!r}")
+    for column in ("prompt_id", "readout", "candidate", "logprob"):
+        if column not in readouts.columns:
+            raise ValueError(f"readouts of {task!r} have no column {column!r}")
+    numeric = "target" in tasks.columns
+    answers = readouts[readouts["readout"] == READOUT]
+    groups = {pid: g for pid, g in answers.groupby("prompt_id", sort=False)}
+    rows = []
+    for row in tasks.itertuples(index=False):
+        pid = row.prompt_id
+        if pid not in groups:
+            raise ValueError(f"task {task!r}: prompt {pid!r} has no {READOUT!r} readouts")
+        g = groups[pid]
+        candidates = g["candidate"].astype(str).to_numpy()
+        logp = g["logprob"].to_numpy(dtype=float)
+        logp = logp - _logsumexp(logp)
+        best = int(np.argmax(logp))
+        correct_answer = str(row.answer)
+        hit = np.flatnonzero(candidates == correct_answer)
+        logp_correct = float(logp[hit[0]]) if hit.size else float("nan")
+        correct = bool(candidates[best] == correct_answer)
+        record = {
+            "task": task, "prompt_id": pid, "condition": row.condition, "n_shots": int(row.n_shots),
+            "variant": int(getattr(row, "variant", -1)), "answer": str(candidates[best]),
+            "correct_answer": correct_answer, "correct": correct, "logp_correct": logp_correct,
+            "n_candidates": len(candidates), "expected": float("nan"), "expected_error": float("nan"),
+        }
+        if numeric:
+            target = float(row.target)
+            try:
+                values = candidates.astype(float)
+            except ValueError:
+                raise ValueError(
+                    f"task {task!r}: prompt {pid!r} has non-numeric candidates, e.g. {candidates[:3].tolist()}"
+                ) from None
+            expected = float(np.exp(logp) @ values)
+            record.update(error=abs(values[best] - target), expected=expected,
+                          expected_error=abs(expected - target))
+        else:
+            record["error"] = 1.0 - float(correct)
+        rows.append(record)
+    columns = contracts.BEHAVIOUR.names
+    return pd.DataFrame(rows, columns=columns)
+
+
+def summarise_behaviour(behaviour: pd.DataFrame, seed: int, n_boot: int = 1000) -> pd.DataFrame:
+    """Mean behaviour with bootstrap CIs over prompts per task, n_shots and metric.
+
+    Metrics: accuracy (mean of ``correct``), error, logp_correct, and expected_error where
+    defined. Seeded by ``rng(seed, "behaviour", task, n_shots, metric)``. Columns:
+    ``task, n_shots, metric, mean, ci_low, ci_high, n_prompts``.
+    """
+    rows = []
+    for (task, k), g in behaviour.groupby(["task", "n_shots"], sort=True):
+        metrics = {"accuracy": g["correct"].astype(float), "error": g["error"],
+                   "logp_correct": g["logp_correct"], "expected_error": g["expected_error"]}
+        for metric, values in metrics.items():
+            values = values.to_numpy(dtype=float)
+            values = values[~np.isnan(values)]
+            if values.size == 0:
+                continue
+            ci = bootstrap_ci(values, rng(seed, "behaviour", task, int(k), metric), n_boot=n_boot)
+            rows.append({"task": task, "n_shots": int(k), "metric": metric, "mean": ci.mean,
+                         "ci_low": ci.low, "ci_high": ci.high, "n_prompts": int(values.size)})
+    return pd.DataFrame(rows, columns=contracts.BEHAVIOUR_SUMMARY.names)
+
+
+def behaviour_measures(behaviour: pd.DataFrame) -> dict[str, pd.Series]:
+    """Per-prompt behavioural errors used in B7 (lower is better), indexed like ``behaviour``:
+    ``error`` always, ``expected_error`` where defined (numeric tasks), else ``nll``."""
+    out = {"error": behaviour["error"].astype(float)}
+    if behaviour["expected_error"].notna().any():
+        out["expected_error"] = behaviour["expected_error"].astype(float)
+    else:
+        out["nll"] = -behaviour["logp_correct"].astype(float)
+    return out
+
+
+# ----------------------------------------------------------------------------- RSA (B4)
+
+
+@dataclass(frozen=True)
+class RSAResult:
+    """RSA of one set of embeddings: sorted condition ``labels``, the (n_cond, n_cond)
+    ``similarity`` matrix, and per hypothesis ``(spearman, p_value)``."""
+
+    labels: list[str]
+    similarity: np.ndarray
+    alignments: dict[str, tuple[float, float]]
+
+
+def _check_conditions(labels: Sequence[Any], fields: pd.DataFrame, hypotheses: Sequence[str], what: str) -> None:
+    if len(labels) < 3:
+        raise ValueError(f"{what} needs at least 3 conditions, got {len(labels)}: {list(labels)}")
+    for name in hypotheses:
+        if name not in fields.columns:
+            raise ValueError(f"unknown hypothesis field {name!r}; known fields: {list(fields.columns)}")
+    missing = [c for c in labels if c not in fields.index]
+    if missing:
+        raise ValueError(f"conditions {missing[:5]} have no field values (known: {list(fields.index)[:5]} ...)")
+
+
+def rsa_by_condition(
+    vectors: np.ndarray,
+    conditions: Sequence[str],
+    fields: pd.DataFrame,
+    hypotheses: Sequence[str],
+    seed: int,
+    key: Sequence[Any] = (),
+    n_permutations: int = 1000,
+) -> RSAResult:
+    """Condition means -> similarity matrix -> alignment with each hypothesis field.
+
+    ``vectors``: (n_prompts, d); ``conditions``: n_prompts labels; ``fields``: one row per
+    condition (:func:`condition_fields`) holding the hypothesis fields. The permutation test of
+    hypothesis ``h`` is seeded by ``rng(seed, "rsa", *key, h)`` (``key`` = task, layer,
+    pooling, span, n_shots in :func:`analyse`). Raises ValueError with fewer than 3
+    conditions or an unknown hypothesis field.
+    """
+    labels, means = rsa_math.condition_means(vectors, list(conditions))
+    _check_conditions(labels, fields, hypotheses, "RSA")
+    sim = rsa_math.similarity_matrix(means)
+    records = fields.loc[labels].to_dict("records")
+    alignments = {}
+    for name in hypotheses:
+        hyp = rsa_math.hypothesis_matrix(records, name)
+        alignments[name] = rsa_math.permutation_test(sim, hyp, rng(seed, "rsa", *key, name), n_permutations)
+    return RSAResult([str(c) for c in labels], sim, alignments)
+
+
+def condition_alignment(similarity: np.ndarray, labels: Sequence[str], fields: pd.DataFrame, field: str) -> np.ndarray:
+    """Per-condition alignment with hypothesis ``field``: for each condition (row of
+    ``similarity``, (n_cond, n_cond)) the mean similarity to the *other* conditions sharing the
+    field's value minus the mean similarity to those that do not; NaN when either set is empty.
+    Returns (n_cond,) in the order of ``labels``."""
+    values = fields[field].reindex(list(labels)).to_numpy()
+    similarity = np.asarray(similarity, dtype=float)
+    other = ~np.eye(len(values), dtype=bool)
+    same = (values[:, None] == values[None, :]) & other
+    differ = ~same & other
+    n_same, n_differ = same.sum(axis=1), differ.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (similarity * same).sum(axis=1) / n_same - (similarity * differ).sum(axis=1) / n_differ
+    return np.where((n_same > 0) & (n_differ > 0), out, np.nan)
+
+
+# ----------------------------------------------------------------------------- probes (B5)
+
+
+def probe_fields(
+    vectors: np.ndarray,
+    conditions: Sequence[str],
+    fields: pd.DataFrame,
+    targets: Sequence[str],
+    seed: int,
+    key: Sequence[Any] = (),
+    n_splits: int = 5,
+    alpha: float = 1.0,
+    C: float = 1.0,
+) -> list[dict[str, Any]]:
+    """Probe each field of ``targets`` from single prompts' ``vectors`` (n_prompts, d).
+
+    Numeric fields: ridge regression (R^2); others: logistic regression (accuracy). Folds are
+    grouped by condition; the control shuffles the targets between conditions, seeded by
+    ``rng(seed, "probe", *key, target)``. Returns one dict per target with ``target, probe,
+    metric, score, control_score``. Raises ValueError with fewer than 3 conditions or an
+    unknown field.
+    """
+    conditions = [str(c) for c in conditions]
+    _check_conditions(sorted(set(conditions)), fields, targets, "probing")
+    out = []
+    for target in targets:
+        numeric = _numeric(fields[target])
+        y = fields[target].reindex(conditions).to_numpy()
+        kind = "ridge" if numeric else "logistic"
+        score, control = probe_with_control(
+            kind, vectors, y.astype(float) if numeric else y.astype(str), conditions,
+            rng(seed, "probe", *key, target), n_splits=n_splits, alpha=alpha, C=C,
+        )
+        out.append({"target": target, "probe": kind, "metric": "r2" if numeric else "accuracy",
+                    "score": score, "control_score": control})
+    return out
+
+
+# ----------------------------------------------------------------------------- attention ratio (B6)
+
+
+def prompt_attention_ratios(
+    attention: pd.DataFrame, relevant: str = RELEVANT, distractor: str = DISTRACTOR, query: str = END
+) -> pd.DataFrame:
+    """Attention ratio per prompt, layer and head from an attention table.
+
+    ``attention``: ``prompt_id, layer, head, query, span, mass``. Returns ``prompt_id, layer,
+    head, mass_relevant, mass_distractor, ratio`` (ratio = relevant / distractor mass, see
+    :func:`iclscope.analysis.attention_ratio.attention_ratio`). Raises ValueError when either
+    span or the query is absent.
+    """
+    rows = attention[attention["query"] == query] if "query" in attention.columns else attention
+    spans = set(rows["span"].unique())
+    for name in (relevant, distractor):
+        if name not in spans:
+            raise ValueError(
+                f"attention table has no span {name!r} for query {query!r} (spans: {sorted(spans)})"
+            )
+    rows = rows[rows["span"].isin([relevant, distractor])]
+    wide = rows.pivot_table(index=["prompt_id", "layer", "head"], columns="span", values="mass",
+                            aggfunc="first", observed=True)
+    wide = wide.dropna(subset=[relevant, distractor]).reset_index()
+    out = pd.DataFrame({
+        "prompt_id": wide["prompt_id"].astype(str),
+        "layer": wide["layer"].astype(int),
+        "head": wide["head"].astype(int),
+        "mass_relevant": wide[relevant].astype(float),
+        "mass_distractor": wide[distractor].astype(float),
+    })
+    out["ratio"] = attention_ratio(out["mass_relevant"].to_numpy(), out["mass_distractor"].to_numpy())
+    return out
+
+
+def summarise_attention_ratios(
+    ratios: pd.DataFrame, n_shots: Mapping[str, int], task: str, seed: int, n_boot: int = 1000
+) -> pd.DataFrame:
+    """Mean attention ratio over prompts per layer, head and n_shots, with bootstrap CIs.
+
+    ``ratios``: :func:`prompt_attention_ratios`; ``n_shots``: prompt_id -> n_shots. Seeded by
+    ``rng(seed, "attention_ratio", task, layer, head, n_shots)``. Columns: the
+    attention_ratio table's (module docstring).
+    """
+    frame = ratios.assign(n_shots=ratios["prompt_id"].map(n_shots))
+    frame = frame[frame["n_shots"].notna()]
+    rows = []
+    for (layer, head, k), g in frame.groupby(["layer", "head", "n_shots"], sort=True):
+        ci = ratio_summary(g["ratio"].to_numpy(dtype=float),
+                           rng(seed, "attention_ratio", task, int(layer), int(head), int(k)), n_boot=n_boot)
+        rows.append({"task": task, "layer": int(layer), "head": int(head), "n_shots": int(k), "ratio": ci.mean,
+                     "ci_low": ci.low, "ci_high": ci.high, "mass_relevant": float(g["mass_relevant"].mean()),
+                     "mass_distractor": float(g["mass_distractor"].mean()), "n_prompts": len(g)})
+    return pd.DataFrame(rows, columns=contracts.ATTENTION_RATIO.names)
+
+
+# ----------------------------------------------------------------------------- B7 helpers
+
+
+def condition_change(values: pd.Series, conditions: pd.Series, n_shots: pd.Series, before: int, after: int) -> pd.Series:
+    """Per condition: mean of ``values`` over prompts with ``n_shots == after`` minus the mean
+    with ``n_shots == before`` (all three series aligned). Indexed by condition, sorted;
+    conditions missing on either side are dropped."""
+    frame = pd.DataFrame({"v": values.to_numpy(dtype=float), "c": conditions.to_numpy(),
+                          "k": n_shots.to_numpy()})
+    means = frame.groupby(["k", "c"])["v"].mean()
+    if before not in means.index.get_level_values(0) or after not in means.index.get_level_values(0):
+        return pd.Series(dtype=float)
+    delta = means.loc[after] - means.loc[before]
+    return delta.dropna().sort_index()
+
+
+def change_row(
+    delta_measure: np.ndarray, delta_behaviour: np.ndarray, gen: np.random.Generator, n_boot: int, method: str
+) -> dict[str, Any]:
+    """Correlate two per-condition changes, (n_cond,) arrays in the same condition order (NaN
+    = condition missing on a side): ``mean`` (the correlation), ``ci_low``, ``ci_high``,
+    ``n_conditions`` (pairs used), ``delta_measure``, ``delta_behaviour`` (mean changes)."""
+    x = np.asarray(delta_measure, dtype=float)
+    y = np.asarray(delta_behaviour, dtype=float)
+    r, low, high = change_correlation(x, y, gen, n_boot=n_boot, method=method)  # type: ignore[arg-type]
+    keep = ~(np.isnan(x) | np.isnan(y))
+    return {"mean": r, "ci_low": low, "ci_high": high, "n_conditions": int(keep.sum()),
+            "delta_measure": float(np.mean(x[keep])) if keep.any() else float("nan"),
+            "delta_behaviour": float(np.mean(y[keep])) if keep.any() else float("nan")}
+
+
+# ----------------------------------------------------------------------------- embeddings I/O
+
+
+@dataclass
+class LayerVectors:
+    """The pooled vectors of one layer: parallel arrays of rows and (n_rows, hidden) vectors."""
+
+    layer: int
+    prompt_id: np.ndarray
+    span: np.ndarray
+    pooling: np.ndarray
+    vectors: np.ndarray
+
+    def select(self, span: str, pooling: str) -> tuple[np.ndarray, np.ndarray]:
+        """(prompt_ids, vectors) of one span and pooling."""
+        mask = (self.span == span) & (self.pooling == pooling)
+        return self.prompt_id[mask], self.vectors[mask]
+
+
+def _layer_vectors(layer: int, batches: list[pa.RecordBatch]) -> LayerVectors:
+    table = pa.Table.from_batches(batches)
+    column = table.column("vector").combine_chunks()
+    hidden = column.type.list_size
+    vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, hidden)
+    return LayerVectors(
+        layer,
+        np.asarray(table.column("prompt_id").to_pylist(), dtype=object),
+        np.asarray(table.column("span").to_pylist(), dtype=object),
+        np.asarray(table.column("pooling").to_pylist(), dtype=object),
+        vectors,
+    )
+
+
+def embedding_index(path: str) -> pd.DataFrame:
+    """The ``layer, span, pooling`` columns of an embeddings table (no vectors)."""
+    return read_table(path, columns=["layer", "span", "pooling"]).to_pandas()
+
+
+def iter_layers(path: str, spans: Iterable[str], poolings: Iterable[str], batch_size: int = 4096) -> Iterator[LayerVectors]:
+    """Stream an embeddings table one layer at a time, keeping only ``spans`` x ``poolings``.
+
+    Rows sorted by layer (as extraction writes them) are streamed batch by batch, so memory
+    holds one layer plus one batch; unsorted tables are read whole (filtered) and sorted.
+    """
+    spans = pa.array(sorted(set(spans)), pa.string())
+    poolings = pa.array(sorted(set(poolings)), pa.string())
+    columns = ["prompt_id", "layer", "span", "pooling", "vector"]
+    try:
+        layers = pq.read_table(path, columns=["layer"]).column("layer").to_numpy()
+        if np.all(np.diff(layers) >= 0):
+            batches: Iterable[pa.RecordBatch] = pq.ParquetFile(path).iter_batches(batch_size=batch_size,
+                                                                                  columns=columns)
+        else:
+            log.warning("%s is not sorted by layer: reading it whole", path)
+            batches = pq.read_table(path, columns=columns).sort_by("layer").to_batches(batch_size)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise TableError(f"table {path} is corrupt or truncated: {err}") from err
+    pending: dict[int, list[pa.RecordBatch]] = {}
+    for batch in batches:
+        keep = pc.and_(pc.is_in(batch.column("span").cast(pa.string()), value_set=spans),
+                       pc.is_in(batch.column("pooling").cast(pa.string()), value_set=poolings))
+        batch = batch.filter(keep)
+        if batch.num_rows == 0:
+            continue
+        layer_of = batch.column("layer").to_numpy()
+        for layer in np.unique(layer_of):
+            pending.setdefault(int(layer), []).append(batch.filter(pa.array(layer_of == layer)))
+        top = int(layer_of.max())
+        for layer in sorted(k for k in pending if k < top):
+            yield _layer_vectors(layer, pending.pop(layer))
+    for layer in sorted(pending):
+        yield _layer_vectors(layer, pending.pop(layer))
+
+
+# ----------------------------------------------------------------------------- analyse
+
+
+@dataclass
+class _Collected:
+    behaviour: list[pd.DataFrame]
+    rsa: list[dict[str, Any]]
+    similarity: list[pd.DataFrame]
+    probes: list[dict[str, Any]]
+    attention: list[pd.DataFrame]
+    repr_vs_behaviour: list[dict[str, Any]]
+
+
+def _tasks_present(inputs: Mapping[str, str]) -> list[str]:
+    tasks = [t for t in TASKS if any(f"{t}_{kind}" in inputs for kind in INPUT_KINDS)]
+    for task in tasks:
+        missing = [f"{task}_{kind}" for kind in INPUT_KINDS if f"{task}_{kind}" not in inputs]
+        if missing:
+            raise ValueError(f"inputs for task {task!r} lack {missing} (got {sorted(inputs)})")
+    unknown = sorted(k for k in inputs if not any(k == f"{t}_{kind}" for t in TASKS for kind in INPUT_KINDS))
+    if unknown:
+        raise ValueError(f"unknown input keys {unknown}; expected <task>_<kind> for task in {TASKS}, "
+                         f"kind in {INPUT_KINDS}")
+    return tasks
+
+
+def _check_present(wanted: Iterable[str], found: Iterable[str], what: str, key: str, path: str) -> None:
+    found = sorted(set(found))
+    for name in wanted:
+        if name not in found:
+            raise ValueError(f"{what} {name!r} (representations.analysis.{key}) is not in the embeddings {path}; "
+                             f"found: {found}")
+
+
+def _shared(labels: list[str], fields: pd.DataFrame) -> list[list[str]]:
+    """For each (row, col) pair of ``labels``, row-major: the fields the two conditions share."""
+    values = fields.loc[labels]
+    out = []
+    for a in labels:
+        for b in labels:
+            out.append([f for f in fields.columns if values.at[a, f] == values.at[b, f]])
+    return out
+
+
+def _similarity_frame(task: str, entries: list[tuple[int, str, str, int, RSAResult]], fields: pd.DataFrame) -> pd.DataFrame:
+    """The long similarity table of one task from (layer, pooling, span, n_shots, result)."""
+    if not entries:
+        return pd.DataFrame(columns=contracts.SIMILARITY.names)
+    shared_cache: dict[tuple[str, ...], list[list[str]]] = {}
+    cols: dict[str, list[Any]] = {name: [] for name in contracts.SIMILARITY.names}
+    for layer, pooling, span, k, res in entries:
+        labels = tuple(res.labels)
+        if labels not in shared_cache:
+            shared_cache[labels] = _shared(list(labels), fields)
+        n = len(labels)
+        cols["task"].append(np.full(n * n, task, dtype=object))
+        cols["layer"].append(np.full(n * n, layer))
+        cols["pooling"].append(np.full(n * n, pooling, dtype=object))
+        cols["span"].append(np.full(n * n, span, dtype=object))
+        cols["n_shots"].append(np.full(n * n, k))
+        cols["row_condition"].append(np.repeat(np.asarray(labels, dtype=object), n))
+        cols["col_condition"].append(np.tile(np.asarray(labels, dtype=object), n))
+        cols["similarity"].append(res.similarity.reshape(-1))
+        cols["shared"].append(shared_cache[labels])
+    data = {name: (np.concatenate(parts) if name != "shared" else [x for part in parts for x in part])
+            for name, parts in cols.items()}
+    return pd.DataFrame(data)
+
+
+def _analyse_task(task: str, inputs: Mapping[str, str], settings: Mapping[str, Any], seed: int,
+                  collected: _Collected) -> None:
+    paths = {kind: inputs[f"{task}_{kind}"] for kind in INPUT_KINDS}
+    hypotheses = task_setting(settings, "hypotheses", task)
+    rsa_spans = task_setting(settings, "rsa_spans", task)
+    probe_span = str(task_setting(settings, "probe_span", task))
+    poolings = list(settings["rsa_poolings"])
+    probe_pooling = str(settings["probe_pooling"])
+    n_boot, method = int(settings["n_boot"]), str(settings["correlation"])
+    n_permutations = int(settings["n_permutations"])
+
+    tasks = read_table(paths["tasks"]).to_pandas()
+    if len(tasks) == 0:
+        log.warning("%s: the task table %s is empty; skipping the task", task, paths["tasks"])
+        return
+    tasks = tasks.drop(columns=[c for c in ("text", "spans") if c in tasks.columns])
+    fields = condition_fields(tasks, hypotheses)
+    order = list(fields.index)  # every per-condition array below follows this (sorted) order
+    prompt_index = pd.Index(tasks["prompt_id"])
+    if not prompt_index.is_unique:
+        raise ValueError(f"{paths['tasks']}: prompt_id is not unique")
+    prompt_shots = tasks["n_shots"].to_numpy(dtype=int)
+    prompt_cond = tasks["condition"].to_numpy(dtype=object)
+    shots = sorted({int(k) for k in prompt_shots})
+    before, afters = shots[0], shots[1:]
+    if not afters:
+        log.warning("%s: only n_shots=%d: no before/after comparison (B7)", task, before)
+
+    order_pos = {c: i for i, c in enumerate(order)}
+
+    def per_condition(series: pd.Series) -> np.ndarray:
+        return series.reindex(order).to_numpy(dtype=float)
+
+    def in_order(values: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+        out = np.full(len(order), np.nan)
+        out[[order_pos[c] for c in labels]] = values
+        return out
+
+    # behaviour (B1, B2)
+    readouts = read_table(paths["readouts"], columns=["prompt_id", "readout", "candidate", "logprob"]).to_pandas()
+    behaviour = prompt_behaviour(task, tasks, readouts)
+    del readouts
+    collected.behaviour.append(behaviour)
+    behaviour_deltas = {
+        (name, after): per_condition(condition_change(values, behaviour["condition"], behaviour["n_shots"],
+                                                      before, after))
+        for name, values in behaviour_measures(behaviour).items() for after in afters
+    }
+
+    # attention ratio (B6)
+    attention = read_table(paths["attention"]).to_pandas()
+    ratio_deltas: dict[tuple[int, int], np.ndarray] = {}
+    present = set(attention["span"].unique()) if len(attention) else set()
+    if {RELEVANT, DISTRACTOR} <= present:
+        ratios = prompt_attention_ratios(attention)
+        shots_of = dict(zip(tasks["prompt_id"], prompt_shots))
+        collected.attention.append(summarise_attention_ratios(ratios, shots_of, task, seed, n_boot))
+        mean_head = ratios[ratios["head"] == -1]
+        pos = prompt_index.get_indexer(mean_head["prompt_id"])
+        if (pos < 0).any():
+            raise ValueError(f"{paths['attention']}: prompts {sorted(set(mean_head['prompt_id'][pos < 0]))[:3]} "
+                             f"are not in the task table {paths['tasks']}")
+        cond = pd.Series(prompt_cond[pos], index=mean_head.index)
+        k = pd.Series(prompt_shots[pos], index=mean_head.index)
+        for layer, idx in mean_head.groupby("layer").groups.items():
+            for after in afters:
+                ratio_deltas[(int(layer), after)] = per_condition(
+                    condition_change(mean_head.loc[idx, "ratio"], cond.loc[idx], k.loc[idx], before, after))
+    else:
+        log.info("%s: attention has no %r and %r spans: no attention ratio (B6 needs a distractor)",
+                 task, RELEVANT, DISTRACTOR)
+    del attention
+
+    # embeddings, one layer at a time: RSA (B4), probes (B5), B7
+    index = embedding_index(paths["embeddings"])
+    _check_present([*poolings, probe_pooling], index["pooling"].unique(), "pooling",
+                   "rsa_poolings/probe_pooling", paths["embeddings"])
+    _check_present([*rsa_spans, probe_span], index["span"].unique(), "span", "rsa_spans/probe_span",
+                   paths["embeddings"])
+    n_layers = index["layer"].nunique()
+    del index
+    log.info("%s: %d prompts, %d conditions, n_shots %s, %d layers", task, len(tasks), len(fields), shots, n_layers)
+    similarity_entries: list[tuple[int, str, str, int, RSAResult]] = []
+    for lv in iter_layers(paths["embeddings"], [*rsa_spans, probe_span], [*poolings, probe_pooling]):
+        layer = lv.layer
+        pos = prompt_index.get_indexer(lv.prompt_id)
+        if (pos < 0).any():
+            unknown = sorted(set(lv.prompt_id[pos < 0]))
+            raise ValueError(f"{paths['embeddings']}: prompts {unknown[:3]} ({len(unknown)} in all) are not in "
+                             f"the task table {paths['tasks']}")
+        if not np.isfinite(lv.vectors).all():
+            raise ValueError(f"{paths['embeddings']}: non-finite values at layer {layer}")
+        row_shots, row_cond = prompt_shots[pos], prompt_cond[pos]
+
+        def rows(span: str, pooling: str, k: int, lv: LayerVectors = lv, row_shots: np.ndarray = row_shots) -> np.ndarray:
+            return np.flatnonzero((lv.span == span) & (lv.pooling == pooling) & (row_shots == k))
+
+        sims: dict[tuple[str, str, int], RSAResult] = {}
+        for pooling in poolings:
+            for span in rsa_spans:
+                for k in shots:
+                    sel = rows(span, pooling, k)
+                    if sel.size == 0:
+                        continue
+                    res = rsa_by_condition(lv.vectors[sel], row_cond[sel], fields, hypotheses, seed,
+                                           (task, layer, pooling, span, k), n_permutations)
+                    sims[(pooling, span, k)] = res
+                    similarity_entries.append((layer, pooling, span, k, res))
+                    for name, (rho, p) in res.alignments.items():
+                        collected.rsa.append({
+                            "task": task, "layer": layer, "n_shots": k, "hypothesis": name, "spearman": rho,
+                            "p_value": p, "pooling": pooling, "span": span, "n_conditions": len(res.labels),
+                            "n_prompts": int(sel.size), "n_permutations": n_permutations})
+
+        for k in shots:
+            sel = rows(probe_span, probe_pooling, k)
+            if sel.size == 0:
+                continue
+            scores = probe_fields(lv.vectors[sel], row_cond[sel], fields, hypotheses, seed, (task, layer, k),
+                                  int(settings["n_splits"]), float(settings["ridge_alpha"]),
+                                  float(settings["logistic_C"]))
+            for s in scores:
+                collected.probes.append({
+                    "task": task, "layer": layer, "n_shots": k, **s,
+                    "selectivity": s["score"] - s["control_score"], "pooling": probe_pooling,
+                    "span": probe_span, "n_prompts": int(sel.size), "n_conditions": len(set(row_cond[sel]))})
+
+        # B7: per-condition changes of representation measures vs behaviour
+        for after in afters:
+            measures: list[tuple[str, str | None, str | None, np.ndarray]] = []
+            for pooling in poolings:
+                for span in rsa_spans:
+                    a, b = sims.get((pooling, span, before)), sims.get((pooling, span, after))
+                    if a is None or b is None:
+                        continue
+                    for name in hypotheses:
+                        delta = (in_order(condition_alignment(b.similarity, b.labels, fields, name), b.labels)
+                                 - in_order(condition_alignment(a.similarity, a.labels, fields, name), a.labels))
+                        measures.append((f"alignment:{name}", pooling, span, delta))
+            if (layer, after) in ratio_deltas:
+                measures.append(("attention_ratio", None, f"{RELEVANT}/{DISTRACTOR}", ratio_deltas[(layer, after)]))
+            for measure, pooling, span, delta in measures:
+                for (behaviour_name, k_after), delta_b in behaviour_deltas.items():
+                    if k_after != after:
+                        continue
+                    gen = rng(seed, "repr_vs_behaviour", task, layer, measure, pooling, span, behaviour_name, after)
+                    collected.repr_vs_behaviour.append({
+                        "task": task, "layer": layer, "measure": measure, "pooling": pooling, "span": span,
+                        "behaviour": behaviour_name, "n_shots_before": before, "n_shots_after": after,
+                        **change_row(delta, delta_b, gen, n_boot, method)})
+        log.debug("%s: layer %d done", task, layer)
+    collected.similarity.append(_similarity_frame(task, similarity_entries, fields))
+
+
+class _single_thread:
+    """Limit BLAS/OpenMP to one thread: the many tiny probe fits run several times faster."""
+
+    def __enter__(self) -> None:
+        from threadpoolctl import threadpool_limits
+
+        self._limits = threadpool_limits(1)
+
+    def __exit__(self, *exc: object) -> None:
+        self._limits.restore_original_limits()
+
+
+def _frame(rows: list[dict[str, Any]] | list[pd.DataFrame], schema: pa.Schema) -> pa.Table:
+    if rows and isinstance(rows[0], pd.DataFrame):
+        frame = pd.concat(rows, ignore_index=True)
+    else:
+        frame = pd.DataFrame(rows)
+    if frame.empty:
+        return schema.empty_table()
+    return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+
+
+def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[str, str]) -> None:
+    """Run B1-B7 and write the tables of the module docstring.
+
+    ``inputs``: ``<task>_tasks``, ``<task>_embeddings``, ``<task>_attention``,
+    ``<task>_readouts`` for each task present (regression, reading). ``params``: ``seed`` and
+    ``representations`` (the config section; analysis settings under ``analysis``, see the
+    module docstring). ``outs``: a path for each of :data:`OUTPUTS`.
+    """
+    missing = [name for name in OUTPUTS if name not in outs]
+    if missing:
+        raise ValueError(f"outs lacks {missing} (got {sorted(outs)})")
+    settings = analysis_settings(params)
+    seed = int(params["seed"])
+    tasks = _tasks_present(inputs)
+    collected = _Collected([], [], [], [], [], [])
+    import sklearn
+
+    # many small fits and products: one BLAS thread is faster; vectors are checked finite per layer
+    with _single_thread(), sklearn.config_context(assume_finite=True):
+        for task in tasks:
+            _analyse_task(task, inputs, settings, seed, collected)
+
+    behaviour = (pd.concat(collected.behaviour, ignore_index=True) if collected.behaviour
+                 else pd.DataFrame(columns=contracts.BEHAVIOUR.names))
+    summary = summarise_behaviour(behaviour, seed, int(settings["n_boot"])) if len(behaviour) else pd.DataFrame()
+    frames: dict[str, Any] = {
+        "behaviour": [behaviour] if len(behaviour) else [],
+        "behaviour_summary": [summary] if len(summary) else [],
+        "rsa": collected.rsa,
+        "similarity": collected.similarity,
+        "probes": collected.probes,
+        "attention_ratio": collected.attention,
+        "repr_vs_behaviour": collected.repr_vs_behaviour,
+    }
+    model = None
+    for task in tasks:
+        meta = table_metadata(inputs[f"{task}_embeddings"])
+        if meta.get("model"):
+            model = {"name": meta["model"], "weights_sha256": meta.get("weights_sha256", "")}
+            break
+    extra = {"tasks": tasks, "settings": {k: v for k, v in settings.items()}}
+    for name in OUTPUTS:
+        table = _frame(frames[name], SCHEMAS[name])
+        meta = provenance.metadata(f"representations_{name}", params, seed=seed, model=model, extra=extra)
+        write_table(table, outs[name], meta)
+        log.info("%s: %d rows -> %s", name, table.num_rows, outs[name])
+
+
+# ----------------------------------------------------------------------------- figures
+
+FIGURES = {
+    "rsa_matrices.png": (
+        "Study B, RSA at layer {layer}: condition x condition cosine similarity of the embeddings "
+        "({pooling} pooling; span {spans}), z-scored over conditions, before and after ICL, next to the "
+        "hypothesis matrices (1 = the two conditions share the component)."
+    ),
+    "alignment.png": (
+        "Study B, alignment (Spearman correlation of similarity and hypothesis matrices, upper "
+        "triangles) by layer, before and after ICL ({pooling} pooling; line style = span); filled "
+        "markers: one-sided permutation p < {significance} ({n_permutations} permutations of condition labels)."
+    ),
+    "probes.png": (
+        "Study B, cross-validated linear probes by layer (ridge R^2 for slope/intercept, logistic "
+        "accuracy for name/activity; {probe_pooling} pooling of span {probe_span}; {n_splits} folds "
+        "grouped by condition), before and after ICL; dashed: the same probe on condition-shuffled targets."
+    ),
+    "attention_ratio.png": (
+        "Study B, attention from the answer position to the relevant sentence divided by attention to "
+        "the distractor sentence (head-averaged masses; mean over prompts with 95% bootstrap band), by "
+        "layer, before and after ICL; 1 = no preference."
+    ),
+    "behaviour.png": (
+        "Study B, left: behaviour by number of in-context examples (mean over prompts, 95% bootstrap "
+        "CI). Right: correlation across conditions between the change after ICL in alignment "
+        "({pooling} pooling; span {spans}) or attention ratio and the change in error ({behaviours}), by "
+        "layer, with 95% bootstrap band; negative = larger representational gains go with larger "
+        "error reductions."
+    ),
+}
+
+
+def _read_frame(tables: Mapping[str, str], name: str) -> pd.DataFrame:
+    path = tables.get(name)
+    if not path or not Path(path).exists():
+        return pd.DataFrame()
+    return read_table(path).to_pandas()
+
+
+def _no_data(ax: Any, text: str = "no data") -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _natural_key(label: str) -> tuple:
+    """Sort key reading numbers as numbers: ``a=-3,b=10`` before ``a=-1,b=0`` before ``a=1,b=0``."""
+    parts = re.split(r"(-?\d+(?:\.\d+)?)", str(label))
+    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts) if p)
+
+
+def _shots_label(k: int, before: int) -> str:
+    return f"k={k} ({'before' if k == before else 'after'} ICL)"
+
+
+def _figure_span(settings: Mapping[str, Any], task: str, available: Iterable[str]) -> str | None:
+    spans = task_setting(settings, "rsa_spans", task)
+    available = set(available)
+    for span in spans:
+        if span in available:
+            return span
+    return min(available) if available else None
+
+
+def _figure_layer(settings: Mapping[str, Any], layers: Sequence[int]) -> int | None:
+    layers = sorted({int(x) for x in layers})
+    if not layers:
+        return None
+    wanted = settings.get("figure_layer")
+    if wanted is None:
+        return layers[len(layers) // 2]
+    return int(wanted) if int(wanted) in layers else min(layers, key=lambda x: abs(x - int(wanted)))
+
+
+def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> dict[str, str]:
+    """Draw :data:`FIGURES` into ``out_dir`` from the tables written by :func:`analyse`
+    (``tables``: out key -> path; missing or empty tables give "no data" panels). Returns
+    file name -> caption."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    settings = analysis_settings(params)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    frames = {name: _read_frame(tables, name) for name in OUTPUTS}
+    pooling = str(settings["figure_pooling"])
+    sig = float(settings["significance"])
+    rsa = frames["rsa"]
+    tasks = [t for t in TASKS if any(len(f) and "task" in f.columns and (f["task"] == t).any()
+                                     for f in frames.values())] or ["(none)"]
+    span_of: dict[str, str | None] = {}
+    for task in tasks:
+        sim = frames["similarity"]
+        available = sim.loc[sim["task"] == task, "span"].unique() if len(sim) else (
+            rsa.loc[rsa["task"] == task, "span"].unique() if len(rsa) else [])
+        span_of[task] = _figure_span(settings, task, available) if task in TASKS else None
+    layers_all = frames["similarity"]["layer"].unique() if len(frames["similarity"]) else (
+        rsa["layer"].unique() if len(rsa) else [])
+    chosen_layer = _figure_layer(settings, layers_all)
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+
+    # rsa_matrices.png
+    sim = frames["similarity"]
+    panels = []
+    for task in tasks:
+        row = []
+        if len(sim) and chosen_layer is not None:
+            data = sim[(sim["task"] == task) & (sim["layer"] == chosen_layer) & (sim["pooling"] == pooling)
+                       & (sim["span"] == span_of[task])]
+            shots = sorted(int(k) for k in data["n_shots"].unique())
+            for k in shots:
+                row.append(("sim", task, k, data[data["n_shots"] == k], shots[0]))
+            hyps = rsa.loc[rsa["task"] == task, "hypothesis"].unique() if len(rsa) else []
+            if len(data):
+                first = data[data["n_shots"] == shots[0]]
+                for h in hyps:
+                    row.append(("hyp", task, h, first, None))
+        panels.append(row or [("none", task, None, None, None)])
+    ncols = max(len(r) for r in panels)
+    fig, axes = plt.subplots(len(panels), ncols, figsize=(3.6 * ncols + 1, 3.6 * len(panels)), squeeze=False)
+    for i, row in enumerate(panels):
+        for j in range(ncols):
+            ax = axes[i][j]
+            if j >= len(row):
+                ax.axis("off")
+                continue
+            kind, task, what, data, before = row[j]
+            if kind == "none":
+                _no_data(ax, f"{task}: no similarity matrices")
+                continue
+            labels = sorted(data["row_condition"].unique(), key=_natural_key)
+            if kind == "sim":
+                matrix = data.pivot(index="row_condition", columns="col_condition", values="similarity")
+                title = f"{task}: {_shots_label(what, before)}"
+            else:
+                shared = data.assign(v=data["shared"].map(lambda s, h=what: float(h in list(s))))
+                matrix = shared.pivot(index="row_condition", columns="col_condition", values="v")
+                title = f"{task}: hypothesis '{what}'"
+            matrix = matrix.reindex(index=labels, columns=labels)
+            image = ax.imshow(matrix.to_numpy(dtype=float), vmin=-1, vmax=1, cmap="vlag")
+            ax.grid(False)
+            ax.set_xticks(np.arange(len(labels)), labels, rotation=90, fontsize=6)
+            ax.set_yticks(np.arange(len(labels)), labels if j == 0 else [], fontsize=6)
+            ax.set_title(title, fontsize=10)
+            if j == len(row) - 1:
+                fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(f"Similarity matrices at layer {chosen_layer} ({pooling} pooling)")
+    save(fig, "rsa_matrices.png")
+
+    # alignment.png
+    hyps_of = {t: (list(rsa.loc[rsa["task"] == t, "hypothesis"].unique()) if len(rsa) else []) for t in tasks}
+    ncols = max(1, max(len(h) for h in hyps_of.values()))
+    fig, axes = plt.subplots(len(tasks), ncols, figsize=(5 * ncols, 3.6 * len(tasks)), squeeze=False)
+    styles = ["-", "--", ":", "-."]
+    for i, task in enumerate(tasks):
+        data = rsa[(rsa["task"] == task) & (rsa["pooling"] == pooling)] if len(rsa) else pd.DataFrame()
+        for j in range(ncols):
+            ax = axes[i][j]
+            if data.empty or j >= len(hyps_of[task]):
+                if j == 0:
+                    _no_data(ax)
+                else:
+                    ax.axis("off")
+                continue
+            h = hyps_of[task][j]
+            d = data[data["hypothesis"] == h]
+            shots = sorted(int(k) for k in d["n_shots"].unique())
+            colors = dict(zip(shots, sns.color_palette("deep", len(shots))))
+            for s_i, span in enumerate(sorted(d["span"].unique(), key=str)):
+                for k in shots:
+                    line = d[(d["span"] == span) & (d["n_shots"] == k)].sort_values("layer")
+                    if line.empty:
+                        continue
+                    ax.plot(line["layer"], line["spearman"], styles[s_i % len(styles)], color=colors[k],
+                            label=f"{_shots_label(k, shots[0])}, span {span}")
+                    good = line[line["p_value"] < sig]
+                    ax.scatter(good["layer"], good["spearman"], color=colors[k], s=18, zorder=3)
+                    bad = line[~(line["p_value"] < sig)]
+                    ax.scatter(bad["layer"], bad["spearman"], facecolors="white", edgecolors=colors[k], s=18,
+                               zorder=3)
+            ax.axhline(0, color="black", linewidth=0.8)
+            ax.set(title=f"{task}: hypothesis '{h}'", xlabel="layer", ylabel="alignment (Spearman)")
+            ax.legend(fontsize=7, loc="best")
+    fig.suptitle(f"RSA alignment by layer ({pooling} pooling; filled: p < {sig})")
+    save(fig, "alignment.png")
+
+    # probes.png
+    probes = frames["probes"]
+    targets_of = {t: (list(probes.loc[probes["task"] == t, "target"].unique()) if len(probes) else []) for t in tasks}
+    ncols = max(1, max(len(v) for v in targets_of.values()))
+    fig, axes = plt.subplots(len(tasks), ncols, figsize=(5 * ncols, 3.6 * len(tasks)), squeeze=False)
+    for i, task in enumerate(tasks):
+        for j in range(ncols):
+            ax = axes[i][j]
+            if j >= len(targets_of[task]):
+                if j == 0:
+                    _no_data(ax)
+                else:
+                    ax.axis("off")
+                continue
+            target = targets_of[task][j]
+            d = probes[(probes["task"] == task) & (probes["target"] == target)]
+            shots = sorted(int(k) for k in d["n_shots"].unique())
+            colors = dict(zip(shots, sns.color_palette("deep", len(shots))))
+            for k in shots:
+                line = d[d["n_shots"] == k].sort_values("layer")
+                ax.plot(line["layer"], line["score"], "-o", markersize=3, color=colors[k],
+                        label=_shots_label(k, shots[0]))
+                ax.plot(line["layer"], line["control_score"], "--", color=colors[k], alpha=0.7,
+                        label=f"control, k={k}")
+            metric = d["metric"].iloc[0] if len(d) else "score"
+            ax.set(title=f"{task}: {target}", xlabel="layer", ylabel=metric)
+            ax.legend(fontsize=7, loc="best")
+    fig.suptitle("Probes by layer (dashed: shuffled-target control)")
+    save(fig, "probes.png")
+
+    # attention_ratio.png
+    att = frames["attention_ratio"]
+    att_tasks = [t for t in TASKS if len(att) and (att["task"] == t).any()] or ["(none)"]
+    fig, axes = plt.subplots(1, len(att_tasks), figsize=(6 * len(att_tasks), 4), squeeze=False)
+    for j, task in enumerate(att_tasks):
+        ax = axes[0][j]
+        d = att[(att["task"] == task) & (att["head"] == -1)] if len(att) else pd.DataFrame()
+        if d.empty:
+            _no_data(ax, "no attention ratio (needs relevant and distractor spans)")
+            continue
+        shots = sorted(int(k) for k in d["n_shots"].unique())
+        colors = dict(zip(shots, sns.color_palette("deep", len(shots))))
+        for k in shots:
+            line = d[d["n_shots"] == k].sort_values("layer")
+            ax.plot(line["layer"], line["ratio"], "-o", markersize=3, color=colors[k], label=_shots_label(k, shots[0]))
+            ax.fill_between(line["layer"], line["ci_low"], line["ci_high"], color=colors[k], alpha=0.2, linewidth=0)
+        ax.axhline(1, color="black", linewidth=0.8, linestyle=":")
+        ax.set(title=f"{task}: attention relevant / distractor", xlabel="layer", ylabel="ratio (head mean)")
+        ax.legend(fontsize=8, loc="best")
+    save(fig, "attention_ratio.png")
+
+    # behaviour.png
+    summary, rvb = frames["behaviour_summary"], frames["repr_vs_behaviour"]
+    fig, axes = plt.subplots(len(tasks), 2, figsize=(12, 3.8 * len(tasks)), squeeze=False)
+    behaviours_used = []
+    for i, task in enumerate(tasks):
+        ax = axes[i][0]
+        d = summary[summary["task"] == task] if len(summary) else pd.DataFrame()
+        if d.empty:
+            _no_data(ax)
+        else:
+            metrics = ["error", "expected_error"] if (d["metric"] == "expected_error").any() else ["accuracy"]
+            d = d[d["metric"].isin(metrics)]
+            shots = sorted(int(k) for k in d["n_shots"].unique())
+            width = 0.8 / max(len(metrics), 1)
+            for m_i, metric in enumerate(metrics):
+                dm = d[d["metric"] == metric].set_index("n_shots").reindex(shots)
+                x = np.arange(len(shots)) + (m_i - (len(metrics) - 1) / 2) * width
+                ax.bar(x, dm["mean"], width=width, label=metric,
+                       yerr=[dm["mean"] - dm["ci_low"], dm["ci_high"] - dm["mean"]], capsize=3)
+            ax.set_xticks(np.arange(len(shots)), [f"k={k}" for k in shots])
+            ax.set(title=f"{task}: behaviour", xlabel="in-context examples", ylabel=" / ".join(metrics))
+            ax.legend(fontsize=8)
+        ax = axes[i][1]
+        d = rvb[rvb["task"] == task] if len(rvb) else pd.DataFrame()
+        if d.empty:
+            _no_data(ax)
+            continue
+        behaviour = "expected_error" if (d["behaviour"] == "expected_error").any() else (
+            "nll" if (d["behaviour"] == "nll").any() else "error")
+        behaviours_used.append(f"{task}: {behaviour}")
+        d = d[(d["behaviour"] == behaviour)
+              & ((d["measure"] == "attention_ratio") | ((d["pooling"] == pooling) & (d["span"] == span_of[task])))]
+        afters = sorted(int(k) for k in d["n_shots_after"].unique())
+        for measure in sorted(d["measure"].unique()):
+            for k in afters:
+                line = d[(d["measure"] == measure) & (d["n_shots_after"] == k)].sort_values("layer")
+                label = measure if len(afters) == 1 else f"{measure}, k={k}"
+                handle = ax.plot(line["layer"], line["mean"], "-o", markersize=3, label=label)[0]
+                ax.fill_between(line["layer"], line["ci_low"], line["ci_high"], color=handle.get_color(),
+                                alpha=0.15, linewidth=0)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set(title=f"{task}: change in representation vs in {behaviour}", xlabel="layer",
+               ylabel="correlation across conditions", ylim=(-1.05, 1.05))
+        ax.legend(fontsize=7, loc="best")
+    save(fig, "behaviour.png")
+
+    values = {
+        "layer": chosen_layer, "pooling": pooling, "significance": sig,
+        "n_permutations": settings["n_permutations"], "n_splits": settings["n_splits"],
+        "probe_pooling": settings["probe_pooling"],
+        "probe_span": settings["probe_span"] if isinstance(settings["probe_span"], str)
+        else "; ".join(f"{t}: {v}" for t, v in settings["probe_span"].items()),
+        "spans": "; ".join(f"{t}: {s}" for t, s in span_of.items() if s is not None) or "none",
+        "behaviours": "; ".join(behaviours_used) or "none",
+    }
+    return {name: caption.format(**values) for name, caption in FIGURES.items()}
