@@ -1,10 +1,16 @@
 # iclscope: one DAG from models and task definitions to the three ICL studies' figures.
 # All logic lives in the package workflow/iclscope; the rules below only call its CLI.
+import os
 import sys
 from pathlib import Path
 
-# Let the DAG be built from a source tree even before `pip install -e .`.
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+# The package lives in workflow/: importable here (to build the DAG) and in every job,
+# whatever environment runs it (a venv, a conda env from envs/, a cluster node).
+PACKAGE_DIR = str(Path(workflow.basedir) / "workflow")
+sys.path.insert(0, PACKAGE_DIR)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (PACKAGE_DIR, os.environ.get("PYTHONPATH")) if p
+)
 
 from iclscope.config import ConfigError, validate_config
 

@@ -19,6 +19,7 @@ rule extract:
         f"{BENCH}/{{model}}/extract/{{task}}.{{shard}}-of-{{n}}.tsv"
     conda:
         "../envs/torch.yaml"
+    threads: workflow.cores
     resources:
         mem_mb=8000,
         runtime=120,
@@ -28,7 +29,7 @@ rule extract:
         model_dir=lambda wildcards: model_dir(wildcards.model),
         shard=lambda wildcards: int(wildcards.shard) - 1,
     shell:
-        "iclscope extract --model-dir {params.model_dir:q} --tasks {input.tasks:q}"
+        "{ICLSCOPE} extract --model-dir {params.model_dir:q} --tasks {input.tasks:q}"
         " --params {params.spec:q} --shard {params.shard} --shards {wildcards.n}"
         " --out {output:q} > {log:q} 2>&1"
 
@@ -47,7 +48,7 @@ rule gather_extract:
     conda:
         "../envs/analysis.yaml"
     shell:
-        "iclscope gather --inputs {input:q} --out {output:q} > {log:q} 2>&1"
+        "{ICLSCOPE} gather --inputs {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule generate:
@@ -62,6 +63,7 @@ rule generate:
         f"{BENCH}/{{model}}/generate.tsv"
     conda:
         "../envs/torch.yaml"
+    threads: workflow.cores
     resources:
         mem_mb=8000,
         runtime=120,
@@ -76,7 +78,7 @@ rule generate:
         ),
         model_dir=lambda wildcards: model_dir(wildcards.model),
     shell:
-        "iclscope generate --model-dir {params.model_dir:q} --tasks {input.tasks:q}"
+        "{ICLSCOPE} generate --model-dir {params.model_dir:q} --tasks {input.tasks:q}"
         " --params {params.spec:q} --out {output:q} > {log:q} 2>&1"
 
 
@@ -95,11 +97,12 @@ rule bench_extract:
         f"{LOGS}/{{model}}/bench_extract.log",
     conda:
         "../envs/torch.yaml"
+    threads: workflow.cores
     resources:
         gpu=1,
     params:
         spec=runtime_spec,
         model_dir=lambda wildcards: model_dir(wildcards.model),
     shell:
-        "iclscope bench extract --model-dir {params.model_dir:q} --tasks {input.tasks:q}"
+        "{ICLSCOPE} bench extract --model-dir {params.model_dir:q} --tasks {input.tasks:q}"
         " --params {params.spec:q} --out {output:q} > {log:q} 2>&1"

@@ -11,4 +11,4 @@ rule report:
     conda:
         "../envs/analysis.yaml"
     shell:
-        "iclscope report --figures {input:q} --out {output:q} > {log:q} 2>&1"
+        "{ICLSCOPE} report --figures {input:q} --out {output:q} > {log:q} 2>&1"

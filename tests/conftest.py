@@ -57,10 +57,12 @@ def small_config(model_path: Path) -> dict[str, Any]:
             "generation": {"p_tails": [20, 50], "n_samples": 2},
             "judgment": {"concepts": ["01", "011"], "lengths": [2, 8], "n_random": 1},
             "continuation": {"concepts": ["011"], "max_length": 12},
+            "analysis": {"n_boot": 100},
         },
         "representations": {
             "regression": {"slopes": [-1, 1], "intercepts": [0, 5], "n_variants": 1, "n_shots": [0, 2]},
             "reading": {"n_names": 3, "n_activities": 3, "n_variants": 1, "n_shots": [0, 1]},
+            "analysis": {"n_permutations": 200, "n_boot": 200},
         },
         "labels": {
             "datasets": [{"name": "sentiment", "source": "vader", "label_words": ["negative", "positive"]}],
@@ -68,6 +70,7 @@ def small_config(model_path: Path) -> dict[str, Any]:
             "n_examples": 6,
             "flip_at": 3,
             "repeats": 2,
+            "analysis": {"n_boot": 200},
         },
     }
 

@@ -195,3 +195,16 @@ def test_context_check_reads_a_local_model_config(tiny_model_dir, default_config
     cfg["binary"]["continuation"]["max_length"] = context + 1
     with pytest.raises(ConfigError, match=f"{context}-token context of model 'tiny'"):
         validate_config(cfg)
+
+
+def test_layer_index_beyond_a_model_is_refused(tiny_model_dir, default_config):
+    cfg = copy.deepcopy(default_config)
+    cfg["representations"]["analysis"] = {"figure_layer": 31}
+    with pytest.raises(ConfigError, match=r"layer 31 does not exist in model 'smollm2-135m', which has layers 0\.\.30"):
+        validate_config(cfg)
+    cfg["models"] = [{"name": "tiny", "path": str(tiny_model_dir)}]
+    cfg["representations"]["analysis"] = {"figure_layer": 3}
+    with pytest.raises(ConfigError, match="which has layers 0..2"):
+        validate_config(cfg)
+    cfg["representations"]["analysis"] = {"figure_layer": 2}
+    validate_config(cfg)

@@ -17,7 +17,8 @@ from iclscope.config import validate_config
 from iclscope.extraction.attention import register
 from iclscope.extraction.engine import ExtractionError, extract, prepare_prompts
 from iclscope.extraction.plan import END, PromptPlan, plan_for
-from iclscope.extraction.run import gather, run_extract
+from iclscope.extraction.run import run_extract
+from iclscope.gather import gather
 from iclscope.models import load_prepared, read_card
 from iclscope.tables import read_table, table_metadata, write_table
 from iclscope.tasks import build_task, task_params

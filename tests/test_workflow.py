@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import os
+from contextlib import contextmanager
 import re
 import subprocess
 import sys
@@ -97,10 +99,38 @@ def test_duplicate_model_names_stop_before_any_job(workdir, tiny_model_dir):
     assert proc.returncode != 0 and "duplicate model name 'tiny'" in proc.stderr
 
 
-@pytest.mark.slow
-def test_whole_pipeline_runs_on_the_tiny_model(workdir):
-    run_dir = workdir()
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_model_dir) -> Path:
+    """The whole pipeline run once on the tiny model (small config)."""
+    run_dir = tmp_path_factory.mktemp("run")
+    (run_dir / "config").mkdir()
+    (run_dir / "config" / "config.yaml").write_text(yaml.safe_dump(small_config(tiny_model_dir)))
     snakemake("--cores", "2", cwd=run_dir)
+    return run_dir
+
+
+@contextmanager
+def changed_config(run_dir: Path, change):
+    """Temporarily edit the run's config (``change`` mutates the dict)."""
+    path = run_dir / "config" / "config.yaml"
+    original = path.read_text()
+    cfg = yaml.safe_load(original)
+    change(cfg)
+    path.write_text(yaml.safe_dump(cfg))
+    try:
+        yield
+    finally:
+        path.write_text(original)
+
+
+def planned(run_dir: Path) -> dict[str, int]:
+    out = snakemake("-n", "--cores", "1", cwd=run_dir).stdout
+    return {} if "Nothing to be done" in out else job_counts(out)
+
+
+@pytest.mark.slow
+def test_whole_pipeline_runs_on_the_tiny_model(finished_run):
+    run_dir = finished_run
     card = yaml.safe_load((run_dir / "resources/models/tiny/card.json").read_text())
     assert card["n_layers"] == 2 and len(card["weights_sha256"]) == 64
     tasks = sorted(p.name for p in (run_dir / "results/tasks").iterdir())
@@ -126,7 +156,60 @@ def test_whole_pipeline_runs_on_the_tiny_model(workdir):
     # shard tables are temporary: gone once gathered
     assert not list((run_dir / "results/tiny/extract").glob("*/shards/*/*.parquet"))
     # nothing left to do afterwards
-    assert "Nothing to be done" in snakemake("-n", "--cores", "1", cwd=run_dir).stdout
+    assert planned(run_dir) == {}
+
+
+@pytest.mark.slow
+def test_analysis_parameter_reruns_only_that_analysis(finished_run):
+    def smoother(cfg):
+        cfg["labels"]["analysis"]["smooth"] = 3
+
+    with changed_config(finished_run, smoother):
+        assert planned(finished_run) == {"analyse_labels": 1, "plot_labels": 1, "report": 1, "all": 1}
+
+    def more_permutations(cfg):
+        cfg["representations"]["analysis"]["n_permutations"] = 300
+
+    with changed_config(finished_run, more_permutations):
+        assert planned(finished_run) == {
+            "analyse_representations": 1, "plot_representations": 1, "report": 1, "all": 1}
+
+
+@pytest.mark.slow
+def test_pooling_change_reruns_only_study_b_extraction(finished_run):
+    def pooling(cfg):
+        cfg["representations"]["pooling"] = ["mean", "max"]
+
+    with changed_config(finished_run, pooling):
+        counts = planned(finished_run)
+    assert counts["extract"] == 2 and counts["gather_extract"] == 2  # regression and reading only
+    assert "build_tasks" not in counts and "analyse_labels" not in counts and "generate" not in counts
+
+
+@pytest.mark.slow
+def test_new_model_or_dataset_runs_only_new_jobs(finished_run, tiny_model_dir):
+    def second_model(cfg):
+        cfg["models"].append({"name": "tiny-b", "path": str(tiny_model_dir)})
+
+    with changed_config(finished_run, second_model):
+        counts = planned(finished_run)
+    assert "build_tasks" not in counts
+    assert counts["prepare_model"] == 1 and counts["extract"] == 5 and counts["analyse_labels"] == 1
+
+    def second_dataset(cfg):
+        cfg["labels"]["datasets"].append({"name": "novel", "source": "novel", "label_words": ["dax", "wug"]})
+
+    with changed_config(finished_run, second_dataset):
+        counts = planned(finished_run)
+    assert counts == {"build_tasks": 1, "extract": 1, "gather_extract": 1, "analyse_labels": 1,
+                      "plot_labels": 1, "report": 1, "all": 1}
+
+
+@pytest.mark.slow
+def test_unrelated_changes_rerun_nothing(finished_run):
+    (finished_run / "notes.txt").write_text("unrelated\n")
+    os.utime(finished_run / "config" / "config.yaml")  # a touched but unchanged config
+    assert planned(finished_run) == {}
 
 
 def test_lint_is_clean():
@@ -142,3 +225,78 @@ def test_snakefmt_is_clean():
     files = [str(REPO / "Snakefile"), *sorted(str(p) for p in (REPO / "rules").glob("*.smk"))]
     proc = subprocess.run([str(BIN / "snakefmt"), "--check", *files], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_slurm_profile_plans_sharded_multi_model_gpu_jobs(tmp_path, default_config):
+    """The SLURM profile gives a valid DAG for two models with sharded extraction: every
+    shard is its own GPU job on the GPU partition; tiny CPU jobs are grouped."""
+    cfg = copy.deepcopy(default_config)
+    cfg["models"] = [
+        dict(cfg["models"][0], shards=2),
+        {"name": "llama-70b", "hf_id": "meta-llama/Llama-3.1-70B-Instruct", "dtype": "bfloat16",
+         "device_map": "auto", "shards": 4},
+    ]
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake("-n", "--profile", str(REPO / "profiles" / "slurm"), cwd=tmp_path).stdout
+    counts = job_counts(out)
+    assert counts["extract"] == 6 * (2 + 4) and counts["gather_extract"] == 2 * 6
+    assert counts["prepare_model"] == 2 and counts["generate"] == 2
+    extract_jobs = [block for block in out.split("rule ")[1:] if block.startswith("extract:")]
+    assert len(extract_jobs) == 36
+    for block in extract_jobs:
+        assert "gpu=1" in block and "slurm_partition=<gpu-partition>" in block and "threads: 8" in block
+    assert "shards/4-of-4/" in out and "shards/2-of-2/" in out
+    assert "Group job tasks" in out and "Group job analyses" in out
+
+
+@pytest.mark.slow
+def test_two_clean_runs_give_byte_identical_tables(finished_run, tmp_path, tiny_model_dir):
+    from iclscope.audit import compare, manifest
+
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text((finished_run / "config" / "config.yaml").read_text())
+    snakemake("--cores", "2", cwd=tmp_path)
+    first, second = manifest(finished_run / "results"), manifest(tmp_path / "results")
+    assert len(first) >= 20 and all(e["kind"] for e in first)
+    assert compare(first, second) == []
+    # the CLI says so too, and flags a difference
+    proc = subprocess.run([sys.executable, "-m", "iclscope", "audit", str(finished_run / "results"),
+                           "--against", str(tmp_path / "results")], capture_output=True, text=True)
+    assert proc.returncode == 0 and "identical" in proc.stdout, proc.stdout + proc.stderr
+    victim = tmp_path / "results/tiny/labels/sentiment/curves.parquet"
+    victim.write_bytes(victim.read_bytes()[:-100])  # truncated
+    proc = subprocess.run([sys.executable, "-m", "iclscope", "audit", str(tmp_path / "results")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "curves.parquet is corrupt or truncated" in proc.stderr
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_recomputing_finished_shards(workdir, tiny_model_dir):
+    import signal
+    import time
+
+    cfg = small_config(tiny_model_dir)
+    cfg["models"][0]["shards"] = 2
+    cfg["studies"] = ["labels"]
+    run_dir = workdir(cfg)
+    first_shard = run_dir / "results/tiny/extract/labels_sentiment/shards/1-of-2/readouts.parquet"
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(run_dir),
+         "--cores", "1", "--keep-going"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    deadline = time.time() + 300
+    while not first_shard.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert first_shard.exists(), "the first shard never finished"
+    os.killpg(proc.pid, signal.SIGTERM)  # interrupt the run (the second shard or later steps)
+    proc.wait(timeout=120)
+    finished_at = first_shard.stat().st_mtime
+    counts = job_counts(snakemake("-n", "--cores", "1", "--rerun-incomplete", cwd=run_dir).stdout)
+    if counts.get("extract"):
+        assert counts["extract"] == 1  # only the second shard
+    snakemake("--cores", "1", "--rerun-incomplete", cwd=run_dir)
+    log = (run_dir / "results/logs/tiny/extract/labels_sentiment.1-of-2.log")
+    assert log.stat().st_mtime <= finished_at + 1  # shard 1 was not run again
+    assert (run_dir / "results/tiny/labels/sentiment/curves.parquet").exists()

@@ -68,7 +68,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 
 def cmd_gather(args: argparse.Namespace) -> None:
-    from iclscope.extraction.run import gather
+    from iclscope.gather import gather
 
     gather(args.inputs, args.out)
 
@@ -117,6 +117,25 @@ def cmd_bench(args: argparse.Namespace) -> None:
     summary = bench_extract(args.model_dir, args.tasks, args.out, repeats=args.repeats,
                             max_prompts=args.max_prompts, params=_params(args))
     print(format_summary(summary))
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from iclscope.audit import compare, format_manifest, manifest, write_manifest
+
+    entries = manifest(args.results)
+    print(format_manifest(entries))
+    print(f"{len(entries)} tables under {args.results}")
+    if args.json:
+        write_manifest(entries, args.json)
+    if args.against:
+        problems = compare(entries, manifest(args.against))
+        for problem in problems:
+            print(f"DIFFERS: {problem}")
+        if problems:
+            print(f"{len(problems)} difference(s) between {args.results} and {args.against}")
+            return 1
+        print(f"identical: every table of {args.results} equals {args.against} byte for byte")
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -214,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="where the JSON summary goes")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("audit", help="manifest of a run's tables (sha256, rows, provenance); compare two runs")
+    p.add_argument("results", help="a results folder")
+    p.add_argument("--against", help="a second run's results folder that must be identical")
+    p.add_argument("--json", help="also write the manifest as JSON here")
+    p.set_defaults(func=cmd_audit)
+
     p = sub.add_parser("report", help="the HTML report of all figures")
     p.add_argument("--figures", nargs="*", default=[])
     p.add_argument("--out", required=True)
@@ -239,17 +264,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     from iclscope.config import ConfigError
-    from iclscope.extraction.engine import ExtractionError
-    from iclscope.models import ModelError
+    from iclscope.errors import ExtractionError, ModelError
     from iclscope.tables import TableError
     from iclscope.tasks.common import TaskError
 
     try:
-        args.func(args)
+        status = args.func(args)
     except (ConfigError, ExtractionError, ModelError, TableError, TaskError) as err:
         print(f"iclscope {args.command}: error: {err}", file=sys.stderr)  # no traceback: a user error
         return 2
-    return 0
+    return int(status or 0)
 
 
 if __name__ == "__main__":

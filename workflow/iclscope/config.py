@@ -195,8 +195,9 @@ REPRESENTATION_SPANS = {
     "regression": {"end", "query", "query_line", "examples", "instruction"},
     "reading": {"end", "relevant", "distractor", "story", "question", "question_name", "examples"},
 }
-# context lengths of the embedded models (their config is known without loading them)
+# context lengths and layer counts of the embedded models (known without loading them)
 EMBEDDED_CONTEXT = {"smollm2-135m-instruct": 8192}
+EMBEDDED_LAYERS = {"smollm2-135m-instruct": 30}
 
 
 def _per_task(value: Any) -> dict[str, Any]:
@@ -236,16 +237,25 @@ def _check_representation_analysis(cfg: dict[str, Any]) -> list[str]:
     return problems
 
 
-def model_context(model: Mapping[str, Any], root: Path) -> int | None:
-    """A model's context length where the config tells it without loading weights."""
+def _model_config_value(model: Mapping[str, Any], root: Path, key: str, embedded: Mapping[str, int]) -> int | None:
     if "embedded" in model:
-        return EMBEDDED_CONTEXT.get(model["embedded"])
+        return embedded.get(model["embedded"])
     if "path" in model:
         config_json = resolve_path(model["path"], root) / "config.json"
         if config_json.is_file():
-            value = json.loads(config_json.read_text()).get("max_position_embeddings")
+            value = json.loads(config_json.read_text()).get(key)
             return int(value) if value else None
     return None
+
+
+def model_context(model: Mapping[str, Any], root: Path) -> int | None:
+    """A model's context length where its config tells it without loading weights."""
+    return _model_config_value(model, root, "max_position_embeddings", EMBEDDED_CONTEXT)
+
+
+def model_layers(model: Mapping[str, Any], root: Path) -> int | None:
+    """A model's number of decoder layers where its config tells it without loading weights."""
+    return _model_config_value(model, root, "num_hidden_layers", EMBEDDED_LAYERS)
 
 
 def _check_context(cfg: dict[str, Any], root: Path) -> list[str]:
@@ -261,7 +271,14 @@ def _check_context(cfg: dict[str, Any], root: Path) -> list[str]:
     if "labels" in studies:
         # a labelled example is at least its text, a label word and a separator
         needs.append(("labels.n_examples", 3 * cfg["labels"]["n_examples"]))
+    layer = cfg["representations"]["analysis"].get("figure_layer")
     for model in cfg["models"]:
+        n_layers = model_layers(model, root)
+        if layer is not None and n_layers is not None and layer > n_layers and "representations" in studies:
+            problems.append(
+                f"config key `representations.analysis.figure_layer`: layer {layer} does not exist in "
+                f"model {model['name']!r}, which has layers 0..{n_layers}"
+            )
         context = model_context(model, root)
         if context is None:
             continue

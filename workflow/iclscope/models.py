@@ -21,6 +21,8 @@ from typing import Any, Mapping
 
 import torch
 
+from iclscope.errors import ModelError  # noqa: F401  (re-exported: iclscope.models.ModelError)
+
 from iclscope import __version__
 from iclscope.config import resolve_path
 from iclscope.tables import usual_mode
@@ -33,8 +35,6 @@ CARD = "card.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ModelError(RuntimeError):
-    """A model cannot be found, prepared or loaded."""
 
 
 def embedded_gguf(name: str) -> Path:

@@ -26,6 +26,7 @@ import pyarrow as pa
 import torch
 
 from iclscope import contracts
+from iclscope.errors import ExtractionError
 from iclscope.extraction.attention import AttentionCapture, capturing
 from iclscope.extraction.batching import plan_batches
 from iclscope.extraction.branches import BranchedSequence, branch_mask
@@ -40,10 +41,6 @@ log = logging.getLogger(__name__)
 HEAD_CHUNK = 1024
 # tokens of context kept when a candidate is tokenised after a prompt's prefix
 TAIL_TOKENS = 4
-
-
-class ExtractionError(ValueError):
-    """A prompt cannot be extracted (too long, empty table, non-finite values ...)."""
 
 
 @dataclass
@@ -359,7 +356,7 @@ def extract(
         attention=_attention_table(results, rank),
         readouts=_readout_table(results, rank),
         stats={"prompts": len(prepared), "real_tokens": real_tokens, "padded_tokens": padded_tokens,
-               "batches": len(batches), "seconds": time.perf_counter() - start},
+               "batches": len(batches)},  # no timings: tables must be byte-identical across runs
     )
     return tables
 

@@ -74,31 +74,6 @@ def run_extract(model_dir: str, tasks_path: str, params: Mapping[str, Any], outs
     return result.stats
 
 
-def gather(inputs: Sequence[str], outs: Sequence[str]) -> None:
-    """Gather shard tables into ``outs``: each output takes the inputs with its file name
-    (``embeddings.parquet`` ...), in the order given (shard order)."""
-    for out in outs:
-        name = Path(out).name
-        parts = [p for p in inputs if Path(p).name == name]
-        if not parts:
-            raise ExtractionError(f"no shard table named {name} among the inputs")
-        gather_one(parts, out)
-
-
-def gather_one(inputs: Sequence[str], out: str) -> None:
-    """Concatenate shard tables of one kind (in shard order) into ``out``, keeping the
-    rows sorted by layer where the table has layers; provenance of the first shard,
-    with the number of shards recorded."""
-    tables = [read_table(p) for p in inputs]
-    table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
-    if "layer" in table.column_names:
-        table = table.sort_by([("layer", "ascending")])  # stable: shard order kept within a layer
-    meta = {provenance.PREFIX + k: v for k, v in table_metadata(inputs[0]).items()}
-    meta[provenance.PREFIX + "shard"] = f"gathered {len(inputs)}"
-    write_table(table, out, meta)
-    log.info("gathered %d shards, %d rows -> %s", len(inputs), table.num_rows, out)
-
-
 def run_generate(model_dir: str, tasks_path: str, params: Mapping[str, Any], out: str) -> None:
     """Sample ``n_samples`` continuations per generation prompt; write raw text and flips.
 
@@ -121,7 +96,7 @@ def run_generate(model_dir: str, tasks_path: str, params: Mapping[str, Any], out
     seed = int(runtime.get("seed", 0))
     done = generate(model, tokenizer, requests, seed=seed, temperature=float(gen["temperature"]),
                     max_new_tokens=int(gen["max_new_tokens"]), stop="]",
-                    batch_size=max(1, int(runtime.get("batch_tokens", 4096)) // 256))
+                    batch_size=max(1, int(runtime.get("batch_tokens", 4096)) // 64))
     records = {name: [] for name in contracts.GENERATIONS.names}
     for (row, text), g in zip(meta_rows, done):
         # the prompt opens the list and may hold its first flips ("[Heads,")
