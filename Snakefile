@@ -1,16 +1,17 @@
 # iclscope: one DAG from models and task definitions to the three ICL studies' figures.
 # All logic lives in the package workflow/iclscope; the rules below only call its CLI.
-import os
+import shlex
 import sys
 from pathlib import Path
 
-# The package lives in workflow/: importable here (to build the DAG) and in every job,
-# whatever environment runs it (a venv, a conda env from envs/, a cluster node).
+# The package lives in workflow/: importable here (to build the DAG) and, through the
+# shell prefix, in every job whatever environment runs it (a venv, a conda env from
+# envs/, a cluster node). Rules run `python -m iclscope`.
 PACKAGE_DIR = str(Path(workflow.basedir) / "workflow")
 sys.path.insert(0, PACKAGE_DIR)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (PACKAGE_DIR, os.environ.get("PYTHONPATH")) if p
-)
+# (no braces: Snakemake formats the prefix; an empty trailing entry is the run
+# directory, which `python -m` puts on the path anyway)
+shell.prefix(f'export PYTHONPATH={shlex.quote(PACKAGE_DIR)}:"$PYTHONPATH"; ')
 
 from iclscope.config import ConfigError, validate_config
 

@@ -17,5 +17,5 @@ rule analyse_binary:
         inputs=lambda wildcards, input: named(dict(input.items())),
         outs=lambda wildcards, output: named(output),
     shell:
-        "{ICLSCOPE} analyse binary --inputs {params.inputs} --params {params.spec:q}"
+        "python -m iclscope analyse binary --inputs {params.inputs} --params {params.spec:q}"
         " --out {params.outs} > {log:q} 2>&1"

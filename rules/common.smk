@@ -7,9 +7,6 @@ from iclscope.studies import labels as labels_study
 from iclscope.studies import representations as representations_study
 from iclscope.tasks import task_data_files, task_names, task_params
 
-# Every rule runs the package's CLI with the environment's python; the Snakefile puts the
-# package source on PYTHONPATH, so conda envs (`--sdm conda`) need only the dependencies.
-ICLSCOPE = "python -m iclscope"
 RESULTS = config["results_dir"]
 RESOURCES = config["resources_dir"]
 LOGS = f"{RESULTS}/logs"

@@ -29,7 +29,7 @@ rule extract:
         model_dir=lambda wildcards: model_dir(wildcards.model),
         shard=lambda wildcards: int(wildcards.shard) - 1,
     shell:
-        "{ICLSCOPE} extract --model-dir {params.model_dir:q} --tasks {input.tasks:q}"
+        "python -m iclscope extract --model-dir {params.model_dir:q} --tasks {input.tasks:q}"
         " --params {params.spec:q} --shard {params.shard} --shards {wildcards.n}"
         " --out {output:q} > {log:q} 2>&1"
 
@@ -48,7 +48,7 @@ rule gather_extract:
     conda:
         "../envs/analysis.yaml"
     shell:
-        "{ICLSCOPE} gather --inputs {input:q} --out {output:q} > {log:q} 2>&1"
+        "python -m iclscope gather --inputs {input:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule generate:
@@ -78,7 +78,7 @@ rule generate:
         ),
         model_dir=lambda wildcards: model_dir(wildcards.model),
     shell:
-        "{ICLSCOPE} generate --model-dir {params.model_dir:q} --tasks {input.tasks:q}"
+        "python -m iclscope generate --model-dir {params.model_dir:q} --tasks {input.tasks:q}"
         " --params {params.spec:q} --out {output:q} > {log:q} 2>&1"
 
 
@@ -104,5 +104,5 @@ rule bench_extract:
         spec=runtime_spec,
         model_dir=lambda wildcards: model_dir(wildcards.model),
     shell:
-        "{ICLSCOPE} bench extract --model-dir {params.model_dir:q} --tasks {input.tasks:q}"
+        "python -m iclscope bench extract --model-dir {params.model_dir:q} --tasks {input.tasks:q}"
         " --params {params.spec:q} --out {output:q} > {log:q} 2>&1"

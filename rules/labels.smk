@@ -17,5 +17,5 @@ rule analyse_labels:
         spec=lambda wildcards: labels_spec(wildcards.dataset),
         outs=lambda wildcards, output: named(output),
     shell:
-        "{ICLSCOPE} analyse labels --inputs tasks={input.tasks:q} readouts={input.readouts:q}"
+        "python -m iclscope analyse labels --inputs tasks={input.tasks:q} readouts={input.readouts:q}"
         " --params {params.spec:q} --out {params.outs} > {log:q} 2>&1"

@@ -17,4 +17,4 @@ rule prepare_model:
         spec=model_spec,
         out_dir=lambda wildcards: model_dir(wildcards.model),
     shell:
-        "{ICLSCOPE} prepare-model --params {params.spec:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "python -m iclscope prepare-model --params {params.spec:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -20,7 +20,7 @@ rule plot_binary:
         inputs=lambda wildcards, input: named(input),
         out_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/figures/binary",
     shell:
-        "{ICLSCOPE} plot binary --inputs {params.inputs} --params {params.spec:q}"
+        "python -m iclscope plot binary --inputs {params.inputs} --params {params.spec:q}"
         " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
@@ -43,7 +43,7 @@ rule plot_representations:
         inputs=lambda wildcards, input: named(input),
         out_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/figures/representations",
     shell:
-        "{ICLSCOPE} plot representations --inputs {params.inputs} --params {params.spec:q}"
+        "python -m iclscope plot representations --inputs {params.inputs} --params {params.spec:q}"
         " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
@@ -63,5 +63,5 @@ rule plot_labels:
         spec=lambda wildcards: labels_spec(wildcards.dataset),
         out_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/figures/labels/{wildcards.dataset}",
     shell:
-        "{ICLSCOPE} plot labels --inputs curves={input.curves:q} --params {params.spec:q}"
+        "python -m iclscope plot labels --inputs curves={input.curves:q} --params {params.spec:q}"
         " --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -11,4 +11,4 @@ rule report:
     conda:
         "../envs/analysis.yaml"
     shell:
-        "{ICLSCOPE} report --figures {input:q} --out {output:q} > {log:q} 2>&1"
+        "python -m iclscope report --figures {input:q} --out {output:q} > {log:q} 2>&1"

@@ -20,5 +20,5 @@ rule analyse_representations:
         inputs=lambda wildcards, input: named(dict(input.items())),
         outs=lambda wildcards, output: named(output),
     shell:
-        "{ICLSCOPE} analyse representations --inputs {params.inputs} --params {params.spec:q}"
+        "python -m iclscope analyse representations --inputs {params.inputs} --params {params.spec:q}"
         " --out {params.outs} > {log:q} 2>&1"

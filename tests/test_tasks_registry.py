@@ -61,7 +61,7 @@ def test_data_files_are_declared(cfg, repo, tmp_path):
         ("regression", 4 * 3 * 4 * 2),  # conditions x variants x shot counts
         ("reading", 4 * 4 * 4 * 2),
         ("labels_sentiment", 10 * 10),  # 6 conditions + 2 arbitrary lists x 2 orders, 10 repeats
-        ("labels_novel", 14 * 50),
+        ("labels_novel", 10 * 10),
     ],
 )
 def test_every_default_task_builds(cfg, repo, name, rows):

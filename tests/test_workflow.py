@@ -280,23 +280,27 @@ def test_killed_run_resumes_without_recomputing_finished_shards(workdir, tiny_mo
     cfg["models"][0]["shards"] = 2
     cfg["studies"] = ["labels"]
     run_dir = workdir(cfg)
-    first_shard = run_dir / "results/tiny/extract/labels_sentiment/shards/1-of-2/readouts.parquet"
+    shards = run_dir / "results/tiny/extract/labels_sentiment/shards"
+    logs = [run_dir / f"results/logs/tiny/extract/labels_sentiment.{i}-of-2.log" for i in (1, 2)]
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     proc = subprocess.Popen(
         [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(run_dir),
          "--cores", "1", "--keep-going"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    # with one core, jobs run one after the other: once both shards have started,
+    # Snakemake has recorded the first one as finished
     deadline = time.time() + 300
-    while not first_shard.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert first_shard.exists(), "the first shard never finished"
-    os.killpg(proc.pid, signal.SIGTERM)  # interrupt the run (the second shard or later steps)
+    while not all(log.exists() for log in logs) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert all(log.exists() for log in logs), "the shards never both started"
+    os.killpg(proc.pid, signal.SIGTERM)  # interrupt the run during the second shard's extraction
     proc.wait(timeout=120)
-    finished_at = first_shard.stat().st_mtime
+    kept = sorted(p.parent.name for p in shards.glob("*/readouts.parquet"))
+    assert len(kept) == 1, kept  # the finished shard stays; the interrupted one is removed
+    finished = run_dir / f"results/logs/tiny/extract/labels_sentiment.{kept[0]}.log"
+    finished_at = finished.stat().st_mtime
     counts = job_counts(snakemake("-n", "--cores", "1", "--rerun-incomplete", cwd=run_dir).stdout)
-    if counts.get("extract"):
-        assert counts["extract"] == 1  # only the second shard
+    assert counts["extract"] == 1  # only the interrupted shard
     snakemake("--cores", "1", "--rerun-incomplete", cwd=run_dir)
-    log = (run_dir / "results/logs/tiny/extract/labels_sentiment.1-of-2.log")
-    assert log.stat().st_mtime <= finished_at + 1  # shard 1 was not run again
+    assert finished.stat().st_mtime == finished_at  # the finished shard was not run again
     assert (run_dir / "results/tiny/labels/sentiment/curves.parquet").exists()

@@ -21,6 +21,37 @@ STUDY_TITLES = {
 }
 
 
+# How to read each study, shown above its figures (the report's workflow description).
+STUDY_GUIDES = {
+    "binary": (
+        "The model writes, judges and continues coin-flip sequences. Generation: compare the "
+        "model's metrics with the fitted baselines; a model that alternates too much or avoids long "
+        "runs sits apart from Bernoulli. Judgment: p(random) for formal concepts should fall from "
+        "about 1 to about 0 within a few repetitions while random controls stay high. Continuation: "
+        "P(the next d flips continue the concept) against the context length |x|; a sharp S-curve "
+        "with an early transition |x|* looks like Bayesian model selection, a slow climb like "
+        "averaging."
+    ),
+    "representations": (
+        "Linear-regression and reading-comprehension prompts before (k = 0) and after (k > 0) "
+        "in-context examples. Similarity matrices and their alignment with hypothesis matrices "
+        "(RSA) show whether hidden states organise by the task's structure; probes show whether "
+        "a task parameter is linearly decodable (compare with the shuffled control); the "
+        "attention ratio shows whether the answer position attends to the relevant sentence "
+        "more than to the distractor; the last figure relates these changes to the change in error."
+    ),
+    "labels": (
+        "In-context labels are kept, randomised, flipped, replaced by arbitrary words or flipped "
+        "halfway. Each curve is the prediction for example i from examples 1..i-1, averaged over "
+        "repeats. A model that learns the label relationship tracks the in-context labels "
+        "(flipped: agreement with the true labels falls); one that ignores them keeps predicting "
+        "the true labels. After a flip halfway, following the most recent mapping shows as a "
+        "switch after the dashed line."
+    ),
+}
+STUDY_ORDER = ("binary", "representations", "labels")
+
+
 def figure_key(path: Path) -> tuple[str, str]:
     """(model, study) of a figure at ``.../{model}/figures/{study}[/{dataset}]/{name}.png``
     (study C has a folder per dataset, shown as ``labels: {dataset}``)."""
@@ -41,19 +72,35 @@ def write_report(figures: Sequence[str | Path], out: str | Path, title: str = "i
     """Write a self-contained HTML page embedding ``figures`` (PNG), atomically."""
     out = Path(out)
     groups: dict[tuple[str, str], list[Path]] = {}
-    for fig in sorted(Path(f) for f in figures if str(f).endswith(".png")):
+    # figures keep the order given (the studies' FIGURES order); groups are ordered below
+    for fig in (Path(f) for f in figures if str(f).endswith(".png")):
         groups.setdefault(figure_key(fig), []).append(fig)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title>",
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;}"
-        "figure{margin:1.5em 0;}img{max-width:100%;}figcaption{color:#333;max-width:900px;}</style></head><body>",
+        "figure{margin:1.5em 0;}img{max-width:100%;}figcaption{color:#333;max-width:900px;}.guide{background:#f4f6f8;padding:.8em 1em;border-left:4px solid #7a8ca0;}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
     ]
-    for (model, study), figs in sorted(groups.items()):
+    def order(key: tuple[str, str]) -> tuple[str, int, str]:
+        study, _, dataset = key[1].partition(": ")
+        return key[0], STUDY_ORDER.index(study) if study in STUDY_ORDER else len(STUDY_ORDER), dataset
+
+    keys = sorted(groups, key=order)
+    parts.append("<p>Every figure of the run, grouped by model and study, each with a caption saying what "
+                 "it shows and with which settings. Tables behind them: <code>results/{model}/</code>; "
+                 "provenance: <code>iclscope audit results/</code>.</p><ul>")
+    parts += [f"<li><a href='#g{i}'>{html.escape(m)}: {html.escape(st)}</a></li>" for i, (m, st) in enumerate(keys)]
+    parts.append("</ul>")
+    shown_guides: set[tuple[str, str]] = set()
+    for i, (model, study) in enumerate(keys):
+        figs = groups[(model, study)]
         study_name, _, dataset = study.partition(": ")
         heading = STUDY_TITLES.get(study_name, study_name) + (f", dataset {dataset}" if dataset else "")
-        parts.append(f"<h2>{html.escape(model)}: {html.escape(heading)}</h2>")
+        parts.append(f"<h2 id='g{i}'>{html.escape(model)}: {html.escape(heading)}</h2>")
+        if study_name in STUDY_GUIDES and (model, study_name) not in shown_guides:
+            shown_guides.add((model, study_name))
+            parts.append(f"<p class='guide'><b>How to read it.</b> {html.escape(STUDY_GUIDES[study_name])}</p>")
         for fig in figs:
             data = base64.b64encode(fig.read_bytes()).decode()
             parts.append(
