@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -122,3 +123,16 @@ def test_hooked_layers_are_the_residual_stream(tiny):
     a, b = prompt.spans["all"]
     for layer in range(model.config.num_hidden_layers):  # the last entry is after the final norm
         torch.testing.assert_close(got[("p", "all", layer)][1], reference[layer][0, a:b].mean(0))
+
+
+def test_plan_batches_keeps_padding_within_the_efficiency_floor():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 400, size=200).tolist()
+    plan = plan_batches(lengths, batch_tokens=4096, min_efficiency=0.9)
+    assert sorted(i for batch in plan for i in batch) == list(range(len(lengths)))
+    for batch in plan:
+        real = sum(lengths[i] for i in batch)
+        padded = len(batch) * max(lengths[i] for i in batch)
+        assert real >= 0.9 * padded and (padded <= 4096 or len(batch) == 1)
+    total = sum(lengths) / sum(len(b) * max(lengths[i] for i in b) for b in plan)
+    assert total >= 0.9

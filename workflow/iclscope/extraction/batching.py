@@ -27,22 +27,26 @@ class Batch:
         return self.input_ids.numel()
 
 
-def plan_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
+def plan_batches(lengths: Sequence[int], batch_tokens: int, min_efficiency: float = 0.9) -> list[list[int]]:
     """Group prompt indices into batches whose padded size ``len(batch) * longest`` stays
     within ``batch_tokens`` (a prompt longer than the budget gets a batch of its own).
 
-    Prompts are sorted by length (longest first, ties by index), so padding is small and
-    the plan is deterministic.
+    Prompts are sorted by length (longest first, ties by index), so the plan is
+    deterministic; a batch is also closed before its real tokens would fall below
+    ``min_efficiency`` of its padded tokens, so padding never wastes more than that.
     """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
     current: list[int] = []
+    real = 0
     for i in order:
-        longest = lengths[current[0]] if current else lengths[i]
-        if current and (len(current) + 1) * longest > batch_tokens:
-            batches.append(current)
-            current = []
+        if current:
+            padded = (len(current) + 1) * lengths[current[0]]
+            if padded > batch_tokens or (real + lengths[i]) < min_efficiency * padded:
+                batches.append(current)
+                current, real = [], 0
         current.append(i)
+        real += lengths[i]
     if current:
         batches.append(current)
     return batches
