@@ -458,3 +458,34 @@ def test_gathered_tables_keep_the_provenance(sharded_run, prepared_tiny):
         assert meta.get("config_hash") == provenance.config_hash(RUN_PARAMS)
         assert {k: v for k, v in meta.items() if k not in ("shard", "command")} == {
             k: v for k, v in table_metadata(first[j]).items() if k not in ("shard", "command")}
+
+
+def test_cuda_out_of_memory_halves_the_batch_and_retries(caplog):
+    """A CUDA OOM splits the batch in two and retries each half (down to one prompt);
+    other errors, and OOM on the CPU, propagate."""
+    import torch
+
+    from iclscope.extraction.engine import _run_with_retry
+
+    calls = []
+
+    def run(batch):
+        calls.append(len(batch))
+        if len(batch) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+        return f"ran {len(batch)}"
+
+    with caplog.at_level("WARNING"):
+        results = _run_with_retry(run, list(range(5)), torch.device("cuda"))
+    assert [r for _, r in results] == ["ran 2", "ran 1", "ran 2"]
+    assert [list(b) for b, _ in results] == [[0, 1], [2], [3, 4]]  # order kept
+    assert calls == [5, 2, 3, 1, 2]
+    assert "retrying as 2 + 3" in caplog.text
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        _run_with_retry(run, list(range(5)), torch.device("cpu"))
+
+    def broken(batch):
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        _run_with_retry(broken, [0, 1], torch.device("cuda"))
