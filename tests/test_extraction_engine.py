@@ -145,7 +145,9 @@ def test_padded_batch_equals_each_prompt_alone(captured, task_rows, branches):
     plans = plans_of(rows)
     if not branches:  # no readouts: no branch tokens, the plain padding-mask path
         plans = [dataclasses.replace(p, reads=()) for p in plans]
-    together = extract(model, tokenizer, rows, plans, POOLINGS, batch_tokens=10**6, max_length=2048)
+    # one batch mixing every length (no padding floor), against one batch per prompt
+    together = extract(model, tokenizer, rows, plans, POOLINGS, batch_tokens=10**6, max_length=2048,
+                       min_efficiency=0.0)
     alone = extract(model, tokenizer, rows, plans, POOLINGS, batch_tokens=1, max_length=2048)
     assert together.stats["batches"] == 1 and alone.stats["batches"] == len(rows)
     lengths = {len(tokenizer(r["text"])["input_ids"]) for r in rows}
@@ -355,7 +357,7 @@ def test_non_finite_activations_are_an_error(prepared_tiny, tokenizer, task_rows
     if not reads:
         plans = [PromptPlan(pool=p.pool) for p in plans]
     with pytest.raises(ExtractionError, match="non-finite") as info:
-        extract(model, tokenizer, rows, plans, POOLINGS, batch_tokens=4096)
+        extract(model, tokenizer, rows, plans, POOLINGS, batch_tokens=4096, min_efficiency=0.0)
     assert rows[0]["prompt_id"] in str(info.value)
 
 

@@ -314,8 +314,12 @@ def extract(
     poolings: Sequence[str],
     batch_tokens: int,
     max_length: int | None = None,
+    min_efficiency: float = 0.9,
 ) -> Extracted:
     """Run ``model`` over the task rows following their plans; returns the three tables.
+
+    Batches hold at most ``batch_tokens`` padded tokens and at least ``min_efficiency``
+    real tokens per padded token (see :func:`~iclscope.extraction.batching.plan_batches`).
 
     Raises :class:`ExtractionError` for an empty input, a too-long prompt, a span or
     candidate that cannot be mapped, or non-finite values (naming the prompts).
@@ -329,7 +333,7 @@ def extract(
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     lengths = [len(p.sequence.ids) for p in prepared]
-    batches = plan_batches(lengths, batch_tokens)
+    batches = plan_batches(lengths, batch_tokens, min_efficiency)
     hidden = int(model.config.hidden_size)
     real_tokens = sum(lengths)
     padded_tokens = sum(len(b) * max(lengths[i] for i in b) for b in batches)
