@@ -72,3 +72,16 @@ def test_missing_and_corrupt_tables_are_named(tmp_path):
         read_table(tmp_path / "cut.parquet")
     with pytest.raises(TableError, match="cut.parquet"):
         table_metadata(tmp_path / "cut.parquet")
+
+
+def test_recorded_model_comes_from_the_first_table_that_has_one(tmp_path):
+    from iclscope.provenance import metadata
+    from iclscope.tables import recorded_model
+
+    table = pa.table({"x": [1]})
+    write_table(table, tmp_path / "tasks.parquet", metadata("tasks", {}))
+    write_table(table, tmp_path / "readouts.parquet",
+                metadata("readouts", {}, model={"name": "m", "weights_sha256": "ab" * 32}))
+    paths = [tmp_path / "tasks.parquet", tmp_path / "readouts.parquet"]
+    assert recorded_model(paths) == {"name": "m", "weights_sha256": "ab" * 32}
+    assert recorded_model(paths[:1]) is None

@@ -10,7 +10,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -66,6 +66,16 @@ def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> pa.
         return pq.read_table(path, columns=columns)
     except (pa.ArrowInvalid, OSError) as err:
         raise TableError(f"table {path} is corrupt or truncated: {err}") from err
+
+
+def recorded_model(paths: Sequence[str | os.PathLike]) -> dict[str, str] | None:
+    """Model name and weights sha256 from the first table in ``paths`` whose provenance
+    records them (for :func:`iclscope.provenance.metadata`'s ``model``), else ``None``."""
+    for path in paths:
+        meta = table_metadata(path)
+        if meta.get("model"):
+            return {"name": meta["model"], "weights_sha256": meta.get("weights_sha256", "")}
+    return None
 
 
 def table_metadata(path: str | os.PathLike) -> dict[str, str]:

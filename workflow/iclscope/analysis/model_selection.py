@@ -62,6 +62,17 @@ def _as_lengths(lengths: np.ndarray) -> np.ndarray:
     return x
 
 
+def _as_curve(lengths: np.ndarray, values: np.ndarray, name: str, finite: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Validated ``(lengths, values)``: equal 1-D shapes; ``values`` finite unless ``finite=False``."""
+    x = _as_lengths(lengths)
+    y = np.asarray(values, dtype=float)
+    if y.shape != x.shape:
+        raise ValueError(f"{name} shape {y.shape} does not match lengths shape {x.shape}")
+    if finite and not np.isfinite(y).all():
+        raise ValueError(f"{name} contains non-finite values")
+    return x, y
+
+
 def log_odds_random(lengths: np.ndarray, k: int, logit_prior: float) -> np.ndarray:
     """L(n) = log p(random | x) - log p(concept | x) for each n in ``lengths`` (shape (m,)).
 
@@ -190,12 +201,7 @@ def fit_account(
     _check_k(k)
     _check_account(account)
     _check_kind(kind, depth)
-    x = _as_lengths(lengths)
-    y = np.asarray(observed, dtype=float)
-    if y.shape != x.shape:
-        raise ValueError(f"observed shape {y.shape} does not match lengths shape {x.shape}")
-    if not np.isfinite(y).all():
-        raise ValueError("observed curve contains non-finite values")
+    x, y = _as_curve(lengths, observed, "observed")
 
     logk = math.log(k)
     ux = np.unique(x)
@@ -258,10 +264,7 @@ def transition_point(lengths: np.ndarray, curve: np.ndarray, level: float = 0.5)
     otherwise the first pair (i, i+1) with values on opposite sides gives
     x_i + (level - c_i) * (x_{i+1} - x_i) / (c_{i+1} - c_i). Non-finite values never cross.
     """
-    x = _as_lengths(lengths)
-    c = np.asarray(curve, dtype=float)
-    if c.shape != x.shape:
-        raise ValueError(f"curve shape {c.shape} does not match lengths shape {x.shape}")
+    x, c = _as_curve(lengths, curve, "curve", finite=False)  # non-finite values never cross
     if (np.diff(x) <= 0).any():
         raise ValueError("lengths must be strictly increasing")
     d = c - level
@@ -286,12 +289,7 @@ def fit_logistic(lengths: np.ndarray, curve: np.ndarray) -> tuple[float, float]:
     by 50 / (smallest gap between lengths); a fit at that bound means a step sharper than the
     grid resolves. ``lengths`` (m,) with m >= 2 distinct values, ``curve`` (m,) finite.
     """
-    x = _as_lengths(lengths)
-    y = np.asarray(curve, dtype=float)
-    if y.shape != x.shape:
-        raise ValueError(f"curve shape {y.shape} does not match lengths shape {x.shape}")
-    if not np.isfinite(y).all():
-        raise ValueError("curve contains non-finite values")
+    x, y = _as_curve(lengths, curve, "curve")
     ux = np.unique(x)
     if ux.size < 2:
         raise ValueError(f"need at least 2 distinct lengths, got {ux.size}")

@@ -32,7 +32,7 @@ from iclscope.extraction.batching import plan_batches
 from iclscope.extraction.branches import BranchedSequence, branch_mask
 from iclscope.extraction.plan import END, PromptPlan, ReadPoint
 from iclscope.extraction.pooling import SpanIndex, pool_spans, pooled_layers
-from iclscope.extraction.readouts import candidate_tokens, tokens_with_initial
+from iclscope.extraction.readouts import candidate_tokens, logprobs_at, tokens_with_initial
 from iclscope.extraction.tokens import TokenizedPrompt, tokenize_prompts
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def prepare_prompts(
 
 
 def _span_tokens(p: PreparedPrompt, name: str) -> tuple[int, int]:
-    n = p.prompt.__len__()
+    n = len(p.prompt)
     return (n - 1, n) if name == END else p.prompt.spans[name]
 
 
@@ -254,14 +254,13 @@ def _read(model: torch.nn.Module, final: torch.Tensor, batch: Sequence[PreparedP
     keys = list(needed)
     rows = torch.tensor([k[0] for k in keys], device=final.device)
     cols = torch.tensor([k[1] for k in keys], device=final.device)
-    head = model.get_output_embeddings()
     token_logp: dict[tuple[int, int], float] = {}
     set_logp: dict[tuple[int, str], float] = {}
     for start in range(0, len(keys), HEAD_CHUNK):
         stop = min(start + HEAD_CHUNK, len(keys))
-        picked = final[rows[start:stop], cols[start:stop]]
-        _check_finite(picked, "final hidden states at read positions", batch)  # cheaper than (chunk, vocab)
-        chunk = torch.log_softmax(head(picked).float(), dim=-1)  # (chunk, vocab)
+        # checking the (chunk, d) hidden states is cheaper than the (chunk, vocab) result
+        _check_finite(final[rows[start:stop], cols[start:stop]], "final hidden states at read positions", batch)
+        chunk = logprobs_at(model, final, rows[start:stop], cols[start:stop])  # (chunk, vocab)
         pairs = [(r, t) for r in range(start, stop) for t in sorted(tokens_at.get(r, ()))]
         if pairs:
             index_r = torch.tensor([r - start for r, _ in pairs], device=chunk.device)

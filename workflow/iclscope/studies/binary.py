@@ -98,7 +98,7 @@ from iclscope.analysis import binary_metrics as bm
 from iclscope.analysis import model_selection as ms
 from iclscope.analysis.stats import bootstrap_ci
 from iclscope.seeding import rng
-from iclscope.tables import atomic_path, read_table, table_metadata, write_table
+from iclscope.tables import atomic_path, read_table, recorded_model, write_table
 
 log = logging.getLogger(__name__)
 
@@ -624,15 +624,6 @@ def _read(path: str, what: str, columns: list[str] | None = None) -> pd.DataFram
     return table.to_pandas()
 
 
-def _model_card(paths: Sequence[str]) -> dict[str, str] | None:
-    """Model name and weights sha256 from the first input table that records them."""
-    for path in paths:
-        meta = table_metadata(path)
-        if meta.get("model"):
-            return {"name": meta["model"], "weights_sha256": meta.get("weights_sha256", "")}
-    return None
-
-
 def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[str, str]) -> None:
     """Run study A's analyses and write the five tables.
 
@@ -679,7 +670,7 @@ def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[
     parts = [p for p in parts if not p.empty]
     selection = _selection_frame(pd.concat(parts, ignore_index=True)) if parts else _selection_frame([])
 
-    card = _model_card([inputs[k] for k in ("generations", "judgment_readouts", "continuation_readouts")])
+    card = recorded_model([inputs[k] for k in ("generations", "judgment_readouts", "continuation_readouts")])
     extra = {"analysis": settings}
     schemas = {
         "generation_metrics": contracts.binary_generation_metrics_schema(tuple(settings["windows"])),

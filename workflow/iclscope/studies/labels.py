@@ -45,7 +45,7 @@ from iclscope.analysis.label_metrics import (
     summary_positions,
 )
 from iclscope.seeding import rng
-from iclscope.tables import read_table, table_metadata, write_table
+from iclscope.tables import read_table, recorded_model, write_table
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +147,13 @@ def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[
     summary.insert(0, "dataset", dataset)
 
     extra = {"dataset": dataset, "scoring": scoring, "smooth": smooth, "n_boot": n_boot, "level": level,
-             "weights_sha256": table_metadata(inputs["readouts"]).get("weights_sha256", ""),
-             "model": table_metadata(inputs["readouts"]).get("model", "")}
+}
+    model = recorded_model([inputs["readouts"]])
     schemas = {"positions": contracts.LABEL_POSITIONS, "curves": contracts.CURVE, "summary": contracts.LABEL_SUMMARY}
     for name, frame in (("positions", positions), ("curves", curves), ("summary", summary)):
         table = pa.Table.from_pandas(frame, schema=schemas[name], preserve_index=False)
-        write_table(table, outs[name], provenance.metadata(f"labels_{name}", params, seed=seed, extra=extra))
+        write_table(table, outs[name], provenance.metadata(f"labels_{name}", params, seed=seed, model=model,
+                                                                extra=extra))
         log.info("%s: %d rows -> %s", name, table.num_rows, outs[name])
 
 

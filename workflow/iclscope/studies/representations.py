@@ -123,7 +123,7 @@ from iclscope.analysis.attention_ratio import (
 from iclscope.analysis.probes import probe_with_control
 from iclscope.analysis.stats import bootstrap_ci
 from iclscope.seeding import rng
-from iclscope.tables import TableError, read_table, table_metadata, write_table
+from iclscope.tables import TableError, read_table, recorded_model, write_table
 
 log = logging.getLogger(__name__)
 
@@ -919,12 +919,7 @@ def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[
         "attention_ratio": collected.attention,
         "repr_vs_behaviour": collected.repr_vs_behaviour,
     }
-    model = None
-    for task in tasks:
-        meta = table_metadata(inputs[f"{task}_embeddings"])
-        if meta.get("model"):
-            model = {"name": meta["model"], "weights_sha256": meta.get("weights_sha256", "")}
-            break
+    model = recorded_model([inputs[f"{task}_embeddings"] for task in tasks])
     extra = {"tasks": tasks, "settings": {k: v for k, v in settings.items()}}
     for name in OUTPUTS:
         table = _frame(frames[name], SCHEMAS[name])
