@@ -44,6 +44,7 @@ include: "rules/binary.smk"
 include: "rules/representations.smk"
 include: "rules/labels.smk"
 include: "rules/plots.smk"
+include: "rules/findings.smk"
 include: "rules/report.smk"
 
 

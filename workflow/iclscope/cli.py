@@ -111,6 +111,21 @@ def cmd_plot(args: argparse.Namespace) -> None:
     log.info("%s figures: %s -> %s", args.study, ", ".join(sorted(captions)), args.out_dir)
 
 
+def cmd_findings(args: argparse.Namespace) -> None:
+    from iclscope.findings import write_findings
+
+    frame = write_findings(args.results, args.model, _params(args), args.out_table, args.out_markdown)
+    log.info("%s: %d headline quantities -> %s, %s", args.model, len(frame), args.out_table, args.out_markdown)
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from iclscope.compare import write_compare
+
+    cards = dict(_named(args.cards, "--cards"))
+    frame = write_compare(args.results, sorted(cards), cards, _params(args), args.out_dir)
+    log.info("compare: %d models, %d headline rows -> %s", len(cards), len(frame), args.out_dir)
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     from iclscope.bench import bench_extract, format_summary
 
@@ -141,7 +156,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> None:
     from iclscope.report import write_report
 
-    write_report(args.figures, args.out)
+    write_report(args.figures, args.out, findings=args.findings)
     log.info("report -> %s", args.out)
 
 
@@ -222,6 +237,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_plot)
 
+    p = sub.add_parser(
+        "findings",
+        help="each study's headline quantities with CIs (findings.parquet) and the text reading them (findings.md)",
+        description="Read one model's analysis tables and write its findings, every number from the tables.",
+    )
+    p.add_argument("--results", required=True, help="the model's results folder, e.g. results/smollm2-135m")
+    p.add_argument("--model", required=True, help="the model's name (as in the config)")
+    p.add_argument("--params", default="{}", help="JSON: seed, studies, datasets, n_boot, level")
+    p.add_argument("--out-table", required=True, help="where findings.parquet goes")
+    p.add_argument("--out-markdown", required=True, help="where findings.md goes")
+    p.set_defaults(func=cmd_findings)
+
+    p = sub.add_parser(
+        "compare",
+        help="every model's headline quantities side by side, cross-model findings and figures",
+        description="Stack the models' findings tables with their cards into results/compare/.",
+    )
+    p.add_argument("--results", required=True, help="the results folder holding one folder per model")
+    p.add_argument("--cards", nargs="+", required=True, metavar="MODEL=CARD",
+                   help="each model's name and its prepared card.json")
+    p.add_argument("--params", default="{}", help="JSON: seed, datasets")
+    p.add_argument("--out-dir", required=True, help="where headlines.parquet, findings.md and figures/ go")
+    p.set_defaults(func=cmd_compare)
+
     p = sub.add_parser("bench", help="benchmarks (extract: iclscope vs the bare forward vs the naive way)")
     p.add_argument("what", choices=["extract"])
     p.add_argument("--model-dir", default="resources/models/smollm2-135m")
@@ -239,8 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the manifest as JSON here")
     p.set_defaults(func=cmd_audit)
 
-    p = sub.add_parser("report", help="the HTML report of all figures")
-    p.add_argument("--figures", nargs="*", default=[])
+    p = sub.add_parser("report", help="the HTML report of all figures and each model's findings")
+    p.add_argument("--figures", nargs="*", default=[], help="figure PNGs (captions.json beside them)")
+    p.add_argument("--findings", nargs="*", default=[], help="each model's findings.md")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
 

@@ -50,6 +50,7 @@ STUDY_GUIDES = {
     ),
 }
 STUDY_ORDER = ("binary", "representations", "labels")
+COMPARE = "compare"  # results/compare/: the cross-model stage
 
 
 def figure_key(path: Path) -> tuple[str, str]:
@@ -68,9 +69,44 @@ def caption_of(fig: Path) -> str:
     return fig.stem
 
 
-def write_report(figures: Sequence[str | Path], out: str | Path, title: str = "iclscope report") -> Path:
-    """Write a self-contained HTML page embedding ``figures`` (PNG), atomically."""
+def markdown_to_html(text: str) -> str:
+    """The small markdown subset findings.md uses: headings, bullets, paragraphs, `code`."""
+    def inline(line: str) -> str:
+        parts = html.escape(line).split("`")
+        return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+    out, in_list = [], False
+    for line in text.splitlines():
+        if line.startswith("- "):
+            if not in_list:
+                out.append("<ul>")
+                in_list = True
+            out.append(f"<li>{inline(line[2:])}</li>")
+            continue
+        if in_list:
+            out.append("</ul>")
+            in_list = False
+        if line.startswith("#"):
+            level = min(len(line) - len(line.lstrip("#")) + 2, 6)
+            out.append(f"<h{level}>{inline(line.lstrip('#').strip())}</h{level}>")
+        elif line.strip():
+            out.append(f"<p>{inline(line)}</p>")
+    if in_list:
+        out.append("</ul>")
+    return "\n".join(out)
+
+
+def model_of_findings(path: Path) -> str:
+    """The model of ``results/{model}/findings.md``."""
+    return path.parent.name
+
+
+def write_report(figures: Sequence[str | Path], out: str | Path, title: str = "iclscope report",
+                 findings: Sequence[str | Path] = ()) -> Path:
+    """Write a self-contained HTML page embedding ``figures`` (PNG) and each model's
+    generated ``findings.md`` (shown before that model's figures), atomically."""
     out = Path(out)
+    findings_of = {model_of_findings(Path(f)): Path(f) for f in findings}
     groups: dict[tuple[str, str], list[Path]] = {}
     # figures keep the order given (the studies' FIGURES order); groups are ordered below
     for fig in (Path(f) for f in figures if str(f).endswith(".png")):
@@ -82,22 +118,31 @@ def write_report(figures: Sequence[str | Path], out: str | Path, title: str = "i
         "figure{margin:1.5em 0;}img{max-width:100%;}figcaption{color:#333;max-width:900px;}.guide{background:#f4f6f8;padding:.8em 1em;border-left:4px solid #7a8ca0;}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
     ]
-    def order(key: tuple[str, str]) -> tuple[str, int, str]:
+    def order(key: tuple[str, str]) -> tuple:
         study, _, dataset = key[1].partition(": ")
-        return key[0], STUDY_ORDER.index(study) if study in STUDY_ORDER else len(STUDY_ORDER), dataset
+        # the comparison of models opens the report
+        return key[0] != COMPARE, key[0], STUDY_ORDER.index(study) if study in STUDY_ORDER else len(STUDY_ORDER), dataset
 
     keys = sorted(groups, key=order)
     parts.append("<p>Every figure of the run, grouped by model and study, each with a caption saying what "
                  "it shows and with which settings. Tables behind them: <code>results/{model}/</code>; "
                  "provenance: <code>iclscope audit results/</code>.</p><ul>")
-    parts += [f"<li><a href='#g{i}'>{html.escape(m)}: {html.escape(st)}</a></li>" for i, (m, st) in enumerate(keys)]
+    parts += [f"<li><a href='#g{i}'>{html.escape(m)}" + (f": {html.escape(st)}" if st else "") + "</a></li>"
+              for i, (m, st) in enumerate(keys)]
     parts.append("</ul>")
     shown_guides: set[tuple[str, str]] = set()
+    shown_findings: set[str] = set()
     for i, (model, study) in enumerate(keys):
+        if model in findings_of and model not in shown_findings:
+            shown_findings.add(model)
+            parts.append(f"<section class='findings'>{markdown_to_html(findings_of[model].read_text())}</section>")
         figs = groups[(model, study)]
         study_name, _, dataset = study.partition(": ")
         heading = STUDY_TITLES.get(study_name, study_name) + (f", dataset {dataset}" if dataset else "")
-        parts.append(f"<h2 id='g{i}'>{html.escape(model)}: {html.escape(heading)}</h2>")
+        if model == COMPARE:
+            parts.append(f"<h2 id='g{i}'>Models compared</h2>")
+        else:
+            parts.append(f"<h2 id='g{i}'>{html.escape(model)}: {html.escape(heading)}</h2>")
         if study_name in STUDY_GUIDES and (model, study_name) not in shown_guides:
             shown_guides.add((model, study_name))
             parts.append(f"<p class='guide'><b>How to read it.</b> {html.escape(STUDY_GUIDES[study_name])}</p>")

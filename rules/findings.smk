@@ -1,0 +1,45 @@
+# Each model's headline quantities with CIs, and the text that reads them, from its tables.
+
+
+rule findings:
+    input:
+        lambda wildcards: [
+            t for s in STUDIES for t in study_tables(wildcards.model, s)
+        ],
+    output:
+        table=f"{RESULTS}/{{model}}/findings.parquet",
+        markdown=f"{RESULTS}/{{model}}/findings.md",
+    log:
+        f"{LOGS}/{{model}}/findings.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        spec=lambda wildcards: findings_spec(),
+        results=lambda wildcards: f"{RESULTS}/{wildcards.model}",
+    shell:
+        "python -m iclscope findings --results {params.results:q} --model {wildcards.model:q}"
+        " --params {params.spec:q} --out-table {output.table:q}"
+        " --out-markdown {output.markdown:q} > {log:q} 2>&1"
+
+
+# With two or more models: their headline quantities side by side, and overlay figures.
+rule compare:
+    input:
+        findings=[f"{RESULTS}/{m}/findings.parquet" for m in MODELS],
+        cards=[f"{model_dir(m)}/card.json" for m in MODELS],
+        curves=[t for m in MODELS for s in STUDIES for t in study_tables(m, s)],
+    output:
+        table=f"{RESULTS}/compare/headlines.parquet",
+        markdown=f"{RESULTS}/compare/findings.md",
+        figures=[f"{RESULTS}/compare/figures/{name}" for name in COMPARE_FIGURES],
+    log:
+        f"{LOGS}/compare.log",
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        spec=lambda wildcards: findings_spec(),
+        cards=" ".join(f"{m}={model_dir(m)}/card.json" for m in MODELS),
+        out_dir=f"{RESULTS}/compare",
+    shell:
+        "python -m iclscope compare --results {RESULTS:q} --cards {params.cards}"
+        " --params {params.spec:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

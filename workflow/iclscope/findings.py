@@ -1,0 +1,412 @@
+"""Findings generated from the tables: each study's headline quantities, with CIs.
+
+``headlines(results, model, studies, ...)`` reads a model's analysis tables and returns one
+row per headline quantity (the ``FINDINGS`` contract): what it is, for which unit (a
+concept, a task, a layer band, a dataset), the estimate with its interval, how many units
+it rests on, and the table it was read from. ``render_markdown`` turns those rows, and only
+those rows, into ``findings.md``: every number the text states is a cell of the findings
+table, and every cell is recomputed from its source table by the tests. The compare stage
+stacks the per-model findings tables, so per-model and cross-model statements share code.
+
+Intervals come from the analysis tables where they hold one; where a headline combines
+table rows (a paired before/after difference, a mean over layers of a depth band) the
+interval is a seeded percentile bootstrap over the named units (``analysis.stats``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from iclscope.analysis.stats import bootstrap_ci
+from iclscope.seeding import rng
+from iclscope.tables import TableError, read_table
+
+FINDINGS = pa.schema([
+    ("model", pa.string()), ("study", pa.string()), ("quantity", pa.string()), ("unit", pa.string()),
+    ("estimate", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()), ("n", pa.int64()),
+    ("relative_depth", pa.float64()), ("source", pa.string()), ("note", pa.string()),
+])
+
+# relative depth bands (layer / n_layers, 0 = embedding output): models of different depth line up
+DEPTH_BANDS = (("early", 0.0, 1 / 3), ("middle", 1 / 3, 2 / 3), ("late", 2 / 3, 1.0 + 1e-9))
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One headline quantity of one model (a row of the findings table)."""
+
+    study: str
+    quantity: str
+    unit: str
+    estimate: float
+    ci_low: float = math.nan
+    ci_high: float = math.nan
+    n: int = 0
+    source: str = ""
+    relative_depth: float = math.nan
+    note: str = ""
+
+
+def fmt(value: float) -> str:
+    """How findings print a number (the tests parse the markdown with the same rule)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    value = float(value)
+    if value == int(value) and abs(value) < 1e6:
+        return str(int(value))
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.3g}"
+
+
+def depth_band(layer: int, n_layers: int) -> str:
+    """The relative-depth band (early/middle/late) of ``layer`` in a model of ``n_layers``."""
+    rel = layer / max(n_layers, 1)
+    for name, low, high in DEPTH_BANDS:
+        if low <= rel < high:
+            return name
+    raise ValueError(f"layer {layer} outside 0..{n_layers}")
+
+
+def _read(root: Path, rel: str, columns: Sequence[str]) -> pd.DataFrame:
+    frame = read_table(root / rel).to_pandas()
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise TableError(f"table {root / rel} lacks columns {missing} that the findings read")
+    return frame
+
+
+def _boot(values: Iterable[float], seed: int, *keys: object, n_boot: int, level: float) -> tuple[float, float, float, int]:
+    arr = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
+    ci = bootstrap_ci(arr, rng(seed, "findings", *keys), n_boot=n_boot, level=level)
+    return ci.mean, ci.low, ci.high, len(arr)
+
+
+# ----------------------------------------------------------------------------- study A
+
+def binary_headlines(root: Path, seed: int, n_boot: int = 1000, level: float = 0.95) -> list[Headline]:
+    """Study A: p(random) drop of concepts vs random controls, the fitted transition |x|*
+    and sharpness per concept (judgment; continuation per depth), and the baseline that
+    explains the generated sequences best."""
+    out: list[Headline] = []
+    src = "binary/judgment.parquet"
+    judgment = _read(root, src, ["concept", "length", "sample", "p_random"])
+    lo, hi = judgment["length"].min(), judgment["length"].max()
+    drops: dict[str, list[float]] = {}
+    for (concept, sample), g in judgment.groupby(["concept", "sample"], sort=True):
+        by_len = g.set_index("length")["p_random"]
+        if lo in by_len.index and hi in by_len.index:
+            kind = "controls" if concept == "random" else "concepts"
+            drops.setdefault(kind, []).append(float(by_len[lo] - by_len[hi]))
+    for kind in ("concepts", "controls"):
+        if kind in drops:
+            mean, low, high, n = _boot(drops[kind], seed, "p_random_drop", kind, n_boot=n_boot, level=level)
+            out.append(Headline("binary", f"p_random_drop_{lo}_to_{hi}", kind, mean, low, high, n, src))
+    if "concepts" in drops and "controls" in drops:
+        gen = rng(seed, "findings", "p_random_drop", "difference")
+        a, b = np.asarray(drops["concepts"]), np.asarray(drops["controls"])
+        boots = [gen.choice(a, len(a)).mean() - gen.choice(b, len(b)).mean() for _ in range(n_boot)]
+        alpha = (1 - level) / 2
+        out.append(Headline("binary", f"p_random_drop_{lo}_to_{hi}", "concepts - controls",
+                            float(a.mean() - b.mean()), *map(float, np.quantile(boots, [alpha, 1 - alpha])),
+                            len(a) + len(b), src))
+
+    src = "binary/model_selection.parquet"
+    sel = _read(root, src, ["curve", "concept", "account", "depth", "transition", "ci_low", "ci_high",
+                            "slope", "slope_low", "slope_high", "best"])
+    reason_col = next((c for c in ("ci_reason", "transition_ci_reason") if c in sel.columns), None)
+    best = sel[sel["best"].astype(bool)]
+    for r in best.sort_values(["curve", "concept", "depth"]).itertuples(index=False):
+        unit = f"{r.curve} {r.concept}" + (f" d={int(r.depth)}" if r.curve == "continuation" else "")
+        note = f"best account: {r.account}"
+        reason = getattr(r, reason_col) if reason_col else None
+        if isinstance(reason, str) and reason:
+            note += f"; no interval: {reason}"
+        out.append(Headline("binary", "transition", unit, float(r.transition), float(r.ci_low), float(r.ci_high),
+                            0, src, note=note))
+        out.append(Headline("binary", "sharpness", unit, float(r.slope), float(r.slope_low), float(r.slope_high),
+                            0, src, note=note))
+
+    src = "binary/baselines.parquet"
+    base = _read(root, src, ["p_tails", "source", "bic", "bic_rank"])
+    base = base[base["source"] != "model"].dropna(subset=["bic"])
+    if not base.empty:
+        wins = base[base["bic_rank"] == 1].groupby("source").size()
+        n_conditions = int(base["p_tails"].nunique())
+        for source, total in base.groupby("source")["bic"].sum().sort_values().items():
+            out.append(Headline("binary", "baseline_bic_wins", str(source), float(wins.get(source, 0)),
+                                n=n_conditions, source=src))
+            out.append(Headline("binary", "baseline_summed_bic", str(source), float(total),
+                                n=n_conditions, source=src))
+    return out
+
+
+# ----------------------------------------------------------------------------- study B
+
+def _n_layers(frame: pd.DataFrame) -> int:
+    return int(frame["layer"].max())
+
+
+def _before_after(frame: pd.DataFrame) -> tuple[int, int]:
+    shots = sorted(int(k) for k in frame["n_shots"].unique())
+    return shots[0], shots[-1]
+
+
+def _band_rows(per_layer: pd.Series, n_layers: int, study: str, quantity: str, unit: str, src: str,
+               seed: int, n_boot: int, level: float) -> list[Headline]:
+    """Mean of a per-layer quantity within each depth band, bootstrapped over the band's layers."""
+    rows = []
+    bands = {name: [] for name, _, _ in DEPTH_BANDS}
+    for layer, value in per_layer.items():
+        bands[depth_band(int(layer), n_layers)].append(float(value))
+    for (name, low, high) in DEPTH_BANDS:
+        if bands[name]:
+            mean, lo, hi, n = _boot(bands[name], seed, quantity, unit, name, n_boot=n_boot, level=level)
+            rows.append(Headline(study, quantity, f"{unit} {name}", mean, lo, hi, n, src,
+                                 relative_depth=(low + min(high, 1.0)) / 2, note="CI over the band's layers"))
+    return rows
+
+
+def representation_headlines(root: Path, seed: int, n_boot: int = 1000, level: float = 0.95,
+                             span: Mapping[str, str] | None = None, pooling: str = "mean") -> list[Headline]:
+    """Study B: behaviour gain after ICL (paired by condition and variant), and per depth
+    band the change in hypothesis alignment, in the attention ratio, and the correlation
+    of representation change with behaviour change."""
+    out: list[Headline] = []
+    src = "representations/behaviour.parquet"
+    beh = _read(root, src, ["task", "condition", "variant", "n_shots", "correct", "expected_error", "logp_correct"])
+    for task, g in beh.groupby("task", sort=True):
+        before, after = _before_after(g)
+        for metric in ("correct", "logp_correct", "expected_error"):
+            values = g[metric].astype(float)
+            if values.isna().all():
+                continue
+            keys = ["condition", "variant"] + (["relevant_first"] if "relevant_first" in g.columns else [])
+            side = {k: g[g["n_shots"] == k].assign(v=values).groupby(keys)["v"].mean() for k in (before, after)}
+            pairs = pd.concat(side, axis=1, join="inner").dropna()
+            diffs = (pairs[after] - pairs[before]).to_list()
+            mean, lo, hi, n = _boot(diffs, seed, "behaviour", task, metric, n_boot=n_boot, level=level)
+            out.append(Headline("representations", f"gain_{metric}", f"{task} k={before}->{after}", mean, lo, hi,
+                                n, src, note="paired by condition and variant"))
+
+    src = "representations/rsa.parquet"
+    rsa = _read(root, src, ["task", "layer", "n_shots", "hypothesis", "spearman", "pooling", "span"])
+    measure = next((c for c in ("alignment", "spearman") if c in rsa.columns), "spearman")
+    if "comparator" in rsa.columns:
+        rsa = rsa[rsa["comparator"] == rsa["comparator"].iloc[0]] if len(rsa) else rsa
+    for (task, hyp), g in rsa.groupby(["task", "hypothesis"], sort=True):
+        g = _one_readout(g, task, span, pooling)
+        if g.empty:
+            continue
+        before, after = _before_after(g)
+        wide = g.pivot_table(index="layer", columns="n_shots", values=measure)
+        change = (wide[after] - wide[before]).dropna()
+        out += _band_rows(change, _n_layers(g), "representations", "alignment_change", f"{task} {hyp}", src,
+                          seed, n_boot, level)
+
+    src = "representations/attention_ratio.parquet"
+    att = _read(root, src, ["task", "layer", "n_shots", "head"])
+    value = next((c for c in ("log_ratio", "ratio") if c in att.columns), "ratio")
+    att = att[att["head"] == -1]
+    if "relevant_first" in att.columns:
+        att = att[att["relevant_first"].isna()] if att["relevant_first"].isna().any() else att
+    for task, g in att.groupby("task", sort=True):
+        before, after = _before_after(g)
+        wide = g.pivot_table(index="layer", columns="n_shots", values=value)
+        change = (wide[after] - wide[before]).dropna()
+        out += _band_rows(change, _n_layers(g), "representations", f"attention_{value}_change", task, src,
+                          seed, n_boot, level)
+
+    src = "representations/repr_vs_behaviour.parquet"
+    rvb = _read(root, src, ["task", "layer", "measure", "mean"])
+    for (task, m), g in rvb.groupby(["task", "measure"], sort=True):
+        per_layer = g.groupby("layer")["mean"].mean().dropna()
+        if not per_layer.empty:
+            out += _band_rows(per_layer, int(g["layer"].max()), "representations", "repr_behaviour_r",
+                              f"{task} {m}", src, seed, n_boot, level)
+    return out
+
+
+def _one_readout(g: pd.DataFrame, task: str, span: Mapping[str, str] | None, pooling: str) -> pd.DataFrame:
+    """The rows of one pooling and span (the figures' defaults), so layers are not mixed."""
+    pools = sorted(g["pooling"].unique())
+    g = g[g["pooling"] == (pooling if pooling in pools else pools[0])]
+    spans = sorted(g["span"].unique())
+    want = (span or {}).get(task)
+    return g[g["span"] == (want if want in spans else spans[0])]
+
+
+# ----------------------------------------------------------------------------- study C
+
+def label_headlines(root: Path, datasets: Sequence[str], seed: int, n_boot: int = 1000,
+                    level: float = 0.95) -> list[Headline]:
+    """Study C per dataset: default - random and default - flipped effects pooled over
+    positions, the share of late predictions following flipped labels, and the halfway
+    recency effect (D->F vs F->D after 2N examples)."""
+    out: list[Headline] = []
+    for ds in datasets:
+        src = f"labels/{ds}/summary.parquet"
+        summary = _read(root, src, ["kind", "metric", "position_name", "condition", "condition_b", "mean",
+                                    "ci_low", "ci_high", "n"])
+        pooled = summary[summary["kind"] == "pooled_difference"]
+        for r in pooled[pooled["metric"] == "logp_true"].itertuples(index=False):
+            out.append(Headline("labels", f"{r.condition} - {r.condition_b}", f"{ds} {r.position_name}",
+                                float(r.mean), float(r.ci_low), float(r.ci_high), int(r.n), src,
+                                note="log-likelihood of the true label, nats, paired by repeat"))
+        recency = summary[(summary["kind"] == "difference") & (summary["condition"] == "flip_df")
+                          & (summary["condition_b"] == "flip_fd") & (summary["metric"] == "logp_true")]
+        for r in recency.itertuples(index=False):
+            out.append(Headline("labels", "flip_df - flip_fd", f"{ds} {r.position_name}", float(r.mean),
+                                float(r.ci_low), float(r.ci_high), int(r.n), src,
+                                note="log-likelihood of the true label, nats, paired by repeat"))
+
+        src = f"labels/{ds}/positions.parquet"
+        pos = _read(root, src, ["condition", "repeat", "position", "correct_context"])
+        flipped = pos[pos["condition"] == "flipped"]
+        if not flipped.empty:
+            n_pos = int(pos["position"].max())
+            late = flipped[flipped["position"] > n_pos - max(n_pos // 4, 1)]
+            per_repeat = late.groupby("repeat")["correct_context"].mean().astype(float)
+            mean, lo, hi, n = _boot(per_repeat.to_list(), seed, "labels", ds, "follow_flipped",
+                                    n_boot=n_boot, level=level)
+            out.append(Headline("labels", "follows_flipped_late", ds, mean, lo, hi, n, src,
+                                note="share of argmax predictions equal to the flipped in-context label, "
+                                     "last quarter of positions; CI over repeats"))
+    return out
+
+
+# ----------------------------------------------------------------------------- assembling
+
+def headlines(root: str | Path, model: str, studies: Sequence[str], datasets: Sequence[str], seed: int,
+              n_boot: int = 1000, level: float = 0.95) -> pd.DataFrame:
+    """Every headline of one model's run (``root`` = ``results/{model}``) as a findings frame."""
+    root = Path(root)
+    rows: list[Headline] = []
+    makers: dict[str, Callable[[], list[Headline]]] = {
+        "binary": lambda: binary_headlines(root, seed, n_boot, level),
+        "representations": lambda: representation_headlines(root, seed, n_boot, level),
+        "labels": lambda: label_headlines(root, datasets, seed, n_boot, level),
+    }
+    for study in studies:
+        rows += makers[study]()
+    frame = pd.DataFrame([asdict(r) for r in rows], columns=[f for f in FINDINGS.names if f != "model"])
+    frame.insert(0, "model", model)
+    return frame
+
+
+STUDY_HEADINGS = {
+    "binary": "Study A: binary-sequence dynamics",
+    "representations": "Study B: representations before and after ICL",
+    "labels": "Study C: label relationships",
+}
+
+
+def _interval(r: Any) -> str:
+    if math.isnan(r.ci_low) or math.isnan(r.ci_high):
+        return "no interval"
+    return f"CI [{fmt(r.ci_low)}, {fmt(r.ci_high)}]"
+
+
+def sentence(rows: Sequence[Any]) -> str:
+    """The sentence that reads one bullet's findings rows; every number in it is a cell of them.
+
+    Units and quantities are written in backticks (they may contain digits, e.g. a
+    concept `0011` or `k=0->8`); every other number is an estimate, an interval or an n."""
+    r = rows[0]
+    q, u = r.quantity, r.unit
+    est, ci = fmt(r.estimate), _interval(r)
+    n = f"n = {fmt(r.n)}" if r.n else ""
+    tail = f" ({'; '.join(x for x in (ci, n) if x)})"
+    if q.startswith("p_random_drop"):
+        return f"`{u}`: p(random) falls by {est} between the shortest and longest length `{q}`{tail}."
+    if q == "transition":
+        text = f"`{u}`: transition point |x|* {est} ({ci})"
+        for s in rows[1:]:
+            text += f", logistic slope {fmt(s.estimate)} ({_interval(s)})"
+        return text + f"; {r.note}."
+    if q == "baseline_bic_wins":
+        text = f"`{u}` baseline has the lowest BIC in {est} of {fmt(r.n)} p(Tails) conditions"
+        for s in rows[1:]:
+            text += f"; its BIC summed over them is {fmt(s.estimate)}"
+        return text + "."
+    if q.startswith("gain_"):
+        return f"`{u}`: change in `{q[5:]}` after ICL {est}{tail}, {r.note}."
+    if q.endswith("_change") or q == "repr_behaviour_r":
+        return f"`{u}`: `{q}` {est}{tail}, {r.note}."
+    if q == "follows_flipped_late":
+        return f"`{u}`: {est} {r.note}{tail}."
+    return f"`{u}`: `{q}` {est}{tail}; {r.note}."
+
+
+# quantities read in the same bullet as the one before them (same study, source and unit)
+_JOINED = {"sharpness": "transition", "baseline_summed_bic": "baseline_bic_wins"}
+
+
+def bullet_groups(frame: pd.DataFrame) -> list[list[int]]:
+    """Row positions of ``frame`` read by each bullet, in the order they are printed."""
+    groups: list[list[int]] = []
+    for study in STUDY_HEADINGS:
+        for _, g in frame[frame["study"] == study].groupby("source", sort=False):
+            for i in g.index:
+                row = frame.loc[i]
+                last = groups[-1] if groups else None
+                if (last is not None and _JOINED.get(row["quantity"]) == frame.loc[last[0], "quantity"]
+                        and frame.loc[last[0], "unit"] == row["unit"] and frame.loc[last[0], "source"] == row["source"]):
+                    last.append(i)
+                else:
+                    groups.append([i])
+    return groups
+
+
+def render_markdown(frame: pd.DataFrame, model: str, provenance: Mapping[str, str] | None = None) -> str:
+    """findings.md of one model: a heading per study, a source line per table, one bullet
+    per group of :func:`bullet_groups`."""
+    frame = frame.reset_index(drop=True)
+    lines = [f"# Findings: {model}", ""]
+    if provenance:
+        lines += ["Generated by `iclscope findings` from this run's tables ("
+                  + ", ".join(f"{k} `{v}`" for k, v in sorted(provenance.items())) + "). "
+                  "Intervals are percentile bootstrap CIs at the configured level.", ""]
+    rows = list(frame.itertuples(index=False))
+    current: tuple[str, str] | None = None
+    for group in bullet_groups(frame):
+        first = rows[group[0]]
+        if current is None or current[0] != first.study:
+            lines += ["", f"## {STUDY_HEADINGS[first.study]}", ""]
+        if current != (first.study, first.source):
+            lines += ["", f"From `{first.source}`:", ""]
+            current = (first.study, first.source)
+        lines.append(f"- {sentence([rows[i] for i in group])}")
+    text = "\n".join(lines)
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text.strip() + "\n"
+
+
+def write_findings(root: str | Path, model: str, params: Mapping[str, Any], out_table: str | Path,
+                   out_markdown: str | Path) -> pd.DataFrame:
+    """Read ``results/{model}``'s analysis tables, write ``findings.parquet`` and ``findings.md``.
+
+    ``params``: ``seed``, ``studies``, ``datasets`` (study C), optional ``n_boot``/``level``."""
+    from iclscope import provenance
+    from iclscope.tables import atomic_path, recorded_model, write_table
+
+    root = Path(root)
+    frame = headlines(root, model, list(params["studies"]), list(params.get("datasets", [])),
+                      int(params["seed"]), int(params.get("n_boot", 1000)), float(params.get("level", 0.95)))
+    sources = sorted({root / s for s in frame["source"]}) if len(frame) else []
+    meta = provenance.metadata("findings", params, seed=int(params["seed"]), model=recorded_model(sources))
+    write_table(pa.Table.from_pandas(frame, schema=FINDINGS, preserve_index=False), out_table, meta)
+    recorded = provenance.read_metadata({k.encode(): v.encode() for k, v in meta.items()})
+    text = render_markdown(frame, model, {"config_hash": recorded.get("config_hash", ""),
+                                          "commit": recorded.get("git_commit", "") or "uncommitted"})
+    with atomic_path(out_markdown) as tmp:
+        tmp.write_text(text)
+    return frame
