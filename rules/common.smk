@@ -84,6 +84,30 @@ def labels_spec(dataset):
     )
 
 
+# the cross-model stage's figures (names only: the Snakefile imports nothing heavy for them)
+COMPARE_FIGURES = [
+    "headlines_vs_size.png",
+    "judgment_curves.png",
+    "label_curves.png",
+    "depth_profiles.png",
+    "captions.json",
+]
+
+
+def compare_targets():
+    """The compare stage runs when the config names two or more models."""
+    if len(MODELS) < 2:
+        return []
+    return [f"{RESULTS}/compare/headlines.parquet", f"{RESULTS}/compare/findings.md"] + [
+        f"{RESULTS}/compare/figures/{name}" for name in COMPARE_FIGURES
+    ]
+
+
+def findings_spec():
+    """What the findings depend on: the seed, the studies and study C's datasets."""
+    return canonical_json({"seed": config["seed"], "studies": STUDIES, "datasets": DATASETS})
+
+
 def n_shards(model):
     return MODELS[model]["shards"]
 
@@ -183,4 +207,5 @@ def all_targets():
     targets = [f"{model_dir(m)}/card.json" for m in MODELS]
     targets += [task_table(t) for t in TASKS]
     targets += [t for m in MODELS for s in STUDIES for t in study_tables(m, s)]
+    targets += [f"{RESULTS}/{m}/findings.md" for m in MODELS] + compare_targets()
     return targets + all_figures() + [f"{RESULTS}/report.html"]

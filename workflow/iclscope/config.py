@@ -95,6 +95,10 @@ def validate_config(
     return cfg
 
 
+# folders under results/ that are not models: the cross-model stage and the task tables
+RESERVED_MODEL_NAMES = ("compare", "tasks", "logs", "benchmarks", "bench")
+
+
 def _check_models(models: list[dict[str, Any]], root: Path) -> list[str]:
     problems = []
     seen: dict[str, int] = {}
@@ -104,6 +108,9 @@ def _check_models(models: list[dict[str, Any]], root: Path) -> list[str]:
         if name in seen:
             problems.append(f"config key `{key}.name`: duplicate model name {name!r} (also models[{seen[name]}])")
         seen.setdefault(name, i)
+        if name in RESERVED_MODEL_NAMES:
+            problems.append(f"config key `{key}.name`: {name!r} is reserved (results/{name}/ holds "
+                            "another stage's outputs); choose another name")
         given = [s for s in MODEL_SOURCES if s in model]
         if len(given) != 1:
             problems.append(
