@@ -34,8 +34,8 @@ HEADLINES = pa.schema([*[FINDINGS.field(i) for i in range(len(FINDINGS))], *CARD
 
 FIGURES = {
     "headlines_vs_size.png": (
-        "Headline quantities of every model against its parameter count without the embedding "
-        "table (log scale); bars are the CIs of the per-model findings. Quantities: {quantities}."
+        "Headline quantities of every model, models ordered by parameter count without the embedding "
+        "table (total in the tick label); bars are the CIs of the per-model findings. Quantities: {quantities}."
     ),
     "judgment_curves.png": (
         "Study A: p(random) against the sequence length |x|, averaged over the formal concepts (solid) "
@@ -101,14 +101,26 @@ def cross_model_markdown(headlines: pd.DataFrame) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _millions(n: Any) -> str:
+    return "?" if n is None or (isinstance(n, float) and math.isnan(n)) else f"{float(n) / 1e6:.0f}M"
+
+
 def _size_figure(headlines: pd.DataFrame, path: Path) -> list[str]:
+    """One panel per headline quantity; models on the x axis ordered by size (their
+    parameter counts in the tick labels), one series per unit with its CI."""
     plt = pyplot()
     shown = [(s, q) for s, q in SIZE_QUANTITIES
              if ((headlines["study"] == s) & (headlines["quantity"] == q)).any()]
+    models = (headlines.drop_duplicates("model")
+              .sort_values(["n_parameters_without_embedding", "model"])[
+                  ["model", "n_parameters", "n_parameters_without_embedding"]])
+    ticks = [f"{r.model}\n{_millions(r.n_parameters_without_embedding)} non-emb.\n{_millions(r.n_parameters)} total"
+             for r in models.itertuples(index=False)]
+    position = {m: i for i, m in enumerate(models["model"])}
     n = max(len(shown), 1)
     cols = min(n, 3)
-    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(4.6 * cols, 3.6 * math.ceil(n / cols)),
-                             squeeze=False)
+    rows_n = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.6 * rows_n), squeeze=False)
     for ax in axes.flat[len(shown):]:
         ax.set_visible(False)
     if not shown:
@@ -116,21 +128,23 @@ def _size_figure(headlines: pd.DataFrame, path: Path) -> list[str]:
         no_data(axes.flat[0], "no headline quantity to compare")
     for ax, (study, quantity) in zip(axes.flat, shown):
         rows = headlines[(headlines["study"] == study) & (headlines["quantity"] == quantity)]
+        if quantity == "transition":  # one flip of continuation: the comparable unit
+            rows = rows[rows["unit"].str.endswith("d=1") | rows["unit"].str.startswith("judgment")]
         units = sorted(rows["unit"].unique())[:8]
+        width = 0.6 / max(len(units), 1)
         for i, unit in enumerate(units):
-            u = rows[rows["unit"] == unit].sort_values("n_parameters_without_embedding")
-            x = u["n_parameters_without_embedding"].to_numpy(float) * (1 + 0.03 * (i - len(units) / 2))
+            u = rows[rows["unit"] == unit]
+            x = u["model"].map(position).to_numpy(float) + (i - (len(units) - 1) / 2) * width
             y = u["estimate"].to_numpy(float)
             err = np.vstack([y - u["ci_low"].to_numpy(float), u["ci_high"].to_numpy(float) - y])
             err = np.where(np.isfinite(err), np.abs(err), 0.0)
-            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=unit)
-        for m, size in rows.drop_duplicates("model")[["model", "n_parameters_without_embedding"]].itertuples(
-                index=False):
-            ax.annotate(m, (size, ax.get_ylim()[0]), fontsize=7, rotation=90, va="bottom", ha="right")
-        ax.set_xscale("log")
-        ax.set_xlabel("parameters without embedding")
+            ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, label=unit)
+        ax.set_xticks(range(len(ticks)), ticks, fontsize=7)
+        ax.set_xlim(-0.6, len(ticks) - 0.4)
         ax.set_title(f"{study}: {quantity}", fontsize=10)
-        ax.legend(fontsize=7)
+        if units:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
     save_figure(fig, path)
     return [f"{s}: {q}" for s, q in shown]
 
