@@ -27,10 +27,9 @@ rule extract:
     params:
         spec=extract_spec,
         model_dir=lambda wildcards: model_dir(wildcards.model),
-        shard=lambda wildcards: int(wildcards.shard) - 1,
     shell:
         "python -m iclscope extract --model-dir {params.model_dir:q} --tasks {input.tasks:q}"
-        " --params {params.spec:q} --shard {params.shard} --shards {wildcards.n}"
+        " --params {params.spec:q} --shard {wildcards.shard} --shards {wildcards.n}"
         " --out {output:q} > {log:q} 2>&1"
 
 

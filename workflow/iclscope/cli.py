@@ -64,7 +64,10 @@ def cmd_build_tasks(args: argparse.Namespace) -> None:
 def cmd_extract(args: argparse.Namespace) -> None:
     from iclscope.extraction.run import run_extract
 
-    run_extract(args.model_dir, args.tasks, _params(args), args.out, shard=args.shard, n_shards=args.shards)
+    if not 1 <= args.shards or not 1 <= args.shard <= args.shards:
+        raise SystemExit(f"--shard {args.shard} --shards {args.shards}: expected 1 <= shard <= shards")
+    # shards count from 1 on the command line and in paths (shards/K-of-N/); from 0 inside
+    run_extract(args.model_dir, args.tasks, _params(args), args.out, shard=args.shard - 1, n_shards=args.shards)
 
 
 def cmd_gather(args: argparse.Namespace) -> None:
@@ -183,58 +186,67 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("validate-config", help="validate a config and list models and tasks")
-    p.add_argument("--config", default="config/config.yaml")
+    p = sub.add_parser("validate-config", help="validate a config and list models and tasks",
+                       description="Check a config against config/schema.yaml and the cross-key rules "
+                                   "(every problem listed by key), then list its models and tasks.")
+    p.add_argument("--config", default="config/config.yaml", help="the config file (default: %(default)s)")
     p.set_defaults(func=cmd_validate_config)
 
-    p = sub.add_parser("prepare-model", help="convert a configured model into a fast-loading folder")
+    p = sub.add_parser("prepare-model", help="convert a configured model into a fast-loading folder",
+                       description="Load a model once (embedded GGUF, local folder or hub id) and write a plain "
+                                   "Hugging Face folder (safetensors, tokenizer) with card.json.")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--params", help="the model's config entry as JSON")
-    src.add_argument("--model", help="model name in --config")
-    p.add_argument("--config", default="config/config.yaml")
-    p.add_argument("--out-dir", required=True)
+    src.add_argument("--params", help="the model's config entry as JSON (what the rule passes)")
+    src.add_argument("--model", help="a model name in --config")
+    p.add_argument("--config", default="config/config.yaml", help="the config naming --model (default: %(default)s)")
+    p.add_argument("--out-dir", required=True, help="the prepared folder, e.g. resources/models/NAME")
     p.set_defaults(func=cmd_prepare_model)
 
-    p = sub.add_parser("build-tasks", help="build one task table")
-    p.add_argument("--task", required=True)
+    p = sub.add_parser("build-tasks", help="build one task table",
+                       description="Build one task's prompt table (seeded; independent of the model).")
+    p.add_argument("--task", required=True, help="the task name, e.g. reading, labels_sentiment (see validate-config)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--params", help="the task's config keys as JSON (what the rule passes)")
-    src.add_argument("--config", default="config/config.yaml")
-    p.add_argument("--out", required=True)
+    src.add_argument("--config", default="config/config.yaml", help="a config file (default: %(default)s)")
+    p.add_argument("--out", required=True, help="where the task table (Parquet) goes")
     p.set_defaults(func=cmd_build_tasks)
 
     for name, func, what in (
         ("extract", cmd_extract, "pooled embeddings, attention mass and readouts of a task"),
         ("generate", cmd_generate, "sampled continuations of the generation prompts"),
     ):
-        p = sub.add_parser(name, help=what)
-        p.add_argument("--model-dir", required=True)
-        p.add_argument("--tasks", required=True)
-        p.add_argument("--params", default="{}")
-        p.add_argument("--out", nargs="+", required=True)
+        p = sub.add_parser(name, help=what, description=f"{what[0].upper()}{what[1:]}, on a prepared model.")
+        p.add_argument("--model-dir", required=True, help="a prepared model folder (prepare-model's --out-dir)")
+        p.add_argument("--tasks", required=True, help="the task table to run")
+        p.add_argument("--params", default="{}", help="run-time settings as JSON (dtype, device, batch_tokens, ...)")
+        p.add_argument("--out", nargs="+", required=True, help="the output table(s), matched by file name")
         if name == "extract":
-            p.add_argument("--shard", type=int, default=0, help="which shard (0-based) of the task's prompts")
+            p.add_argument("--shard", type=int, default=1,
+                           help="which shard of the task's prompts, 1..--shards (as in shards/K-of-N/)")
             p.add_argument("--shards", type=int, default=1, help="how many shards the task is split into")
         p.set_defaults(func=func)
 
-    p = sub.add_parser("gather", help="concatenate shard tables (matched to --out by file name)")
-    p.add_argument("--inputs", nargs="+", required=True)
-    p.add_argument("--out", nargs="+", required=True)
+    p = sub.add_parser("gather", help="concatenate shard tables (matched to --out by file name)",
+                       description="Concatenate the shards of an extraction into one table per kind.")
+    p.add_argument("--inputs", nargs="+", required=True, help="every shard's tables")
+    p.add_argument("--out", nargs="+", required=True, help="the gathered tables (inputs matched by file name)")
     p.set_defaults(func=cmd_gather)
 
     studies = ["binary", "representations", "labels"]
-    p = sub.add_parser("analyse", help="a study's analyses: tables from extracted tables")
-    p.add_argument("study", choices=studies)
-    p.add_argument("--inputs", nargs="+", required=True, metavar="NAME=PATH")
-    p.add_argument("--params", default="{}")
-    p.add_argument("--out", nargs="+", required=True, metavar="NAME=PATH")
+    p = sub.add_parser("analyse", help="a study's analyses: tables from extracted tables",
+                       description="Run one study's analyses on a model's task and extracted tables.")
+    p.add_argument("study", choices=studies, help="which study")
+    p.add_argument("--inputs", nargs="+", required=True, metavar="NAME=PATH", help="the study's named inputs")
+    p.add_argument("--params", default="{}", help="the study's config section (and seed) as JSON")
+    p.add_argument("--out", nargs="+", required=True, metavar="NAME=PATH", help="the study's named output tables")
     p.set_defaults(func=cmd_analyse)
 
-    p = sub.add_parser("plot", help="a study's figures (and captions.json) from its tables")
-    p.add_argument("study", choices=studies)
-    p.add_argument("--inputs", nargs="+", required=True, metavar="NAME=PATH")
-    p.add_argument("--params", default="{}")
-    p.add_argument("--out-dir", required=True)
+    p = sub.add_parser("plot", help="a study's figures (and captions.json) from its tables",
+                       description="Draw one study's figures from its analysis tables; captions go to captions.json.")
+    p.add_argument("study", choices=studies, help="which study")
+    p.add_argument("--inputs", nargs="+", required=True, metavar="NAME=PATH", help="the study's analysis tables")
+    p.add_argument("--params", default="{}", help="the study's config section (and seed) as JSON")
+    p.add_argument("--out-dir", required=True, help="where the figures and captions.json go")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser(
@@ -261,37 +273,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True, help="where headlines.parquet, findings.md and figures/ go")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("bench", help="benchmarks (extract: iclscope vs the bare forward vs the naive way)")
-    p.add_argument("what", choices=["extract"])
-    p.add_argument("--model-dir", default="resources/models/smollm2-135m")
+    p = sub.add_parser("bench", help="benchmarks (extract: iclscope vs the bare forward vs the naive way)",
+                       description="Measure extraction throughput as ratios taken in one run, interleaved.")
+    p.add_argument("what", choices=["extract"], help="what to benchmark")
+    p.add_argument("--model-dir", default="resources/models/smollm2-135m", help="a prepared model (default: %(default)s)")
     p.add_argument("--tasks", nargs="+", default=[f"results/tasks/{t}.parquet" for t in (
         "reading", "regression", "labels_sentiment", "labels_novel")], help="task tables (default: studies B and C)")
     p.add_argument("--params", default="{}", help="runtime keys as JSON (dtype, device, batch_tokens, pooling)")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the best is kept (default: %(default)s)")
     p.add_argument("--max-prompts", type=int, default=8, help="prompts per task, spread over the table")
     p.add_argument("--out", required=True, help="where the JSON summary goes")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("audit", help="manifest of a run's tables (sha256, rows, provenance); compare two runs")
+    p = sub.add_parser("audit", help="manifest of a run's tables (sha256, rows, provenance); compare two runs",
+                       description="List every table under a results folder with its checksum, rows and provenance; "
+                                   "with --against, name every table that differs from a second run.")
     p.add_argument("results", help="a results folder")
     p.add_argument("--against", help="a second run's results folder that must be identical")
     p.add_argument("--json", help="also write the manifest as JSON here")
     p.set_defaults(func=cmd_audit)
 
-    p = sub.add_parser("report", help="the HTML report of all figures and each model's findings")
+    p = sub.add_parser("report", help="the HTML report of all figures and each model's findings",
+                       description="One self-contained HTML page: each model's findings, then its figures with captions.")
     p.add_argument("--figures", nargs="*", default=[], help="figure PNGs (captions.json beside them)")
     p.add_argument("--findings", nargs="*", default=[], help="each model's findings.md")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="where the HTML page goes")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("make-tiny-model", help="a tiny random Llama model (tests, smoke runs)")
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--layers", type=int, default=2)
+    p = sub.add_parser("make-tiny-model", help="a tiny random Llama model (tests, smoke runs)",
+                       description="Build a tiny randomly initialised Llama with the embedded tokenizer (no download).")
+    p.add_argument("--out-dir", required=True, help="where the model folder goes")
+    p.add_argument("--seed", type=int, default=0, help="weight seed (default: %(default)s)")
+    p.add_argument("--layers", type=int, default=2, help="number of layers (default: %(default)s)")
     p.set_defaults(func=cmd_make_tiny_model)
 
-    p = sub.add_parser("info", help="rows, schema and provenance of Parquet tables")
-    p.add_argument("tables", nargs="+")
+    p = sub.add_parser("info", help="rows, schema and provenance of Parquet tables",
+                       description="Print each table's row count, schema and provenance metadata.")
+    p.add_argument("tables", nargs="+", help="Parquet files")
     p.set_defaults(func=cmd_info)
     return parser
 
@@ -313,6 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, ExtractionError, ModelError, TableError, TaskError) as err:
         print(f"iclscope {args.command}: error: {err}", file=sys.stderr)  # no traceback: a user error
         return 2
+    except KeyboardInterrupt:
+        # outputs are written atomically, so an interrupted step leaves nothing half-written
+        print(f"iclscope {args.command}: interrupted; no output was written", file=sys.stderr)
+        return 130
     return int(status or 0)
 
 
