@@ -78,3 +78,15 @@ def test_a_stray_number_is_caught():
     bad = "- `u`: `x` 1.5 (CI [1, 2]; n = 3) and 0.7 from nowhere.\n"
     with pytest.raises(AssertionError, match="0.7"):
         bullets_match_rows(bad, frame)
+
+
+def test_quote_into_replaces_only_the_marked_block():
+    from iclscope.findings import quote_into
+
+    doc = "intro 1.5\n<!-- findings:m -->\nold 0.3\n<!-- /findings:m -->\noutro 2\n"
+    once = quote_into(doc, "m", "# Findings: m\n\n- `u`: 0.42\n", "results/m/findings.md")
+    assert "old 0.3" not in once and "- `u`: 0.42" in once and "### Findings: m" in once
+    assert once.startswith("intro 1.5\n") and once.endswith("outro 2\n") and "results/m/findings.md" in once
+    assert quote_into(once, "m", "# Findings: m\n\n- `u`: 0.42\n", "results/m/findings.md") == once
+    with pytest.raises(ValueError, match="findings:other"):
+        quote_into(doc, "other", "x", "y")

@@ -121,6 +121,20 @@ def cmd_findings(args: argparse.Namespace) -> None:
     log.info("%s: %d headline quantities -> %s, %s", args.model, len(frame), args.out_table, args.out_markdown)
 
 
+def cmd_quote_findings(args: argparse.Namespace) -> None:
+    from iclscope.findings import quote_into
+    from iclscope.tables import atomic_path
+
+    doc = Path(args.document)
+    text = doc.read_text()
+    for pair in args.findings:
+        name, _, path = pair.partition("=")
+        text = quote_into(text, name, Path(path).read_text(), path)
+    with atomic_path(doc) as tmp:
+        tmp.write_text(text)
+    log.info("quoted %s into %s", ", ".join(args.findings), doc)
+
+
 def cmd_compare(args: argparse.Namespace) -> None:
     from iclscope.compare import write_compare
 
@@ -260,6 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-table", required=True, help="where findings.parquet goes")
     p.add_argument("--out-markdown", required=True, help="where findings.md goes")
     p.set_defaults(func=cmd_findings)
+
+    p = sub.add_parser(
+        "quote-findings",
+        help="copy generated findings.md files into a document's marked blocks (the README)",
+        description="Replace each <!-- findings:NAME --> ... <!-- /findings:NAME --> block of a document "
+                    "with the generated findings file named for it.",
+    )
+    p.add_argument("document", help="the document to update, e.g. README.md")
+    p.add_argument("findings", nargs="+", metavar="NAME=FINDINGS_MD",
+                   help="block name and findings file, e.g. smollm2-135m=results/smollm2-135m/findings.md")
+    p.set_defaults(func=cmd_quote_findings)
 
     p = sub.add_parser(
         "compare",

@@ -410,3 +410,19 @@ def write_findings(root: str | Path, model: str, params: Mapping[str, Any], out_
     with atomic_path(out_markdown) as tmp:
         tmp.write_text(text)
     return frame
+
+
+def quote_into(document: str, name: str, findings_md: str, source: str) -> str:
+    """``document`` with the block between ``<!-- findings:{name} -->`` and
+    ``<!-- /findings:{name} -->`` replaced by ``findings_md`` (headings demoted so they nest
+    under the document's section) and a line naming the ``source`` file it was copied from.
+
+    This is how the README quotes generated findings instead of carrying numbers by hand."""
+    start, end = f"<!-- findings:{name} -->", f"<!-- /findings:{name} -->"
+    if document.count(start) != 1 or document.count(end) != 1 or document.index(start) > document.index(end):
+        raise ValueError(f"the document needs exactly one {start} ... {end} block")
+    body = "\n".join(("###" + line[1:]) if line.startswith("#") else line for line in findings_md.strip().splitlines())
+    block = f"{start}\n_Generated: copied verbatim from `{source}` by `iclscope quote-findings`._\n\n{body}\n{end}"
+    head, rest = document.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return head + block + tail
