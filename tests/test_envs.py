@@ -69,3 +69,18 @@ def test_analysis_commands_do_not_import_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "r.html").exists()
+
+
+def test_installing_the_package_keeps_an_installed_torch_in_range():
+    """A user's torch (any build) inside the declared range is left alone: pip's resolver
+    plans no torch when the package is installed into an environment that has one."""
+    import json
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--no-build-isolation",
+         "--report", "-", "-e", str(REPO)],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    planned = {item["metadata"]["name"].lower() for item in json.loads(proc.stdout)["install"]}
+    assert "torch" not in planned and "iclscope" in planned, planned
