@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +89,29 @@ def workdir(tmp_path: Path, tiny_model_dir: Path):
         return tmp_path
 
     return write
+
+
+BIN = Path(sys.executable).parent
+
+
+def snakemake(*args: str, cwd: Path = REPO, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the repository's Snakefile in ``cwd`` (with this environment's commands on PATH)."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(cwd), *args],
+        capture_output=True, text=True, env=env, timeout=900,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """The whole pipeline run once on the tiny model (small config), shared by the test
+    modules that read a real run's tables."""
+    run_dir = tmp_path_factory.mktemp("run")
+    (run_dir / "config").mkdir()
+    (run_dir / "config" / "config.yaml").write_text(yaml.safe_dump(small_config(tiny_model_dir)))
+    snakemake("--cores", "2", cwd=run_dir)
+    return run_dir

@@ -37,11 +37,12 @@ def bullets_match_rows(markdown: str, frame: pd.DataFrame) -> None:
         stray = [n for n in stated if n not in cells]
         assert not stray, f"{text!r} states {stray}, not cells of its rows {rows.to_dict('records')}"
         for est in rows["estimate"]:
-            assert fmt(est) in stated or fmt(est) == "n/a", (text, est)
+            assert fmt(est) in stated or not math.isfinite(est), (text, est)
 
 
 def test_fmt_and_depth_bands():
     assert fmt(3.0) == "3" and fmt(0.12345) == "0.123" and fmt(-1234.5) == "-1234" and fmt(math.nan) == "n/a"
+    assert fmt(math.inf) == "infinite" and fmt(-math.inf) == "minus infinite"
     n_layers = 30
     bands = [depth_band(layer, n_layers) for layer in range(n_layers + 1)]
     assert bands[0] == "early" and bands[15] == "middle" and bands[30] == "late"
@@ -90,3 +91,107 @@ def test_quote_into_replaces_only_the_marked_block():
     assert quote_into(once, "m", "# Findings: m\n\n- `u`: 0.42\n", "results/m/findings.md") == once
     with pytest.raises(ValueError, match="findings:other"):
         quote_into(doc, "other", "x", "y")
+
+
+# ----------------------------------------------------------------------------- on a real (tiny) run
+
+def _close(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _band_of(layer: int, n_layers: int) -> str:
+    rel = layer / n_layers
+    return "early" if rel < 1 / 3 else ("middle" if rel < 2 / 3 else "late")
+
+
+def recompute(root: Path, row) -> float:
+    """The estimate of one findings row, recomputed with plain pandas from its source table
+    (written without iclscope.findings, from the table contracts)."""
+    table = pd.read_parquet(root / row.source)
+    q, unit = row.quantity, row.unit
+    if q.startswith("p_random_drop_"):
+        lo, hi = (int(x) for x in q.removeprefix("p_random_drop_").split("_to_"))
+        wide = table.pivot_table(index=["concept", "sample"], columns="length", values="p_random")
+        drop = (wide[lo] - wide[hi]).dropna()
+        is_random = drop.index.get_level_values("concept") == "random"
+        concepts, controls = drop[~is_random].mean(), drop[is_random].mean()
+        return {"concepts": concepts, "controls": controls, "concepts - controls": concepts - controls}[unit]
+    if q in ("transition", "sharpness"):
+        curve, concept, *depth = unit.split()
+        rows = table[(table["curve"] == curve) & (table["concept"] == concept) & table["best"]]
+        if depth:
+            rows = rows[rows["depth"] == int(depth[0].removeprefix("d="))]
+        assert len(rows) == 1
+        r = rows.iloc[0]
+        value, low, high = ((r.transition, r.ci_low, r.ci_high) if q == "transition"
+                            else (r.slope, r.slope_low, r.slope_high))
+        assert _close(row.ci_low, float(low)) and _close(row.ci_high, float(high))
+        return float(value)
+    if q in ("baseline_bic_wins", "baseline_summed_bic"):
+        base = table[(table["source"] == unit)].dropna(subset=["bic"])
+        return float((base["bic_rank"] == 1).sum()) if q == "baseline_bic_wins" else float(base["bic"].sum())
+    if q.startswith("gain_"):
+        metric = q.removeprefix("gain_")
+        task, shots = unit.split(" k=")
+        before, after = (int(x) for x in shots.split("->"))
+        t = table[table["task"] == task]
+        keys = ["condition", "variant"] + (["relevant_first"] if "relevant_first" in t.columns else [])
+        side = {k: t[t["n_shots"] == k].groupby(keys)[metric].mean() for k in (before, after)}
+        pairs = pd.concat(side, axis=1, join="inner").dropna()
+        return float((pairs[after] - pairs[before]).mean())
+    if q == "follows_flipped_late":
+        flipped = table[table["condition"] == "flipped"]
+        n_pos = int(table["position"].max())
+        late = flipped[flipped["position"] > n_pos - max(n_pos // 4, 1)]
+        return float(late.groupby("repeat")["correct_context"].mean().mean())
+    if row.study == "labels":  # effects copied from the summary table
+        dataset, position_name = unit.split(" ", 1)
+        a, b = q.split(" - ")
+        hit = table[(table["condition"] == a) & (table["condition_b"] == b) & (table["metric"] == "logp_true")
+                    & (table["position_name"] == position_name)]
+        assert len(hit) == 1 and (hit["dataset"] == dataset).all()
+        assert _close(row.ci_low, float(hit["ci_low"].iloc[0])) and _close(row.ci_high, float(hit["ci_high"].iloc[0]))
+        return float(hit["mean"].iloc[0])
+    # study B per depth band: mean over the band's layers of a per-layer value
+    *what, band = unit.split()
+    if q == "repr_behaviour_r":
+        task, measure = what
+        t = table[(table["task"] == task) & (table["measure"] == measure)]
+        per_layer = t.groupby("layer")["mean"].mean().dropna()
+        n_layers = int(t["layer"].max())
+    else:
+        t = table[table["task"] == what[0]]
+        if q == "alignment_change":
+            t = t[t["hypothesis"] == what[1]]
+            if "comparator" in t.columns:
+                t = t[t["comparator"] == table["comparator"].iloc[0]]
+            value = "alignment" if "alignment" in t.columns else "spearman"
+            pooling = "mean" if "mean" in set(t["pooling"]) else sorted(t["pooling"].unique())[0]
+            t = t[t["pooling"] == pooling]
+            t = t[t["span"] == sorted(t["span"].unique())[0]]
+        else:
+            t = t[t["head"] == -1]
+            if "relevant_first" in t.columns and t["relevant_first"].isna().any():
+                t = t[t["relevant_first"].isna()]
+            value = q.removeprefix("attention_").removesuffix("_change")
+        shots = sorted(t["n_shots"].unique())
+        wide = t.pivot_table(index="layer", columns="n_shots", values=value)
+        per_layer = (wide[shots[-1]] - wide[shots[0]]).dropna()
+        n_layers = int(t["layer"].max())
+    in_band = [v for layer, v in per_layer.items() if _band_of(int(layer), n_layers) == band]
+    return float(np.mean(in_band))
+
+
+@pytest.mark.slow
+def test_every_number_in_the_findings_is_recomputed_from_its_table(finished_run):
+    root = finished_run / "results" / "tiny"
+    frame = pd.read_parquet(root / "findings.parquet")
+    markdown = (root / "findings.md").read_text()
+    assert set(frame["study"]) == {"binary", "representations", "labels"}
+    bullets_match_rows(markdown, frame)
+    for row in frame.itertuples(index=False):
+        assert _close(row.estimate, recompute(root, row)), row
+        if not (math.isnan(row.ci_low) or math.isnan(row.ci_high)):
+            assert row.ci_low <= row.estimate + 1e-12 and row.estimate <= row.ci_high + 1e-12, row
+    report = (finished_run / "results" / "report.html").read_text()
+    assert "Findings: tiny" in report

@@ -13,20 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, small_config
+from conftest import REPO, small_config, snakemake
 
 BIN = Path(sys.executable).parent
-
-
-def snakemake(*args: str, cwd: Path = REPO, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(cwd), *args],
-        capture_output=True, text=True, env=env, timeout=900,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -97,16 +86,6 @@ def test_duplicate_model_names_stop_before_any_job(workdir, tiny_model_dir):
     cfg["models"] = cfg["models"] * 2
     proc = snakemake("-n", "--cores", "1", cwd=workdir(cfg), check=False)
     assert proc.returncode != 0 and "duplicate model name 'tiny'" in proc.stderr
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, tiny_model_dir) -> Path:
-    """The whole pipeline run once on the tiny model (small config)."""
-    run_dir = tmp_path_factory.mktemp("run")
-    (run_dir / "config").mkdir()
-    (run_dir / "config" / "config.yaml").write_text(yaml.safe_dump(small_config(tiny_model_dir)))
-    snakemake("--cores", "2", cwd=run_dir)
-    return run_dir
 
 
 @contextmanager

@@ -59,6 +59,8 @@ def fmt(value: float) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     value = float(value)
+    if math.isinf(value):
+        return "infinite" if value > 0 else "minus infinite"
     if value == int(value) and abs(value) < 1e6:
         return str(int(value))
     if abs(value) >= 100:
