@@ -68,6 +68,17 @@ def test_gzip_length_matches_direct_compression_and_is_deterministic():
         bm.gzip_length(np.array([0, 1]))  # a string is required
 
 
+def test_gzip_net_removes_the_fixed_header():
+    assert bm.GZIP_EMPTY == len(gzip.compress(b"", compresslevel=9, mtime=0)) == 20
+    assert bm.gzip_net("") == 0  # nothing to compress: no bytes, not 20
+    for s in ("0", "01" * 4, "0110100110010110" * 4):
+        assert bm.gzip_net(s) == bm.gzip_length(s) - bm.gzip_length("")
+    # at the paper's length the net size separates a periodic from a random string by a factor
+    rng = np.random.default_rng(1)
+    noisy = "".join(rng.choice(["0", "1"], size=50))
+    assert bm.gzip_net("01" * 25) < bm.gzip_net(noisy) / 2
+
+
 def test_running_average_stats_against_python_loop():
     rng = np.random.default_rng(2)
     for s in random_strings(rng, 50, 40):
@@ -87,14 +98,17 @@ def test_running_average_stats_against_python_loop():
 def test_repeated_substrings_hand_and_brute_force():
     assert bm.repeated_substrings("00000", 2) == 3  # "00" at starts 1, 2, 3 repeat start 0
     assert bm.repeated_substrings("0101", 2) == 1  # "01" at 2 repeats start 0; "10" is new
-    assert bm.repeated_substrings("0110", 5) == 0  # window longer than the sequence
+    # missing, not 0, where fewer than two windows fit (window >= length): nothing could repeat
+    assert bm.repeated_substrings("0110", 5) is None
+    assert bm.repeated_substrings("0110", 4) is None
+    assert bm.repeated_substrings("0000", 3) == 1
     rng = np.random.default_rng(3)
     for s in random_strings(rng, 100, 25):
         for w in (1, 2, 3, 5):
             brute = sum(
                 any(s[j : j + w] == s[i : i + w] for j in range(i)) for i in range(len(s) - w + 1)
             )
-            assert bm.repeated_substrings(s, w) == brute
+            assert bm.repeated_substrings(s, w) == (brute if len(s) - w + 1 >= 2 else None)
     with pytest.raises(ValueError, match="window"):
         bm.repeated_substrings("0101", 0)
 
@@ -145,15 +159,16 @@ def test_mean_pairwise_levenshtein_matches_pairwise_loop(kind):
 def test_sequence_metrics_keys_and_values():
     s = "0011101"
     out = bm.sequence_metrics(s)
-    expected_keys = ["mean", "alternation", "longest_run", "gzip_length", "running_std", "running_min",
+    expected_keys = ["mean", "alternation", "longest_run", "gzip_net", "running_std", "running_min",
                      "running_max"] + [f"repeats_w{w}" for w in range(5, 26)]
     assert list(out) == expected_keys
     assert out["mean"] == pytest.approx(4 / 7)
     assert out["alternation"] == pytest.approx(3 / 6)
     assert out["longest_run"] == 3
-    assert out["gzip_length"] == bm.gzip_length(s)
+    assert out["gzip_net"] == bm.gzip_net(s)
     assert out["running_min"] == 0.0 and out["running_max"] == pytest.approx(0.6)
-    assert out["repeats_w5"] == 0 and out["repeats_w25"] == 0
+    assert out["repeats_w5"] == 0  # 3 windows of 5 in 7 flips, all distinct
+    assert out["repeats_w7"] is None and out["repeats_w25"] is None  # no two windows fit: missing
     assert list(bm.sequence_metrics(s, windows=[1, 2])) == expected_keys[:7] + ["repeats_w1", "repeats_w2"]
 
 
@@ -340,11 +355,68 @@ def test_logistic_bootstrap_ci_contains_truth():
     rng = np.random.default_rng(40)
     curves = expit(-slope * (LENGTHS - midpoint))[None, :] + rng.normal(0, 0.05, (30, LENGTHS.size))
     out = ms.logistic_bootstrap(LENGTHS, curves, np.random.default_rng(41), n_boot=150)
-    assert set(out) == {"midpoint", "slope", "midpoint_low", "midpoint_high", "slope_low", "slope_high"}
+    assert set(out) == {"midpoint", "slope", "transition", "ci_low", "ci_high", "midpoint_low", "midpoint_high",
+                        "slope_low", "slope_high", "ci_method", "ci_reason"}
+    assert out["ci_method"] == "units" and out["ci_reason"] is None
+    assert out["transition"] == out["midpoint"]
+    assert (out["ci_low"], out["ci_high"]) == (out["midpoint_low"], out["midpoint_high"])
     assert out["slope_low"] <= slope <= out["slope_high"]
-    assert out["midpoint_low"] <= midpoint <= out["midpoint_high"]
+    assert out["ci_low"] <= midpoint <= out["ci_high"]
     assert out["slope_low"] <= out["slope"] <= out["slope_high"]
     again = ms.logistic_bootstrap(LENGTHS, curves, np.random.default_rng(41), n_boot=150)
     assert again == out  # seeded
     with pytest.raises(ValueError, match="n_units"):
         ms.logistic_bootstrap(LENGTHS, curves[:, :-1], rng, n_boot=10)
+
+
+def test_unit_replicates_equal_fitting_every_resample():
+    lengths = np.arange(1, 15, dtype=float)
+    gen = np.random.default_rng(5)
+    units = np.stack([expit(-(lengths - m)) for m in (5.0, 6.5, 7.0, 9.0)]) + gen.normal(0, 0.01, (4, 14))
+    method, fits = ms.bootstrap_replicates(lengths, units, np.random.default_rng(11), n_boot=40)
+    assert method == "units" and fits.shape == (40, 2)
+    idx = np.random.default_rng(11).integers(0, 4, size=(40, 4))  # the same draws
+    brute = np.array([ms.fit_logistic(lengths, units[i].mean(axis=0)) for i in idx])
+    np.testing.assert_allclose(fits, brute, rtol=1e-6, atol=1e-8)
+    # two units give only 3 distinct resamples: positions (residuals) are resampled instead
+    method, fits = ms.bootstrap_replicates(lengths, units[:2], np.random.default_rng(11), n_boot=40)
+    assert method == "residuals" and np.ptp(fits[:, 0]) > 0
+
+
+@pytest.mark.parametrize("n_units", [1, 2, 3, 5, 12])
+def test_transition_ci_contains_its_estimate_on_noisy_synthetic_curves(n_units):
+    """Property: over seeded noisy curves (with many chance crossings of 0.5 in the raw units)
+    the interval either contains the fitted |x|* or is NaN with a reason; most have one."""
+    lengths = np.array([1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 100], dtype=float)
+    with_ci = 0
+    n_curves = 8
+    for seed in range(n_curves):
+        gen = np.random.default_rng(100 + seed)
+        midpoint = gen.uniform(4, 40)
+        slope = gen.uniform(0.1, 2.0)
+        noise = gen.uniform(0.02, 0.2)
+        units = np.clip(expit(-slope * (lengths - midpoint))[None, :]
+                        + gen.normal(0, noise, (n_units, lengths.size)), 0, 1)
+        out = ms.logistic_bootstrap(lengths, units, np.random.default_rng(seed), n_boot=60)
+        assert out["ci_method"] == ("units" if n_units >= ms.MIN_BOOT_UNITS else "residuals")
+        if np.isfinite(out["ci_low"]):
+            assert out["ci_reason"] is None
+            assert out["ci_low"] <= out["transition"] <= out["ci_high"]
+            assert lengths[0] <= out["transition"] <= lengths[-1]
+            with_ci += 1
+        else:
+            assert isinstance(out["ci_reason"], str) and out["ci_reason"]
+            assert math.isnan(out["ci_high"])
+        if np.isfinite(out["slope_low"]):
+            assert out["slope_low"] <= out["slope"] <= out["slope_high"]
+    assert with_ci >= n_curves - 2
+
+
+def test_transition_is_nan_with_a_reason_when_the_fit_does_not_cross():
+    flat = 0.8 + np.random.default_rng(3).normal(0, 0.02, (5, LENGTHS.size))  # random controls
+    out = ms.logistic_bootstrap(LENGTHS, flat, np.random.default_rng(0), n_boot=30)
+    assert math.isnan(out["transition"]) and math.isnan(out["ci_low"]) and math.isnan(out["ci_high"])
+    assert "does not cross 0.5" in out["ci_reason"]
+    one = ms.logistic_bootstrap(np.array([4.0]), np.array([[0.3]]), np.random.default_rng(0), n_boot=30)
+    assert math.isnan(one["transition"]) and one["ci_method"] == "none"
+    assert "fewer than 2 distinct lengths" in one["ci_reason"]

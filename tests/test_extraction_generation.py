@@ -14,6 +14,7 @@ from iclscope.extraction.generation import (
     chat_text,
     generate,
     parse_flips,
+    parse_generation,
     sample_token,
 )
 from iclscope.extraction.run import run_generate
@@ -49,6 +50,36 @@ HT = ["Heads", "Tails"]
 )
 def test_parse_flips(text, symbols, expected):
     assert parse_flips(text, symbols) == expected
+    # with an empty prompt nothing is forced and parse_generation reads the same flips
+    got = parse_generation("", text, symbols)
+    assert (got.flips, got.parsed, got.forced_flips) == (*expected, "")
+
+
+PROMPT = "Q: Generate ... of Tails.\n\nA: [Heads,"
+
+
+@pytest.mark.parametrize(
+    "prompt, generated, flips, forced, parsed, n_clean, clean",
+    [
+        (PROMPT, " Tails, Heads, Tails]", "101", "0", True, 3, True),  # the prompt's Heads is forced
+        (PROMPT, " tails, Heads, Tai", "101", "0", False, 0, False),  # first letter keeps them; strict none
+        (PROMPT, " Tails, Heads, Tai", "101", "0", False, 2, False),  # cut off by max_new_tokens
+        (PROMPT, " Tails, Heads, Tails,", "101", "0", False, 3, True),  # open list, every item clean
+        (PROMPT, " Tails, Banana, Tails]", "1", "0", False, 1, False),
+        (PROMPT, "]", "", "0", True, 0, True),
+        ("A: [He", "ads, Tails]", "1", "0", True, 1, True),  # an item the prompt started is forced
+        (PROMPT, " [Tails, Heads]", "10", "", True, 2, True),  # the model opened a new list
+        ("A: [", "Heads, Tails]", "01", "", True, 2, True),
+    ],
+)
+def test_parse_generation_separates_forced_flips_and_counts_clean_items(
+    prompt, generated, flips, forced, parsed, n_clean, clean
+):
+    got = parse_generation(prompt, generated, HT)
+    assert (got.flips, got.forced_flips, got.parsed, got.n_clean, got.clean) == (
+        flips, forced, parsed, n_clean, clean)
+    full, full_parsed = parse_flips(prompt + generated, HT)
+    assert got.forced_flips + got.flips == full and got.parsed == full_parsed
 
 
 # --------------------------------------------------------------------------- sample_token
@@ -211,13 +242,19 @@ def test_run_generate_writes_the_generations_table(prepared_tiny, default_config
     by_id = {t["prompt_id"]: t for t in task_rows}
     for r in rows:
         assert 1 <= r["n_tokens"] <= 8
-        assert (r["flips"], r["parsed"]) == parse_flips(by_id[r["prompt_id"]]["text"] + r["raw"], HT)
-        assert r["flips"].startswith("0")  # the prompt opens the list with "[Heads,"
+        full = parse_flips(by_id[r["prompt_id"]]["text"] + r["raw"], HT)
+        # the prompt opens the list with "[Heads,": that flip is forced, not the model's
+        assert r["forced_flips"] == "0" and (r["forced_flips"] + r["flips"], r["parsed"]) == full
+        p = parse_generation(by_id[r["prompt_id"]]["text"], r["raw"], HT)
+        assert (r["n_clean"], r["clean"]) == (p.n_clean, p.clean) and 0 <= r["n_clean"] <= len(r["flips"])
     # the raw texts are what `generate` samples from the chat-templated prompts
     model, _, _ = load_prepared(prepared_tiny, dtype="float32", device="cpu", attn_implementation="sdpa")
     reqs = [GenerationRequest(t["prompt_id"], s, chat_text(tokenizer, t["text"], t["system"]))
             for t in task_rows for s in range(2)]
     assert all(t["system"] for t in task_rows) and reqs[0].text.startswith("<|im_start|>system")
+    # the table stores exactly what the model read, which is not the task's text here
+    assert [r["rendered_prompt"] for r in rows] == [q.text for q in reqs]
+    assert all(r["rendered_prompt"] != by_id[r["prompt_id"]]["text"] for r in rows)
     expected = generate(model, tokenizer, reqs, seed=0, temperature=1.0, max_new_tokens=8, stop="]")
     assert [r["raw"] for r in rows] == [g.text for g in expected]
     assert [r["n_tokens"] for r in rows] == [g.n_tokens for g in expected]

@@ -136,23 +136,47 @@ def synthetic_generations(n_flips: int = 30) -> pd.DataFrame:
     for p in (20.0, 50.0):
         for s in range(5):
             flips = "".join(map(str, (gen.random(n_flips + 10) < p / 100).astype(int)))
-            parsed = True
+            parsed, n_clean = True, len(flips)
             if s == 3:
-                flips, parsed = flips[:5], False  # too short
+                flips, parsed, n_clean = flips[:5], False, 5  # too short
             if s == 4 and p == 20.0:
                 parsed = False  # list not closed, but long enough: used
+            if s == 2:
+                n_clean = n_flips - 1  # an item like "tails" before flip n_flips: strict drops it
             rows.append({"prompt_id": f"binary_generation:p_tails={p:g}", "p_tails": p, "sample": s,
-                         "raw": "", "flips": flips, "parsed": parsed, "n_tokens": 100})
+                         "raw": "", "flips": flips, "parsed": parsed, "n_tokens": 100, "forced_flips": "0",
+                         "n_clean": n_clean, "clean": n_clean == len(flips), "rendered_prompt": "Q: ... [Heads,"})
     return pd.DataFrame(rows)
 
 
 def test_crop_generations_counts_short_and_unparsed():
     kept, counts = sb.crop_generations(synthetic_generations(), 30)
     assert kept["flips"].str.len().eq(30).all() and len(kept) == 8
+    assert (kept["forced_flips"] == "0").all()  # kept apart, never part of flips
+    both = {"n_total": 5, "n_clean": 4, "n_used_strict": 3, "n_used_first_letter": 4}  # sample 3: clean but short
     assert counts.to_dict("records") == [
-        {"p_tails": 20.0, "n_total": 5, "n_short": 1, "n_unparsed": 2, "n_used": 4},
-        {"p_tails": 50.0, "n_total": 5, "n_short": 1, "n_unparsed": 1, "n_used": 4},
+        {"p_tails": 20.0, "n_short": 1, "n_unparsed": 2, "n_used": 4, **both},
+        {"p_tails": 50.0, "n_short": 1, "n_unparsed": 1, "n_used": 4, **both},
     ]
+    strict_kept, strict = sb.crop_generations(synthetic_generations(), 30, parse="strict")
+    assert len(strict_kept) == 6 and 2 not in set(strict_kept["sample"])
+    assert strict["n_used"].tolist() == [3, 3] and strict["n_short"].tolist() == [2, 2]
+    assert strict[["n_used_strict", "n_used_first_letter"]].equals(counts[["n_used_strict", "n_used_first_letter"]])
+    with pytest.raises(ValueError, match="binary.generation.parse"):
+        sb.crop_generations(synthetic_generations(), 30, parse="loose")
+
+
+def test_generation_metrics_exclude_the_forced_flip_and_mark_short_windows_missing():
+    gens = synthetic_generations().assign(forced_flips="1")
+    metrics, _ = sb.analyse_generations(gens, 30, SEED, windows=(5, 29, 30, 31))
+    model = metrics[metrics["source"] == "model"]
+    kept, _ = sb.crop_generations(gens, 30)
+    assert model["flips"].tolist() == kept["flips"].tolist()
+    assert model["mean"].tolist() == pytest.approx([f.count("1") / 30 for f in kept["flips"]])
+    assert (model["forced_flips"] == "1").all() and metrics.loc[metrics["source"] != "model", "forced_flips"].isna().all()
+    assert model["repeats_w29"].notna().all()  # two windows of 29 in 30 flips
+    assert metrics["repeats_w30"].isna().all() and metrics["repeats_w31"].isna().all()
+    assert metrics["repeats_w5"].notna().all()
 
 
 def test_analyse_generations_fits_and_samples_baselines():
@@ -188,10 +212,15 @@ def test_curve_selection_recovers_a_soft_account_curve():
     assert by["soft"]["transition"] == pytest.approx(n_star, abs=1e-3)
     assert by["soft"]["temperature"] == pytest.approx(temp, rel=1e-3)
     assert by["soft"]["slope"] == pytest.approx(math.log(2) / temp, rel=1e-3)
-    assert by["lm"]["transition"] == pytest.approx(ms.transition_point(lengths, curve))
+    # |x|* on the fitted curve: the logistic's midpoint (a soft curve is a logistic crossing at n*)
+    assert by["lm"]["transition"] == by["lm"]["midpoint"] == pytest.approx(n_star, abs=1e-3)
     assert by["lm"]["ci_method"] == "residuals"
-    # an exact curve leaves ~0 residuals: the interval collapses onto the estimate
-    assert by["lm"]["slope_low"] - 1e-6 <= by["lm"]["slope"] <= by["lm"]["slope_high"] + 1e-6
+    # an exact curve leaves ~0 residuals: nothing varies, so no interval, and the row says why
+    assert math.isnan(by["lm"]["ci_low"]) and "do not vary" in by["lm"]["ci_reason"]
+    noisy = np.clip(curve + np.random.default_rng(1).normal(0, 0.05, curve.size), 0, 1)
+    lm = sb.curve_selection("judgment", "01", lengths, noisy[None, :], k, 0, np.random.default_rng(0), n_boot=30)[0]
+    assert lm["ci_reason"] is None and lm["ci_low"] <= lm["transition"] <= lm["ci_high"]
+    assert all(by[a]["ci_reason"] == sb.ACCOUNT_CI_REASON and math.isnan(by[a]["ci_low"]) for a in ms.ACCOUNTS)
     assert sum(r["best"] for r in rows) == 1
 
 
@@ -204,20 +233,9 @@ def test_continuation_selection_uses_the_implied_p_random():
     rows = sb.curve_selection("continuation", "011", lengths, units, k, depth, np.random.default_rng(0), n_boot=30)
     lm = rows[0]
     assert lm["account"] == "lm" and lm["ci_method"] == "units" and lm["n_units"] == 3
-    assert lm["transition"] == pytest.approx(ms.transition_point(lengths, pr), abs=0.1)
+    assert lm["transition"] == pytest.approx(5.0, abs=0.1)
     assert lm["ci_low"] <= lm["transition"] <= lm["ci_high"]
     assert rows[3]["account"] == "soft" and rows[3]["transition"] == pytest.approx(5.0, abs=0.1)
-
-
-def test_unit_bootstrap_matches_logistic_bootstrap():
-    lengths = np.arange(1, 15, dtype=float)
-    gen = np.random.default_rng(5)
-    units = np.stack([expit(-(lengths - m)) for m in (5.0, 6.5, 7.0, 9.0)]) + gen.normal(0, 0.01, (4, 14))
-    got = sb.unit_bootstrap(lengths, units, np.random.default_rng(11), n_boot=60)
-    ref = ms.logistic_bootstrap(lengths, units, np.random.default_rng(11), n_boot=60)
-    for key, value in ref.items():
-        assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
-    assert got["transition_low"] <= ms.transition_point(lengths, units.mean(0)) <= got["transition_high"]
 
 
 # ---------------------------------------------------------------------------- end to end
@@ -296,6 +314,16 @@ def test_analyse_end_to_end_writes_every_table_with_provenance(analysed):
     assert lm.loc["01", "transition"] == pytest.approx(4.0, abs=0.5)
     assert lm.loc["011", "transition"] == pytest.approx(6.0, abs=0.5)
     assert math.isnan(lm.loc["random", "transition"])  # the controls never cross
+    assert "does not cross 0.5" in lm.loc["random", "ci_reason"]
+    # every interval holds its estimate; a missing one says why (these noiseless synthetic curves
+    # leave the bootstrap nothing to vary, so most have none: "do not vary")
+    with_ci = sel[sel["ci_low"].notna()]
+    assert ((with_ci["ci_low"] <= with_ci["transition"]) & (with_ci["transition"] <= with_ci["ci_high"])).all()
+    assert with_ci["ci_reason"].isna().all() and sel.loc[sel["ci_low"].isna(), "ci_reason"].notna().all()
+    assert "do not vary" in lm.loc["01", "ci_reason"]
+    base = frames["baselines"]
+    assert (base["parse"] == "first_letter").all()
+    assert (base["n_used"] == base["n_used_first_letter"]).all() and (base["n_used_strict"] == 3).all()
 
 
 def test_analyse_and_plot_survive_no_parsed_generations_and_no_readouts(tmp_path, caplog):

@@ -11,12 +11,14 @@ import pytest
 from iclscope.tasks.binary import (
     Piece,
     build_continuation,
+    canonical_rotation,
     build_generation,
     build_judgment,
     fill_template,
     join_pieces,
     render_flips,
     repeat_concept,
+    rotation_duplicates,
 )
 from iclscope.tasks.common import TaskError, span_text
 
@@ -210,5 +212,23 @@ def test_validation_errors_name_the_key(build, cfg, key):
 
 def test_defaults_when_sections_absent():
     assert build_judgment({}, seed=0).num_rows == 5 * 18 + 5 * 18
-    assert build_continuation({}, seed=0).num_rows == 12
+    # default concepts (01), (011), (0011), (00111): distinct up to rotation, 2 + 3 + 4 + 5 rotations
+    assert build_continuation({}, seed=0).num_rows == 14
+
+
+def test_canonical_rotation_and_rotation_duplicates():
+    assert {canonical_rotation(c) for c in ("001", "010", "100")} == {"001"}
+    assert canonical_rotation("110") == canonical_rotation("101") == "011"
+    assert rotation_duplicates(["001", "101", "100", "110"]) == [("001", "100"), ("101", "110")]
+    assert rotation_duplicates(["01", "011", "0011", "00111"]) == []
+    assert rotation_duplicates(["01", "10"]) == [("01", "10")]
+
+
+def test_continuation_refuses_rotation_equivalent_concepts_naming_both():
+    cfg = {"continuation": {"concepts": ["001", "011", "100"], "max_length": 6}}
+    with pytest.raises(TaskError, match=r"binary\.continuation\.concepts: concepts '001' and '100' are phase rotations"):
+        build_continuation(cfg, seed=0)
+    # the judgment does not average over rotations (it reads rotation 0): rotations stay allowed there
+    table = build_judgment({"judgment": {"concepts": ["001", "100"], "lengths": [3], "n_random": 0}}, seed=0)
+    assert table.column("flips").to_pylist() == ["001", "100"]
     assert build_generation({}, seed=0).num_rows == 13

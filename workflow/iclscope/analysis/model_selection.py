@@ -19,15 +19,12 @@ The continuation probability of the next d flips is (1 - p_random) * 1 + p_rando
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import least_squares
 from scipy.special import expit
-
-from .stats import bootstrap_ci
 
 ACCOUNTS = ("averaging", "hard", "soft")
 KINDS = ("judgment", "continuation")
@@ -314,52 +311,133 @@ def fit_logistic(lengths: np.ndarray, curve: np.ndarray) -> tuple[float, float]:
     return float(res.x[0]), float(math.exp(res.x[1]))
 
 
+def logistic_sign(lengths: np.ndarray, curve: np.ndarray) -> float:
+    """Direction :func:`fit_logistic` uses: -1 for a falling least-squares trend, else +1."""
+    x, y = _as_curve(lengths, curve, "curve")
+    return -1.0 if np.polyfit(x, y, 1)[0] < 0 else 1.0
+
+
+def logistic_curve(lengths: np.ndarray, curve: np.ndarray, midpoint: float, slope: float) -> np.ndarray:
+    """The logistic of :func:`fit_logistic` (direction from ``curve``'s trend) at ``lengths``, shape (m,)."""
+    x = _as_lengths(lengths)
+    return _logistic(x, midpoint, slope, logistic_sign(x, curve))
+
+
+def _quantiles(values: np.ndarray, level: float) -> tuple[float, float]:
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return float("nan"), float("nan")
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(values, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+# with n units there are C(2n - 1, n) distinct resamples: 3 for n = 2, 10 for n = 3
+MIN_BOOT_UNITS = 3
+CI_METHODS = ("units", "residuals", "none")
+# replicate midpoints spread less than this fraction of the length range count as not varying
+REPLICATE_TOLERANCE = 1e-6
+
+
+def bootstrap_replicates(
+    lengths: np.ndarray,
+    curves_by_unit: np.ndarray,
+    rng: np.random.Generator,
+    n_boot: int = 1000,
+) -> tuple[str, np.ndarray]:
+    """Logistic fits ``(midpoint, slope)`` of ``n_boot`` bootstrap replicates of the unit-mean curve.
+
+    ``curves_by_unit``: shape (n_units, m), one curve per unit (phase rotation, random-control
+    sample) over ``lengths`` (m,), at least 2 distinct lengths. Returns ``(method, fits)`` with
+    ``fits`` of shape (n_boot, 2):
+
+    * ``"units"`` (n_units >= :data:`MIN_BOOT_UNITS`): units resampled with replacement, each
+      replicate's mean curve fitted by :func:`fit_logistic`. A replicate depends only on the
+      multiset of units drawn, so every distinct multiset is fitted once (identical to fitting
+      every replicate).
+    * ``"residuals"`` (fewer units, e.g. a judgment concept's single sequence per |x| or a
+      period-2 concept's two rotations): the residuals of the logistic fitted to the mean curve
+      are resampled over positions, added to the fitted curve and refitted.
+    """
+    x = _as_lengths(lengths)
+    units = np.asarray(curves_by_unit, dtype=float)
+    if units.ndim != 2 or units.shape[1] != x.size or units.shape[0] == 0:
+        raise ValueError(f"curves_by_unit must have shape (n_units, {x.size}), got {units.shape}")
+    if not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive int, got {n_boot!r}")
+    n = units.shape[0]
+    if n >= MIN_BOOT_UNITS:
+        idx = rng.integers(0, n, size=(n_boot, n))
+        distinct, inverse = np.unique(np.sort(idx, axis=1), axis=0, return_inverse=True)
+        means = units[distinct].mean(axis=1)  # (n_distinct, m)
+        fits = np.array([fit_logistic(x, m) for m in means])
+        return "units", fits[np.asarray(inverse).reshape(-1)]
+    y = units.mean(axis=0)
+    fitted = logistic_curve(x, y, *fit_logistic(x, y))
+    resid = y - fitted
+    idx = rng.integers(0, x.size, size=(n_boot, x.size))
+    return "residuals", np.array([fit_logistic(x, fitted + resid[i]) for i in idx])
+
+
 def logistic_bootstrap(
     lengths: np.ndarray,
     curves_by_unit: np.ndarray,
     rng: np.random.Generator,
     n_boot: int = 1000,
     level: float = 0.95,
-) -> dict[str, float]:
-    """Logistic fit of the unit-mean curve with percentile bootstrap CIs over units.
+) -> dict[str, float | str | None]:
+    """|x|* on the fitted curve: logistic fit of the unit-mean curve with bootstrap intervals.
 
-    ``curves_by_unit``: shape (n_units, m), one curve per unit (e.g. phase rotation or random
-    control) over ``lengths`` (m,). Units are resampled with replacement; each replicate's mean
-    curve is fitted with ``fit_logistic``. Both intervals come from the same resamples.
-    Returns dict(midpoint, slope, midpoint_low, midpoint_high, slope_low, slope_high).
+    The transition |x|* is the midpoint of the logistic fitted (:func:`fit_logistic`) to the
+    mean over units of ``curves_by_unit`` (n_units, m), i.e. where the fitted curve crosses 0.5;
+    unlike the first crossing of a raw curve it uses every point and cannot jump between
+    chance crossings. Replicates come from :func:`bootstrap_replicates` (units or residuals).
+
+    Returns a dict with ``midpoint``, ``slope`` (the fit), ``transition`` (= midpoint when it lies
+    within [min(lengths), max(lengths)], else NaN: the fitted curve does not cross 0.5 where
+    observed), ``ci_low``/``ci_high`` (percentile interval of the replicates' midpoints),
+    ``midpoint_low``/``midpoint_high`` (the same interval), ``slope_low``/``slope_high``,
+    ``ci_method`` (``units``, ``residuals`` or ``none``) and ``ci_reason`` (None when the transition
+    interval exists, else why not). An interval is reported only when it contains its estimate:
+    the transition interval is NaN (with a reason) when there is no transition, when the
+    replicates do not vary (spread below :data:`REPLICATE_TOLERANCE` of the length range), or when the estimate falls outside the percentile interval (a biased
+    bootstrap); the slope interval is NaN when it does not contain the slope.
     """
     x = _as_lengths(lengths)
-    curves = np.asarray(curves_by_unit, dtype=float)
-    if curves.ndim != 2 or curves.shape[1] != x.size or curves.shape[0] == 0:
-        raise ValueError(f"curves_by_unit must have shape (n_units, {x.size}), got {curves.shape}")
-
-    # bootstrap_ci calls statistic(values, axis=0) for the point estimate and
-    # statistic(values[idx], axis=1) on the (n_boot, n_units, m) replicates; fits are cached so the
-    # second call (same seed, hence same resamples) reuses the first call's fits
-    cache: dict[tuple[int, bytes], np.ndarray] = {}
-
-    def fits(values: np.ndarray, axis: int) -> np.ndarray:
-        key = (axis, hashlib.sha1(np.ascontiguousarray(values).tobytes()).digest())
-        if key not in cache:
-            means = np.atleast_2d(values.mean(axis=axis))  # (n_replicates, m)
-            cache[key] = np.array([fit_logistic(x, row) for row in means])  # (n_replicates, 2)
-        return cache[key]
-
-    def statistic(which: int):
-        def stat(values: np.ndarray, axis: int) -> np.ndarray | float:
-            out = fits(values, axis)[:, which]
-            return float(out[0]) if axis == 0 else out
-
-        return stat
-
-    seed = int(rng.integers(2**63 - 1))
-    mid = bootstrap_ci(curves, np.random.default_rng(seed), n_boot, level, statistic(0))
-    slope = bootstrap_ci(curves, np.random.default_rng(seed), n_boot, level, statistic(1))
-    return {
-        "midpoint": mid.mean,
-        "slope": slope.mean,
-        "midpoint_low": mid.low,
-        "midpoint_high": mid.high,
-        "slope_low": slope.low,
-        "slope_high": slope.high,
+    units = np.atleast_2d(np.asarray(curves_by_unit, dtype=float))
+    nan = float("nan")
+    out: dict[str, float | str | None] = {
+        "midpoint": nan, "slope": nan, "transition": nan, "ci_low": nan, "ci_high": nan,
+        "midpoint_low": nan, "midpoint_high": nan, "slope_low": nan, "slope_high": nan,
+        "ci_method": "none", "ci_reason": None,
     }
+    if units.ndim != 2 or units.shape[1] != x.size or units.shape[0] == 0:
+        raise ValueError(f"curves_by_unit must have shape (n_units, {x.size}), got {units.shape}")
+    if np.unique(x).size < 2:
+        out["ci_reason"] = f"fewer than 2 distinct lengths ({np.unique(x).size})"
+        return out
+    mid, slope = fit_logistic(x, units.mean(axis=0))
+    out["midpoint"], out["slope"] = mid, slope
+    lo_x, hi_x = float(x.min()), float(x.max())
+    inside = lo_x <= mid <= hi_x
+    if inside:
+        out["transition"] = mid
+    method, fits = bootstrap_replicates(x, units, rng, n_boot)
+    out["ci_method"] = method
+    m_low, m_high = _quantiles(fits[:, 0], level)
+    s_low, s_high = _quantiles(fits[:, 1], level)
+    if s_low <= slope <= s_high:
+        out["slope_low"], out["slope_high"] = s_low, s_high
+    if not inside:
+        out["ci_reason"] = (f"fitted curve does not cross 0.5 within the lengths [{lo_x:g}, {hi_x:g}] "
+                            f"(logistic midpoint {mid:.3g})")
+    elif np.ptp(fits[:, 0]) <= REPLICATE_TOLERANCE * (hi_x - lo_x):
+        out["ci_reason"] = f"bootstrap replicates ({method}) do not vary (a curve without noise)"
+    elif not m_low <= mid <= m_high:
+        out["ci_reason"] = (f"estimate {mid:.3g} outside the bootstrap percentile interval "
+                            f"[{m_low:.3g}, {m_high:.3g}] ({method}; biased bootstrap)")
+    else:
+        out["ci_low"], out["ci_high"] = m_low, m_high
+        out["midpoint_low"], out["midpoint_high"] = m_low, m_high
+    return out

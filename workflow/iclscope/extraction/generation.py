@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -134,6 +134,95 @@ def _generate_batch(model, tokenizer, requests, encoded, index, seed, temperatur
             text = text[: text.index(stop) + len(stop)]
         results[i] = Generated(r.prompt_id, r.sample, text, len(tokens[b]), done[b])
     return results
+
+
+PARSE_MODES = ("first_letter", "strict")
+
+
+@dataclass(frozen=True)
+class ParsedGeneration:
+    """A generated list split into what the prompt forced and what the model wrote.
+
+    ``flips``: the generated flips (first-letter rule, up to the first unmatched item);
+    ``forced_flips``: the flips of items the prompt itself started (``"[Heads,"`` -> ``"0"``);
+    ``parsed``: every item matched and the list was closed (as :func:`parse_flips`);
+    ``n_clean``: how many leading generated items are exactly a symbol word (after stripping
+    whitespace), so the strict parse is ``flips[:n_clean]``; ``clean``: every generated item is.
+    """
+
+    flips: str
+    forced_flips: str
+    parsed: bool
+    n_clean: int
+    clean: bool
+
+
+def _items(text: str) -> tuple[list[tuple[int, str]], bool]:
+    """Items of the last ``[``-list in ``text`` as (absolute offset of the first non-blank
+    character, stripped item), and whether the list was closed; a trailing empty item dropped."""
+    start = text.rfind("[") + 1
+    body = text[start:]
+    closed = "]" in body
+    body = body.split("]", 1)[0]
+    items, offset = [], start
+    for raw in body.split(","):
+        lead = len(raw) - len(raw.lstrip())
+        items.append((offset + lead, raw.strip()))
+        offset += len(raw) + 1
+    if items and items[-1][1] == "":
+        items = items[:-1]  # a trailing comma (the prompt ends with one)
+    return items, closed
+
+
+def _code(item: str, symbols: Sequence[str]) -> str | None:
+    by_letter = {s[0].lower(): str(i) for i, s in enumerate(symbols)}
+    if len(by_letter) < len(symbols):  # symbols share a first letter: match exactly
+        return next((str(i) for i, s in enumerate(symbols) if item == s), None)
+    return by_letter.get(item[:1].lower()) if item else None
+
+
+def parse_generation(prompt: str, generated: str, symbols: Sequence[str]) -> ParsedGeneration:
+    """Parse ``prompt + generated`` like :func:`parse_flips`, separating the prompt's flips.
+
+    An item is forced when its first non-blank character lies in ``prompt`` (so a prompt
+    ending in ``"[Heads,"`` forces one flip, ``"[He"`` too); items wholly generated are the
+    model's. Randomness metrics must use only the model's flips.
+    """
+    items, closed = _items(prompt + generated)
+    codes: list[str] = []
+    for _, item in items:
+        code = _code(item, symbols)
+        if code is None:
+            break
+        codes.append(code)
+    parsed = closed and len(codes) == len(items)
+    n_forced = sum(1 for offset, _ in items if offset < len(prompt))
+    n_forced = min(n_forced, len(codes))
+    generated_items = [item for offset, item in items if offset >= len(prompt)]
+    exact = [item in symbols for item in generated_items]
+    n_clean = next((i for i, ok in enumerate(exact) if not ok), len(exact))
+    n_clean = min(n_clean, len(codes) - n_forced)
+    return ParsedGeneration(
+        flips="".join(codes[n_forced:]), forced_flips="".join(codes[:n_forced]), parsed=parsed,
+        n_clean=n_clean, clean=all(exact),
+    )
+
+
+def generation_record(task_row: Mapping[str, Any], rendered_prompt: str, generated: Generated,
+                      symbols: Sequence[str]) -> dict[str, Any]:
+    """One row of the ``generations`` table (:data:`iclscope.contracts.GENERATIONS`).
+
+    ``task_row``: the ``binary_generation`` task row (prompt_id, p_tails, text);
+    ``rendered_prompt``: exactly what the model read (:func:`chat_text` of the row), stored
+    because it differs from ``text`` when a chat template is applied.
+    """
+    p = parse_generation(task_row["text"], generated.text, symbols)
+    return {
+        "prompt_id": generated.prompt_id, "p_tails": float(task_row["p_tails"]), "sample": generated.sample,
+        "raw": generated.text, "flips": p.flips, "parsed": p.parsed, "n_tokens": generated.n_tokens,
+        "forced_flips": p.forced_flips, "n_clean": p.n_clean, "clean": p.clean,
+        "rendered_prompt": rendered_prompt,
+    }
 
 
 def parse_flips(text: str, symbols: Sequence[str]) -> tuple[str, bool]:

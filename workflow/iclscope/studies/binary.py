@@ -24,13 +24,16 @@ Output tables (Parquet, one row per observation)
 sequence of the model or of a fitted baseline's samples:
     source (str: ``model``, ``bernoulli``, ``gamblers_fallacy`` or ``markov``), p_tails (float64,
     percent), sample (int32; the generation's sample index for the model, 0..n-1 for a
-    baseline), flips (str, cropped to ``n_flips``), mean, alternation (p_A), longest_run (int32),
-    gzip_length (int32, bytes), running_std, running_min, running_max (of the running average),
-    repeats_w{w} (int32) for every window w.
+    baseline), flips (str: the model's GENERATED flips, cropped to ``n_flips``; the flip the
+    prompt itself wrote, ``[Heads,``, is never part of them), mean, alternation (p_A),
+    longest_run (int32), gzip_net (int32, bytes of gzip net of its fixed 20-byte header and
+    trailer, 0 for the empty string), running_std, running_min, running_max (of the running
+    average), repeats_w{w} (int32; null where w >= n_flips: fewer than two windows fit, nothing
+    can repeat) for every window w, forced_flips (str: the prompt's flips; null for baselines).
 ``baselines`` (:data:`iclscope.contracts.BINARY_BASELINES`), per p_tails one ``model`` row and
 one row per baseline fitted (maximum likelihood) to the model's cropped sequences:
     p_tails, source, n_total (generations at this p), n_short (dropped: fewer than n_flips
-    parsed flips), n_unparsed (generations whose list did not parse completely or was not
+    generated flips under the ``parse`` mode), n_unparsed (generations whose list did not parse completely or was not
     closed; informational: such a sequence is still used when its parsed prefix holds
     n_flips flips), n_used (= n_total - n_short), n_flips, params (JSON of the fitted
     parameters, ``""`` for the model), n_params, loglik (total natural-log likelihood of the
@@ -38,8 +41,10 @@ one row per baseline fitted (maximum likelihood) to the model's cropped sequence
     (n_params ln(flips) - 2 loglik), bic_rank (1 = best; 0 on the model row), delta_bic (bic -
     the best bic at this p), mean_levenshtein (mean pairwise Levenshtein ratio among the
     model's sequences on the model row, among the baseline's samples on a baseline row: the
-    memorisation reference). Fit columns are NaN on the model row and everywhere when
-    n_used = 0.
+    memorisation reference), parse (``binary.generation.parse``: ``first_letter`` or
+    ``strict``), n_clean (sequences whose every generated item was exactly a symbol word),
+    n_used_strict / n_used_first_letter (what each parse mode keeps; n_used is the configured
+    mode's). Fit columns are NaN on the model row and everywhere when n_used = 0.
 ``judgment`` (:data:`iclscope.contracts.JUDGMENT`), one row per judgment prompt:
     concept (``random`` for the Bernoulli(0.5) controls), length (|x|), sample, p_random =
     P(r...) / (P(r...) + P(n...)), logp_r, logp_n (the readouts), prompt_id.
@@ -54,23 +59,27 @@ per account:
     curve, concept, account, transition, slope, ci_low, ci_high, depth, k (phases of the
     concept; 0 for ``random``), n_points (lengths fitted), n_units (curves averaged), ci_method,
     midpoint, midpoint_low, midpoint_high, slope_low, slope_high, n_params, sse, r2, bic,
-    best, temperature, logit_prior, prior_concept.
-    * account ``lm``: the model's own curve. ``transition`` = |x|* where its implied
-      p_random crosses 0.5 (linear interpolation, :func:`model_selection.transition_point`);
-      for continuation the implied p_random is (1 - p_continue) / (1 - 0.5^d), the inverse of
-      ``model_selection.p_continue``, so |x|* is where p_continue = (1 + 0.5^d) / 2.
-      ``slope`` and ``midpoint``: a logistic in |x| fitted to the implied p_random (sharpness,
-      per flip). ``ci_low``/``ci_high``: percentile CI of ``transition``;
-      ``midpoint_*``/``slope_*``: of the logistic's parameters. ``ci_method`` says how:
-      ``units`` = bootstrap over units (phase rotations for continuation, random-control
-      samples for ``random``; with k = 3 rotations there are only 10 distinct resamples, so
-      read those intervals as rough), ``residuals`` = a single curve (a judgment concept has
-      one sequence per |x|): residual bootstrap around the fitted logistic, ``none`` = fewer
-      than 2 lengths (NaN). sse/r2/bic: of the logistic, on the curve's own scale.
+    best, temperature, logit_prior, prior_concept, ci_reason (null when ci_low/ci_high exist,
+    else why they do not).
+    * account ``lm``: the model's own curve (:func:`model_selection.logistic_bootstrap`). A
+      logistic in |x| is fitted to the unit-mean implied p_random; ``transition`` = |x|* = its
+      midpoint, where the FITTED curve crosses 0.5 (NaN when that lies outside the lengths
+      observed); for continuation the implied p_random is (1 - p_continue) / (1 - 0.5^d), the
+      inverse of ``model_selection.p_continue``, so |x|* is where the fitted p_continue is
+      (1 + 0.5^d) / 2. ``slope``: the logistic's sharpness, per flip. ``ci_low``/``ci_high``
+      (= ``midpoint_low``/``midpoint_high``): percentile CI of the replicates' midpoints,
+      reported only when it contains ``transition`` (else NaN and ``ci_reason``);
+      ``slope_*``: of the slope (NaN when not containing it). ``ci_method`` says what was
+      resampled: ``units`` = phase rotations for continuation, random-control samples for
+      ``random`` (with at least 3 units; every distinct resample fitted once), ``residuals`` =
+      positions: the residuals of the fitted logistic (a judgment concept has one sequence per
+      |x|; a period-2 concept only 2 rotations), ``none`` = fewer than 2 lengths.
+      sse/r2/bic: of the logistic, on the curve's own scale.
     * accounts ``averaging``, ``hard``, ``soft`` (:func:`model_selection.compare_accounts`,
       not for ``random``): least-squares fits of the Bayesian model-selection account.
       ``transition`` = the fitted n*, ``slope`` = the account's logistic slope in |x|, ln 2 / T
-      (ln 2 for averaging, inf for hard); CI columns NaN (``ci_method`` ``none``); ``best``
+      (ln 2 for averaging, inf for hard); CI columns NaN (``ci_method`` ``none``, ``ci_reason``
+      :data:`ACCOUNT_CI_REASON`); ``best``
       marks the lowest BIC among the three (BIC = n ln(sse / n) + n_params ln n).
     Fit failures (e.g. non-finite values) give NaN rows and a logged warning.
 
@@ -111,13 +120,14 @@ ANALYSIS_DEFAULTS: dict[str, Any] = {
     "levenshtein": "normalized",
     "windows": list(contracts.REPEAT_WINDOWS),
 }
+ACCOUNT_CI_REASON = "account fits are not bootstrapped; the lm row carries the interval of |x|*"
 INPUTS = ("judgment_tasks", "continuation_tasks", "generations", "judgment_readouts", "continuation_readouts")
 OUTPUTS = ("generation_metrics", "baselines", "judgment", "continuation", "model_selection")
 PLOTTED_METRICS = {
     "mean": "mean (fraction of Tails)",
     "alternation": "alternation rate $p_A$",
     "longest_run": "longest run",
-    "gzip_length": "gzip length (bytes)",
+    "gzip_net": "gzip length net of header (bytes)",
     "running_std": "std of running average",
 }
 
@@ -295,49 +305,80 @@ def combine_rotations(curves: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- A1/A2 generation
 
 
-def crop_generations(generations: pd.DataFrame, n_flips: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Crop every generated sequence to its first ``n_flips`` flips, dropping shorter ones.
+PARSE_MODES = ("first_letter", "strict")
 
-    ``generations``: prompt_id, p_tails, sample, flips (may be shorter or empty/null), parsed.
-    Returns (kept: p_tails, sample, flips; counts: p_tails, n_total, n_short, n_unparsed,
-    n_used), counts sorted by p_tails. ``n_unparsed`` counts ``parsed == False`` whether or not
-    the sequence is long enough to be used.
+
+def crop_generations(
+    generations: pd.DataFrame, n_flips: int, parse: str = "first_letter"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Crop every generated sequence to its first ``n_flips`` generated flips, dropping shorter ones.
+
+    ``generations``: prompt_id, p_tails, sample, flips (the generated flips only; may be shorter
+    or empty/null), parsed, forced_flips (the prompt's own flips), n_clean (leading generated
+    items that are exactly a symbol word), clean (every generated item is). ``parse``:
+    ``first_letter`` (the paper: every item matched by its first letter) or ``strict`` (only the
+    leading clean items, ``flips[:n_clean]``, count). Returns (kept: p_tails, sample, flips,
+    forced_flips; counts: p_tails, n_total, n_short, n_unparsed, n_used, n_clean, n_used_strict,
+    n_used_first_letter), counts sorted by p_tails. ``n_short`` / ``n_used`` follow ``parse``;
+    ``n_used_<mode>`` say what each mode keeps. ``n_unparsed`` counts ``parsed == False`` whether
+    or not the sequence is long enough to be used.
     """
-    _require(generations, ["p_tails", "sample", "flips", "parsed"], "generations")
+    _require(generations, ["p_tails", "sample", "flips", "parsed", "forced_flips", "n_clean", "clean"], "generations")
     if not isinstance(n_flips, (int, np.integer)) or n_flips < 1:
         raise ValueError(f"binary.generation.n_flips must be a positive int, got {n_flips!r}")
+    if parse not in PARSE_MODES:
+        raise ValueError(f"binary.generation.parse must be one of {PARSE_MODES}, got {parse!r}")
     g = generations.assign(flips=generations["flips"].fillna("").astype(str),
-                           parsed=generations["parsed"].fillna(False).astype(bool))
-    long_enough = g["flips"].str.len() >= n_flips
-    kept = g.loc[long_enough, ["p_tails", "sample"]].assign(flips=g.loc[long_enough, "flips"].str[:n_flips])
+                           forced_flips=generations["forced_flips"].fillna("").astype(str),
+                           parsed=generations["parsed"].fillna(False).astype(bool),
+                           clean=generations["clean"].fillna(False).astype(bool),
+                           n_clean=generations["n_clean"].fillna(0).astype(int))
+    strict_len = np.minimum(g["n_clean"].to_numpy(), g["flips"].str.len().to_numpy())
+    enough = {"first_letter": g["flips"].str.len().to_numpy() >= n_flips, "strict": strict_len >= n_flips}
+    long_enough = pd.Series(enough[parse], index=g.index)
+    kept = g.loc[long_enough, ["p_tails", "sample", "forced_flips"]].assign(
+        flips=g.loc[long_enough, "flips"].str[:n_flips])
     kept = kept.sort_values(["p_tails", "sample"], kind="stable").reset_index(drop=True)
     counts = (
-        g.assign(short=~long_enough, unparsed=~g["parsed"])
+        g.assign(short=~long_enough, unparsed=~g["parsed"], strict=enough["strict"],
+                 first_letter=enough["first_letter"])
         .groupby("p_tails", sort=True)
-        .agg(n_total=("flips", "size"), n_short=("short", "sum"), n_unparsed=("unparsed", "sum"))
+        .agg(n_total=("flips", "size"), n_short=("short", "sum"), n_unparsed=("unparsed", "sum"),
+             n_clean=("clean", "sum"), n_used_strict=("strict", "sum"),
+             n_used_first_letter=("first_letter", "sum"))
         .reset_index()
     )
     counts["n_used"] = counts["n_total"] - counts["n_short"]
     for p, row in counts.set_index("p_tails").iterrows():
         if row["n_short"]:
-            log.warning("generation p_tails=%g: %d of %d sequences have fewer than %d flips; dropped",
-                        p, row["n_short"], row["n_total"], n_flips)
-    return kept, counts.astype({c: "int32" for c in ("n_total", "n_short", "n_unparsed", "n_used")})
+            log.warning("generation p_tails=%g: %d of %d sequences have fewer than %d generated flips (parse %s); "
+                        "dropped", p, row["n_short"], row["n_total"], n_flips, parse)
+    ints = ("n_total", "n_short", "n_unparsed", "n_used", "n_clean", "n_used_strict", "n_used_first_letter")
+    counts = counts[["p_tails", "n_total", "n_short", "n_unparsed", "n_used", "n_clean", "n_used_strict",
+                     "n_used_first_letter"]]
+    return kept[["p_tails", "sample", "flips", "forced_flips"]], counts.astype({c: "int32" for c in ints})
 
 
 def metrics_frame(seqs: pd.DataFrame, source: str, windows: Sequence[int]) -> pd.DataFrame:
-    """:func:`binary_metrics.sequence_metrics` of every row of ``seqs`` (p_tails, sample, flips).
+    """:func:`binary_metrics.sequence_metrics` of every row of ``seqs`` (p_tails, sample, flips,
+    optional forced_flips: kept as a column, never part of the metrics).
 
-    Returns the ``generation_metrics`` columns with ``source`` set to ``source``.
+    Returns the ``generation_metrics`` columns with ``source`` set to ``source``; ``repeats_w{w}``
+    are nullable Int32 (missing where w >= the sequence length).
     """
     schema = contracts.binary_generation_metrics_schema(tuple(windows))
     if seqs.empty:
         return schema.empty_table().to_pandas()
+    forced = seqs["forced_flips"] if "forced_flips" in seqs.columns else [None] * len(seqs)
     rows = [
-        {"source": source, "p_tails": float(p), "sample": int(s), "flips": f, **bm.sequence_metrics(f, windows)}
-        for p, s, f in zip(seqs["p_tails"], seqs["sample"], seqs["flips"])
+        {"source": source, "p_tails": float(p), "sample": int(s), "flips": f, **bm.sequence_metrics(f, windows),
+         "forced_flips": ff}
+        for p, s, f, ff in zip(seqs["p_tails"], seqs["sample"], seqs["flips"], forced)
     ]
-    return _frame(schema, rows)
+    df = pd.DataFrame(rows)
+    for w in windows:
+        df[f"repeats_w{w}"] = df[f"repeats_w{w}"].astype("Int32")
+    return _frame(schema, df)
 
 
 def analyse_generations(
@@ -346,17 +387,18 @@ def analyse_generations(
     seed: int,
     windows: Sequence[int] = contracts.REPEAT_WINDOWS,
     levenshtein: str = "normalized",
+    parse: str = "first_letter",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Randomness metrics of the model's sequences and of fitted baselines' samples (A1, A2).
 
-    Per p_tails: crop (:func:`crop_generations`), fit every baseline to the used sequences
+    Per p_tails: crop (:func:`crop_generations` with ``parse``), fit every baseline to the used sequences
     (:func:`baselines.compare_baselines`, log-likelihood of the model's sequences under each),
     draw n_used sequences of n_flips flips from each fitted baseline with
     ``rng(seed, "baseline", name, p_tails)`` and compute the same metrics, plus the mean
     pairwise Levenshtein ratio of each set.
     Returns (generation_metrics, baselines) as documented in the module docstring.
     """
-    kept, counts = crop_generations(generations, n_flips)
+    kept, counts = crop_generations(generations, n_flips, parse)
     windows = tuple(int(w) for w in windows)
     metric_parts = [metrics_frame(kept, MODEL, windows)]
     rows: list[dict[str, Any]] = []
@@ -365,7 +407,8 @@ def analyse_generations(
         p = float(c.p_tails)
         seqs = kept.loc[kept["p_tails"] == p, "flips"].tolist()
         base = {"p_tails": p, "n_total": c.n_total, "n_short": c.n_short, "n_unparsed": c.n_unparsed,
-                "n_used": c.n_used, "n_flips": int(n_flips)}
+                "n_used": c.n_used, "n_flips": int(n_flips), "parse": parse, "n_clean": c.n_clean,
+                "n_used_strict": c.n_used_strict, "n_used_first_letter": c.n_used_first_letter}
         rows.append({**base, "source": MODEL, "params": "", "n_params": 0, "loglik": nan, "loglik_per_flip": nan,
                      "bic": nan, "bic_rank": 0, "delta_bic": nan,
                      "mean_levenshtein": bm.mean_pairwise_levenshtein(seqs, levenshtein)})
@@ -401,83 +444,6 @@ def analyse_generations(
 # --------------------------------------------------------------------------- A5 model selection
 
 
-def _quantiles(values: np.ndarray, level: float) -> tuple[float, float]:
-    values = np.asarray(values, dtype=float)
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return float("nan"), float("nan")
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(values, [alpha, 1.0 - alpha])
-    return float(low), float(high)
-
-
-def _logistic_curve(lengths: np.ndarray, curve: np.ndarray, midpoint: float, slope: float) -> np.ndarray:
-    """The fitted logistic of :func:`model_selection.fit_logistic` (direction from the trend)."""
-    sign = -1.0 if np.polyfit(lengths, curve, 1)[0] < 0 else 1.0
-    return expit(sign * slope * (lengths - midpoint))
-
-
-def residual_bootstrap(
-    lengths: np.ndarray, curve: np.ndarray, generator: np.random.Generator, n_boot: int = 1000, level: float = 0.95
-) -> dict[str, float]:
-    """Logistic fit of one curve with percentile CIs from a residual bootstrap.
-
-    For a curve with a single unit (a judgment concept: one sequence per |x|) nothing can be
-    resampled over units; instead the residuals of the fitted logistic are resampled with
-    replacement, added to the fitted curve and refitted ``n_boot`` times. ``lengths``,
-    ``curve``: shape (m,), lengths strictly increasing. Returns midpoint, slope and their
-    ``_low``/``_high``, plus transition_low/high (of :func:`model_selection.transition_point`
-    at 0.5 on each replicate; replicates that never cross are ignored).
-    """
-    x = np.asarray(lengths, dtype=float)
-    y = np.asarray(curve, dtype=float)
-    mid, slope = ms.fit_logistic(x, y)
-    fitted = _logistic_curve(x, y, mid, slope)
-    resid = y - fitted
-    idx = generator.integers(0, x.size, size=(n_boot, x.size))
-    boots = fitted[None, :] + resid[idx]
-    params = np.array([ms.fit_logistic(x, b) for b in boots])
-    trans = np.array([ms.transition_point(x, b, 0.5) for b in boots])
-    out = {"midpoint": mid, "slope": slope}
-    out["midpoint_low"], out["midpoint_high"] = _quantiles(params[:, 0], level)
-    out["slope_low"], out["slope_high"] = _quantiles(params[:, 1], level)
-    out["transition_low"], out["transition_high"] = _quantiles(trans, level)
-    return out
-
-
-def unit_bootstrap(
-    lengths: np.ndarray, units: np.ndarray, generator: np.random.Generator, n_boot: int = 1000, level: float = 0.95
-) -> dict[str, float]:
-    """:func:`model_selection.logistic_bootstrap` plus a CI of the transition, fitted faster.
-
-    ``units`` (n_units, m) over ``lengths`` (m,). Draws the same resamples as
-    ``logistic_bootstrap`` for the same ``generator`` state and returns the same midpoint,
-    slope and percentile intervals (up to float rounding), plus transition_low/high: the
-    percentile CI of :func:`model_selection.transition_point` at 0.5 of each replicate's mean
-    curve (replicates that never cross are ignored). A resample's mean depends only on the
-    multiset of units drawn, so each distinct multiset is fitted once: with k = 3 phase
-    rotations there are only 10, instead of ``n_boot`` fits.
-    """
-    x = np.asarray(lengths, dtype=float)
-    units = np.asarray(units, dtype=float)
-    if units.ndim != 2 or units.shape[1] != x.size or units.shape[0] == 0:
-        raise ValueError(f"units must have shape (n_units, {x.size}), got {units.shape}")
-    n = units.shape[0]
-    mid, slope = ms.fit_logistic(x, units.mean(axis=0))
-    seed = int(generator.integers(2**63 - 1))  # as logistic_bootstrap: one child seed, one resample matrix
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    distinct, inverse = np.unique(np.sort(idx, axis=1), axis=0, return_inverse=True)
-    inverse = np.asarray(inverse).reshape(-1)
-    means = units[distinct].mean(axis=1)  # (n_distinct, m)
-    params = np.array([ms.fit_logistic(x, m) for m in means])[inverse]
-    trans = np.array([ms.transition_point(x, m, 0.5) for m in means])[inverse]
-    out = {"midpoint": mid, "slope": slope}
-    out["midpoint_low"], out["midpoint_high"] = _quantiles(params[:, 0], level)
-    out["slope_low"], out["slope_high"] = _quantiles(params[:, 1], level)
-    out["transition_low"], out["transition_high"] = _quantiles(trans, level)
-    return out
-
-
 def _bic(sse: float, n: int, n_params: int) -> float:
     if not np.isfinite(sse) or n == 0:
         return float("nan")
@@ -486,7 +452,7 @@ def _bic(sse: float, n: int, n_params: int) -> float:
 
 def _nan_row(**fixed: Any) -> dict[str, Any]:
     row = {name: float("nan") for name in contracts.MODEL_SELECTION.names}
-    row.update({"ci_method": "none", "n_params": 0, "best": False})
+    row.update({"ci_method": "none", "ci_reason": ACCOUNT_CI_REASON, "n_params": 0, "best": False})
     row.update(fixed)
     return row
 
@@ -524,24 +490,17 @@ def curve_selection(
 
     lm = _nan_row(**fixed, account="lm", n_params=2)
     try:
-        lm["transition"] = ms.transition_point(x, pr, 0.5)
-        if np.unique(x).size >= 2:
-            if units.shape[0] >= 2:
-                fit = unit_bootstrap(x, pr_units, generator, n_boot, level)
-                lm["ci_method"] = "units"
-            else:
-                fit = residual_bootstrap(x, pr, generator, n_boot, level)
-                lm["ci_method"] = "residuals"
-            lm["ci_low"], lm["ci_high"] = fit["transition_low"], fit["transition_high"]
-            for key in ("midpoint", "slope", "midpoint_low", "midpoint_high", "slope_low", "slope_high"):
-                lm[key] = fit[key]
-            predicted = 1.0 - scale * _logistic_curve(x, pr, fit["midpoint"], fit["slope"]) if kind != "judgment" \
-                else _logistic_curve(x, pr, fit["midpoint"], fit["slope"])
+        fit = ms.logistic_bootstrap(x, pr_units, generator, n_boot, level)
+        lm.update(fit)
+        if np.isfinite(fit["midpoint"]):
+            logistic = ms.logistic_curve(x, pr, fit["midpoint"], fit["slope"])
+            predicted = logistic if kind == "judgment" else 1.0 - scale * logistic
             sse = float(np.sum((predicted - y) ** 2))
             sst = float(np.sum((y - y.mean()) ** 2))
             lm.update(sse=sse, r2=1.0 - sse / sst if sst > 0 else float("nan"), bic=_bic(sse, x.size, 2))
     except ValueError as err:
         log.warning("model selection %s %s depth %d: logistic fit failed: %s", curve, concept, depth, err)
+        lm["ci_reason"] = f"logistic fit failed: {err}"
     rows.append(lm)
 
     if k >= 1:
@@ -647,9 +606,11 @@ def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[
     settings = analysis_settings(cfg)
     n_boot, level = int(settings["n_boot"]), float(settings["ci_level"])
 
-    generations = _read(inputs["generations"], "generations", ["prompt_id", "p_tails", "sample", "flips", "parsed"])
+    generations = _read(inputs["generations"], "generations",
+                        ["prompt_id", "p_tails", "sample", "flips", "parsed", "forced_flips", "n_clean", "clean"])
     metrics, baselines = analyse_generations(generations, int(cfg["generation"]["n_flips"]), seed,
-                                             settings["windows"], settings["levenshtein"])
+                                             settings["windows"], settings["levenshtein"],
+                                             cfg["generation"]["parse"])
 
     jtasks = _read(inputs["judgment_tasks"], "judgment tasks", ["prompt_id", "concept", "length", "sample"])
     jreads = _read(inputs["judgment_readouts"], "judgment readouts")
@@ -704,8 +665,8 @@ FIGURES: dict[str, str] = {
     "continuation.png": (
         "P(the next d flips continue the concept | its first |x| flips), d = 1..{max_depth}, averaged over the "
         "concept's phase rotations (band: range over rotations) from one teacher-forced pass over {max_length} "
-        "flips; dashed: fitted soft model-selection curve; dotted verticals: |x|* where the implied p(random) "
-        "crosses 0.5."
+        "flips; dashed: fitted soft model-selection curve; dotted verticals: |x|* where the logistic fitted to the "
+        "implied p(random) crosses 0.5."
     ),
 }
 

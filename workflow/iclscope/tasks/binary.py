@@ -66,6 +66,33 @@ def is_primitive(concept: str) -> bool:
     return (concept + concept).find(concept, 1) == len(concept)
 
 
+def canonical_rotation(concept: str) -> str:
+    """The lexicographically smallest phase rotation: equal for concepts that are rotations
+    of each other (``"100"``, ``"010"`` and ``"001"`` all give ``"001"``).
+
+    >>> canonical_rotation("110")
+    '011'
+    """
+    if not concept:
+        raise TaskError("a concept must not be empty")
+    return min(concept[r:] + concept[:r] for r in range(len(concept)))
+
+
+def rotation_duplicates(concepts: Sequence[str]) -> list[tuple[str, str]]:
+    """Pairs ``(earlier, later)`` of ``concepts`` that are phase rotations of each other (identical
+    ones included), in order of the later one. Once a curve is averaged or summed over phase
+    rotations such a pair is one concept measured twice."""
+    first: dict[str, str] = {}
+    pairs = []
+    for c in concepts:
+        key = canonical_rotation(c)
+        if key in first:
+            pairs.append((first[key], c))
+        else:
+            first[key] = c
+    return pairs
+
+
 # --------------------------------------------------------------------------- config
 
 
@@ -105,7 +132,9 @@ def _lengths(values: Any, key: str) -> list[int]:
     return lengths
 
 
-def _concepts(values: Any, key: str) -> list[str]:
+def _concepts(values: Any, key: str, rotations: bool = False) -> list[str]:
+    """Validated concepts; with ``rotations`` (curves averaged over phase rotations) concepts
+    that are rotations of each other are refused too, naming both."""
     if not isinstance(values, (list, tuple)) or not values:
         raise TaskError(f"{key} must be a non-empty list of 0/1 strings, got {values!r}")
     for c in values:
@@ -116,6 +145,12 @@ def _concepts(values: Any, key: str) -> list[str]:
             raise TaskError(f"{key}: concept {c!r} repeats a shorter concept; give that one")
     if len(set(values)) != len(values):
         raise TaskError(f"{key} has duplicate concepts: {values!r}")
+    if rotations:
+        for a, b in rotation_duplicates(values):
+            raise TaskError(
+                f"{key}: concepts {a!r} and {b!r} are phase rotations of each other, hence one concept "
+                "once curves are averaged over rotations; keep one of them"
+            )
     return list(values)
 
 
@@ -239,6 +274,9 @@ def build_judgment(cfg: Mapping[str, Any], seed: int) -> pa.Table:
 def build_continuation(cfg: Mapping[str, Any], seed: int) -> pa.Table:
     """A4: each concept at each phase rotation, repeated to ``max_length`` flips.
 
+    The analysis averages (and sums) over phase rotations, so concepts that are rotations of
+    each other are refused (:func:`rotation_duplicates`).
+
     One teacher-forced pass over a row gives the next-flip conditional at every
     position, hence the continuation curve for every |x| <= max_length at once.
     ``seed`` is unused (nothing is random) but kept for a uniform signature.
@@ -251,7 +289,7 @@ def build_continuation(cfg: Mapping[str, Any], seed: int) -> pa.Table:
     cfg = with_defaults("binary", cfg)
     symbols, separator = _symbols(cfg)
     con = cfg["continuation"]
-    concepts = _concepts(con["concepts"], "binary.continuation.concepts")
+    concepts = _concepts(con["concepts"], "binary.continuation.concepts", rotations=True)
     max_length = _positive_int(con["max_length"], "binary.continuation.max_length")
     max_depth = _positive_int(con["max_depth"], "binary.continuation.max_depth")
     records = []
