@@ -6,11 +6,22 @@ import warnings
 
 import numpy as np
 import pytest
-from iclscope.analysis.attention_ratio import attention_ratio, change_correlation, ratio_summary
+from iclscope.analysis.attention_ratio import (
+    MASS_FLOOR,
+    attention_ratio,
+    change_correlation,
+    geometric_mean_ratio,
+    log_attention_ratio,
+    ratio_summary,
+)
 from iclscope.analysis.probes import (
     grouped_folds,
     logistic_probe,
+    permutation_p_value,
+    probe_permutation_control,
     probe_with_control,
+    ridge_classifier_accuracy,
+    ridge_predictions,
     ridge_probe,
     shuffle_by_group,
 )
@@ -174,3 +185,113 @@ def test_change_correlation_degenerate_inputs() -> None:
         change_correlation([1.0, 2.0, 3.0], [1.0, 2.0, 3.0], rng, method="kendall")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="equal length"):
         change_correlation([1.0, 2.0, 3.0], [1.0, 2.0], rng)
+
+
+# --- permutation control (issue 11.10) -------------------------------------------------------
+
+
+def test_ridge_predictions_equal_sklearn_pipeline() -> None:
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y, groups = planted_regression(3, n_groups=12, per_group=3, d=40)  # d > n: the dual form
+    X[:, 0] = 1.0  # a zero-variance feature
+    Y = np.stack([y, np.random.default_rng(0).normal(size=len(y))], axis=1)
+    folds = grouped_folds(groups, 4)
+    fast = ridge_predictions(X, Y, folds, alpha=2.5)
+    for col in range(Y.shape[1]):
+        slow = np.empty(len(y))
+        for train, test in folds:
+            model = make_pipeline(StandardScaler(), Ridge(alpha=2.5)).fit(X[train], Y[train, col])
+            slow[test] = model.predict(X[test])
+        np.testing.assert_allclose(fast[:, col], slow, rtol=1e-8, atol=1e-8)
+    assert ridge_probe(X, y, groups, n_splits=4, alpha=2.5) == pytest.approx(
+        1 - ((y - fast[:, 0]) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_ridge_classifier_equals_sklearn(n_classes) -> None:
+    from sklearn.linear_model import RidgeClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, labels, groups = planted_classes(5, n_classes=n_classes, groups_per_class=3, per_group=3, d=30)
+    X = X + 3.0 * np.random.default_rng(1).normal(size=X.shape)  # not perfectly separable
+    folds = grouped_folds(groups, 5)
+    shuffled = shuffle_by_group(labels, groups, np.random.default_rng(2))
+    fast = ridge_classifier_accuracy(X, np.stack([labels, shuffled], axis=1), folds, alpha=1.5)
+    for col, lab in enumerate([labels, shuffled]):
+        pred = np.empty(len(lab), dtype=lab.dtype)
+        for train, test in folds:
+            model = make_pipeline(StandardScaler(), RidgeClassifier(alpha=1.5)).fit(X[train], lab[train])
+            pred[test] = model.predict(X[test])
+        assert fast[col] == pytest.approx(np.mean(pred == lab))
+
+
+def test_permutation_p_value_bounds() -> None:
+    assert permutation_p_value(0.9, np.array([0.1, 0.2, 0.3])) == pytest.approx(1 / 4)
+    assert permutation_p_value(0.2, np.array([0.1, 0.2, 0.3])) == pytest.approx(3 / 4)
+    assert permutation_p_value(-1.0, np.array([0.1, 0.2, 0.3])) == 1.0
+    assert np.isnan(permutation_p_value(float("nan"), np.array([0.1])))
+
+
+@pytest.mark.parametrize("kind", ["ridge", "classifier"])
+def test_permutation_control_detects_signal_and_reports_spread(kind) -> None:
+    if kind == "ridge":
+        X, y, groups = planted_regression(0, n_groups=20, per_group=3)
+    else:
+        X, y, groups = planted_classes(0)
+    res = probe_permutation_control(kind, X, y, groups, np.random.default_rng(0), n_shuffles=60)
+    assert res.n_shuffles == 60 and res.controls.shape == (60,)
+    assert 0 < res.p_value <= 1 and res.p_value == pytest.approx(1 / 61)
+    assert res.control_sd > 0 and np.isfinite(res.control_mean)
+    assert res.control_mean == pytest.approx(np.nanmean(res.controls))
+    assert res.control_sd == pytest.approx(np.nanstd(res.controls, ddof=1))
+    assert res.score > res.control_mean + 3 * res.control_sd
+    # pure noise: the real score is one more draw from the null, so p is not small
+    noise = np.random.default_rng(9).normal(size=X.shape)
+    null = probe_permutation_control(kind, noise, y, groups, np.random.default_rng(0), n_shuffles=60)
+    assert 0.05 < null.p_value <= 1
+    again = probe_permutation_control(kind, noise, y, groups, np.random.default_rng(0), n_shuffles=60)
+    np.testing.assert_array_equal(again.controls, null.controls)  # seeded
+
+
+def test_permutation_control_logistic_matches_single_probe() -> None:
+    X, labels, groups = planted_classes(2, groups_per_class=3)
+    res = probe_permutation_control("classifier", X, labels, groups, np.random.default_rng(0), n_shuffles=3,
+                                    classifier="logistic")
+    assert res.score == pytest.approx(logistic_probe(X, labels, groups))
+    with pytest.raises(ValueError, match="n_shuffles"):
+        probe_permutation_control("ridge", X, np.zeros(len(X)), groups, np.random.default_rng(0), n_shuffles=0)
+    with pytest.raises(ValueError, match="classifier"):
+        probe_permutation_control("classifier", X, labels, groups, np.random.default_rng(0), classifier="svm")
+
+
+# --- geometric-mean attention ratio (issue 11.9) ---------------------------------------------
+
+
+def test_log_attention_ratio_floor_and_values() -> None:
+    np.testing.assert_allclose(log_attention_ratio([0.2, 0.1], [0.1, 0.4]), np.log([2.0, 0.25]))
+    assert log_attention_ratio(0.3, 0.0) == pytest.approx(np.log(0.3 / MASS_FLOOR))
+    assert log_attention_ratio(0.0, 0.0) == 0.0
+    with pytest.raises(ValueError, match="non-negative"):
+        log_attention_ratio(-0.1, 0.2)
+
+
+def test_geometric_mean_not_dominated_by_a_near_zero_denominator() -> None:
+    rel = np.full(50, 0.2)
+    dis = np.full(50, 0.1)  # every prompt: ratio 2
+    dis[0] = 1e-7  # one prompt's distractor gets almost nothing: per-prompt ratio 2e6
+    arithmetic = np.mean(rel / dis)
+    assert arithmetic > 1e4  # the old summary: dominated by one prompt
+    logs, ratio = geometric_mean_ratio(log_attention_ratio(rel, dis), np.random.default_rng(0), n_boot=500)
+    assert logs.mean == pytest.approx(np.mean(np.log(rel / dis)))
+    assert 2.0 < ratio.mean < 3.0  # close to the typical prompt's 2 (2 * 1e6 ** (1 / 50) = 2.64)
+    assert ratio.low <= ratio.mean <= ratio.high
+    assert ratio.mean == pytest.approx(np.exp(logs.mean)) and ratio.low == pytest.approx(np.exp(logs.low))
+    # symmetric: ratios 2 and 1/2 cancel
+    sym, _ = geometric_mean_ratio(np.log([2.0, 0.5]), np.random.default_rng(0), n_boot=100)
+    assert sym.mean == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="finite"):
+        geometric_mean_ratio(np.array([np.inf, 0.0]), np.random.default_rng(0))

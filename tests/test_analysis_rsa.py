@@ -7,8 +7,10 @@ import itertools
 import numpy as np
 import pytest
 from iclscope.analysis.rsa import (
+    COMPARATORS,
     _permuted_statistics,
     alignment,
+    compare_vectors,
     condition_means,
     hypothesis_matrix,
     permutation_test,
@@ -160,3 +162,89 @@ def test_permutation_test_is_seeded_and_validates() -> None:
         permutation_test(sim, np.triu(hyp), np.random.default_rng(0))
     with pytest.raises(ValueError, match="shape"):
         permutation_test(sim, hyp[:5, :5], np.random.default_rng(0))
+
+
+# --- comparators (issue 11.11) ---------------------------------------------------------------
+
+
+def _brute_rho_a(a: np.ndarray, b: np.ndarray) -> float:
+    """rho-a from its definition: the mean Spearman rho over all random tie breakings is the
+    Pearson-like sum of centred average ranks over (n^3 - n) / 12, n the number of entries."""
+    from scipy.stats import rankdata
+
+    n = len(a)
+    ra, rb = rankdata(a), rankdata(b)
+    return float(sum((x - (n + 1) / 2) * (y - (n + 1) / 2) for x, y in zip(ra, rb)) * 12 / (n**3 - n))
+
+
+def _brute_tau_a(a: np.ndarray, b: np.ndarray) -> float:
+    """tau-a from its definition: (concordant - discordant) / (n (n - 1) / 2)."""
+    n = len(a)
+    s = 0.0
+    for i, j in itertools.combinations(range(n), 2):
+        s += np.sign(a[i] - a[j]) * np.sign(b[i] - b[j])
+    return s / (n * (n - 1) / 2)
+
+
+def _small_pairs():
+    rng = np.random.default_rng(21)
+    for n_cond in (4, 5, 6):
+        sim = similarity_matrix(rng.normal(size=(n_cond, 5)))
+        conds = [{"slope": rng.integers(2), "name": rng.integers(3)} for _ in range(n_cond)]
+        for field in ("slope", "name"):
+            hyp = hypothesis_matrix(conds, field)
+            if np.ptp(upper_triangle(hyp)) > 0:
+                yield upper_triangle(sim), upper_triangle(hyp)
+        # ties in both vectors and a non-binary model
+        yield np.round(upper_triangle(sim), 1), rng.integers(0, 3, size=n_cond * (n_cond - 1) // 2).astype(float)
+
+
+def test_comparators_equal_rsatoolbox() -> None:
+    pytest.importorskip("rsatoolbox")
+    from rsatoolbox.rdm import RDMs, compare
+
+    names = {"spearman": "spearman", "pearson": "corr", "rho_a": "rho-a", "tau_a": "tau-a"}
+    checked = 0
+    for a, b in _small_pairs():
+        if np.ptp(b) == 0:
+            continue
+        for method in COMPARATORS:
+            ours = compare_vectors(a, b, method)
+            theirs = compare(RDMs(a[None, :]), RDMs(b[None, :]), method=names[method])[0, 0]
+            assert ours == pytest.approx(theirs, abs=1e-10), (method, a, b)
+            checked += 1
+    assert checked >= 20
+
+
+def test_comparators_equal_brute_force_definitions() -> None:
+    for a, b in _small_pairs():
+        if np.ptp(b) == 0:
+            continue
+        assert compare_vectors(a, b, "rho_a") == pytest.approx(_brute_rho_a(a, b), abs=1e-12)
+        assert compare_vectors(a, b, "tau_a") == pytest.approx(_brute_tau_a(a, b), abs=1e-12)
+        assert compare_vectors(a, b, "spearman") == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
+    with pytest.raises(ValueError, match="comparator"):
+        compare_vectors(np.arange(3.0), np.arange(3.0), "kendall")
+
+
+@pytest.mark.parametrize("method", COMPARATORS)
+def test_vectorised_permutation_statistic_matches_loop_for_every_comparator(method) -> None:
+    rng = np.random.default_rng(2)
+    sim = similarity_matrix(rng.normal(size=(12, 8)))
+    perms = np.stack([rng.permutation(12) for _ in range(6)])
+    diff = np.abs(np.subtract.outer([c["slope"] for c in GRID], [c["slope"] for c in GRID])).astype(float)
+    for hyp in (hypothesis_matrix(GRID, "slope"), hypothesis_matrix(GRID, "intercept"), diff):
+        fast = _permuted_statistics(sim, hyp, perms, method)
+        slow = [alignment(sim, hyp[p][:, p], method) for p in perms]
+        np.testing.assert_allclose(fast, slow, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", COMPARATORS)
+def test_every_comparator_finds_planted_structure(method) -> None:
+    sim = similarity_matrix(planted_means(np.random.default_rng(3)))
+    value, p = permutation_test(sim, hypothesis_matrix(GRID, "slope"), np.random.default_rng(4), 300, method)
+    assert value > 0.1 and p < 0.01
+    _, p_other = permutation_test(sim, hypothesis_matrix(GRID, "intercept"), np.random.default_rng(6), 300, method)
+    assert p_other > 0.05
+    assert np.isnan(permutation_test(np.zeros((12, 12)), hypothesis_matrix(GRID, "slope"),
+                                     np.random.default_rng(0), 10, method)[1])

@@ -22,9 +22,9 @@ POOLINGS = ("max", "mean", "last")
 PLANT_LAYER = 2
 REG_CFG = {"slopes": [-3, -1, 1, 3], "intercepts": [-10, 0, 10], "n_variants": 3, "n_shots": [0, 4],
            "x_min": -10, "x_max": 10}
-READ_CFG = {"names": ["Mary", "John", "Ann"], "activities": ["swim", "bake bread", "read books"],
-            "n_names": 3, "n_activities": 3, "n_variants": 2, "n_shots": [0, 1]}
-FAST = {"n_permutations": 200, "n_boot": 200, "n_splits": 4}
+READ_CFG = {"names": ["Mary", "John", "Ann", "Bob"], "activities": ["swim", "bake bread", "read books", "sing"],
+            "n_names": 4, "n_activities": 4, "n_variants": 2, "n_shots": [0, 1]}
+FAST = {"n_permutations": 200, "n_boot": 200, "n_splits": 4, "n_shuffles": 20}
 
 
 def config(**analysis) -> dict:
@@ -246,8 +246,12 @@ def test_analyse_finds_the_planted_slope(analysed):
     rsa = t["rsa"]
     sel = rsa[(rsa["task"] == "regression") & (rsa["hypothesis"] == "slope") & (rsa["layer"] == PLANT_LAYER)]
     after, before = sel[sel["n_shots"] == 4], sel[sel["n_shots"] == 0]
-    assert len(after) == len(POOLINGS) * 2  # every pooling x span (end, query)
+    assert len(after) == len(POOLINGS) * 2 * 2  # every pooling x span (end, query) x comparator
+    assert set(rsa["comparator"]) == {"tau_a", "spearman"}  # the default rsa_comparators
     assert (after["p_value"] < 0.05).all() and (after["spearman"] > 0.3).all()
+    assert (after["alignment"] > 0.1).all()
+    spear = after[after["comparator"] == "spearman"]
+    np.testing.assert_allclose(spear["alignment"], spear["spearman"])
     assert (before["p_value"] >= 0.05).all()
     assert set(rsa["span"]) == {"end", "query", "question_name"}
     assert (rsa["p_value"] >= 1 / 201).all()
@@ -256,8 +260,13 @@ def test_analyse_finds_the_planted_slope(analysed):
     slope = probes[(probes["task"] == "regression") & (probes["target"] == "slope")
                    & (probes["layer"] == PLANT_LAYER)].set_index("n_shots")
     assert slope.loc[4, "score"] > 0.8 > slope.loc[0, "score"]
-    assert slope.loc[4, "score"] > slope.loc[4, "control_score"]
+    assert slope.loc[4, "score"] > slope.loc[4, "control_score"] + 3 * slope.loc[4, "control_sd"]
+    assert slope.loc[4, "p_value"] == pytest.approx(1 / 21)  # beats all 20 shuffles
+    assert ((probes["p_value"] > 0) & (probes["p_value"] <= 1)).all()
+    assert (probes["n_shuffles"] == 20).all() and (probes["control_sd"] > 0).all()
+    np.testing.assert_allclose(probes["selectivity"], probes["score"] - probes["control_score"])
     assert set(probes.loc[probes["task"] == "reading", "metric"]) == {"accuracy"}
+    assert set(probes.loc[probes["task"] == "reading", "probe"]) == {"ridge_classifier"}
     assert set(probes.loc[probes["task"] == "regression", "probe"]) == {"ridge"}
 
 
@@ -269,7 +278,9 @@ def test_analyse_tables_and_contracts(analysed):
         assert read_table(path).schema.names == rep.SCHEMAS[name].names
     n_prompts = sum(len(read_table(inputs[f"{task}_tasks"])) for task in ("regression", "reading"))
     assert len(t["behaviour"]) == n_prompts
-    acc = t["behaviour_summary"].query("metric == 'accuracy'").set_index(["task", "n_shots"])["mean"]
+    summary = t["behaviour_summary"]
+    pooled = summary[summary["relevant_first"].isna()]
+    acc = pooled.query("metric == 'accuracy'").set_index(["task", "n_shots"])["mean"]
     assert acc[("regression", 4)] > acc[("regression", 0)]
     assert acc[("reading", 1)] > acc[("reading", 0)]
 
@@ -284,16 +295,36 @@ def test_analyse_tables_and_contracts(analysed):
 
     att = t["attention_ratio"]
     assert set(att["task"]) == {"reading"}  # regression has no distractor span
-    mean = att[att["head"] == -1].set_index(["layer", "n_shots"])
+    mean = att[(att["head"] == -1) & att["relevant_first"].isna()].set_index(["layer", "n_shots"])
     for layer in (1, 2):
         assert mean.loc[(layer, 1), "ratio"] > mean.loc[(layer, 0), "ratio"]
         assert mean.loc[(layer, 1), "ci_low"] <= mean.loc[(layer, 1), "ratio"] <= mean.loc[(layer, 1), "ci_high"]
     assert set(att["head"]) == {-1, 0, 1}
+    np.testing.assert_allclose(att["ratio"], np.exp(att["log_ratio"]))
+    assert (att["log_ci_low"] <= att["log_ratio"] + 1e-12).all() and (att["log_ratio"] <= att["log_ci_high"] + 1e-12).all()
+
+    # issue 11.7: behaviour and attention ratio split by story order as well as pooled
+    beh = t["behaviour"]
+    assert beh.loc[beh["task"] == "regression", "relevant_first"].isna().all()
+    reading_beh = beh[beh["task"] == "reading"]
+    assert reading_beh["relevant_first"].notna().all()
+    assert (reading_beh.groupby(["condition", "n_shots"])["relevant_first"].mean() == 0.5).all()
+    split = summary[summary["relevant_first"].notna()]
+    assert set(split["task"]) == {"reading"} and set(split["relevant_first"]) == {True, False}
+    n = summary.set_index(["task", "n_shots", "metric", "relevant_first"], drop=False)
+    for k in (0, 1):
+        halves = split[(split["n_shots"] == k) & (split["metric"] == "accuracy")]["n_prompts"]
+        whole = pooled[(pooled["task"] == "reading") & (pooled["n_shots"] == k) & (pooled["metric"] == "accuracy")]
+        assert list(halves) == [int(whole["n_prompts"].iloc[0]) // 2] * 2
+    del n
+    for (layer, head, k), g in att.groupby(["layer", "head", "n_shots"]):
+        by_order = {(None if pd.isna(f) else bool(f)): int(c) for f, c in zip(g["relevant_first"], g["n_prompts"])}
+        assert by_order[True] == by_order[False] and by_order[None] == by_order[True] + by_order[False]
 
     rvb = t["repr_vs_behaviour"]
     assert {"alignment:slope", "alignment:intercept"} <= set(rvb.loc[rvb["task"] == "regression", "measure"])
     reading = rvb[rvb["task"] == "reading"]
-    assert set(reading.loc[reading["measure"] == "attention_ratio", "layer"]) == {1, 2}
+    assert set(reading.loc[reading["measure"] == "attention_log_ratio", "layer"]) == {1, 2}
     assert set(rvb["behaviour"]) == {"error", "expected_error", "nll"}
     assert (rvb["n_conditions"] > 0).all()
     ok = rvb["mean"].notna()
@@ -348,7 +379,7 @@ def test_attention_ratio_equals_eager_weights(prepared_tiny):
     from iclscope.models import load_prepared
 
     table = build_task("reading", task_params("reading", config()))
-    rows = table.to_pylist()[:4]  # two conditions, before and after ICL
+    rows = table.to_pylist()[:4]  # one condition's two variants, before and after ICL
     model, tokenizer, _ = load_prepared(prepared_tiny, device="cpu", attn_implementation=register())
     result = extract(model, tokenizer, rows, [plan_for("reading", r) for r in rows], ["mean"], batch_tokens=512)
     ratios = rep.prompt_attention_ratios(result.attention.to_pandas())
@@ -373,6 +404,8 @@ def test_attention_ratio_equals_eager_weights(prepared_tiny):
 
     summary = rep.summarise_attention_ratios(ratios, {r["prompt_id"]: r["n_shots"] for r in rows}, "reading",
                                              seed=0, n_boot=50)
-    want = expected[expected["head"] == -1].groupby(["layer", "n_shots"])["ratio"].mean()
+    # the geometric mean over prompts: exp of the mean log ratio
+    want = np.exp(np.log(expected[expected["head"] == -1]["ratio"]).groupby(
+        [expected["layer"], expected["n_shots"]]).mean())
     got = summary[summary["head"] == -1].set_index(["layer", "n_shots"])["ratio"]
     np.testing.assert_allclose(got.loc[want.index], want, rtol=1e-4)

@@ -32,8 +32,8 @@ CFG = {
     "reading": {
         "names_file": "data/names.txt",
         "activities_file": "data/activities.txt",
-        "n_names": 3,
-        "n_activities": 3,
+        "n_names": 4,
+        "n_activities": 4,
         "n_shots": [0, 2, 4],
         "n_variants": 2,
     },
@@ -126,6 +126,32 @@ def test_regression_instruction_and_noise():
     assert all(float(e).is_integer() for e in noisy) and any(e != 0 for e in noisy)
 
 
+def test_regression_query_x_paired_across_conditions():
+    """Issue 11.6: every condition has the same multiset of query x per (variant, n_shots), and
+    the same example x's, so conditions differ only in y; before-ICL prompts of one variant are
+    identical across conditions (condition means cannot track x)."""
+    cfg = cfg_with("regression", n_variants=6, noise=1.5)
+    rows = build_regression(cfg, seed=3).to_pylist()
+    per_cell: dict[tuple[int, int], dict[str, list]] = {}
+    for r in rows:
+        per_cell.setdefault((r["variant"], r["n_shots"]), {})[r["condition"]] = (
+            r["query_x"], r["examples_x"], [y - r["slope"] * x - r["intercept"]
+                                            for x, y in zip(r["examples_x"], r["examples_y"])])
+    for cell in per_cell.values():
+        assert len(cell) == 4 and len(set(map(repr, cell.values()))) == 1  # x's and noise paired
+    by_k: dict[int, dict[str, Counter]] = {}
+    for r in rows:
+        by_k.setdefault(r["n_shots"], {}).setdefault(r["condition"], Counter())[r["query_x"]] += 1
+    for multisets in by_k.values():
+        assert len({tuple(sorted(m.items())) for m in multisets.values()}) == 1
+    before = {}
+    for r in rows:
+        if r["n_shots"] == 0:
+            before.setdefault(r["variant"], set()).add(r["text"])
+    assert all(len(texts) == 1 for texts in before.values())
+    assert len({r["query_x"] for r in rows}) > 1  # variants still differ
+
+
 def test_regression_seed_changes_draws():
     def queries(seed: int) -> list[int]:
         return build_regression(CFG, seed=seed).column("query_x").to_pylist()
@@ -153,9 +179,9 @@ def test_regression_condition_draws_independent_of_grid():
 def test_reading_counts_and_columns():
     rows = build_reading(CFG, seed=0, root=ROOT).to_pylist()
     counts = Counter(r["condition"] for r in rows)
-    assert len(counts) == 9 and set(counts.values()) == {2 * 3}
-    names = load_items(ROOT / "data/names.txt", "k")[:3]
-    activities = load_items(ROOT / "data/activities.txt", "k")[:3]
+    assert len(counts) == 16 and set(counts.values()) == {2 * 3}
+    names = load_items(ROOT / "data/names.txt", "k")[:4]
+    activities = load_items(ROOT / "data/activities.txt", "k")[:4]
     for r in rows:
         assert r["condition"] == f"{r['name']}|{r['activity']}"
         assert r["name"] in names and r["activity"] in activities
@@ -196,6 +222,46 @@ def test_reading_relevant_first_varies():
     assert {r["relevant_first"] for r in rows} == {True, False}
 
 
+@pytest.mark.parametrize("n_variants", [2, 4, 6])
+def test_reading_relevant_first_balanced_within_condition_and_shots(n_variants):
+    """Issue 11.7: relevant_first is exactly half within every (condition, n_shots)."""
+    rows = build_reading(cfg_with("reading", n_variants=n_variants), seed=1, root=ROOT).to_pylist()
+    cells: dict[tuple[str, int], list[bool]] = {}
+    for r in rows:
+        cells.setdefault((r["condition"], r["n_shots"]), []).append(r["relevant_first"])
+    assert len(cells) == 16 * 3
+    for flags in cells.values():
+        assert len(flags) == n_variants and sum(flags) * 2 == n_variants
+
+
+def test_reading_odd_variants_refused():
+    with pytest.raises(TaskError, match=r"representations\.reading\.n_variants must be even"):
+        build_reading(cfg_with("reading", n_variants=3), seed=0, root=ROOT)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_reading_examples_never_prime_target_or_distractor(seed):
+    """Issue 11.8: the examples contain the query's activity and the distractor's activity
+    equally often, namely never (neither as an answer nor in an example's distractor), and
+    never the query's or the distractor's name."""
+    rows = build_reading(CFG, seed=seed, root=ROOT).to_pylist()
+    counts = Counter()
+    for r in rows:
+        for i in range(1, r["n_shots"] + 1):
+            example = spans_of(r)[f"example_{i}"]
+            answer = example.rsplit("\nAnswer: ", 1)[1]
+            counts["target_answer"] += answer == r["activity"]
+            counts["distractor_answer"] += answer == r["distractor_activity"]
+            counts["target_mention"] += r["activity"] in example
+            counts["distractor_mention"] += r["distractor_activity"] in example
+            counts["names"] += r["name"] in example or r["distractor_name"] in example
+            counts["examples"] += 1
+    assert counts["examples"] > 0
+    assert counts["target_answer"] == counts["distractor_answer"] == 0
+    assert counts["target_mention"] == counts["distractor_mention"] == 0
+    assert counts["names"] == 0
+
+
 def test_reading_nested_shots():
     for shots in by_variant(build_reading(CFG, seed=0, root=ROOT).to_pylist()).values():
         queries = {r["text"][r["text"].rindex("Story: ") :] for r in shots.values()}
@@ -206,9 +272,9 @@ def test_reading_nested_shots():
 
 
 def test_reading_inline_lists():
-    cfg = cfg_with("reading", names=["Ann", "Bob", "Cy"], activities=["run", "swim", "sing"])
+    cfg = cfg_with("reading", names=["Ann", "Bob", "Cy", "Di"], activities=["run", "swim", "sing", "cook"])
     rows = build_reading(cfg, seed=0, root=Path("/nonexistent")).to_pylist()
-    assert {r["name"] for r in rows} == {"Ann", "Bob", "Cy"}
+    assert {r["name"] for r in rows} == {"Ann", "Bob", "Cy", "Di"}
 
 
 # ---------------------------------------------------------------- determinism
@@ -253,6 +319,8 @@ def test_reading_seed_changes_draws():
         ("reading", {"names": ["Ann", "Ann", "Bob"]}, "representations.reading.names"),
         ("reading", {"names": ["Ann"], "n_names": 1}, "representations.reading.n_names"),
         ("reading", {"n_shots": [0, 5]}, "representations.reading.n_shots"),
+        ("reading", {"n_names": 3}, "representations.reading.n_names"),
+        ("reading", {"n_variants": 1}, "representations.reading.n_variants"),
         ("reading", {"names_file": "data/missing.txt"}, "data/missing.txt"),
     ],
 )

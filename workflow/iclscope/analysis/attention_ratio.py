@@ -64,6 +64,53 @@ def ratio_summary(
     return bootstrap_ci(ratios, rng, n_boot=n_boot, level=level)
 
 
+# Both masses are floored here before the log: a span with (numerically) no attention gives a
+# log ratio of at most log(1 / MASS_FLOOR) ~ 27.6 instead of an infinity, and one such prompt
+# moves a mean over n prompts by at most 27.6 / n on the log scale.
+MASS_FLOOR = 1e-12
+
+
+def log_attention_ratio(
+    mass_relevant: np.ndarray | float, mass_distractor: np.ndarray | float, floor: float = MASS_FLOOR
+) -> np.ndarray:
+    """Elementwise ``log(max(mass_relevant, floor)) - log(max(mass_distractor, floor))``.
+
+    Masses: non-negative, broadcastable (e.g. (n_prompts,) or (n_prompts, n_heads)). The log
+    scale makes a relevant/distractor ratio of 2 and of 1/2 cancel and bounds what one
+    near-zero denominator can contribute (see :data:`MASS_FLOOR`). Returns the broadcast shape.
+    """
+    if floor <= 0:
+        raise ValueError(f"floor must be > 0, got {floor}")
+    rel = np.asarray(mass_relevant, dtype=float)
+    dis = np.asarray(mass_distractor, dtype=float)
+    if np.any(rel < 0) or np.any(dis < 0):
+        raise ValueError(
+            f"attention masses must be non-negative; min relevant {np.nanmin(rel)}, "
+            f"min distractor {np.nanmin(dis)}"
+        )
+    return np.log(np.maximum(rel, floor)) - np.log(np.maximum(dis, floor))
+
+
+def geometric_mean_ratio(
+    log_ratios: np.ndarray, rng: np.random.Generator, n_boot: int = 1000, level: float = 0.95
+) -> tuple[Interval, Interval]:
+    """Mean log ratio over prompts and the geometric-mean ratio, with percentile bootstrap CIs.
+
+    ``log_ratios``: (n_prompts,) from :func:`log_attention_ratio`; NaNs are dropped. Prompts
+    are resampled with replacement. Returns ``(log_scale, ratio_scale)``: the mean log ratio
+    with its CI, and ``exp`` of all three (the geometric mean ratio and its CI; exp is monotone,
+    so the percentile interval maps exactly). Unlike the arithmetic mean of per-prompt ratios,
+    one prompt whose distractor gets almost no attention cannot dominate it.
+    """
+    log_ratios = np.asarray(log_ratios, dtype=float)
+    if log_ratios.ndim != 1:
+        raise ValueError(f"log_ratios must be 1-D (n_prompts,), got shape {log_ratios.shape}")
+    if np.isinf(log_ratios).any():
+        raise ValueError("log_ratios must be finite (floor the masses with log_attention_ratio)")
+    logs = bootstrap_ci(log_ratios, rng, n_boot=n_boot, level=level)
+    return logs, Interval(*(float(np.exp(v)) for v in logs))
+
+
 def _rowwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pearson correlation of each row pair of (m, n) arrays; NaN where a row is constant."""
     ac = a - a.mean(axis=-1, keepdims=True)

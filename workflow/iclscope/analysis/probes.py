@@ -11,7 +11,7 @@ folds from dominating.
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -188,3 +188,172 @@ def probe_with_control(
         return _ridge_oof(X, y_arr, folds, alpha), _ridge_oof(X, control_y.astype(float), folds, alpha)
     labels = np.asarray(y)
     return _logistic_oof(X, labels, folds, C), _logistic_oof(X, control_y, folds, C)
+
+
+# ----------------------------------------------------------------------------- permutation control
+#
+# The control of B5 repeats the probe on many group-level shuffles of the targets. Fitting a
+# model per shuffle would cost n_shuffles x n_splits fits per probe; the ridge probes below are
+# closed form in their dual (kernel) form instead, so one solve per fold serves the real targets
+# and every shuffle at once (a matrix of right-hand sides).
+
+CLASSIFIERS = ("ridge", "logistic")
+
+
+class PermutationProbe(NamedTuple):
+    """A probe score with its permutation control.
+
+    ``score``: the probe on the real targets; ``control_mean`` / ``control_sd``: mean and
+    standard deviation (ddof=1) of the same probe over ``n_shuffles`` group-level shuffles;
+    ``p_value``: ``(1 + #{control >= score}) / (1 + n_shuffles)`` (one-sided, in (0, 1]; NaN
+    when the score is NaN); ``controls``: the (n_shuffles,) control scores.
+    """
+
+    score: float
+    control_mean: float
+    control_sd: float
+    p_value: float
+    n_shuffles: int
+    controls: np.ndarray
+
+
+def _standardise_fold(X: np.ndarray, train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """StandardScaler fitted on the training rows (a zero-variance feature keeps scale 1)."""
+    mean = X[train].mean(axis=0)
+    std = X[train].std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    return (X[train] - mean) / std, (X[test] - mean) / std
+
+
+def ridge_predictions(X: np.ndarray, Y: np.ndarray, folds: Folds, alpha: float) -> np.ndarray:
+    """Out-of-fold predictions of standardise + ridge (with intercept) for many targets at once.
+
+    ``X``: (n, d); ``Y``: (n, t), t target columns (e.g. the real target and its shuffles);
+    ``folds``: (train, test) index pairs covering every row once. Per fold the features are
+    standardised on the training rows and the ridge solution is taken in dual form,
+    ``pred = mean(Y_tr) + Z_te Z_tr^T (Z_tr Z_tr^T + alpha I)^-1 (Y_tr - mean(Y_tr))``, which
+    equals ``make_pipeline(StandardScaler(), Ridge(alpha))`` column by column (tested) at the
+    cost of one (n_train x n_train) solve per fold for all t columns. Returns (n, t).
+    """
+    if alpha <= 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    X = np.asarray(X, dtype=float)
+    Y = np.asarray(Y, dtype=float)
+    if Y.ndim != 2 or Y.shape[0] != X.shape[0]:
+        raise ValueError(f"Y must be (n, t) with n = {X.shape[0]} rows, got shape {Y.shape}")
+    pred = np.empty_like(Y)
+    for train, test in folds:
+        z_tr, z_te = _standardise_fold(X, train, test)
+        y_tr = Y[train]
+        centre = y_tr.mean(axis=0)
+        gram = z_tr @ z_tr.T
+        gram[np.diag_indices_from(gram)] += alpha
+        dual = np.linalg.solve(gram, y_tr - centre)
+        pred[test] = centre + (z_te @ z_tr.T) @ dual
+    return pred
+
+
+def r2_columns(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """R^2 of each column of ``pred`` (n, t) against the matching column of ``y`` (n, t);
+    NaN for a constant column of ``y`` (as :func:`ridge_probe`)."""
+    y = np.asarray(y, dtype=float)
+    resid = ((y - pred) ** 2).sum(axis=0)
+    total = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, 1.0 - resid / total, np.nan)
+
+
+def ridge_classifier_accuracy(X: np.ndarray, labels: np.ndarray, folds: Folds, alpha: float) -> np.ndarray:
+    """Out-of-fold accuracy of a standardise + ridge classifier for many labelings at once.
+
+    ``labels``: (n, t), t labelings of the n rows (e.g. the real labels and their shuffles).
+    Each labeling is one-vs-all coded as +1 / -1 over the classes seen in the fold's training
+    rows and fitted by ridge (:func:`ridge_predictions`); the prediction is the class with the
+    largest score, as ``make_pipeline(StandardScaler(), RidgeClassifier(alpha))`` (tested;
+    with one training class the fold predicts it). Returns (t,) accuracies.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be (n, t), got shape {labels.shape}")
+    classes, codes = np.unique(labels, return_inverse=True)
+    codes = codes.reshape(labels.shape)
+    n, t = codes.shape
+    k = len(classes)
+    hits = np.zeros(t)
+    for train, test in folds:
+        onehot = np.zeros((len(train), t, k))
+        np.put_along_axis(onehot, codes[train][:, :, None], 1.0, axis=2)
+        seen = onehot.any(axis=0)  # (t, k): classes present in this fold's training rows
+        z_tr, z_te = _standardise_fold(np.asarray(X, dtype=float), train, test)
+        target = (2.0 * onehot - 1.0).reshape(len(train), t * k)
+        centre = target.mean(axis=0)
+        gram = z_tr @ z_tr.T
+        gram[np.diag_indices_from(gram)] += alpha
+        dual = np.linalg.solve(gram, target - centre)
+        scores = (centre + (z_te @ z_tr.T) @ dual).reshape(len(test), t, k)
+        scores = np.where(seen[None], scores, -np.inf)
+        pred = scores.argmax(axis=2)
+        hits += (pred == codes[test]).sum(axis=0)
+    return hits / n
+
+
+def permutation_p_value(score: float, controls: np.ndarray) -> float:
+    """One-sided permutation p-value ``(1 + #{controls >= score}) / (1 + len(controls))``.
+
+    In (0, 1]; NaN when ``score`` is NaN. NaN controls count as not exceeding.
+    """
+    controls = np.asarray(controls, dtype=float)
+    if np.isnan(score):
+        return float("nan")
+    exceed = int(np.count_nonzero(controls >= score - 1e-12))
+    return (1 + exceed) / (1 + controls.size)
+
+
+def probe_permutation_control(
+    kind: Literal["ridge", "classifier"],
+    X: np.ndarray,
+    y: np.ndarray | Sequence[Hashable],
+    groups: Sequence[Hashable] | np.ndarray,
+    rng: np.random.Generator,
+    n_shuffles: int = 100,
+    n_splits: int = 5,
+    alpha: float = 1.0,
+    C: float = 1.0,
+    classifier: str = "ridge",
+) -> PermutationProbe:
+    """A probe and its permutation control over ``n_shuffles`` group-level shuffles.
+
+    ``kind``: "ridge" (numeric ``y``, R^2) or "classifier" (class labels, accuracy, by
+    ``classifier``: "ridge", a closed-form ridge classifier with penalty ``alpha``, or
+    "logistic", :func:`logistic_probe`'s model with ``C``, refitted per shuffle and so about
+    ``n_shuffles`` times slower). Each shuffle permutes the targets across groups
+    (:func:`shuffle_by_group`, drawn in order from ``rng``); all use the same grouped folds as
+    the real probe. Returns :class:`PermutationProbe`.
+    """
+    if kind not in ("ridge", "classifier"):
+        raise ValueError(f"kind must be 'ridge' or 'classifier', got {kind!r}")
+    if classifier not in CLASSIFIERS:
+        raise ValueError(f"classifier must be one of {CLASSIFIERS}, got {classifier!r}")
+    if isinstance(n_shuffles, bool) or not isinstance(n_shuffles, int) or n_shuffles < 1:
+        raise ValueError(f"n_shuffles must be an integer >= 1, got {n_shuffles!r}")
+    X = _check_xy(X, y, groups)
+    folds = grouped_folds(groups, n_splits)
+    y_arr = np.asarray(y)
+    columns = [y_arr] + [shuffle_by_group(y_arr, groups, rng) for _ in range(n_shuffles)]
+    if kind == "ridge":
+        Y = np.stack(columns, axis=1).astype(float)
+        scores = r2_columns(Y, ridge_predictions(X, Y, folds, alpha))
+    elif classifier == "ridge":
+        scores = ridge_classifier_accuracy(X, np.stack(columns, axis=1), folds, alpha)
+    else:
+        scores = np.array([_logistic_oof(X, c, folds, C) for c in columns])
+    score, controls = float(scores[0]), scores[1:]
+    finite = controls[~np.isnan(controls)]
+    return PermutationProbe(
+        score,
+        float(finite.mean()) if finite.size else float("nan"),
+        float(finite.std(ddof=1)) if finite.size > 1 else float("nan"),
+        permutation_p_value(score, controls),
+        int(n_shuffles),
+        controls,
+    )

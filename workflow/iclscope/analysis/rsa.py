@@ -2,8 +2,15 @@
 
 Embeddings of prompts are averaged per condition, standardised over conditions, and turned into a
 condition x condition cosine similarity matrix. A hypothesis matrix marks which condition pairs
-share a task component (same slope, same name, ...). Alignment is the Spearman correlation of the
-two matrices' upper triangles; its significance comes from permuting condition labels.
+share a task component (same slope, same name, ...). Alignment is a correlation of the two
+matrices' upper triangles (the comparator); its significance comes from permuting condition labels.
+
+Comparators (:data:`COMPARATORS`, names as rsatoolbox's ``compare`` methods): ``spearman``;
+``pearson``; ``rho_a`` (rsatoolbox "rho-a": Spearman's rho without tie correction, the expected
+rho under random tie breaking, 12 * sum(centred ranks a * centred ranks b) / (n^3 - n)); ``tau_a``
+(Kendall's tau-a: (concordant - discordant pairs) / (n (n - 1) / 2), ties count as neither). A
+binary hypothesis matrix ties most of its entries, which Spearman's tie-corrected denominator
+rewards; rho-a and tau-a are the comparators Nili et al. (2014) and rsatoolbox recommend then.
 """
 
 from __future__ import annotations
@@ -12,7 +19,9 @@ from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata, spearmanr
+from scipy.stats import pearsonr, rankdata, spearmanr
+
+COMPARATORS = ("spearman", "pearson", "rho_a", "tau_a")
 
 # Permutation statistics within this of the observed one count as ">=": the vectorised path and
 # scipy compute the same number by different float operations.
@@ -106,70 +115,136 @@ def _check_pair(sim: np.ndarray, hyp: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return sim, hyp
 
 
-def alignment(sim: np.ndarray, hyp: np.ndarray) -> float:
-    """Spearman correlation of the upper triangles of ``sim`` and ``hyp`` (both (n_cond, n_cond)).
+def _check_method(method: str) -> None:
+    if method not in COMPARATORS:
+        raise ValueError(f"unknown RSA comparator {method!r}; known: {list(COMPARATORS)}")
 
-    NaN when either triangle is constant (or has fewer than two entries).
+
+def rho_a(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rho-a of two vectors (n,): ``12 * (ra - mean) . (rb - mean) / (n^3 - n)`` with
+    average ranks ``ra``, ``rb`` (rsatoolbox's ``compare_rho_a``; no tie correction)."""
+    ra, rb = rankdata(a), rankdata(b)
+    n = len(ra)
+    return float(12.0 * ((ra - ra.mean()) @ (rb - rb.mean())) / (n**3 - n))
+
+
+def tau_a(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall's tau-a of two vectors (n,): the sum over pairs i < j of
+    ``sign(a_i - a_j) * sign(b_i - b_j)`` divided by n (n - 1) / 2 (ties contribute 0)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    n = len(a)
+    sa = np.sign(a[:, None] - a[None, :])
+    sb = np.sign(b[:, None] - b[None, :])
+    return float((sa * sb).sum() / (n * (n - 1)))
+
+
+def compare_vectors(a: np.ndarray, b: np.ndarray, method: str = "spearman") -> float:
+    """The comparator ``method`` (one of :data:`COMPARATORS`) between two vectors (n,).
+
+    NaN when either vector is constant or has fewer than two entries (alignment with a
+    constant matrix is undefined, whatever the comparator would formally return).
     """
-    sim, hyp = _check_pair(sim, hyp)
-    a, b = upper_triangle(sim), upper_triangle(hyp)
+    _check_method(method)
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"expected two 1-D vectors of equal length, got {a.shape} and {b.shape}")
     if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
-    return float(spearmanr(a, b).statistic)
+    if method == "spearman":
+        return float(spearmanr(a, b).statistic)
+    if method == "pearson":
+        return float(pearsonr(a, b).statistic)
+    if method == "rho_a":
+        return rho_a(a, b)
+    return tau_a(a, b)
+
+
+def alignment(sim: np.ndarray, hyp: np.ndarray, method: str = "spearman") -> float:
+    """Comparator ``method`` (default Spearman) of the upper triangles of ``sim`` and ``hyp``
+    (both (n_cond, n_cond)). NaN when either triangle is constant (or has fewer than two entries).
+    """
+    sim, hyp = _check_pair(sim, hyp)
+    return compare_vectors(upper_triangle(sim), upper_triangle(hyp), method)
 
 
 def permutation_test(
-    sim: np.ndarray, hyp: np.ndarray, rng: np.random.Generator, n_permutations: int = 1000
+    sim: np.ndarray,
+    hyp: np.ndarray,
+    rng: np.random.Generator,
+    n_permutations: int = 1000,
+    method: str = "spearman",
 ) -> tuple[float, float]:
-    """Alignment and its one-sided permutation p-value.
+    """Alignment (comparator ``method``) and its one-sided permutation p-value.
 
     Condition labels are permuted: ``hyp[perm][:, perm]`` for each random ``perm``; the p-value
     is ``(1 + #{permuted >= observed}) / (1 + n_permutations)``, one-sided because the hypothesis
     predicts *higher* similarity for pairs that share a component. ``hyp`` must be symmetric.
-    Returns (spearman, p); both NaN when the alignment is undefined.
+    Returns (alignment, p); both NaN when the alignment is undefined. The permutations drawn
+    depend on ``rng`` only, not on ``method``.
 
     Vectorised: for a symmetric ``hyp`` a relabelling only moves the off-diagonal values between
     pairs, so the multiset of upper-triangle values (hence its average ranks, ties included) is
     unchanged. The ranks of the permuted triangle are therefore the permuted rank matrix, and each
-    permuted Spearman is a Pearson correlation of fixed-mean, fixed-norm rank vectors: one matrix
-    product per chunk instead of ``n_permutations`` calls to ``spearmanr``.
+    permuted Spearman / Pearson / rho-a is a dot product with fixed-mean, fixed-norm vectors: one
+    matrix product per chunk instead of ``n_permutations`` calls. Tau-a with a two-valued
+    hypothesis is linear in it too (``sign(b_i - b_j) = (b_i - b_j) / (hi - lo)``); otherwise it
+    takes an (m, m) sign matrix per permutation (m = n (n - 1) / 2).
     """
+    _check_method(method)
     sim, hyp = _check_pair(sim, hyp)
     if n_permutations < 1:
         raise ValueError(f"n_permutations must be >= 1, got {n_permutations}")
     if not np.allclose(hyp, hyp.T):
         raise ValueError("hyp must be symmetric for a permutation test over condition labels")
-    observed = alignment(sim, hyp)
+    observed = alignment(sim, hyp, method)
     if np.isnan(observed):
         return float("nan"), float("nan")
 
     n = sim.shape[0]
     n_pairs = n * (n - 1) // 2
-    chunk = max(1, min(n_permutations, 2_000_000 // n_pairs))  # bound memory to ~16 MB a chunk
+    per_perm = n_pairs if method != "tau_a" or len(np.unique(upper_triangle(hyp))) <= 2 else n_pairs**2
+    chunk = max(1, min(n_permutations, 2_000_000 // per_perm))  # bound memory to ~16 MB a chunk
     exceed = 0
     done = 0
     while done < n_permutations:
         size = min(chunk, n_permutations - done)
         perms = rng.permuted(np.tile(np.arange(n), (size, 1)), axis=1)  # (size, n)
-        stats = _permuted_statistics(sim, hyp, perms)
+        stats = _permuted_statistics(sim, hyp, perms, method)
         exceed += int(np.count_nonzero(stats >= observed - _TIE_TOL))
         done += size
     return observed, (1 + exceed) / (1 + n_permutations)
 
 
-def _permuted_statistics(sim: np.ndarray, hyp: np.ndarray, perms: np.ndarray) -> np.ndarray:
-    """Spearman of sim vs ``hyp[p][:, p]`` for each row ``p`` of ``perms`` (n_perm, n), vectorised.
+def _permuted_statistics(sim: np.ndarray, hyp: np.ndarray, perms: np.ndarray, method: str = "spearman") -> np.ndarray:
+    """Comparator of sim vs ``hyp[p][:, p]`` for each row ``p`` of ``perms`` (n_perm, n), vectorised.
 
     Ranks are computed once per call; the permuted rank vectors all share the mean and norm of
-    the unpermuted one. Tested against ``spearmanr`` in the unit tests.
+    the unpermuted one. Tested against a loop over :func:`alignment` in the unit tests.
     """
     n = sim.shape[0]
     iu, ju = np.triu_indices(n, k=1)
-    sim_rank = rankdata(sim[iu, ju])
-    sim_c = sim_rank - sim_rank.mean()
-    tri = rankdata(hyp[iu, ju])
-    hyp_rank = np.zeros((n, n))
-    hyp_rank[iu, ju] = tri
-    hyp_rank[ju, iu] = tri
-    permuted = hyp_rank[perms[:, iu], perms[:, ju]] - tri.mean()
-    return permuted @ sim_c / (np.linalg.norm(sim_c) * np.linalg.norm(tri - tri.mean()))
+    m = len(iu)
+    a = sim[iu, ju]
+    tri = hyp[iu, ju]
+    if method == "tau_a":
+        levels = np.unique(tri)
+        permuted = hyp[perms[:, iu], perms[:, ju]]  # (n_perm, m)
+        if len(levels) == 2:
+            # sum_ij sign(a_i - a_j) (b_i - b_j) = 2 b . r with r_i = sum_j sign(a_i - a_j)
+            r = np.sign(a[:, None] - a[None, :]).sum(axis=1)
+            return 2.0 * ((permuted - levels[0]) / (levels[1] - levels[0])) @ r / (m * (m - 1))
+        sa = np.sign(a[:, None] - a[None, :])
+        sb = np.sign(permuted[:, :, None] - permuted[:, None, :])
+        return np.einsum("ij,pij->p", sa, sb) / (m * (m - 1))
+    if method == "pearson":
+        x, y = a, tri
+    else:  # spearman, rho_a: ranks
+        x, y = rankdata(a), rankdata(tri)
+    x_c = x - x.mean()
+    y_mat = np.zeros((n, n))
+    y_mat[iu, ju] = y
+    y_mat[ju, iu] = y
+    permuted = y_mat[perms[:, iu], perms[:, ju]] - y.mean()
+    if method == "rho_a":
+        return 12.0 * (permuted @ x_c) / (m**3 - m)
+    return permuted @ x_c / (np.linalg.norm(x_c) * np.linalg.norm(y - y.mean()))

@@ -2,9 +2,14 @@
 
 The forward keeps using the fast SDPA kernel for its output. Beside it, for the few
 query positions that are needed (e.g. the answer position), the attention function
-recomputes only those softmax rows from the same (rotary-embedded) queries and keys,
-reduces them to the mass on each span, and drops them. Full (B, H, T, T) maps are never
-formed.
+recomputes only those softmax rows from the same (rotary-embedded, normed) queries and
+keys with the layer's own scaling, reduces them to the mass on each span, and drops them.
+Full (B, H, T, T) maps are never formed.
+
+Sliding-window layers (Gemma 3, Qwen2 with ``use_sliding_window``) see only keys fewer
+than ``sliding_window`` positions back. The window is measured in position ids (set with
+:func:`window_positions`), so branch tokens, which sit after the prompt but continue it
+from an earlier position, get the window they would have in the continued text.
 """
 
 from __future__ import annotations
@@ -36,13 +41,23 @@ class AttentionCapture:
 
 
 _current: ContextVar[AttentionCapture | None] = ContextVar("iclscope_attention_capture", default=None)
+_positions: ContextVar[torch.Tensor | None] = ContextVar("iclscope_window_positions", default=None)
 
 
-def span_mass(query: torch.Tensor, key: torch.Tensor, capture: AttentionCapture, scaling: float) -> torch.Tensor:
+def within_window(positions: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, 1, T, T) bool: key j lies fewer than ``window`` positions before (or after)
+    query i, by the position ids ``positions`` (B, T)."""
+    return ((positions[:, :, None] - positions[:, None, :]) < window)[:, None]
+
+
+def span_mass(query: torch.Tensor, key: torch.Tensor, capture: AttentionCapture, scaling: float,
+              window: int | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
     """Mass (K, H, S) on each span from the captured query rows.
 
     ``query`` (B, H, T, D) and ``key`` (B, H_kv, T, D) as the attention layer sees them;
-    grouped key/value heads are shared by ``H // H_kv`` query heads.
+    grouped key/value heads are shared by ``H // H_kv`` query heads. With a sliding
+    ``window``, keys ``window`` or more positions back (by ``positions`` (B, T), else by
+    index) get no attention.
     """
     n_heads, n_kv = query.shape[1], key.shape[1]
     q = query[capture.rows, :, capture.cols].float()  # (K, H, D)
@@ -50,6 +65,10 @@ def span_mass(query: torch.Tensor, key: torch.Tensor, capture: AttentionCapture,
     scores = torch.einsum("khd,khtd->kht", q, k) * scaling
     steps = torch.arange(key.shape[2], device=key.device)
     allowed = capture.key_mask[capture.rows] & (steps[None, :] <= capture.cols[:, None])  # causal, no pads
+    if window is not None:
+        pos = positions[capture.rows] if positions is not None else steps[None, :].expand(len(capture.rows), -1)
+        query_pos = pos.gather(1, capture.cols[:, None])
+        allowed &= (query_pos - pos) < window
     probs = torch.softmax(scores.masked_fill(~allowed[:, None, :], float("-inf")), dim=-1)
     return torch.einsum("kht,kst->khs", probs, capture.span_masks.to(probs.dtype))
 
@@ -59,11 +78,18 @@ def _attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.
                        **kwargs: Any) -> tuple[torch.Tensor, None]:
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    window = kwargs.get("sliding_window")
+    positions = _positions.get()
+    if positions is not None and positions.shape[1] != key.shape[2]:
+        positions = None  # not the forward these positions were set for (e.g. a cached step)
+    if window is not None and positions is not None and attention_mask is not None \
+            and attention_mask.dtype == torch.bool:
+        attention_mask = attention_mask & within_window(positions, window)
     out = sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     capture = _current.get()
     if capture is not None:
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-        capture.masses[module.layer_idx + 1] = span_mass(query, key, capture, scale)
+        capture.masses[module.layer_idx + 1] = span_mass(query, key, capture, scale, window, positions)
     return out
 
 
@@ -76,6 +102,16 @@ def register() -> str:
     AttentionInterface.register(ATTENTION_NAME, _attention_forward)
     AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
     return ATTENTION_NAME
+
+
+@contextmanager
+def window_positions(positions: torch.Tensor) -> Iterator[None]:
+    """Forwards run inside this block measure sliding windows by ``positions`` (B, T)."""
+    token = _positions.set(positions)
+    try:
+        yield
+    finally:
+        _positions.reset(token)
 
 
 @contextmanager

@@ -1,9 +1,10 @@
 """Pooling hidden states over token spans, layer by layer, while the forward runs.
 
-Hidden states are never kept beyond the layer that produced them: a forward hook on the
-embedding module (layer 0) and on each decoder block (layers 1..L, the residual stream
-after the block, before the final norm) pools every declared span at once and hands the
-result on.
+Hidden states are never kept beyond the layer that produced them: a forward pre-hook on
+the first decoder block (layer 0: its input, i.e. the embeddings with whatever the family
+adds, such as Gemma's scaling or GPT-2's position embeddings) and a forward hook on each
+decoder block (layers 1..L, the residual stream after the block, before the final norm)
+pool every declared span at once and hand the result on.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import torch
+
+from iclscope.architectures import decoder_layers
 
 POOLINGS = ("max", "mean", "last")
 
@@ -69,9 +72,11 @@ def pooled_layers(
     model: torch.nn.Module, on_layer: Callable[[int, torch.Tensor], None]
 ) -> Iterator[None]:
     """While active, every forward of ``model`` calls ``on_layer(layer, hidden)`` for the
-    embedding output (layer 0) and each decoder block's output (layers 1..L)."""
-    base = model.get_decoder() if hasattr(model, "get_decoder") else model
-    modules = [base.get_input_embeddings(), *base.layers]
+    first decoder block's input (layer 0) and each decoder block's output (layers 1..L)."""
+    blocks = decoder_layers(model)
+
+    def embeddings_hook(module, args, kwargs):  # type: ignore[no-untyped-def]
+        on_layer(0, args[0] if args else kwargs["hidden_states"])
 
     def hook_for(layer: int):
         def hook(module, args, output):  # type: ignore[no-untyped-def]
@@ -79,7 +84,8 @@ def pooled_layers(
 
         return hook
 
-    handles = [m.register_forward_hook(hook_for(i)) for i, m in enumerate(modules)]
+    handles = [blocks[0].register_forward_pre_hook(embeddings_hook, with_kwargs=True)]
+    handles += [m.register_forward_hook(hook_for(i)) for i, m in enumerate(blocks, start=1)]
     try:
         yield
     finally:

@@ -21,11 +21,16 @@ rsa_spans          regression: [end, query];                    spans whose embe
 rsa_poolings       ``representations.pooling`` (max, mean,      poolings compared in RSA
                    last)
 n_permutations     1000                                         condition-label permutations per RSA test
+rsa_comparators    [tau_a, spearman]                            alignment comparators (tau_a, rho_a,
+                                                                spearman, pearson); the first is the headline
 probe_span         end                                          the one span probed (str or {task: str})
 probe_pooling      first of rsa_poolings                        the one pooling probed
 n_splits           5                                            grouped CV folds (groups = conditions)
 ridge_alpha        1.0                                          ridge penalty (numeric targets)
-logistic_C         1.0                                          inverse L2 penalty (categorical targets)
+logistic_C         1.0                                          inverse L2 penalty (classifier logistic)
+classifier         ridge                                        categorical probe: closed-form ridge
+                                                                classifier (ridge_alpha) or logistic
+n_shuffles         100                                          target shuffles of the probe control
 n_boot             1000                                         bootstrap resamples for every CI
 correlation        pearson                                      B7 correlation: pearson or spearman
 significance       0.05                                         p threshold marked in alignment.png
@@ -43,19 +48,23 @@ behaviour (B1, B2)
     expectation of the candidates' values under the softmax restricted to the candidates, and
     its absolute error), ``logp_correct`` (log-probability of the correct answer renormalised
     over the candidates; NaN if it is not a candidate), ``n_candidates``. A task counts as
-    numeric when its table has a ``target`` column.
+    numeric when its table has a ``target`` column. ``relevant_first``: the story order
+    (reading; null for regression).
 behaviour_summary
-    ``task, n_shots, metric, mean, ci_low, ci_high, n_prompts``: per task and n_shots the
-    mean over prompts of ``accuracy``, ``error``, ``logp_correct`` and (numeric tasks)
-    ``expected_error``, with a percentile-bootstrap CI over prompts.
+    ``task, n_shots, metric, mean, ci_low, ci_high, n_prompts, relevant_first``: per task and
+    n_shots the mean over prompts of ``accuracy``, ``error``, ``logp_correct`` and (numeric
+    tasks) ``expected_error``, with a percentile-bootstrap CI over prompts; ``relevant_first``
+    null = pooled, true / false = only the prompts with that story order (reading).
 rsa (B4)
     ``task, layer, n_shots, hypothesis, spearman, p_value, pooling, span, n_conditions,
-    n_prompts, n_permutations``: per task, layer, pooling, span and n_shots the embeddings
+    n_prompts, n_permutations, comparator, alignment``: per task, layer, pooling, span and n_shots the embeddings
     are averaged per condition, z-scored over conditions and compared by cosine similarity;
-    ``spearman`` is the alignment of that matrix with the hypothesis matrix (1 = the two
+    ``alignment`` is the comparator ``comparator`` (one row per entry of ``rsa_comparators``:
+    tau_a, rho_a, spearman or pearson) of that matrix with the hypothesis matrix (1 = the two
     conditions share the field) over the upper triangles, ``p_value`` its one-sided
     permutation p-value (seeded by ``rng(seed, "rsa", task, layer, pooling, span, n_shots,
-    hypothesis)``).
+    hypothesis)``, the same permutations for every comparator); ``spearman`` is the Spearman
+    alignment in every row.
 similarity
     ``task, layer, pooling, span, n_shots, row_condition, col_condition, similarity,
     shared``: the full similarity matrices behind ``rsa`` (long form), with ``shared`` the
@@ -64,15 +73,20 @@ probes (B5)
     ``task, layer, n_shots, target, score, control_score, selectivity, probe, metric,
     pooling, span, n_prompts, n_conditions``: cross-validated probes decoding each hypothesis
     field from single prompts' embeddings (``probe_span``, ``probe_pooling``); numeric fields
-    by ridge regression (``metric`` r2), others by logistic regression (accuracy). Folds are
-    grouped by condition (the probe must generalise to unseen conditions); ``control_score``
-    is the same probe on condition-level shuffled targets (seeded by ``rng(seed, "probe",
-    task, layer, n_shots, target)``), ``selectivity = score - control_score``.
+    by ridge regression (``metric`` r2), others by a classifier (accuracy; ``probe``
+    ridge_classifier or logistic). Folds are grouped by condition (the probe must generalise to
+    unseen conditions); ``control_score`` and ``control_sd`` are the mean and sd of the same
+    probe over ``n_shuffles`` condition-level shuffles of the targets (seeded by ``rng(seed,
+    "probe", task, layer, n_shots, target)``), ``p_value = (1 + #{control >= score}) / (1 +
+    n_shuffles)``, ``selectivity = score - control_score``.
 attention_ratio (B6)
     ``task, layer, head, n_shots, ratio, ci_low, ci_high, mass_relevant, mass_distractor,
-    n_prompts``: per prompt the attention mass from the answer position (query ``end``) on
-    span ``relevant`` divided by that on ``distractor``; ``ratio`` is the mean over prompts,
-    with a bootstrap CI over prompts, the masses are means too. ``head = -1`` uses the masses
+    n_prompts, log_ratio, log_ci_low, log_ci_high, relevant_first``: per prompt the attention
+    mass from the answer position (query ``end``) on span ``relevant`` divided by that on
+    ``distractor`` (both masses floored at 1e-12); ``log_ratio`` is the mean over prompts of
+    the log ratio with a bootstrap CI over prompts, ``ratio`` / ``ci_*`` its exp (the
+    geometric mean: one near-zero denominator cannot dominate it); the masses are arithmetic
+    means. ``relevant_first`` null = all prompts, true / false = one story order only. ``head = -1`` uses the masses
     averaged over heads (ratio of mean masses: a head that ignores both spans cannot blow the
     ratio up). Only tasks whose attention table has both spans get rows: ``reading``;
     ``regression`` has no distractor span, so it has no attention ratio.
@@ -84,18 +98,20 @@ repr_vs_behaviour (B7)
     behavioural error, with a bootstrap CI over conditions. Measures: ``alignment:<field>``
     (per pooling and span of RSA): the condition's alignment, i.e. its mean similarity to the
     other conditions sharing the field minus its mean similarity to the conditions that do not,
-    read from the before and after similarity matrices; ``attention_ratio`` (tasks with B6,
-    head -1, layers >= 1, pooling null, span ``relevant/distractor``): the condition's mean
-    attention ratio. Behaviour (lower is better): ``error`` for every task, plus
+    read from the before and after similarity matrices; ``attention_log_ratio`` (tasks with
+    B6, head -1, layers >= 1, pooling null, span ``relevant/distractor``): the condition's mean
+    log attention ratio. Behaviour (lower is better): ``error`` for every task, plus
     ``expected_error`` (numeric tasks) and ``nll`` (= -logp_correct, categorical tasks).
     The finding of the paper reads as a *negative* correlation: conditions whose alignment or
     attention ratio grows most lose most error. ``delta_*`` are the mean changes over conditions.
 
 Cost: embeddings are streamed one layer at a time (rows sorted by layer), so memory holds one
-layer. The default run (31 layers, 3 poolings, 2 spans, 2 n_shots, 2 tasks; 1488 permutation
-tests of 1000 permutations, 248 probes with controls) took about 26 s of CPU on one core of
-the 2-core development machine, two thirds of it in the probes; BLAS is limited to one thread
-while analysing because the many tiny fits run faster that way.
+layer. For the default run (31 layers, 3 poolings, 2 spans, 2 n_shots, 2 tasks) that is 1488
+RSA permutation tests of 1000 permutations per comparator (about 3 ms each) and 248 probes
+with 100 shuffles each (about 15-20 ms each: the ridge probes are solved in closed form once
+per fold for the real targets and all shuffles together; ``classifier: logistic`` refits per
+shuffle and costs minutes instead). BLAS is limited to one thread while analysing because the
+many tiny products run faster that way.
 """
 
 from __future__ import annotations
@@ -118,9 +134,10 @@ from iclscope.analysis import rsa as rsa_math
 from iclscope.analysis.attention_ratio import (
     attention_ratio,
     change_correlation,
-    ratio_summary,
+    geometric_mean_ratio,
+    log_attention_ratio,
 )
-from iclscope.analysis.probes import probe_with_control
+from iclscope.analysis.probes import CLASSIFIERS, probe_permutation_control
 from iclscope.analysis.stats import bootstrap_ci
 from iclscope.seeding import rng
 from iclscope.tables import TableError, read_table, recorded_model, write_table
@@ -143,11 +160,14 @@ DEFAULTS: dict[str, Any] = {
     "rsa_spans": DEFAULT_RSA_SPANS,
     "rsa_poolings": None,
     "n_permutations": 1000,
+    "rsa_comparators": ["tau_a", "spearman"],
     "probe_span": END,
     "probe_pooling": None,
     "n_splits": 5,
     "ridge_alpha": 1.0,
     "logistic_C": 1.0,
+    "classifier": "ridge",
+    "n_shuffles": 100,
     "n_boot": 1000,
     "correlation": "pearson",
     "significance": 0.05,
@@ -196,10 +216,20 @@ def analysis_settings(params: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("probe_pooling", "figure_pooling"):
         if settings[key] is None:
             settings[key] = settings["rsa_poolings"][0]
-    for key, minimum in (("n_permutations", 1), ("n_splits", 2), ("n_boot", 1)):
+    for key, minimum in (("n_permutations", 1), ("n_splits", 2), ("n_boot", 1), ("n_shuffles", 1)):
         value = settings[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"representations.analysis.{key} must be an integer >= {minimum}, got {value!r}")
+    comparators = settings["rsa_comparators"]
+    comparators = [comparators] if isinstance(comparators, str) else list(comparators)
+    bad = [c for c in comparators if c not in rsa_math.COMPARATORS]
+    if not comparators or bad or len(set(comparators)) != len(comparators):
+        raise ValueError(f"representations.analysis.rsa_comparators must be a non-empty list of distinct "
+                         f"comparators from {list(rsa_math.COMPARATORS)}, got {settings['rsa_comparators']!r}")
+    settings["rsa_comparators"] = comparators
+    if settings["classifier"] not in CLASSIFIERS:
+        raise ValueError(f"representations.analysis.classifier must be one of {list(CLASSIFIERS)}, "
+                         f"got {settings['classifier']!r}")
     if settings["correlation"] not in ("pearson", "spearman"):
         raise ValueError(
             f"representations.analysis.correlation must be pearson or spearman, got {settings['correlation']!r}"
@@ -321,6 +351,8 @@ def prompt_behaviour(task: str, tasks: pd.DataFrame, readouts: pd.DataFrame) -> 
             "variant": int(getattr(row, "variant", -1)), "answer": str(candidates[best]),
             "correct_answer": correct_answer, "correct": correct, "logp_correct": logp_correct,
             "n_candidates": len(candidates), "expected": float("nan"), "expected_error": float("nan"),
+            "relevant_first": (bool(row.relevant_first) if "relevant_first" in tasks.columns
+                               and not pd.isna(row.relevant_first) else None),
         }
         if numeric:
             target = float(row.target)
@@ -344,9 +376,29 @@ def summarise_behaviour(behaviour: pd.DataFrame, seed: int, n_boot: int = 1000) 
     """Mean behaviour with bootstrap CIs over prompts per task, n_shots and metric.
 
     Metrics: accuracy (mean of ``correct``), error, logp_correct, and expected_error where
-    defined. Seeded by ``rng(seed, "behaviour", task, n_shots, metric)``. Columns:
-    ``task, n_shots, metric, mean, ci_low, ci_high, n_prompts``.
+    defined. Rows with ``relevant_first`` null pool all prompts; tasks whose prompts have a
+    story order (``relevant_first`` not null: reading) also get one row per order. Seeded by
+    ``rng(seed, "behaviour", task, n_shots, metric)`` (pooled) and ``rng(seed, "behaviour",
+    task, n_shots, metric, "first" | "second")``. Columns: ``task, n_shots, metric, mean,
+    ci_low, ci_high, n_prompts, relevant_first``.
     """
+    rows = []
+    order = (behaviour["relevant_first"] if "relevant_first" in behaviour.columns
+             else pd.Series([None] * len(behaviour), index=behaviour.index))
+    parts: list[tuple[Any, tuple[str, ...], pd.DataFrame]] = [(None, (), behaviour)]
+    has_order = order.notna()
+    if has_order.any():
+        known = order[has_order].astype(bool)
+        parts += [(True, ("first",), behaviour.loc[known.index[known]]),
+                  (False, ("second",), behaviour.loc[known.index[~known]])]
+    for flag, tag, part in parts:
+        rows += _behaviour_rows(part, seed, n_boot, flag, tag)
+    out = pd.DataFrame(rows, columns=contracts.BEHAVIOUR_SUMMARY.names)
+    out["relevant_first"] = out["relevant_first"].astype(object)
+    return out
+
+
+def _behaviour_rows(behaviour: pd.DataFrame, seed: int, n_boot: int, flag: Any, tag: tuple[str, ...]) -> list[dict]:
     rows = []
     for (task, k), g in behaviour.groupby(["task", "n_shots"], sort=True):
         metrics = {"accuracy": g["correct"].astype(float), "error": g["error"],
@@ -356,10 +408,11 @@ def summarise_behaviour(behaviour: pd.DataFrame, seed: int, n_boot: int = 1000) 
             values = values[~np.isnan(values)]
             if values.size == 0:
                 continue
-            ci = bootstrap_ci(values, rng(seed, "behaviour", task, int(k), metric), n_boot=n_boot)
+            ci = bootstrap_ci(values, rng(seed, "behaviour", task, int(k), metric, *tag), n_boot=n_boot)
             rows.append({"task": task, "n_shots": int(k), "metric": metric, "mean": ci.mean,
-                         "ci_low": ci.low, "ci_high": ci.high, "n_prompts": int(values.size)})
-    return pd.DataFrame(rows, columns=contracts.BEHAVIOUR_SUMMARY.names)
+                         "ci_low": ci.low, "ci_high": ci.high, "n_prompts": int(values.size),
+                         "relevant_first": flag})
+    return rows
 
 
 def behaviour_measures(behaviour: pd.DataFrame) -> dict[str, pd.Series]:
@@ -379,11 +432,13 @@ def behaviour_measures(behaviour: pd.DataFrame) -> dict[str, pd.Series]:
 @dataclass(frozen=True)
 class RSAResult:
     """RSA of one set of embeddings: sorted condition ``labels``, the (n_cond, n_cond)
-    ``similarity`` matrix, and per hypothesis ``(spearman, p_value)``."""
+    ``similarity`` matrix, per hypothesis and comparator ``(alignment, p_value)`` and per
+    hypothesis the Spearman alignment."""
 
     labels: list[str]
     similarity: np.ndarray
-    alignments: dict[str, tuple[float, float]]
+    alignments: dict[str, dict[str, tuple[float, float]]]
+    spearman: dict[str, float]
 
 
 def _check_conditions(labels: Sequence[Any], fields: pd.DataFrame, hypotheses: Sequence[str], what: str) -> None:
@@ -405,8 +460,12 @@ def rsa_by_condition(
     seed: int,
     key: Sequence[Any] = (),
     n_permutations: int = 1000,
+    comparators: Sequence[str] = ("spearman",),
 ) -> RSAResult:
     """Condition means -> similarity matrix -> alignment with each hypothesis field.
+
+    One permutation test per hypothesis and comparator (:data:`iclscope.analysis.rsa.COMPARATORS`);
+    the comparators of one hypothesis share its permutations.
 
     ``vectors``: (n_prompts, d); ``conditions``: n_prompts labels; ``fields``: one row per
     condition (:func:`condition_fields`) holding the hypothesis fields. The permutation test of
@@ -418,11 +477,16 @@ def rsa_by_condition(
     _check_conditions(labels, fields, hypotheses, "RSA")
     sim = rsa_math.similarity_matrix(means)
     records = fields.loc[labels].to_dict("records")
-    alignments = {}
+    alignments: dict[str, dict[str, tuple[float, float]]] = {}
+    spearman = {}
     for name in hypotheses:
         hyp = rsa_math.hypothesis_matrix(records, name)
-        alignments[name] = rsa_math.permutation_test(sim, hyp, rng(seed, "rsa", *key, name), n_permutations)
-    return RSAResult([str(c) for c in labels], sim, alignments)
+        spearman[name] = rsa_math.alignment(sim, hyp, "spearman")
+        alignments[name] = {
+            method: rsa_math.permutation_test(sim, hyp, rng(seed, "rsa", *key, name), n_permutations, method)
+            for method in comparators
+        }
+    return RSAResult([str(c) for c in labels], sim, alignments, spearman)
 
 
 def condition_alignment(similarity: np.ndarray, labels: Sequence[str], fields: pd.DataFrame, field: str) -> np.ndarray:
@@ -454,14 +518,18 @@ def probe_fields(
     n_splits: int = 5,
     alpha: float = 1.0,
     C: float = 1.0,
+    n_shuffles: int = 100,
+    classifier: str = "ridge",
 ) -> list[dict[str, Any]]:
     """Probe each field of ``targets`` from single prompts' ``vectors`` (n_prompts, d).
 
-    Numeric fields: ridge regression (R^2); others: logistic regression (accuracy). Folds are
-    grouped by condition; the control shuffles the targets between conditions, seeded by
-    ``rng(seed, "probe", *key, target)``. Returns one dict per target with ``target, probe,
-    metric, score, control_score``. Raises ValueError with fewer than 3 conditions or an
-    unknown field.
+    Numeric fields: ridge regression (R^2); others: a classifier (accuracy; ``classifier``
+    "ridge" = closed-form ridge classifier with ``alpha``, or "logistic" with ``C``). Folds are
+    grouped by condition; the control repeats the probe on ``n_shuffles`` shuffles of the
+    targets between conditions (:func:`iclscope.analysis.probes.probe_permutation_control`),
+    seeded by ``rng(seed, "probe", *key, target)``. Returns one dict per target with ``target,
+    probe, metric, score, control_score`` (mean over shuffles), ``control_sd``, ``p_value``,
+    ``n_shuffles``. Raises ValueError with fewer than 3 conditions or an unknown field.
     """
     conditions = [str(c) for c in conditions]
     _check_conditions(sorted(set(conditions)), fields, targets, "probing")
@@ -469,13 +537,15 @@ def probe_fields(
     for target in targets:
         numeric = _numeric(fields[target])
         y = fields[target].reindex(conditions).to_numpy()
-        kind = "ridge" if numeric else "logistic"
-        score, control = probe_with_control(
-            kind, vectors, y.astype(float) if numeric else y.astype(str), conditions,
-            rng(seed, "probe", *key, target), n_splits=n_splits, alpha=alpha, C=C,
+        res = probe_permutation_control(
+            "ridge" if numeric else "classifier", vectors, y.astype(float) if numeric else y.astype(str),
+            conditions, rng(seed, "probe", *key, target), n_shuffles=n_shuffles, n_splits=n_splits,
+            alpha=alpha, C=C, classifier=classifier,
         )
+        kind = "ridge" if numeric else ("ridge_classifier" if classifier == "ridge" else "logistic")
         out.append({"target": target, "probe": kind, "metric": "r2" if numeric else "accuracy",
-                    "score": score, "control_score": control})
+                    "score": res.score, "control_score": res.control_mean, "control_sd": res.control_sd,
+                    "p_value": res.p_value, "n_shuffles": res.n_shuffles})
     return out
 
 
@@ -488,9 +558,10 @@ def prompt_attention_ratios(
     """Attention ratio per prompt, layer and head from an attention table.
 
     ``attention``: ``prompt_id, layer, head, query, span, mass``. Returns ``prompt_id, layer,
-    head, mass_relevant, mass_distractor, ratio`` (ratio = relevant / distractor mass, see
-    :func:`iclscope.analysis.attention_ratio.attention_ratio`). Raises ValueError when either
-    span or the query is absent.
+    head, mass_relevant, mass_distractor, ratio, log_ratio`` (ratio = relevant / distractor mass,
+    see :func:`iclscope.analysis.attention_ratio.attention_ratio`; log_ratio its log with both
+    masses floored, :func:`iclscope.analysis.attention_ratio.log_attention_ratio`). Raises
+    ValueError when either span or the query is absent.
     """
     rows = attention[attention["query"] == query] if "query" in attention.columns else attention
     spans = set(rows["span"].unique())
@@ -511,28 +582,49 @@ def prompt_attention_ratios(
         "mass_distractor": wide[distractor].astype(float),
     })
     out["ratio"] = attention_ratio(out["mass_relevant"].to_numpy(), out["mass_distractor"].to_numpy())
+    out["log_ratio"] = log_attention_ratio(out["mass_relevant"].to_numpy(), out["mass_distractor"].to_numpy())
     return out
 
 
 def summarise_attention_ratios(
-    ratios: pd.DataFrame, n_shots: Mapping[str, int], task: str, seed: int, n_boot: int = 1000
+    ratios: pd.DataFrame,
+    n_shots: Mapping[str, int],
+    task: str,
+    seed: int,
+    n_boot: int = 1000,
+    relevant_first: Mapping[str, bool] | None = None,
 ) -> pd.DataFrame:
-    """Mean attention ratio over prompts per layer, head and n_shots, with bootstrap CIs.
+    """Geometric-mean attention ratio over prompts per layer, head and n_shots, with bootstrap CIs.
 
-    ``ratios``: :func:`prompt_attention_ratios`; ``n_shots``: prompt_id -> n_shots. Seeded by
-    ``rng(seed, "attention_ratio", task, layer, head, n_shots)``. Columns: the
-    attention_ratio table's (module docstring).
+    ``ratios``: :func:`prompt_attention_ratios`; ``n_shots``: prompt_id -> n_shots;
+    ``relevant_first``: prompt_id -> story order (reading), or None. The summary is the mean
+    log ratio (``log_ratio``, CI ``log_ci_*``) and its exp (``ratio``, ``ci_*``: the geometric
+    mean, :func:`iclscope.analysis.attention_ratio.geometric_mean_ratio`). Rows with
+    ``relevant_first`` null pool all prompts; with a mapping, rows for each story order follow.
+    Seeded by ``rng(seed, "attention_ratio", task, layer, head, n_shots, order)`` (order:
+    "pooled", "first", "second"). Columns: the attention_ratio table's (module docstring).
     """
     frame = ratios.assign(n_shots=ratios["prompt_id"].map(n_shots))
     frame = frame[frame["n_shots"].notna()]
+    subsets: list[tuple[Any, str, pd.Series | None]] = [(None, "pooled", None)]
+    if relevant_first is not None:
+        first = frame["prompt_id"].map(relevant_first)
+        subsets += [(True, "first", first == True), (False, "second", first == False)]  # noqa: E712
     rows = []
-    for (layer, head, k), g in frame.groupby(["layer", "head", "n_shots"], sort=True):
-        ci = ratio_summary(g["ratio"].to_numpy(dtype=float),
-                           rng(seed, "attention_ratio", task, int(layer), int(head), int(k)), n_boot=n_boot)
-        rows.append({"task": task, "layer": int(layer), "head": int(head), "n_shots": int(k), "ratio": ci.mean,
-                     "ci_low": ci.low, "ci_high": ci.high, "mass_relevant": float(g["mass_relevant"].mean()),
-                     "mass_distractor": float(g["mass_distractor"].mean()), "n_prompts": len(g)})
-    return pd.DataFrame(rows, columns=contracts.ATTENTION_RATIO.names)
+    for order, tag, mask in subsets:
+        part = frame if mask is None else frame[mask.to_numpy(dtype=bool)]
+        for (layer, head, k), g in part.groupby(["layer", "head", "n_shots"], sort=True):
+            gen = rng(seed, "attention_ratio", task, int(layer), int(head), int(k), tag)
+            logs, ratio = geometric_mean_ratio(g["log_ratio"].to_numpy(dtype=float), gen, n_boot=n_boot)
+            rows.append({"task": task, "layer": int(layer), "head": int(head), "n_shots": int(k),
+                         "ratio": ratio.mean, "ci_low": ratio.low, "ci_high": ratio.high,
+                         "log_ratio": logs.mean, "log_ci_low": logs.low, "log_ci_high": logs.high,
+                         "mass_relevant": float(g["mass_relevant"].mean()),
+                         "mass_distractor": float(g["mass_distractor"].mean()), "n_prompts": len(g),
+                         "relevant_first": order})
+    out = pd.DataFrame(rows, columns=contracts.ATTENTION_RATIO.names)
+    out["relevant_first"] = out["relevant_first"].astype(object)
+    return out
 
 
 # ----------------------------------------------------------------------------- B7 helpers
@@ -719,6 +811,7 @@ def _analyse_task(task: str, inputs: Mapping[str, str], settings: Mapping[str, A
     probe_pooling = str(settings["probe_pooling"])
     n_boot, method = int(settings["n_boot"]), str(settings["correlation"])
     n_permutations = int(settings["n_permutations"])
+    comparators = list(settings["rsa_comparators"])
 
     tasks = read_table(paths["tasks"]).to_pandas()
     if len(tasks) == 0:
@@ -765,7 +858,9 @@ def _analyse_task(task: str, inputs: Mapping[str, str], settings: Mapping[str, A
     if {RELEVANT, DISTRACTOR} <= present:
         ratios = prompt_attention_ratios(attention)
         shots_of = dict(zip(tasks["prompt_id"], prompt_shots))
-        collected.attention.append(summarise_attention_ratios(ratios, shots_of, task, seed, n_boot))
+        order_of = (dict(zip(tasks["prompt_id"], tasks["relevant_first"].astype(bool)))
+                    if "relevant_first" in tasks.columns else None)
+        collected.attention.append(summarise_attention_ratios(ratios, shots_of, task, seed, n_boot, order_of))
         mean_head = ratios[ratios["head"] == -1]
         pos = prompt_index.get_indexer(mean_head["prompt_id"])
         if (pos < 0).any():
@@ -776,7 +871,7 @@ def _analyse_task(task: str, inputs: Mapping[str, str], settings: Mapping[str, A
         for layer, idx in mean_head.groupby("layer").groups.items():
             for after in afters:
                 ratio_deltas[(int(layer), after)] = per_condition(
-                    condition_change(mean_head.loc[idx, "ratio"], cond.loc[idx], k.loc[idx], before, after))
+                    condition_change(mean_head.loc[idx, "log_ratio"], cond.loc[idx], k.loc[idx], before, after))
     else:
         log.info("%s: attention has no %r and %r spans: no attention ratio (B6 needs a distractor)",
                  task, RELEVANT, DISTRACTOR)
@@ -814,14 +909,16 @@ def _analyse_task(task: str, inputs: Mapping[str, str], settings: Mapping[str, A
                     if sel.size == 0:
                         continue
                     res = rsa_by_condition(lv.vectors[sel], row_cond[sel], fields, hypotheses, seed,
-                                           (task, layer, pooling, span, k), n_permutations)
+                                           (task, layer, pooling, span, k), n_permutations, comparators)
                     sims[(pooling, span, k)] = res
                     similarity_entries.append((layer, pooling, span, k, res))
-                    for name, (rho, p) in res.alignments.items():
-                        collected.rsa.append({
-                            "task": task, "layer": layer, "n_shots": k, "hypothesis": name, "spearman": rho,
-                            "p_value": p, "pooling": pooling, "span": span, "n_conditions": len(res.labels),
-                            "n_prompts": int(sel.size), "n_permutations": n_permutations})
+                    for name, by_method in res.alignments.items():
+                        for method, (value, p) in by_method.items():
+                            collected.rsa.append({
+                                "task": task, "layer": layer, "n_shots": k, "hypothesis": name,
+                                "comparator": method, "alignment": value, "spearman": res.spearman[name],
+                                "p_value": p, "pooling": pooling, "span": span, "n_conditions": len(res.labels),
+                                "n_prompts": int(sel.size), "n_permutations": n_permutations})
 
         for k in shots:
             sel = rows(probe_span, probe_pooling, k)
@@ -829,7 +926,8 @@ def _analyse_task(task: str, inputs: Mapping[str, str], settings: Mapping[str, A
                 continue
             scores = probe_fields(lv.vectors[sel], row_cond[sel], fields, hypotheses, seed, (task, layer, k),
                                   int(settings["n_splits"]), float(settings["ridge_alpha"]),
-                                  float(settings["logistic_C"]))
+                                  float(settings["logistic_C"]), int(settings["n_shuffles"]),
+                                  str(settings["classifier"]))
             for s in scores:
                 collected.probes.append({
                     "task": task, "layer": layer, "n_shots": k, **s,
@@ -849,7 +947,8 @@ def _analyse_task(task: str, inputs: Mapping[str, str], settings: Mapping[str, A
                                  - in_order(condition_alignment(a.similarity, a.labels, fields, name), a.labels))
                         measures.append((f"alignment:{name}", pooling, span, delta))
             if (layer, after) in ratio_deltas:
-                measures.append(("attention_ratio", None, f"{RELEVANT}/{DISTRACTOR}", ratio_deltas[(layer, after)]))
+                measures.append(("attention_log_ratio", None, f"{RELEVANT}/{DISTRACTOR}",
+                                 ratio_deltas[(layer, after)]))
             for measure, pooling, span, delta in measures:
                 for (behaviour_name, k_after), delta_b in behaviour_deltas.items():
                     if k_after != after:
@@ -937,19 +1036,22 @@ FIGURES = {
         "hypothesis matrices (1 = the two conditions share the component)."
     ),
     "alignment.png": (
-        "Study B, alignment (Spearman correlation of similarity and hypothesis matrices, upper "
+        "Study B, alignment ({comparator} of similarity and hypothesis matrices, upper "
         "triangles) by layer, before and after ICL ({pooling} pooling; line style = span); filled "
         "markers: one-sided permutation p < {significance} ({n_permutations} permutations of condition labels)."
     ),
     "probes.png": (
-        "Study B, cross-validated linear probes by layer (ridge R^2 for slope/intercept, logistic "
+        "Study B, cross-validated linear probes by layer (ridge R^2 for slope/intercept, {classifier} "
         "accuracy for name/activity; {probe_pooling} pooling of span {probe_span}; {n_splits} folds "
-        "grouped by condition), before and after ICL; dashed: the same probe on condition-shuffled targets."
+        "grouped by condition), before and after ICL; dashed: mean of the same probe over {n_shuffles} "
+        "condition-level shuffles of the targets (the control)."
     ),
     "attention_ratio.png": (
         "Study B, attention from the answer position to the relevant sentence divided by attention to "
-        "the distractor sentence (head-averaged masses; mean over prompts with 95% bootstrap band), by "
-        "layer, before and after ICL; 1 = no preference."
+        "the distractor sentence (head-averaged masses; geometric mean over prompts, i.e. exp of the mean "
+        "log ratio, with 95% bootstrap band; masses floored at 1e-12), by layer, before and after ICL, "
+        "log scale; thin dashed / dotted: prompts whose relevant sentence comes first / second; "
+        "1 = no preference."
     ),
     "behaviour.png": (
         "Study B, left: behaviour by number of in-context examples (mean over prompts, 95% bootstrap "
@@ -1021,6 +1123,9 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
     pooling = str(settings["figure_pooling"])
     sig = float(settings["significance"])
     rsa = frames["rsa"]
+    comparator = str(settings["rsa_comparators"][0])
+    if len(rsa) and "comparator" in rsa.columns:
+        rsa = rsa[rsa["comparator"] == comparator]
     tasks = [t for t in TASKS if any(len(f) and "task" in f.columns and (f["task"] == t).any()
                                      for f in frames.values())] or ["(none)"]
     span_of: dict[str, str | None] = {}
@@ -1110,15 +1215,15 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
                     line = d[(d["span"] == span) & (d["n_shots"] == k)].sort_values("layer")
                     if line.empty:
                         continue
-                    ax.plot(line["layer"], line["spearman"], styles[s_i % len(styles)], color=colors[k],
+                    ax.plot(line["layer"], line["alignment"], styles[s_i % len(styles)], color=colors[k],
                             label=f"{_shots_label(k, shots[0])}, span {span}")
                     good = line[line["p_value"] < sig]
-                    ax.scatter(good["layer"], good["spearman"], color=colors[k], s=18, zorder=3)
+                    ax.scatter(good["layer"], good["alignment"], color=colors[k], s=18, zorder=3)
                     bad = line[~(line["p_value"] < sig)]
-                    ax.scatter(bad["layer"], bad["spearman"], facecolors="white", edgecolors=colors[k], s=18,
+                    ax.scatter(bad["layer"], bad["alignment"], facecolors="white", edgecolors=colors[k], s=18,
                                zorder=3)
             ax.axhline(0, color="black", linewidth=0.8)
-            ax.set(title=f"{task}: hypothesis '{h}'", xlabel="layer", ylabel="alignment (Spearman)")
+            ax.set(title=f"{task}: hypothesis '{h}'", xlabel="layer", ylabel=f"alignment ({comparator})")
             ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"RSA alignment by layer ({pooling} pooling; filled: p < {sig})")
     save(fig, "alignment.png")
@@ -1160,6 +1265,8 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
     for j, task in enumerate(att_tasks):
         ax = axes[0][j]
         d = att[(att["task"] == task) & (att["head"] == -1)] if len(att) else pd.DataFrame()
+        split = d[d["relevant_first"].notna()] if len(d) else d
+        d = d[d["relevant_first"].isna()] if len(d) else d
         if d.empty:
             _no_data(ax, "no attention ratio (needs relevant and distractor spans)")
             continue
@@ -1169,8 +1276,15 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
             line = d[d["n_shots"] == k].sort_values("layer")
             ax.plot(line["layer"], line["ratio"], "-o", markersize=3, color=colors[k], label=_shots_label(k, shots[0]))
             ax.fill_between(line["layer"], line["ci_low"], line["ci_high"], color=colors[k], alpha=0.2, linewidth=0)
+            for flag, style in ((True, "--"), (False, ":")):
+                part = split[(split["n_shots"] == k) & (split["relevant_first"] == flag)].sort_values("layer")
+                if len(part):
+                    ax.plot(part["layer"], part["ratio"], style, linewidth=1, color=colors[k],
+                            label=f"k={k}, relevant {'first' if flag else 'second'}")
         ax.axhline(1, color="black", linewidth=0.8, linestyle=":")
-        ax.set(title=f"{task}: attention relevant / distractor", xlabel="layer", ylabel="ratio (head mean)")
+        ax.set_yscale("log")
+        ax.set(title=f"{task}: attention relevant / distractor", xlabel="layer",
+               ylabel="geometric mean ratio (head mean)")
         ax.legend(fontsize=8, loc="best")
     save(fig, "attention_ratio.png")
 
@@ -1181,6 +1295,8 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
     for i, task in enumerate(tasks):
         ax = axes[i][0]
         d = summary[summary["task"] == task] if len(summary) else pd.DataFrame()
+        if len(d) and "relevant_first" in d.columns:
+            d = d[d["relevant_first"].isna()]
         if d.empty:
             _no_data(ax)
         else:
@@ -1205,7 +1321,8 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
             "nll" if (d["behaviour"] == "nll").any() else "error")
         behaviours_used.append(f"{task}: {behaviour}")
         d = d[(d["behaviour"] == behaviour)
-              & ((d["measure"] == "attention_ratio") | ((d["pooling"] == pooling) & (d["span"] == span_of[task])))]
+              & ((d["measure"] == "attention_log_ratio")
+                 | ((d["pooling"] == pooling) & (d["span"] == span_of[task])))]
         afters = sorted(int(k) for k in d["n_shots_after"].unique())
         for measure in sorted(d["measure"].unique()):
             for k in afters:
@@ -1223,6 +1340,8 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
     values = {
         "layer": chosen_layer, "pooling": pooling, "significance": sig,
         "n_permutations": settings["n_permutations"], "n_splits": settings["n_splits"],
+        "comparator": comparator, "n_shuffles": settings["n_shuffles"],
+        "classifier": "ridge-classifier" if settings["classifier"] == "ridge" else "logistic",
         "probe_pooling": settings["probe_pooling"],
         "probe_span": settings["probe_span"] if isinstance(settings["probe_span"], str)
         else "; ".join(f"{t}: {v}" for t, v in settings["probe_span"].items()),

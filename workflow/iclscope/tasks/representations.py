@@ -6,6 +6,17 @@ variants; each variant is emitted once per ``n_shots`` value k, using the first 
 its solved examples, so the prompts of one variant are nested: they share the query
 and, for larger k, extend the examples of smaller k.
 
+Controls built into the draws (each tested in tests/test_tasks_representations.py):
+
+* regression: the query x, the example x's and the noise depend on the variant only, so
+  every condition sees the same x's (paired by variant). Conditions then differ only in
+  their y values, before-ICL prompts (k = 0) of a variant are identical across conditions,
+  and condition means cannot track x.
+* reading: ``n_variants`` must be even and ``relevant_first`` is True for exactly half the
+  variants of every condition (so within every (condition, n_shots)); solved examples share
+  no name and no activity with the query's story, so neither the correct activity nor the
+  distractor's activity ever appears in the context (no copying, no priming of either).
+
 regression (B1)
     Condition = line ``y = a*x + b`` (``a={a:g},b={b:g}``). Extra columns: slope,
     intercept (float64), variant (int32), query_x (int64), target (float64, noiseless
@@ -120,19 +131,21 @@ def _prompt(instruction: str, examples: Sequence[Piece], query: Piece, separator
 
 
 def regression_draws(
-    seed: int, condition: str, variant: int, x_min: int, x_max: int, n_examples: int
+    seed: int, variant: int, x_min: int, x_max: int, n_examples: int
 ) -> tuple[int, np.ndarray]:
-    """The query x and ``n_examples`` distinct example x's (none equal to the query).
+    """The query x and ``n_examples`` distinct example x's (none equal to the query) of a variant.
 
-    The examples are a prefix of a seeded permutation, so raising ``n_examples`` keeps
-    the earlier ones; the query does not depend on ``n_examples`` at all.
+    The draws depend on the variant only, never on the condition (the line): every condition
+    gets the same query x and the same example x's for a given variant, so prompts of two
+    conditions differ only in the y values, and the before-ICL prompts (k = 0) of one variant
+    are identical across conditions (the model cannot know the line without examples). The
+    examples are a prefix of a seeded permutation, so raising ``n_examples`` keeps the earlier
+    ones; the query does not depend on ``n_examples`` at all.
     """
-    query = int(rng(seed, "regression", condition, variant, "query").integers(x_min, x_max + 1))
+    query = int(rng(seed, "regression", "variant", variant, "query").integers(x_min, x_max + 1))
     pool = np.arange(x_min, x_max + 1, dtype=np.int64)
     pool = pool[pool != query]
-    examples = rng(seed, "regression", condition, variant, "examples").permutation(pool)[
-        :n_examples
-    ]
+    examples = rng(seed, "regression", "variant", variant, "examples").permutation(pool)[:n_examples]
     return query, examples
 
 
@@ -142,13 +155,16 @@ def regression_targets(
     intercept: float,
     noise: float,
     seed: int,
-    condition: str,
     variant: int,
 ) -> np.ndarray:
-    """``y = a*x + b``, plus Normal(0, noise) rounded to an integer when ``noise > 0``."""
+    """``y = a*x + b``, plus Normal(0, noise) rounded to an integer when ``noise > 0``.
+
+    The noise draws depend on the variant only (like the x's), so every condition of a
+    variant carries the same noise sequence and conditions differ only by their line.
+    """
     ys = slope * xs.astype(np.float64) + intercept
     if noise > 0:
-        eps = rng(seed, "regression", condition, variant, "noise").normal(0.0, noise, size=len(xs))
+        eps = rng(seed, "regression", "variant", variant, "noise").normal(0.0, noise, size=len(xs))
         ys = np.round(ys + eps) + 0.0  # + 0.0 turns -0.0 into 0.0
     return ys
 
@@ -184,8 +200,8 @@ def build_regression(cfg: Mapping[str, Any], seed: int) -> pa.Table:
         for b in intercepts:
             condition = f"a={a:g},b={b:g}"
             for variant in range(n_variants):
-                query_x, xs = regression_draws(seed, condition, variant, x_min, x_max, n_examples)
-                ys = regression_targets(xs, a, b, float(noise), seed, condition, variant)
+                query_x, xs = regression_draws(seed, variant, x_min, x_max, n_examples)
+                ys = regression_targets(xs, a, b, float(noise), seed, variant)
                 target = a * query_x + b
                 examples = [
                     fill_template(
@@ -300,21 +316,38 @@ def _draw_story(
     activity: str,
     names: Sequence[str],
     activities: Sequence[str],
-    avoid: tuple[str, str] | None = None,
-) -> tuple[str, str, bool]:
-    """A distractor name (!= name), distractor activity (!= activity) and sentence order.
+    avoid_names: Sequence[str] = (),
+    avoid_activities: Sequence[str] = (),
+) -> tuple[str, str]:
+    """A distractor name (!= name) and distractor activity (!= activity).
 
-    ``avoid`` = (name, activity) of a query that the distractor must not mention either,
-    so that a solved example never states anything about the query's condition.
+    ``avoid_names`` / ``avoid_activities``: names and activities of a query's story that the
+    distractor of a solved example must not mention either, so that the context never states
+    anything about the query's person, its distractor person or their activities.
     """
-    skip_names = {name} | ({avoid[0]} if avoid else set())
-    skip_activities = {activity} | ({avoid[1]} if avoid else set())
+    skip_names = {name, *avoid_names}
+    skip_activities = {activity, *avoid_activities}
     other_names = [n for n in names if n not in skip_names]
     other_activities = [a for a in activities if a not in skip_activities]
     distractor_name = other_names[int(g.integers(len(other_names)))]
     distractor_activity = other_activities[int(g.integers(len(other_activities)))]
-    relevant_first = bool(g.integers(2))
-    return distractor_name, distractor_activity, relevant_first
+    return distractor_name, distractor_activity
+
+
+def balanced_orders(n_variants: int, g: np.random.Generator) -> list[bool]:
+    """``relevant_first`` for each variant of one condition: exactly half True, in a seeded order.
+
+    ``n_variants`` must be even (TaskError otherwise): the reading position of the relevant
+    sentence is then balanced within every condition and, since each variant is emitted once per
+    ``n_shots``, within every (condition, n_shots).
+    """
+    if n_variants % 2:
+        raise TaskError(
+            f"representations.reading.n_variants must be even (got {n_variants}): half of each "
+            "condition's variants put the relevant sentence first, half second"
+        )
+    order = np.array([True, False] * (n_variants // 2))
+    return [bool(v) for v in g.permutation(order)]
 
 
 def _story_prompt(
@@ -361,9 +394,13 @@ def build_reading(cfg: Mapping[str, Any], seed: int, root: Path) -> pa.Table:
     """B2: reading-comprehension prompts for every (name, activity) condition.
 
     Reads ``cfg["reading"]`` (defaults: config/schema.yaml); data files are resolved
-    against ``root``. Solved examples come from conditions sharing neither the name nor
-    the activity of the query, and their distractors avoid both too, so the context
-    never states the query's fact (ICL gains cannot come from copying it). Returns one
+    against ``root``. Solved examples come from conditions sharing no name and no activity
+    with the query's story (its relevant and its distractor sentence), and their
+    distractors avoid them too, so the context never states the query's fact (ICL gains
+    cannot come from copying it) and never primes the distractor's activity either.
+    ``relevant_first`` is balanced exactly within every condition (``n_variants`` even).
+    Needs at least 4 names and 4 activities when examples are used, and
+    ``max(n_shots) <= (n_names - 2) * (n_activities - 2)``. Returns one
     row per condition x variant x n_shots (columns and spans in the module docstring).
     """
     rd = with_defaults("representations", cfg)["reading"]
@@ -374,16 +411,18 @@ def build_reading(cfg: Mapping[str, Any], seed: int, root: Path) -> pa.Table:
     n_variants = _int(rd["n_variants"], f"{key}.n_variants", minimum=1)
     separator = _string(rd["example_separator"], f"{key}.example_separator")
     n_examples = shots[-1]
-    if n_examples and min(len(names), len(activities)) < 3:
+    if n_examples and min(len(names), len(activities)) < 4:
         raise TaskError(
-            f"{key}.n_names/n_activities: solved examples need at least 3 names and 3 "
-            "activities (an example and its distractor avoid the query's name and activity)"
+            f"{key}.n_names/n_activities: solved examples need at least 4 names and 4 activities "
+            f"(got {len(names)} and {len(activities)}): an example and its distractor avoid the "
+            "names and activities of the query's story (relevant and distractor sentence)"
         )
-    if n_examples > (len(names) - 1) * (len(activities) - 1):
+    capacity = (len(names) - 2) * (len(activities) - 2)
+    if n_examples > capacity:
         raise TaskError(
-            f"{key}.n_shots: {n_examples} examples need as many conditions disjoint from the "
-            f"query, but {len(names)} names x {len(activities)} activities give only "
-            f"{(len(names) - 1) * (len(activities) - 1)}"
+            f"{key}.n_shots: {n_examples} examples need as many conditions sharing no name and no "
+            f"activity with the query's story, but {len(names)} names x {len(activities)} "
+            f"activities give only {capacity} = (n_names - 2) * (n_activities - 2)"
         )
     conditions = [(n, a) for n in names for a in activities]
     candidates = sorted(activities)
@@ -395,18 +434,32 @@ def build_reading(cfg: Mapping[str, Any], seed: int, root: Path) -> pa.Table:
     records = []
     for name, activity in conditions:
         condition = f"{name}|{activity}"
-        disjoint = [(n, a) for n, a in conditions if n != name and a != activity]
+        orders = balanced_orders(n_variants, rng(seed, "reading", condition, "order"))
         for variant in range(n_variants):
             g = rng(seed, "reading", condition, variant)
-            drawn = _draw_story(g, name, activity, names, activities)
-            query = _story_prompt(rd, name, activity, *drawn)
+            distractor_name, distractor_activity = _draw_story(g, name, activity, names, activities)
+            relevant_first = orders[variant]
+            query = _story_prompt(
+                rd, name, activity, distractor_name, distractor_activity, relevant_first
+            )
+            story_names = (name, distractor_name)
+            story_activities = (activity, distractor_activity)
+            # examples share no name and no activity with the story: neither the correct
+            # activity nor the distractor's is ever an example answer (or mentioned at all)
+            disjoint = [
+                (n, a) for n, a in conditions
+                if n not in story_names and a not in story_activities
+            ]
             # a prefix of a permutation: the examples for small k are those of large k
             order = rng(seed, "reading", condition, variant, "examples").permutation(len(disjoint))
             examples = []
             for i, j in enumerate(order[:n_examples]):
                 ex_name, ex_activity = disjoint[int(j)]
                 g = rng(seed, "reading", condition, variant, "example", i)
-                ex_drawn = _draw_story(g, ex_name, ex_activity, names, activities, (name, activity))
+                ex_distractor = _draw_story(
+                    g, ex_name, ex_activity, names, activities, story_names, story_activities
+                )
+                ex_first = bool(g.integers(2))
                 answer = fill_template(
                     rd["answer_template"],
                     {"activity": ex_activity},
@@ -414,9 +467,10 @@ def build_reading(cfg: Mapping[str, Any], seed: int, root: Path) -> pa.Table:
                     required=("activity",),
                 )
                 examples.append(
-                    join_pieces([_story_prompt(rd, ex_name, ex_activity, *ex_drawn), answer])
+                    join_pieces(
+                        [_story_prompt(rd, ex_name, ex_activity, *ex_distractor, ex_first), answer]
+                    )
                 )
-            distractor_name, distractor_activity, relevant_first = drawn
             for k in shots:
                 prompt = _prompt("", examples[:k], query, separator)
                 records.append(
