@@ -9,14 +9,17 @@ import pandas as pd
 import pytest
 from iclscope.analysis.label_metrics import (
     contextual_calibration,
+    label_mass,
     moving_average,
     paired_difference,
+    pooled_paired_difference,
+    pooled_windows,
     position_curves,
     position_metrics,
     restricted_log_softmax,
     summary_positions,
 )
-from iclscope.analysis.stats import bootstrap_ci_columns
+from iclscope.analysis.stats import bootstrap_ci_columns, paired_pooled_ci
 
 
 def random_logprobs(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
@@ -257,11 +260,114 @@ def test_contextual_calibration_removes_constant_bias() -> None:
 
 
 def test_summary_positions() -> None:
-    assert summary_positions(32, 16) == {"first": 1, "changepoint": 16, "after_flip": 32, "last": 32}
-    assert summary_positions(40, 8) == {"first": 1, "changepoint": 8, "after_flip": 16, "last": 40}
-    assert summary_positions(6, 4)["after_flip"] == 6
-    assert summary_positions(4, 16)["changepoint"] == 4  # flip_at of a run without flip conditions
+    # position i predicts example i from examples 1..i-1: "after k examples" is position k + 1
+    assert summary_positions(33, 16) == {"first": 1, "after_N": 17, "after_2N": 33, "last": 33}
+    assert summary_positions(40, 8) == {"first": 1, "after_N": 9, "after_2N": 17, "last": 40}
+    assert summary_positions(6, 4)["after_2N"] == 6
+    assert summary_positions(4, 16)["after_N"] == 4  # flip_at of a run without flip conditions
     with pytest.raises(ValueError, match="flip_at"):
         summary_positions(10, 0)
     with pytest.raises(ValueError, match="n_examples"):
         summary_positions(0, 1)
+
+
+def test_pooled_windows() -> None:
+    w = pooled_windows(17, 8)
+    assert w["positions_2_N"] == list(range(2, 18))
+    assert w["last_quarter"] == [14, 15, 16, 17]
+    # context of position 10 holds example 9, the first of the second mapping; 17 = 2N + 1
+    assert w["second_mapping"] == list(range(10, 18))
+    assert pooled_windows(3, 1) == {"positions_2_N": [2, 3], "last_quarter": [3], "second_mapping": [3]}
+    assert pooled_windows(4, 5)["second_mapping"] == []
+    with pytest.raises(ValueError, match="n_examples"):
+        pooled_windows(0, 1)
+
+
+# ---------------------------------------------------------------- label mass
+
+
+def test_label_mass_is_logsumexp_of_raw_logprobs() -> None:
+    rng = np.random.default_rng(9)
+    lp = random_logprobs(rng, 6, 3) - 10.0
+    got = label_mass(lp)
+    for i in range(6):
+        assert got[i] == pytest.approx(math.log(sum(math.exp(v) for v in lp[i])))
+    # hand computation: two words with 0.1 and 0.3 of the vocabulary mass hold 0.4
+    assert label_mass(np.log([0.1, 0.3])) == pytest.approx(math.log(0.4))
+    assert label_mass(np.array([-np.inf, -np.inf])) == -np.inf
+    # the renormalised metrics do not see the mass: a shift changes it and nothing else
+    shifted = position_metrics(lp - 7.0, np.zeros(6, int), np.zeros(6, int))
+    plain = position_metrics(lp, np.zeros(6, int), np.zeros(6, int))
+    np.testing.assert_allclose(shifted["logp_true"], plain["logp_true"])
+    np.testing.assert_allclose(label_mass(lp - 7.0), got - 7.0)
+    with pytest.raises(ValueError, match="K >= 1"):
+        label_mass(np.zeros((2, 0)))
+
+
+# ---------------------------------------------------------------- pooled, paired effects
+
+
+def test_paired_pooled_ci_matches_a_loop() -> None:
+    """Same draws as a plain loop: per unit the mean over cells of a - b, then resample units."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(7, 5)), rng.normal(size=(7, 5))
+    a[2, 1] = np.nan  # one missing cell: that unit averages its other 4 differences
+    b[4, :] = np.nan  # a unit with no pair at all is dropped
+    interval, n = paired_pooled_ci(a, b, np.random.default_rng(11), n_boot=500)
+    units = []
+    for u in range(7):
+        cells = [a[u, j] - b[u, j] for j in range(5) if not (np.isnan(a[u, j]) or np.isnan(b[u, j]))]
+        if cells:
+            units.append(sum(cells) / len(cells))
+    assert n == 6 and interval.mean == pytest.approx(sum(units) / 6)
+    draws = np.random.default_rng(11).integers(0, 6, size=(500, 6))
+    boots = sorted(sum(units[i] for i in row) / 6 for row in draws)
+    assert interval.low == pytest.approx(np.quantile(boots, 0.025))
+    assert interval.high == pytest.approx(np.quantile(boots, 0.975))
+    with pytest.raises(ValueError, match="one shape"):
+        paired_pooled_ci(a, b[:, :3], np.random.default_rng(0))
+
+
+def test_paired_pooled_ci_approaches_the_exact_bootstrap() -> None:
+    """With 4 units the bootstrap distribution has 4**4 equally likely resamples: enumerate them."""
+    import itertools
+
+    a = np.array([[1.0, 2.0], [0.5, 0.5], [3.0, 1.0], [0.0, -1.0]])
+    b = np.zeros_like(a)
+    units = a.mean(axis=1)
+    exact = np.sort([np.mean(units[list(idx)]) for idx in itertools.product(range(4), repeat=4)])
+    interval, n = paired_pooled_ci(a, b, np.random.default_rng(0), n_boot=20000)
+    cdf = lambda x: np.mean(exact <= x + 1e-12)  # noqa: E731
+    # the percentile bounds sit at the exact distribution's 2.5% / 97.5% points (within MC error)
+    assert n == 4 and 0.01 <= cdf(interval.low) <= 0.06 and 0.95 <= cdf(interval.high) <= 0.995
+    assert interval.mean == pytest.approx(units.mean())
+
+
+def test_pooled_paired_difference_pairs_repeats_and_positions() -> None:
+    rows = []
+    for cond, shift in (("a", 0.5), ("b", 0.0)):
+        for r in range(5):
+            for pos in range(1, 5):
+                rows.append({"condition": cond, "repeat": r, "position": pos,
+                             "m": shift + 10.0 * r + pos})  # repeat effect cancels when paired
+    frame = pd.DataFrame(rows)
+    got = pooled_paired_difference(frame, "m", [2, 3, 4], "a", "b", np.random.default_rng(0), 200)
+    assert got == {"mean": pytest.approx(0.5), "ci_low": pytest.approx(0.5), "ci_high": pytest.approx(0.5),
+                   "n": 5}
+    # brute force on noisy data: per repeat the window mean of a - b, then the mean over repeats
+    noisy = frame.assign(m=frame["m"] + np.random.default_rng(1).normal(size=len(frame)))
+    noisy = noisy.drop(noisy[(noisy.condition == "b") & (noisy.repeat == 4)].index)  # repeat 4 unpaired
+    got = pooled_paired_difference(noisy, "m", [3, 4], "a", "b", np.random.default_rng(0), 300)
+    per_repeat = []
+    for r in range(4):
+        cell = lambda c, p: noisy[(noisy.condition == c) & (noisy.repeat == r) & (noisy.position == p)].m.item()  # noqa: E731
+        per_repeat.append(np.mean([cell("a", p) - cell("b", p) for p in (3, 4)]))
+    assert got["n"] == 4 and got["mean"] == pytest.approx(np.mean(per_repeat))
+    assert got["ci_low"] <= got["mean"] <= got["ci_high"]
+    with pytest.raises(ValueError, match="condition 'c'"):
+        pooled_paired_difference(frame, "m", [2], "a", "c", np.random.default_rng(0))
+    with pytest.raises(ValueError, match="repeat 1 appears twice at position 2"):
+        doubled = pd.concat([frame, frame.iloc[[5]]])
+        pooled_paired_difference(doubled, "m", [2], "a", "b", np.random.default_rng(0))
+    with pytest.raises(ValueError, match="at least one position"):
+        pooled_paired_difference(frame, "m", [], "a", "b", np.random.default_rng(0))

@@ -19,7 +19,7 @@ from iclscope.studies import labels as study
 from iclscope.tables import read_table, table_metadata, write_table
 from iclscope.tasks.labels import build_labels
 
-LABELS = {"n_examples": 6, "flip_at": 3, "repeats": 4, "arbitrary_labels": [["A", "B", "C"]],
+LABELS = {"n_examples": 7, "flip_at": 3, "repeats": 4, "arbitrary_labels": [["A", "B", "C"]],
           "conditions": ["default", "random", "flipped", "arbitrary", "flip_df", "flip_fd", "alternating"]}
 
 
@@ -69,6 +69,9 @@ def test_positions_equal_a_direct_computation(extracted):
         assert got.logp_context == pytest.approx(restricted[context], abs=1e-5)
         assert got.correct == (int(np.argmax(restricted)) == true)
         assert got.entropy == pytest.approx(-(np.exp(restricted) * restricted).sum(), abs=1e-5)
+        # un-renormalised: the label words' share of the full vocabulary, always <= 1
+        assert got.logp_label_mass == pytest.approx(logsumexp(logp), abs=1e-4)
+        assert got.logp_label_mass <= 1e-6
         assert got.true_label == words[true] and got.context_label == words[context]
 
 
@@ -146,6 +149,40 @@ def test_summary_positions_match_the_flip(extracted, tmp_path):
     outs = {name: str(tmp_path / f"{name}.parquet") for name in ("positions", "curves", "summary")}
     study.analyse(inputs, params(n_boot=100), outs)
     summary = read_table(outs["summary"]).to_pandas()
-    named = dict(zip(summary.position_name, summary.position))
-    assert named == {"first": 1, "changepoint": 3, "after_flip": 6, "last": 6}
+    values = summary[summary.kind == "value"]
+    named = dict(zip(values.position_name, values.position))
+    # position i predicts example i from examples 1..i-1: after 2N = 6 examples is position 7
+    assert named == {"first": 1, "after_N": 4, "after_2N": 7, "last": 7}
+    recency = summary[(summary.kind == "difference") & (summary.condition == "flip_df")]
+    assert set(recency.position) == {7} and set(recency.position_name) == {"after_2N"}
     assert pa.types.is_int32(read_table(outs["summary"]).schema.field("position").type)
+
+
+def test_pooled_rows_equal_a_direct_computation(extracted, tmp_path):
+    inputs = {"tasks": str(extracted / "tasks.parquet"), "readouts": str(extracted / "readouts.parquet")}
+    outs = {name: str(tmp_path / f"{name}.parquet") for name in ("positions", "curves", "summary")}
+    study.analyse(inputs, params(n_boot=200), outs)
+    summary = read_table(outs["summary"]).to_pandas()
+    positions = read_table(outs["positions"]).to_pandas()
+    pooled = summary[summary.kind == "pooled_difference"]
+    assert set(zip(pooled.condition, pooled.condition_b, pooled.position_name)) == {
+        ("default", "random", "positions_2_N"), ("default", "random", "last_quarter"),
+        ("default", "flipped", "positions_2_N"), ("default", "flipped", "last_quarter"),
+        ("flip_df", "flip_fd", "second_mapping")}
+    assert set(pooled.metric) == set(study.METRICS) and (pooled.n == LABELS["repeats"]).all()
+    windows = {"positions_2_N": range(2, 8), "last_quarter": range(7, 8), "second_mapping": range(5, 8)}
+    for r in pooled.itertuples(index=False):
+        inside = positions[positions.position.isin(list(windows[r.position_name]))]
+        a = inside[inside.condition == r.condition].set_index(["repeat", "position"])[r.metric].astype(float)
+        b = inside[inside.condition == r.condition_b].set_index(["repeat", "position"])[r.metric].astype(float)
+        per_repeat = (a - b).groupby(level="repeat").mean()
+        assert r.mean == pytest.approx(per_repeat.mean(), abs=1e-5)
+        assert r.ci_low - 1e-9 <= r.mean <= r.ci_high + 1e-9
+        assert r.position == max(windows[r.position_name])
+    values = summary[(summary.kind == "pooled_value") & (summary.metric == "logp_label_mass")]
+    assert set(values.condition) == set(positions.condition)
+    one = values[(values.condition == "default") & (values.position_name == "positions_2_N")].iloc[0]
+    sub = positions[(positions.condition == "default") & (positions.position >= 2)]
+    assert one["mean"] == pytest.approx(sub.groupby("repeat").logp_label_mass.mean().mean(), abs=1e-5)
+    curves = read_table(outs["curves"]).to_pandas()
+    assert "logp_label_mass" in set(curves.metric)

@@ -130,6 +130,18 @@ def test_flips_change_after_exactly_n(binary: dict[str, Any]) -> None:
         assert same == [False] * n + [True] * (SMALL["n_examples"] - n)
 
 
+def test_flip_needs_a_prediction_after_2n_examples(binary: dict[str, Any]) -> None:
+    """n_examples = 2 * flip_at + 1 is the smallest prompt whose last position (2N + 1)
+    predicts from exactly N examples of each mapping."""
+    rows = build(binary, conditions=["flip_df", "flip_fd"], n_examples=7, flip_at=3)
+    for row in rows:
+        flipped = [c != t for c, t in zip(row["context_class"], row["true_class"])]
+        seen = flipped[: 2 * 3]  # context of position 2N + 1 = 7: examples 1..6
+        assert sum(seen) == 3 and len(row["true_class"]) == 7
+    with pytest.raises(TaskError, match=r"n_examples \(= 6\) must be >= 2 \* flip_at \+ 1"):
+        build(binary, conditions=["flip_df"], n_examples=6, flip_at=3)
+
+
 def test_alternating_pattern(three: dict[str, Any]) -> None:
     for row in build(three, conditions=["alternating"]):
         for pos, (c, t) in enumerate(zip(row["context_class"], row["true_class"]), start=1):
@@ -179,7 +191,9 @@ def test_embedded_default_config() -> None:
         ({"arbitrary_labels": [["x", " "]]}, r"'bin'.*empty label word"),
         ({"arbitrary_labels": [["x", "x"]]}, r"'bin'.*duplicate label words"),
         ({"arbitrary_labels": [["a", "b"], ["A", "B"]]}, r"'bin'.*same condition name"),
-        ({"conditions": ["flip_df"], "flip_at": 8}, r"'bin'.*flip_at=8.*1\.\.7"),
+        ({"conditions": ["flip_df"], "flip_at": 8}, r"'bin'.*flip_at=8.*1\.\.3"),
+        # n_examples = 8 < 2 * 4 + 1: no prediction after exactly 2N = 8 examples
+        ({"conditions": ["flip_fd"], "flip_at": 4}, r"'bin'.*flip_at=4.*1\.\.3.*>= 2 \* flip_at \+ 1"),
         ({"conditions": ["flip_fd"], "flip_at": 0}, r"'bin'.*flip_at=0"),
         ({"conditions": ["sideways"]}, r"'bin'.*unknown label condition 'sideways'"),
         ({"template": "Answer: {label}"}, r"'bin'.*must contain"),

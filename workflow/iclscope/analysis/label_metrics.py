@@ -8,8 +8,10 @@ recorded by the caller). From these:
 * :func:`restricted_log_softmax` renormalises over the label set,
 * :func:`position_metrics` scores each position against the true and the in-context class,
 * :func:`position_curves` averages metrics over repeats per position with bootstrap intervals,
+* :func:`label_mass` is the un-renormalised log-probability mass of the label words,
 * :func:`paired_difference` compares two conditions at one position, paired by repeat,
-* :func:`summary_positions` names the positions reported in summary tables,
+* :func:`pooled_paired_difference` compares them pooled over a window of positions,
+* :func:`summary_positions` / :func:`pooled_windows` name the positions summaries report,
 * :func:`contextual_calibration` applies Zhao et al. (2021) with content-free inputs.
 
 Class indices always refer to the label words *of the prompt at hand*, in class order: in an
@@ -26,12 +28,15 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
-from iclscope.analysis.stats import bootstrap_ci, bootstrap_ci_columns
+from iclscope.analysis.stats import bootstrap_ci, bootstrap_ci_columns, paired_pooled_ci
 
 __all__ = [
     "contextual_calibration",
+    "label_mass",
     "moving_average",
     "paired_difference",
+    "pooled_paired_difference",
+    "pooled_windows",
     "position_curves",
     "position_metrics",
     "restricted_log_softmax",
@@ -61,6 +66,23 @@ def _entropy(log_p: np.ndarray) -> np.ndarray:
     p = np.exp(log_p)
     terms = np.where(p > 0, p * np.where(p > 0, log_p, 0.0), 0.0)
     return -terms.sum(axis=-1)
+
+
+def label_mass(candidate_logprobs: np.ndarray) -> np.ndarray:
+    """Log of the total full-vocabulary probability of the K label words, shape (...,).
+
+    ``candidate_logprobs``: shape (..., K), the model's *raw* (not renormalised) log-prob of
+    each label word. Returns ``logsumexp`` over the last axis: 0 when the label words take all
+    the probability, very negative when the model expects something else (e.g. about -16
+    nats at the first position of a novel task with nonce labels). The renormalised metrics
+    of :func:`position_metrics` are ratios within this mass, so a tiny mass flags positions
+    where they describe a choice the model would hardly make. All ``-inf`` gives ``-inf``.
+    """
+    x = np.asarray(candidate_logprobs, dtype=float)
+    if x.ndim < 1 or x.shape[-1] < 1:
+        raise ValueError(f"candidate_logprobs: expected shape (..., K) with K >= 1, got {x.shape}")
+    with np.errstate(divide="ignore"):
+        return np.asarray(logsumexp(x, axis=-1), dtype=float)
 
 
 def _class_indices(values: np.ndarray, name: str, n: int, k: int) -> np.ndarray:
@@ -276,17 +298,19 @@ def paired_difference(
 def summary_positions(n_examples: int, flip_at: int) -> dict[str, int]:
     """The 1-based positions that summary tables report.
 
-    Position i is the prediction for example i from examples 1..i-1. Returns
-    ``{"first": 1, "changepoint": flip_at, "after_flip": min(2 * flip_at, n_examples),
-    "last": n_examples}``, every value clipped to ``n_examples`` (so a ``flip_at`` configured
-    for runs without flip conditions stays a valid position).
+    Convention: position i is the prediction for example i from examples 1..i-1, so the
+    prediction made *after k examples* is position k + 1. Returns ``{"first": 1,
+    "after_N": flip_at + 1, "after_2N": 2 * flip_at + 1, "last": n_examples}``, every value
+    clipped to ``n_examples`` (so a ``flip_at`` configured for runs without flip conditions
+    stays a valid position; with flip conditions the task builder requires
+    ``n_examples >= 2 * flip_at + 1``, so nothing is clipped).
 
-    Changepoint semantics for ``flip_df`` (``flip_fd`` mirrors it): examples 1..flip_at show
-    the default mapping, so the first flipped in-context label is example ``flip_at + 1``.
-    Position ``flip_at`` is thus the last one both scored against and conditioned on the
-    first mapping only; position ``flip_at + 2`` is the first whose context holds a flipped
-    label. At ``2 * flip_at`` the context holds ``flip_at`` examples of each mapping (minus
-    one flipped), where the paper compares D->F with F->D (recency vs. pre-training).
+    For ``flip_df`` (``flip_fd`` mirrors it) examples 1..flip_at show the default mapping and
+    example ``flip_at + 1`` is the first flipped label. ``after_N`` (position N + 1) is the
+    last prediction whose context holds the first mapping only; position N + 2 is the first
+    whose context holds a flipped label; ``after_2N`` (position 2N + 1) is the prediction made
+    from exactly N examples of each mapping, where the paper compares D->F with F->D (recency
+    vs. pre-training preference).
     """
     for name, value in (("n_examples", n_examples), ("flip_at", flip_at)):
         if isinstance(value, bool) or int(value) != value or value < 1:
@@ -294,10 +318,83 @@ def summary_positions(n_examples: int, flip_at: int) -> dict[str, int]:
     n_examples, flip_at = int(n_examples), int(flip_at)
     return {
         "first": 1,
-        "changepoint": min(flip_at, n_examples),
-        "after_flip": min(2 * flip_at, n_examples),
+        "after_N": min(flip_at + 1, n_examples),
+        "after_2N": min(2 * flip_at + 1, n_examples),
         "last": n_examples,
     }
+
+
+def pooled_windows(n_examples: int, flip_at: int) -> dict[str, list[int]]:
+    """Windows of 1-based positions over which summaries pool effects.
+
+    * ``positions_2_N``: 2..n_examples, every position with at least one example in context
+      (position 1 predicts from an empty context, identical across label conditions);
+    * ``last_quarter``: the last ``max(n_examples // 4, 1)`` positions, where learning from
+      the context has had the most examples;
+    * ``second_mapping``: flip_at + 2 .. 2 * flip_at + 1 (clipped to n_examples), the
+      positions whose context holds labels of the second mapping of flip_df / flip_fd, up to
+      the prediction after 2N examples (empty when flip_at + 2 > n_examples).
+    """
+    for name, value in (("n_examples", n_examples), ("flip_at", flip_at)):
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+    n, flip_at = int(n_examples), int(flip_at)
+    quarter = max(n // 4, 1)
+    return {
+        "positions_2_N": list(range(2, n + 1)),
+        "last_quarter": list(range(n - quarter + 1, n + 1)),
+        "second_mapping": list(range(flip_at + 2, min(2 * flip_at + 1, n) + 1)),
+    }
+
+
+def pooled_paired_difference(
+    frame: pd.DataFrame,
+    metric: str,
+    positions: Sequence[int],
+    condition_a: str,
+    condition_b: str,
+    rng: np.random.Generator,
+    n_boot: int = 1000,
+    level: float = 0.95,
+) -> dict[str, float]:
+    """Mean difference ``a - b`` of ``metric`` pooled over ``positions``, paired by repeat.
+
+    ``frame``: long table with ``condition``, ``repeat``, ``position`` and ``metric`` for one
+    dataset and model. Per repeat r the effect is the mean over the window's positions of
+    ``a[r, i] - b[r, i]`` (cells missing or NaN on either side skipped): repeat r of both
+    conditions shows the same example draws, so each position is paired too. The estimate is
+    the mean over repeats present in both, the CI a percentile bootstrap over those repeats
+    (:func:`~iclscope.analysis.stats.paired_pooled_ci`): repeats are the independent units,
+    positions of one repeat share one context and are not.
+
+    Returns ``{"mean", "ci_low", "ci_high", "n"}`` (``n``: repeats paired, int).
+    """
+    _require_columns(frame, ["condition", "repeat", "position", metric])
+    window = sorted({int(p) for p in positions})
+    if not window:
+        raise ValueError(f"positions: expected at least one position, got {list(positions)}")
+    at = frame[frame["position"].isin(window)]
+    sides = []
+    for cond in (condition_a, condition_b):
+        sub = at[at["condition"] == cond]
+        if sub.empty:
+            raise ValueError(
+                f"condition {cond!r}: no rows at positions {window[0]}..{window[-1]} "
+                f"(conditions present: {sorted(frame['condition'].unique().tolist())})"
+            )
+        if sub.duplicated(subset=["repeat", "position"]).any():
+            first = sub.loc[sub.duplicated(subset=["repeat", "position"]), ["repeat", "position"]].iloc[0]
+            raise ValueError(
+                f"condition {cond!r}: repeat {int(first['repeat'])} appears twice at position "
+                f"{int(first['position'])}; filter the frame to one dataset and model first"
+            )
+        values = sub.assign(_v=_numeric(sub[metric], metric))
+        sides.append(values.pivot(index="repeat", columns="position", values="_v").reindex(columns=window))
+    repeats = sides[0].index.intersection(sides[1].index).sort_values()
+    a = sides[0].loc[repeats].to_numpy(dtype=float)
+    b = sides[1].loc[repeats].to_numpy(dtype=float)
+    interval, n = paired_pooled_ci(a, b, rng, n_boot=n_boot, level=level)
+    return {"mean": interval.mean, "ci_low": interval.low, "ci_high": interval.high, "n": n}
 
 
 def contextual_calibration(query_logprobs: np.ndarray, content_free_logprobs: np.ndarray) -> np.ndarray:

@@ -12,18 +12,35 @@ positions
     ``context_label`` (words of the prompt's verbalisation), ``logp_true``,
     ``logp_context`` (log-probabilities renormalised over the label words), ``correct``
     (argmax is the true label), ``correct_context`` (argmax is the in-context label),
-    ``entropy`` (nats, over the label words), ``scoring`` (``exact`` or ``first_token``).
+    ``entropy`` (nats, over the label words), ``logp_label_mass`` (log of the label words'
+    total probability over the full vocabulary, not renormalised: how much of the model's
+    prediction the renormalised metrics describe), ``scoring`` (``exact`` or
+    ``first_token``, which word log-probs all of these use).
 curves
     ``dataset, condition, position, metric, mean, ci_low, ci_high, n``: per position the
     mean over repeats and its percentile-bootstrap interval (repeats resampled), for the
-    metrics logp_true, logp_context, correct, correct_context, entropy. Metadata records
-    the smoothing window and the scoring.
+    metrics logp_true, logp_context, correct, correct_context, entropy, logp_label_mass.
+    Metadata records the smoothing window and the scoring.
 summary
     ``dataset, kind, metric, position_name, position, condition, condition_b, mean,
-    ci_low, ci_high, n``: the curves at named positions (first, changepoint N, after the
-    flip 2N, last) (``kind = "value"``), and paired differences between conditions at
-    the last position (default - random, default - flipped) and at 2N (flip_df -
-    flip_fd) (``kind = "difference"``, paired by repeat).
+    ci_low, ci_high, n``, for every metric. Position i is the prediction for example i from
+    examples 1..i-1, so "after k examples" is position k + 1.
+
+    * ``kind = "value"``: the curves at named positions ``first`` (1), ``after_N`` (N + 1,
+      the last prediction from the first mapping only), ``after_2N`` (2N + 1, from N
+      examples of each mapping) and ``last`` (``n_examples``); ``n`` = repeats.
+    * ``kind = "difference"``: paired differences (by repeat) at one position: default -
+      random and default - flipped at ``last``, flip_df - flip_fd at ``after_2N``.
+    * ``kind = "pooled_value"``: a condition's per-repeat mean over a window of positions,
+      averaged over repeats (CI over repeats).
+    * ``kind = "pooled_difference"``: default - random and default - flipped pooled over
+      ``positions_2_N`` (2..n_examples) and ``last_quarter``; flip_df - flip_fd over
+      ``second_mapping`` (N + 2 .. 2N + 1). Per repeat the mean over the window of the
+      position-wise difference, then the mean over repeats with a paired percentile
+      bootstrap over repeats (repeat r of every condition shares its example draws).
+      Pooled rows have ``position`` = the window's last position and ``n`` = repeats.
+
+    These pooled effects are the ones to read: one position of a few repeats is noise.
 """
 
 from __future__ import annotations
@@ -39,23 +56,39 @@ import pyarrow as pa
 
 from iclscope import contracts, provenance
 from iclscope.analysis.label_metrics import (
+    label_mass,
     paired_difference,
+    pooled_paired_difference,
+    pooled_windows,
     position_curves,
     position_metrics,
     summary_positions,
 )
+from iclscope.analysis.stats import bootstrap_ci
 from iclscope.seeding import rng
 from iclscope.tables import read_table, recorded_model, write_table
 
 log = logging.getLogger(__name__)
 
-METRICS = ("logp_true", "logp_context", "correct", "correct_context", "entropy")
+METRICS = ("logp_true", "logp_context", "correct", "correct_context", "entropy", "logp_label_mass")
 # (condition a, condition b, named position) pairs reported as paired differences
 DIFFERENCES = (
     ("default", "random", "last"),
     ("default", "flipped", "last"),
-    ("flip_df", "flip_fd", "after_flip"),
+    ("flip_df", "flip_fd", "after_2N"),
 )
+# (condition a, condition b, window) pairs reported as pooled paired differences
+POOLED_DIFFERENCES = (
+    ("default", "random", "positions_2_N"),
+    ("default", "random", "last_quarter"),
+    ("default", "flipped", "positions_2_N"),
+    ("default", "flipped", "last_quarter"),
+    ("flip_df", "flip_fd", "second_mapping"),
+)
+# windows over which each condition's pooled value is reported
+POOLED_VALUE_WINDOWS = ("positions_2_N", "last_quarter")
+SUMMARY_COLUMNS = ["kind", "metric", "position_name", "position", "condition", "condition_b", "mean", "ci_low",
+                   "ci_high", "n"]
 
 
 def positions_table(tasks: pd.DataFrame, readouts: pd.DataFrame, scoring: str = "exact") -> pd.DataFrame:
@@ -86,6 +119,7 @@ def positions_table(tasks: pd.DataFrame, readouts: pd.DataFrame, scoring: str = 
         true_class = np.asarray(row.true_class)
         context_class = np.asarray(row.context_class)
         metrics = position_metrics(logps, true_class, context_class)
+        metrics["logp_label_mass"] = label_mass(logps)
         frames.append(pd.DataFrame({
             "dataset": row.dataset, "condition": row.condition, "repeat": int(row.repeat),
             "position": np.arange(1, n + 1, dtype=np.int32),
@@ -100,15 +134,23 @@ def positions_table(tasks: pd.DataFrame, readouts: pd.DataFrame, scoring: str = 
 
 def summary_table(positions: pd.DataFrame, curves: pd.DataFrame, n_examples: int, flip_at: int,
                   rng_for, n_boot: int, level: float) -> pd.DataFrame:
-    """Curve values at the named positions and paired differences between conditions."""
+    """Curve values at the named positions, pooled values and paired (pooled) differences
+    between conditions (see the module docstring). ``rng_for(*keys)`` gives the seeded
+    generator of one row group, so adding a row never shifts another row's interval."""
     named = summary_positions(n_examples, flip_at)
+    windows = pooled_windows(n_examples, flip_at)
     rows = []
+
+    def add(kind: str, metric: str, name: str, position: int, a: str, b: str, d: dict) -> None:
+        rows.append({"kind": kind, "metric": metric, "position_name": name, "position": int(position),
+                     "condition": a, "condition_b": b, "mean": d["mean"], "ci_low": d["ci_low"],
+                     "ci_high": d["ci_high"], "n": int(d["n"])})
+
     for name, position in named.items():
         at = curves[curves["position"] == position]
         for r in at.itertuples(index=False):
-            rows.append({"kind": "value", "metric": r.metric, "position_name": name, "position": position,
-                         "condition": r.condition, "condition_b": "", "mean": r.mean, "ci_low": r.ci_low,
-                         "ci_high": r.ci_high, "n": int(r.n)})
+            add("value", r.metric, name, position, r.condition, "",
+                {"mean": r.mean, "ci_low": r.ci_low, "ci_high": r.ci_high, "n": r.n})
     present = set(positions["condition"])
     for a, b, name in DIFFERENCES:
         if a not in present or b not in present:
@@ -116,11 +158,31 @@ def summary_table(positions: pd.DataFrame, curves: pd.DataFrame, n_examples: int
         for metric in METRICS:
             d = paired_difference(positions, metric, named[name], a, b, rng_for(metric, a, b), n_boot=n_boot,
                                   level=level)
-            rows.append({"kind": "difference", "metric": metric, "position_name": name,
-                         "position": named[name], "condition": a, "condition_b": b, "mean": d["mean"],
-                         "ci_low": d["ci_low"], "ci_high": d["ci_high"], "n": int(d["n"])})
-    return pd.DataFrame(rows, columns=["kind", "metric", "position_name", "position", "condition", "condition_b",
-                                       "mean", "ci_low", "ci_high", "n"])
+            add("difference", metric, name, named[name], a, b, d)
+    for name in POOLED_VALUE_WINDOWS:
+        window = windows[name]
+        if not window:
+            continue
+        inside = positions[positions["position"].isin(window)]
+        for condition in sorted(present):
+            sub = inside[inside["condition"] == condition]
+            for metric in METRICS:
+                per_repeat = sub.groupby("repeat", sort=True)[metric].agg(lambda v: np.nanmean(v.astype(float)))
+                values = per_repeat.to_numpy(dtype=float)
+                interval = bootstrap_ci(values, rng_for("pooled_value", name, metric, condition), n_boot=n_boot,
+                                        level=level)
+                add("pooled_value", metric, name, window[-1], condition, "",
+                    {"mean": interval.mean, "ci_low": interval.low, "ci_high": interval.high,
+                     "n": int((~np.isnan(values)).sum())})
+    for a, b, name in POOLED_DIFFERENCES:
+        window = windows[name]
+        if a not in present or b not in present or not window:
+            continue
+        for metric in METRICS:
+            d = pooled_paired_difference(positions, metric, window, a, b,
+                                         rng_for("pooled", name, metric, a, b), n_boot=n_boot, level=level)
+            add("pooled_difference", metric, name, window[-1], a, b, d)
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
 def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[str, str]) -> None:
@@ -162,14 +224,18 @@ def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[
 
 FIGURES = {
     "curves.png": (
-        "Study C, dataset {dataset}: accuracy against the true labels and log-likelihood of the true "
-        "label (over the label words, {scoring} scoring) at every in-context position, mean over "
-        "{repeats} repeats with {level:.0%} bootstrap bands, for each label condition; arbitrary "
-        "replacement-word conditions in grey."
+        "Study C, dataset {dataset}: accuracy against the true labels, log-likelihood of the true "
+        "label (renormalised over the label words, {scoring} scoring) and the label words' total "
+        "log-probability over the full vocabulary (un-renormalised; the renormalised metrics are "
+        "ratios within this mass) at every in-context position (position i predicts example i "
+        "from examples 1..i-1), mean over {repeats} repeats with {level:.0%} bootstrap bands, for "
+        "each label condition; arbitrary replacement-word conditions in grey."
     ),
     "halfway.png": (
         "Study C, dataset {dataset}: label flipped halfway (D->F, F->D after N = {flip_at} examples; "
-        "dashed line) and alternating mappings. Left: agreement with the true labels; right: with "
+        "dashed line at the first flipped label, dotted line at position 2N + 1, the prediction after "
+        "N examples of each mapping, where D->F and F->D are compared) and alternating mappings. "
+        "Left: agreement with the true labels; right: with "
         "the in-context labels. Following the most recent mapping shows as a switch after N."
     ),
 }
@@ -202,9 +268,10 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
     out.mkdir(parents=True, exist_ok=True)
     palette = dict(zip((*MAIN_CONDITIONS, "flip_df", "flip_fd", "alternating"), sns.color_palette("deep", 6)))
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
     for ax, metric, title in ((axes[0], "correct", "accuracy vs true labels"),
-                              (axes[1], "logp_true", "log p(true label)")):
+                              (axes[1], "logp_true", "log p(true label), renormalised"),
+                              (axes[2], "logp_label_mass", "log total p(label words), full vocabulary")):
         data = curves[curves["metric"] == metric]
         arbitrary = sorted(c for c in data["condition"].unique() if c.startswith("arbitrary"))
         for k, condition in enumerate(arbitrary):
@@ -234,6 +301,7 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
             if len(frame):
                 _band(ax, frame, condition, color=palette[condition], linewidth=2)
         ax.axvline(flip_at + 1, color="black", linestyle="--", linewidth=1)
+        ax.axvline(2 * flip_at + 1, color="black", linestyle=":", linewidth=1)
         ax.set(title=title, xlabel="in-context example (position)", ylabel="accuracy", ylim=(-0.02, 1.02))
         if len(data) == 0:
             ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center")

@@ -17,8 +17,8 @@ random          shown class = class of another example drawn from the dataset
 flipped         shown class = (y + 1) mod K (a swap for binary tasks)
 arbitrary_...   shown class = y, verbalised with replacement words; one condition per
                 word list and order (both orders for pairs; list and reverse for K>2)
-flip_df         default for i <= flip_at, flipped after
-flip_fd         flipped for i <= flip_at, default after
+flip_df         default for i <= flip_at, flipped after (needs n_examples >= 2 flip_at + 1)
+flip_fd         flipped for i <= flip_at, default after (same)
 alternating     default at odd i, flipped at even i
 ==============  ===================================================================
 
@@ -295,7 +295,12 @@ def _example(data: LabelledData, index: int, label: str) -> dict[str, str]:
 
 
 def _check_settings(dataset: str, cfg: Mapping[str, Any], n_examples: int, repeats: int) -> None:
-    """Sizes are positive, and flip_at leaves both mappings at least one example."""
+    """Sizes are positive; with flip conditions, ``flip_at >= 1`` and ``n_examples >= 2 * flip_at + 1``.
+
+    D->F and F->D are compared on the prediction made after exactly ``2 * flip_at`` examples
+    (``flip_at`` of each mapping), which is position ``2 * flip_at + 1`` (position i predicts
+    example i from examples 1..i-1): the prompt must hold that many examples.
+    """
     if n_examples < 1 or repeats < 1:
         raise TaskError(
             f"dataset {dataset!r}: n_examples and repeats must be >= 1, "
@@ -303,10 +308,11 @@ def _check_settings(dataset: str, cfg: Mapping[str, Any], n_examples: int, repea
         )
     flips = [c for c in cfg["conditions"] if c in FLIP_CONDITIONS]
     flip_at = int(cfg["flip_at"])
-    if flips and not 1 <= flip_at <= n_examples - 1:
+    if flips and not 1 <= flip_at <= (n_examples - 1) // 2:
         raise TaskError(
-            f"dataset {dataset!r}: flip_at={flip_at} must lie in 1..{n_examples - 1} "
-            f"(n_examples - 1) for conditions {flips}"
+            f"dataset {dataset!r}: flip_at={flip_at} must lie in 1..{(n_examples - 1) // 2} for "
+            f"conditions {flips}: the D->F vs F->D comparison needs the prediction after "
+            f"2 * flip_at examples, so n_examples (= {n_examples}) must be >= 2 * flip_at + 1"
         )
 
 
