@@ -136,7 +136,7 @@ def test_semantic_problems(tmp_path):
         "`labels.datasets[0].path` (dataset 'd')",
         "`labels.datasets[1].name`: duplicate dataset name 'd'",
         "`labels.datasets[1].hf_name` (dataset 'd'): an hf dataset needs hf_name",
-        "`labels.flip_at`: 40 must be below n_examples = 32",
+        "`labels.flip_at`: 40 needs n_examples >= 2 * flip_at + 1 = 81",
         "`labels.template`: unknown field(s) ['lable']",
     ]:
         assert expected in text, f"{expected!r} not in:\n{text}"
@@ -157,7 +157,7 @@ def test_with_defaults_fills_sections_without_validating():
     assert filled["generation"]["n_samples"] == 3
     assert filled["generation"]["temperature"] == 1.0
     assert filled["symbols"] == ["Heads", "Tails"]
-    assert with_defaults("labels")["n_examples"] == 32
+    assert with_defaults("labels")["n_examples"] == 33  # 2 * flip_at + 1
 
 
 @pytest.mark.parametrize(
@@ -176,6 +176,9 @@ def test_with_defaults_fills_sections_without_validating():
         ("labels", {"n_examples": 4000, "flip_at": 3}, "`labels.n_examples`: prompts need more than 12000 tokens"),
         ("binary", {"judgment": {"concepts": ["012"]}}, "`binary.judgment.concepts[0]`: '012' does not match"),
         ("binary", {"generation": {"p_tails": []}}, "`binary.generation.p_tails`: [] should be non-empty"),
+        ("binary", {"continuation": {"concepts": ["001", "011", "100"]}},
+         "`binary.continuation.concepts`: '001' and '100' are phase rotations of each other"),
+        ("binary", {"generation": {"parse": "loose"}}, "binary.generation.parse"),
     ],
 )
 def test_analysis_and_context_problems(default_config, section, change, expected):

@@ -200,3 +200,25 @@ def test_empty_text_and_unknown_class(tmp_path: Path) -> None:
 def test_unknown_source() -> None:
     with pytest.raises(TaskError, match=r"'x'.*unknown source 'web'"):
         load_dataset({"name": "x", "source": "web"}, Path("."))
+
+
+@pytest.mark.parametrize(
+    "suffix, content, message",
+    [
+        (".csv", "", "file e.csv is empty (no header, no rows)"),
+        (".csv", "text,label\n", "file e.csv has no data rows: only a header (label, text)"),
+        (".jsonl", "\n", "file e.jsonl has no data rows: no rows"),
+    ],
+)
+def test_empty_and_header_only_files_are_named_as_such(tmp_path: Path, suffix: str, content: str,
+                                                        message: str) -> None:
+    """Not misreported as 'only one class'."""
+    (tmp_path / f"e{suffix}").write_text(content)
+    with pytest.raises(TaskError, match=re.escape(f"dataset 'e': {message}")):
+        load_dataset({"name": "e", "source": "file", "path": f"e{suffix}"}, tmp_path)
+
+
+def test_header_only_parquet_is_named_as_such(tmp_path: Path) -> None:
+    write(tmp_path / "e.parquet", pd.DataFrame({"text": pd.Series([], dtype=str), "label": pd.Series([], dtype=str)}))
+    with pytest.raises(TaskError, match=r"has no data rows: only a header \(label, text\)"):
+        load_dataset({"name": "e", "source": "file", "path": "e.parquet"}, tmp_path)

@@ -57,11 +57,11 @@ def test_data_files_are_declared(cfg, repo, tmp_path):
     [
         ("binary_generation", 13),
         ("binary_judgment", 5 * 18 + 5 * 18),
-        ("binary_continuation", 12),  # 4 concepts x 3 rotations
+        ("binary_continuation", 2 + 3 + 4 + 5),  # one row per rotation of concepts of periods 2-5
         ("regression", 4 * 3 * 4 * 2),  # conditions x variants x shot counts
         ("reading", 4 * 4 * 4 * 2),
-        ("labels_sentiment", 10 * 10),  # 6 conditions + 2 arbitrary lists x 2 orders, 10 repeats
-        ("labels_novel", 10 * 10),
+        ("labels_sentiment", 8 * 12),  # 7 conditions, arbitrary in both orders of one pair, 12 repeats
+        ("labels_novel", 8 * 12),
     ],
 )
 def test_every_default_task_builds(cfg, repo, name, rows):

@@ -16,6 +16,8 @@ from typing import Any, Iterator, Mapping
 import jsonschema
 import yaml
 
+from iclscope.embedded import EMBEDDED_SOURCES
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "config" / "schema.yaml"
 MODEL_SOURCES = ("embedded", "path", "hf_id")
@@ -90,6 +92,8 @@ def validate_config(
         problems += _check_representations(cfg["representations"], root)
         problems += _check_labels(cfg["labels"], root)
         problems += _check_context(cfg, root)
+        problems += _check_data(cfg, root)
+        problems += _check_devices(cfg["models"])
     if problems:
         raise ConfigError(problems)
     return cfg
@@ -129,7 +133,24 @@ def _check_models(models: list[dict[str, Any]], root: Path) -> list[str]:
                     f"config key `{key}.path` (model {name!r}): {path} has no config.json "
                     "(set gguf_file to load a GGUF inside it)"
                 )
+            elif path.is_dir() and not model.get("gguf_file"):
+                problem = _architecture_problem(path / "config.json")
+                if problem:
+                    problems.append(f"config key `{key}.path` (model {name!r}): {problem}")
+        # embedded models are tested families (iclscope.embedded); hf_id and GGUF models are checked when loaded
     return problems
+
+
+def _architecture_problem(config_json: Path) -> str | None:
+    """Why the extraction engine cannot run the model described by ``config_json``, if so."""
+    from iclscope.architectures import supported_architecture
+
+    try:
+        model_config = json.loads(config_json.read_text())
+    except (OSError, ValueError) as err:
+        return f"{config_json} cannot be read as JSON ({err})"
+    problem = supported_architecture(model_config)
+    return f"unsupported architecture in {config_json}: {problem}" if problem else None
 
 
 def _check_template(template: str, key: str, allowed: set[str], required: set[str]) -> list[str]:
@@ -159,6 +180,12 @@ def _check_binary(cfg: dict[str, Any]) -> list[str]:
         problems += _check_template(cfg["generation"]["system"], "binary.generation.system", coin, set())
     for part in ("judgment", "continuation"):
         problems += _check_template(cfg[part]["prompt"], f"binary.{part}.prompt", {"flips"}, {"flips"})
+    from iclscope.tasks.binary import rotation_duplicates  # here: tasks.binary imports this module
+
+    # continuation curves are averaged over phase rotations: rotations of one concept are one concept
+    for a, b in rotation_duplicates(cfg["continuation"]["concepts"]):
+        problems.append(f"config key `binary.continuation.concepts`: {a!r} and {b!r} are phase rotations "
+                        "of each other (one concept once averaged over rotations); keep one")
     if not cfg["judgment"]["concepts"] and cfg["judgment"]["n_random"] == 0:
         problems.append("config key `binary.judgment`: no concepts and n_random = 0 leave nothing to judge")
     return problems
@@ -189,6 +216,16 @@ def _check_representations(cfg: dict[str, Any], root: Path) -> list[str]:
                 f"config key `representations.reading.{item}`: {len(rc[item])} given, {count} = {rc[count]}"
             )
     rt = "representations.reading"
+    if rc["n_variants"] % 2:
+        problems.append(f"config key `{rt}.n_variants`: {rc['n_variants']} is odd; it must be even so that the "
+                        "relevant sentence comes first in exactly half of each condition's prompts")
+    if max(rc["n_shots"]) > 0 and min(rc["n_names"], rc["n_activities"]) < 4:
+        problems.append(f"config key `{rt}.n_names`/`n_activities`: solved examples (n_shots > 0) need at least 4 "
+                        "names and 4 activities, since an example shares no name or activity with the query's story")
+    elif max(rc["n_shots"]) > (rc["n_names"] - 2) * (rc["n_activities"] - 2):
+        problems.append(f"config key `{rt}.n_shots`: {max(rc['n_shots'])} examples exceed (n_names - 2) * "
+                        f"(n_activities - 2) = {(rc['n_names'] - 2) * (rc['n_activities'] - 2)} conditions "
+                        "sharing no name or activity with the query's story")
     problems += _check_template(rc["sentence_template"], f"{rt}.sentence_template", {"name", "activity"}, {"name", "activity"})
     problems += _check_template(rc["question_template"], f"{rt}.question_template", {"name"}, {"name"})
     problems += _check_template(rc["prompt_template"], f"{rt}.prompt_template", {"story", "question"}, {"story", "question"})
@@ -203,8 +240,8 @@ REPRESENTATION_SPANS = {
     "reading": {"end", "relevant", "distractor", "story", "question", "question_name", "examples"},
 }
 # context lengths and layer counts of the embedded models (known without loading them)
-EMBEDDED_CONTEXT = {"smollm2-135m-instruct": 8192}
-EMBEDDED_LAYERS = {"smollm2-135m-instruct": 30}
+EMBEDDED_CONTEXT = {name: source.context_length for name, source in EMBEDDED_SOURCES.items()}
+EMBEDDED_LAYERS = {name: source.n_layers for name, source in EMBEDDED_SOURCES.items()}
 
 
 def _per_task(value: Any) -> dict[str, Any]:
@@ -250,9 +287,14 @@ def _model_config_value(model: Mapping[str, Any], root: Path, key: str, embedded
     if "path" in model:
         config_json = resolve_path(model["path"], root) / "config.json"
         if config_json.is_file():
-            value = json.loads(config_json.read_text()).get(key)
+            found = json.loads(config_json.read_text())
+            # GPT-2 spells these n_positions / n_layer
+            value = found.get(key) or found.get(CONFIG_KEY_ALIASES.get(key, key))
             return int(value) if value else None
     return None
+
+
+CONFIG_KEY_ALIASES = {"max_position_embeddings": "n_positions", "num_hidden_layers": "n_layer"}
 
 
 def model_context(model: Mapping[str, Any], root: Path) -> int | None:
@@ -320,15 +362,79 @@ def _check_labels(cfg: dict[str, Any], root: Path) -> list[str]:
             problems.append(f"config key `{key}.label_words` (dataset {ds['name']!r}): empty label word")
         if len(set(words)) != len(words):
             problems.append(f"config key `{key}.label_words` (dataset {ds['name']!r}): duplicate label words {words}")
-    if {"flip_df", "flip_fd"} & set(cfg["conditions"]) and not cfg["flip_at"] < cfg["n_examples"]:
+    flips = [c for c in cfg["conditions"] if c in ("flip_df", "flip_fd")]
+    if flips and not 2 * cfg["flip_at"] + 1 <= cfg["n_examples"]:
+        # D->F vs F->D is read at position 2N + 1: the prediction after N examples of each mapping
         problems.append(
-            f"config key `labels.flip_at`: {cfg['flip_at']} must be below n_examples = {cfg['n_examples']}"
+            f"config key `labels.flip_at`: {cfg['flip_at']} needs n_examples >= 2 * flip_at + 1 = "
+            f"{2 * cfg['flip_at'] + 1} for {flips} (the prediction after 2N examples), "
+            f"got n_examples = {cfg['n_examples']}"
         )
     for j, words in enumerate(cfg["arbitrary_labels"]):
         if len(set(words)) != len(words) or any(not w.strip() for w in words):
             problems.append(f"config key `labels.arbitrary_labels[{j}]`: words must be distinct and non-empty")
     problems += _check_template(cfg["template"], "labels.template", {"text", "label"}, {"text", "label"})
     problems += _check_template(cfg["template_pair"], "labels.template_pair", {"text", "text2", "label"}, {"text", "text2", "label"})
+    return problems
+
+
+# set to 1 where the machine that plans the run has no CUDA but its jobs run on one that has
+SKIP_DEVICE_CHECK = "ICLSCOPE_SKIP_DEVICE_CHECK"
+# classes of the built-in labelled datasets (see iclscope.datasets)
+BUILTIN_CLASSES = {"vader": 2, "novel": 2}
+
+
+def _check_devices(models: list[dict[str, Any]]) -> list[str]:
+    """``device: cuda`` on a machine without CUDA would fail inside the first model job."""
+    import os
+
+    wanted = [(i, m["name"]) for i, m in enumerate(models) if m.get("device") == "cuda"]
+    if not wanted or os.environ.get(SKIP_DEVICE_CHECK) == "1":
+        return []
+    import torch
+
+    if torch.cuda.is_available():
+        return []
+    return [
+        f"config key `models[{i}].device` (model {name!r}): cuda, but this machine has no CUDA device "
+        f"(torch {torch.__version__}); use device: auto (cuda where available, else cpu) or cpu, or set "
+        f"{SKIP_DEVICE_CHECK}=1 where the jobs run on another machine than the one planning them"
+        for i, name in wanted
+    ]
+
+
+def _check_data(cfg: dict[str, Any], root: Path) -> list[str]:
+    """Data problems that would otherwise fail inside a job: concept lists, and study C's
+    local data files (loaded here: empty, header-only, missing columns, empty texts, one
+    class) and their label words (one per class)."""
+    problems = []
+    studies = set(cfg["studies"])
+    if "binary" in studies and not cfg["binary"]["continuation"]["concepts"]:
+        problems.append("config key `binary.continuation.concepts`: empty; give at least one 0/1 concept")
+    if "labels" not in studies:
+        return problems
+    from iclscope.datasets import load_dataset
+    from iclscope.tasks.common import TaskError
+
+    for i, ds in enumerate(cfg["labels"]["datasets"]):
+        key = f"config key `labels.datasets[{i}]` (dataset {ds['name']!r}"
+        n_classes = BUILTIN_CLASSES.get(ds["source"])
+        if ds["source"] == "file":
+            if "path" not in ds or not resolve_path(ds["path"], root).is_file():
+                continue  # reported by _check_labels
+            try:
+                n_classes = len(load_dataset(ds, root, cfg["seed"]).classes)
+            except TaskError as err:
+                problems.append(f"{key}, file {ds['path']}): {err}")
+                continue
+        elif ds["source"] == "hf" and ds.get("classes"):
+            n_classes = len(ds["classes"])
+        words = ds.get("label_words")
+        if words is not None and n_classes is not None and len(words) != n_classes:
+            problems.append(
+                f"{key}).label_words: {len(words)} label words {words} for {n_classes} classes; "
+                "give one word per class, in class order"
+            )
     return problems
 
 

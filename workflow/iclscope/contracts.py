@@ -34,16 +34,25 @@ READOUTS = pa.schema([
     ("logprob", pa.float32()), ("first_token_logprob", pa.float32()),
 ])
 
+# study A1 (iclscope.extraction.generation.generation_record): flips = the GENERATED flips only
+# (first-letter parse); forced_flips = the flips the prompt itself wrote ("[Heads," -> "0");
+# n_clean = leading generated flips whose items are exactly a symbol word (binary.generation.parse
+# strict keeps flips[:n_clean]); clean = every generated item was exactly a symbol word;
+# rendered_prompt = exactly the text the model read (chat template and system line applied),
+# which differs from the task table's `text` for instruct models
 GENERATIONS = pa.schema([
     ("prompt_id", pa.string()), ("p_tails", pa.float64()), ("sample", pa.int32()),
     ("raw", pa.string()), ("flips", pa.string()), ("parsed", pa.bool_()), ("n_tokens", pa.int32()),
+    ("forced_flips", pa.string()), ("n_clean", pa.int32()), ("clean", pa.bool_()),
+    ("rendered_prompt", pa.string()),
 ])
 
 LABEL_POSITIONS = pa.schema([
     ("dataset", pa.string()), ("condition", pa.string()), ("repeat", pa.int32()),
     ("position", pa.int32()), ("true_label", pa.string()), ("context_label", pa.string()),
     ("logp_true", pa.float32()), ("logp_context", pa.float32()), ("correct", pa.bool_()),
-    ("correct_context", pa.bool_()), ("entropy", pa.float32()), ("scoring", pa.string()),
+    ("correct_context", pa.bool_()), ("entropy", pa.float32()), ("logp_label_mass", pa.float32()),
+    ("scoring", pa.string()),
 ])
 
 CURVE = pa.schema([
@@ -62,12 +71,17 @@ REPEAT_WINDOWS = tuple(range(5, 26))
 
 
 def binary_generation_metrics_schema(windows: tuple[int, ...] = REPEAT_WINDOWS) -> pa.Schema:
-    """One row per sequence (the model's or a baseline's sample); ``repeats_w{w}`` per window."""
+    """One row per sequence (the model's or a baseline's sample); ``repeats_w{w}`` per window.
+
+    Metrics are of the generated flips only (``forced_flips``: what the prompt wrote, null for
+    baselines); ``gzip_net`` is net of gzip's fixed overhead; ``repeats_w{w}`` is null where
+    w >= the sequence length (no two windows fit)."""
     return pa.schema([
         ("source", pa.string()), ("p_tails", pa.float64()), ("sample", pa.int32()), ("flips", pa.string()),
         ("mean", pa.float64()), ("alternation", pa.float64()), ("longest_run", pa.int32()),
-        ("gzip_length", pa.int32()), ("running_std", pa.float64()), ("running_min", pa.float64()),
+        ("gzip_net", pa.int32()), ("running_std", pa.float64()), ("running_min", pa.float64()),
         ("running_max", pa.float64()), *[(f"repeats_w{w}", pa.int32()) for w in windows],
+        ("forced_flips", pa.string()),
     ])
 
 
@@ -78,6 +92,10 @@ BINARY_BASELINES = pa.schema([
     ("n_params", pa.int32()), ("loglik", pa.float64()), ("loglik_per_flip", pa.float64()),
     ("bic", pa.float64()), ("bic_rank", pa.int32()), ("delta_bic", pa.float64()),
     ("mean_levenshtein", pa.float64()),
+    # parse = binary.generation.parse; n_clean = sequences whose every generated item was exactly a
+    # symbol word; n_used_<mode> = sequences each parse mode keeps (n_used = the configured mode's)
+    ("parse", pa.string()), ("n_clean", pa.int32()), ("n_used_strict", pa.int32()),
+    ("n_used_first_letter", pa.int32()),
 ])
 JUDGMENT = pa.schema([
     ("concept", pa.string()), ("length", pa.int32()), ("sample", pa.int32()), ("p_random", pa.float64()),
@@ -97,6 +115,7 @@ MODEL_SELECTION = pa.schema([
     ("n_params", pa.int32()), ("sse", pa.float64()), ("r2", pa.float64()), ("bic", pa.float64()),
     ("best", pa.bool_()), ("temperature", pa.float64()), ("logit_prior", pa.float64()),
     ("prior_concept", pa.float64()),
+    ("ci_reason", pa.string()),  # null when ci_low/ci_high exist, else why not
 ])
 
 BEHAVIOUR = pa.schema([
@@ -106,16 +125,20 @@ BEHAVIOUR = pa.schema([
     ("variant", pa.int32()), ("correct_answer", pa.string()), ("correct", pa.bool_()),
     ("expected", pa.float64()), ("expected_error", pa.float64()), ("logp_correct", pa.float64()),
     ("n_candidates", pa.int32()),
+    ("relevant_first", pa.bool_()),  # reading: story order; null for tasks without one
 ])
 BEHAVIOUR_SUMMARY = pa.schema([
     ("task", pa.string()), ("n_shots", pa.int32()), ("metric", pa.string()),
     ("mean", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()), ("n_prompts", pa.int32()),
+    ("relevant_first", pa.bool_()),  # null = pooled over story orders; true / false = that order only
 ])
 RSA = pa.schema([
     ("task", pa.string()), ("layer", pa.int16()), ("n_shots", pa.int32()), ("hypothesis", pa.string()),
     ("spearman", pa.float64()), ("p_value", pa.float64()),
     ("pooling", pa.string()), ("span", pa.string()), ("n_conditions", pa.int32()), ("n_prompts", pa.int32()),
     ("n_permutations", pa.int32()),
+    # one row per comparator: alignment = its value, p_value its permutation p; spearman kept in every row
+    ("comparator", pa.string()), ("alignment", pa.float64()),
 ])
 # the similarity matrices behind RSA, long; shared = hypothesis fields the two conditions share
 SIMILARITY = pa.schema([
@@ -128,11 +151,16 @@ PROBES = pa.schema([
     ("score", pa.float64()), ("control_score", pa.float64()),
     ("selectivity", pa.float64()), ("probe", pa.string()), ("metric", pa.string()), ("pooling", pa.string()),
     ("span", pa.string()), ("n_prompts", pa.int32()), ("n_conditions", pa.int32()),
+    # control_score = mean over n_shuffles group-level shuffles; p_value = permutation p of score
+    ("control_sd", pa.float64()), ("p_value", pa.float64()), ("n_shuffles", pa.int32()),
 ])
 ATTENTION_RATIO = pa.schema([
     ("task", pa.string()), ("layer", pa.int16()), ("n_shots", pa.int32()), ("ratio", pa.float64()),
     ("head", pa.int16()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),  # head -1 = head-mean masses
     ("mass_relevant", pa.float64()), ("mass_distractor", pa.float64()), ("n_prompts", pa.int32()),
+    # ratio / ci_* = geometric mean over prompts = exp(log_ratio / log_ci_*); relevant_first null = pooled
+    ("log_ratio", pa.float64()), ("log_ci_low", pa.float64()), ("log_ci_high", pa.float64()),
+    ("relevant_first", pa.bool_()),
 ])
 # mean = the correlation across conditions of the two changes after ICL (B7)
 REPR_VS_BEHAVIOUR = pa.schema([

@@ -147,10 +147,15 @@ def _load_file(cfg: Mapping[str, Any], root: Path) -> LabelledData:
         )
     if not path.is_file():
         raise TaskError(f"dataset {name!r}: file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise TaskError(f"dataset {name!r}: file {given} is empty (no header, no rows)")
     try:
         columns = reader(path)
     except (OSError, ValueError) as err:
         raise TaskError(f"dataset {name!r}: cannot read file {path}: {err}") from err
+    if not any(len(values) for values in columns.values()):
+        what = f"only a header ({', '.join(sorted(columns))})" if columns else "no rows"
+        raise TaskError(f"dataset {name!r}: file {given} has no data rows: {what}")
     source = {"path": given, "format": suffix.lstrip("."), "sha256": _sha256(path)}
     return _from_columns(cfg, columns, f"file {given}", source, None)
 
