@@ -51,20 +51,37 @@ def model_card(wildcards):
     return f"{model_dir(wildcards.model)}/card.json"
 
 
+# the keys of a model's config entry that say which weights to prepare (nothing else does)
+MODEL_SOURCE_KEYS = ("name", "embedded", "path", "hf_id", "revision", "gguf_file")
+
+
 def model_spec(wildcards):
-    """The model's config entry as canonical JSON (passed as params, so changing it reruns the job)."""
-    return canonical_json(MODELS[wildcards.model])
+    """The model's source as canonical JSON (params of prepare_model: changing the source
+    re-prepares it; run-time and speed settings such as dtype or shards do not)."""
+    m = MODELS[wildcards.model]
+    return canonical_json({k: m[k] for k in MODEL_SOURCE_KEYS if k in m})
 
 
 def runtime_params(wildcards):
-    """What a forward pass depends on: the model's run-time settings."""
+    """What a forward pass's results depend on: the model's run-time settings.
+
+    Speed-only settings are not here: `batch_tokens` reaches the jobs as a resource
+    (results do not depend on batch composition), `shards` as the shard wildcards."""
     m = MODELS[wildcards.model]
-    keys = ("dtype", "device", "device_map", "attn_implementation", "batch_tokens")
+    keys = ("dtype", "device", "device_map", "attn_implementation")
     return {k: m[k] for k in keys}
 
 
+def batch_tokens(wildcards):
+    """The token budget of one forward batch: a resource, so changing it reruns nothing."""
+    return MODELS[wildcards.model]["batch_tokens"]
+
+
 def runtime_spec(wildcards):
-    return canonical_json(runtime_params(wildcards))
+    """The benchmark's params: run-time settings and the batch budget it measures."""
+    return canonical_json(
+        {**runtime_params(wildcards), "batch_tokens": batch_tokens(wildcards)}
+    )
 
 
 def extract_spec(wildcards):
@@ -98,14 +115,17 @@ def compare_targets():
     """The compare stage runs when the config names two or more models."""
     if len(MODELS) < 2:
         return []
-    return [f"{RESULTS}/compare/headlines.parquet", f"{RESULTS}/compare/findings.md"] + [
-        f"{RESULTS}/compare/figures/{name}" for name in COMPARE_FIGURES
-    ]
+    return [
+        f"{RESULTS}/compare/headlines.parquet",
+        f"{RESULTS}/compare/findings.md",
+    ] + [f"{RESULTS}/compare/figures/{name}" for name in COMPARE_FIGURES]
 
 
 def findings_spec():
     """What the findings depend on: the seed, the studies and study C's datasets."""
-    return canonical_json({"seed": config["seed"], "studies": STUDIES, "datasets": DATASETS})
+    return canonical_json(
+        {"seed": config["seed"], "studies": STUDIES, "datasets": DATASETS}
+    )
 
 
 def n_shards(model):
@@ -127,7 +147,21 @@ def task_spec(wildcards):
 
 
 def task_inputs(wildcards):
-    return [str(p) for p in task_data_files(wildcards.task, config, Path.cwd())]
+    """The data files a task reads, relative to the working directory where they lie
+    under it: Snakemake records input paths, so a moved or copied project plans nothing.
+    """
+    return [
+        run_relative(p) for p in task_data_files(wildcards.task, config, Path.cwd())
+    ]
+
+
+def run_relative(path):
+    """``path`` relative to the working directory when under it, else as it is."""
+    path = Path(path)
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def task_table(task):

@@ -24,12 +24,14 @@ rule extract:
         mem_mb=8000,
         runtime=120,
         gpu=1,
+        batch_tokens=batch_tokens,
     params:
         spec=extract_spec,
         model_dir=lambda wildcards: model_dir(wildcards.model),
     shell:
         "python -m iclscope extract --model-dir {params.model_dir:q} --tasks {input.tasks:q}"
-        " --params {params.spec:q} --shard {wildcards.shard} --shards {wildcards.n}"
+        " --params {params.spec:q} --batch-tokens {resources.batch_tokens}"
+        " --shard {wildcards.shard} --shards {wildcards.n}"
         " --out {output:q} > {log:q} 2>&1"
 
 
@@ -67,6 +69,7 @@ rule generate:
         mem_mb=8000,
         runtime=120,
         gpu=1,
+        batch_tokens=batch_tokens,
     params:
         spec=lambda wildcards: canonical_json(
             {
@@ -78,7 +81,8 @@ rule generate:
         model_dir=lambda wildcards: model_dir(wildcards.model),
     shell:
         "python -m iclscope generate --model-dir {params.model_dir:q} --tasks {input.tasks:q}"
-        " --params {params.spec:q} --out {output:q} > {log:q} 2>&1"
+        " --params {params.spec:q} --batch-tokens {resources.batch_tokens}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 # Not part of the default run: `snakemake results/bench/<model>/extract.json`.

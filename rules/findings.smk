@@ -3,9 +3,7 @@
 
 rule findings:
     input:
-        lambda wildcards: [
-            t for s in STUDIES for t in study_tables(wildcards.model, s)
-        ],
+        lambda wildcards: [t for s in STUDIES for t in study_tables(wildcards.model, s)],
     output:
         table=f"{RESULTS}/{{model}}/findings.parquet",
         markdown=f"{RESULTS}/{{model}}/findings.md",
@@ -39,7 +37,8 @@ rule compare:
     params:
         spec=lambda wildcards: findings_spec(),
         cards=" ".join(f"{m}={model_dir(m)}/card.json" for m in MODELS),
-        out_dir=f"{RESULTS}/compare",
+        results=lambda wildcards, output: str(Path(output.table).parents[1]),
+        out_dir=lambda wildcards, output: str(Path(output.table).parent),
     shell:
-        "python -m iclscope compare --results {RESULTS:q} --cards {params.cards}"
+        "python -m iclscope compare --results {params.results:q} --cards {params.cards}"
         " --params {params.spec:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -3,8 +3,7 @@
 
 rule report:
     input:
-        figures=all_figures()
-        + [t for t in compare_targets() if t.endswith(".png")],
+        figures=all_figures() + [t for t in compare_targets() if t.endswith(".png")],
         findings=[f"{RESULTS}/{m}/findings.md" for m in MODELS]
         + [t for t in compare_targets() if t.endswith("findings.md")],
     output:

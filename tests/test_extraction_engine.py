@@ -4,6 +4,8 @@ and the `run_extract` step with shards and provenance."""
 
 from __future__ import annotations
 
+import json
+
 import dataclasses
 from pathlib import Path
 
@@ -38,7 +40,7 @@ def cfg(default_config, repo):
     c["labels"].update(n_examples=4, flip_at=2, repeats=1, conditions=["default", "flipped"])
     c["binary"]["continuation"].update(concepts=["011"], max_length=6)
     c["binary"]["judgment"].update(concepts=["01"], lengths=[4, 8], n_random=1)
-    c["representations"]["reading"].update(n_names=3, n_activities=3, n_variants=1, n_shots=[0, 1])
+    c["representations"]["reading"].update(n_names=4, n_activities=4, n_variants=2, n_shots=[0, 1])
     c["representations"]["regression"].update(slopes=[-3, 1], intercepts=[-10], n_variants=1, n_shots=[0, 2])
     return c
 
@@ -454,12 +456,18 @@ def test_gathered_tables_keep_the_provenance(sharded_run, prepared_tiny):
     first = sharded_run["shards"][0]
     for j, path in enumerate(sharded_run["gathered"]):
         meta = table_metadata(path)
-        assert meta["shard"] == "gathered 2"
+        assert meta["shard"] == "gathered"  # not the count: the same table whatever `shards`
         assert meta.get("weights_sha256") == card["weights_sha256"], (path, sorted(meta))
         assert meta.get("task") == "reading"
         assert meta.get("config_hash") == provenance.config_hash(RUN_PARAMS)
-        assert {k: v for k, v in meta.items() if k not in ("shard", "command")} == {
-            k: v for k, v in table_metadata(first[j]).items() if k not in ("shard", "command")}
+        split = ("shard", "command", "stats")  # what depends on the split
+        assert {k: v for k, v in meta.items() if k not in split} == {
+            k: v for k, v in table_metadata(first[j]).items() if k not in split}
+        # the shard-independent counts are the sums over the shards
+        stats = [json.loads(table_metadata(s[j])["stats"]) for s in sharded_run["shards"]]
+        assert json.loads(meta["stats"]) == {
+            k: sum(s[k] for s in stats) for k in ("prompts", "real_tokens")}
+        assert "--shard" not in meta["command"] and "shards/" not in meta["command"]
 
 
 def test_cuda_out_of_memory_halves_the_batch_and_retries(caplog):

@@ -27,7 +27,7 @@ def job_counts(output: str) -> dict[str, int]:
 DEFAULT_JOBS = {
     "prepare_model": 1, "build_tasks": 7, "extract": 6, "gather_extract": 6, "generate": 1,
     "analyse_binary": 1, "analyse_representations": 1, "analyse_labels": 2, "plot_binary": 1,
-    "plot_representations": 1, "plot_labels": 2, "report": 1, "all": 1,
+    "plot_representations": 1, "plot_labels": 2, "findings": 1, "report": 1, "all": 1,
 }
 
 
@@ -67,7 +67,7 @@ def test_second_model_adds_its_own_jobs_only(workdir, tiny_model_dir):
         ({"studies": ["binary", "vision"]}, "`studies[1]`: 'vision' is not one of"),
         ({"representations": {"pooling": ["median"]}}, "`representations.pooling[0]`: 'median' is not one of"),
         ({"binary": {"generation": {"p_tails": [150]}}}, "`binary.generation.p_tails[0]`: 150 is greater than the maximum of 100"),
-        ({"labels": {"n_examples": 4, "flip_at": 9}}, "`labels.flip_at`: 9 must be below n_examples = 4"),
+        ({"labels": {"n_examples": 4, "flip_at": 9}}, "`labels.flip_at`: 9 needs n_examples >= 2 * flip_at + 1 = 19"),
     ],
 )
 def test_bad_config_stops_before_any_job(workdir, tiny_model_dir, change, message):
@@ -122,10 +122,10 @@ def test_whole_pipeline_runs_on_the_tiny_model(finished_run):
     report = (run_dir / "results/report.html").read_text()
     assert report.count("<img") == 3 + 5 + 2 and "Study C" in report and "bootstrap" in report
     readouts = read_table(run_dir / "results/tiny/extract/labels_sentiment/readouts.parquet")
-    # 3 conditions x 2 repeats x 6 positions x 2 label words
-    assert readouts.num_rows == 3 * 2 * 6 * 2
+    # 3 conditions x 2 repeats x 7 positions x 2 label words
+    assert readouts.num_rows == 3 * 2 * 7 * 2
     positions = read_table(run_dir / "results/tiny/labels/sentiment/positions.parquet")
-    assert positions.num_rows == 3 * 2 * 6
+    assert positions.num_rows == 3 * 2 * 7
     embeddings = read_table(run_dir / "results/tiny/extract/reading/embeddings.parquet")
     assert set(embeddings.column("layer").to_pylist()) == {0, 1, 2}
     rsa = read_table(run_dir / "results/tiny/representations/rsa.parquet")
@@ -144,14 +144,15 @@ def test_analysis_parameter_reruns_only_that_analysis(finished_run):
         cfg["labels"]["analysis"]["smooth"] = 3
 
     with changed_config(finished_run, smoother):
-        assert planned(finished_run) == {"analyse_labels": 1, "plot_labels": 1, "report": 1, "all": 1}
+        assert planned(finished_run) == {
+            "analyse_labels": 1, "plot_labels": 1, "findings": 1, "report": 1, "all": 1}
 
     def more_permutations(cfg):
         cfg["representations"]["analysis"]["n_permutations"] = 300
 
     with changed_config(finished_run, more_permutations):
         assert planned(finished_run) == {
-            "analyse_representations": 1, "plot_representations": 1, "report": 1, "all": 1}
+            "analyse_representations": 1, "plot_representations": 1, "findings": 1, "report": 1, "all": 1}
 
 
 @pytest.mark.slow
@@ -181,7 +182,7 @@ def test_new_model_or_dataset_runs_only_new_jobs(finished_run, tiny_model_dir):
     with changed_config(finished_run, second_dataset):
         counts = planned(finished_run)
     assert counts == {"build_tasks": 1, "extract": 1, "gather_extract": 1, "analyse_labels": 1,
-                      "plot_labels": 1, "report": 1, "all": 1}
+                      "plot_labels": 1, "findings": 1, "report": 1, "all": 1}
 
 
 @pytest.mark.slow
@@ -283,3 +284,75 @@ def test_killed_run_resumes_without_recomputing_finished_shards(workdir, tiny_mo
     snakemake("--cores", "1", "--rerun-incomplete", cwd=run_dir)
     assert finished.stat().st_mtime == finished_at  # the finished shard was not run again
     assert (run_dir / "results/tiny/labels/sentiment/curves.parquet").exists()
+
+
+def _films(run_dir: Path, text: str | None, name: str = "films.csv") -> None:
+    if text is not None:
+        (run_dir / name).write_text(text)
+
+
+FILMS_DATASET = {"name": "films", "source": "file", "path": "films.csv", "label_words": ["bad", "good"]}
+GOOD_FILMS = "text,label\ngood film,pos\nbad film,neg\ngreat,pos\nawful,neg\n"
+
+
+@pytest.mark.parametrize(
+    "data, dataset, change, message",
+    [
+        ("", {}, None, "`labels.datasets[1]` (dataset 'films', file films.csv): dataset 'films': file films.csv is "
+                       "empty (no header, no rows)"),
+        ("text,label\n", {}, None, "dataset 'films': file films.csv has no data rows: only a header (label, text)"),
+        ("sentence,gold\nnice,pos\nbad,neg\n", {}, None,
+         "dataset 'films': file films.csv has no text column 'text'; columns found: ['gold', 'sentence']"),
+        ("text,label\ngood,pos\n,neg\nawful,neg\n", {}, None,
+         "dataset 'films': file films.csv has 1 empty text rows in column 'text' (first rows, 0-based: [1])"),
+        ("text,label\ngood,pos\nfine,pos\n", {}, None, "dataset 'films': label set has only one class"),
+        (GOOD_FILMS + "meh,mid\n", {}, None,
+         "`labels.datasets[1]` (dataset 'films').label_words: 2 label words ['bad', 'good'] for 3 classes"),
+        (None, {"name": "novel", "source": "novel", "label_words": ["dax", "wug", "blick"]}, None,
+         "`labels.datasets[1]` (dataset 'novel').label_words: 3 label words ['dax', 'wug', 'blick'] for 2 classes"),
+        (None, None, {"binary": {"continuation": {"concepts": []}}}, "`binary.continuation.concepts`: empty"),
+        (None, None, {"device": "cuda"}, "`models[0].device` (model 'tiny'): cuda, but this machine has no CUDA"),
+    ],
+    ids=["empty", "header-only", "no-columns", "empty-text", "one-class", "words-vs-classes",
+         "builtin-words", "no-concepts", "cuda"],
+)
+def test_bad_data_stops_before_any_job(workdir, tiny_model_dir, monkeypatch, capsys, data, dataset, change,
+                                      message):
+    """Bad data is refused by validate-config and by the Snakefile, naming the key, the
+    dataset and the file, with nothing written under results/."""
+    import torch
+
+    from iclscope.cli import main
+
+    if change and change.get("device") == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    cfg = small_config(tiny_model_dir)
+    if dataset is not None:
+        cfg["labels"]["datasets"].append({**FILMS_DATASET, **dataset})
+    for key, value in (change or {}).items():
+        if key == "device":
+            cfg["models"][0]["device"] = value
+        else:
+            cfg[key]["continuation"] = {**cfg[key]["continuation"], **value["continuation"]}
+    run_dir = workdir(cfg)
+    _films(run_dir, data)
+    monkeypatch.chdir(run_dir)
+    monkeypatch.delenv("ICLSCOPE_SKIP_DEVICE_CHECK", raising=False)
+    assert main(["validate-config", "--config", "config/config.yaml"]) == 2
+    assert message in capsys.readouterr().err
+    proc = snakemake("-n", "--cores", "1", cwd=run_dir, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert not (run_dir / "results").exists() and not (run_dir / "resources").exists()
+
+
+def test_good_data_file_passes_validation(workdir, tiny_model_dir, monkeypatch, capsys):
+    from iclscope.cli import main
+
+    cfg = small_config(tiny_model_dir)
+    cfg["labels"]["datasets"].append(FILMS_DATASET)
+    run_dir = workdir(cfg)
+    _films(run_dir, GOOD_FILMS)
+    monkeypatch.chdir(run_dir)
+    assert main(["validate-config", "--config", "config/config.yaml"]) == 0
+    assert "labels_films" in capsys.readouterr().out

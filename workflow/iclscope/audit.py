@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from iclscope.tables import TableError, table_metadata
+from iclscope.tables import TableError, corrupt, table_metadata
 
 PROVENANCE_KEYS = ("kind", "config_hash", "seed", "model", "weights_sha256", "version", "git_commit")
 
@@ -28,21 +28,36 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def manifest(root: str | Path) -> list[dict[str, Any]]:
-    """One entry per Parquet file under ``root`` (sorted by path): path (relative),
-    sha256, rows and the provenance keys. A corrupt file raises :class:`TableError`."""
+def scan(root: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every Parquet file under ``root`` (sorted by path): the manifest entries of the
+    readable ones (path relative to ``root``, sha256, rows, the provenance keys) and one
+    message per corrupt one (naming it and how to rebuild it). A damaged table does not
+    stop the scan: all of them are reported, and the rest still listed."""
     root = Path(root)
     if not root.is_dir():
         raise TableError(f"audit: {root} is not a folder")
-    entries = []
+    entries, problems = [], []
     for path in sorted(root.rglob("*.parquet")):
         try:
             rows = pq.ParquetFile(path).metadata.num_rows
+            meta = table_metadata(path)
+        except TableError as err:
+            problems.append(str(err))
+            continue
         except Exception as err:  # pyarrow raises several types for damaged files
-            raise TableError(f"table {path} is corrupt or truncated: {err}") from err
-        meta = table_metadata(path)
+            problems.append(str(corrupt(path, err)))
+            continue
         entries.append({"path": str(path.relative_to(root)), "sha256": file_sha256(path), "rows": rows,
                         **{k: meta.get(k, "") for k in PROVENANCE_KEYS}})
+    return entries, problems
+
+
+def manifest(root: str | Path) -> list[dict[str, Any]]:
+    """The manifest of :func:`scan`; a corrupt table raises :class:`TableError` naming
+    every corrupt table under ``root``."""
+    entries, problems = scan(root)
+    if problems:
+        raise TableError("\n".join(problems))
     return entries
 
 

@@ -67,7 +67,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
     if not 1 <= args.shards or not 1 <= args.shard <= args.shards:
         raise SystemExit(f"--shard {args.shard} --shards {args.shards}: expected 1 <= shard <= shards")
     # shards count from 1 on the command line and in paths (shards/K-of-N/); from 0 inside
-    run_extract(args.model_dir, args.tasks, _params(args), args.out, shard=args.shard - 1, n_shards=args.shards)
+    run_extract(args.model_dir, args.tasks, _runtime(args), args.out, shard=args.shard - 1, n_shards=args.shards)
 
 
 def cmd_gather(args: argparse.Namespace) -> None:
@@ -81,7 +81,18 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
     if len(args.out) != 1:
         raise SystemExit("generate writes one table: give one --out")
-    run_generate(args.model_dir, args.tasks, _params(args), args.out[0])
+    params = _params(args)
+    if args.batch_tokens is not None:  # a speed setting: not among the params the rule records
+        params["runtime"] = {**params.get("runtime", {}), "batch_tokens": args.batch_tokens}
+    run_generate(args.model_dir, args.tasks, params, args.out[0])
+
+
+def _runtime(args: argparse.Namespace) -> dict[str, Any]:
+    """--params plus --batch-tokens (a speed setting the rules pass apart from the params)."""
+    params = _params(args)
+    if args.batch_tokens is not None:
+        params["batch_tokens"] = args.batch_tokens
+    return params
 
 
 def _named(pairs: Sequence[str], flag: str) -> dict[str, str]:
@@ -152,13 +163,18 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from iclscope.audit import compare, format_manifest, manifest, write_manifest
+    from iclscope.audit import compare, format_manifest, manifest, scan, write_manifest
 
-    entries = manifest(args.results)
+    entries, corrupt = scan(args.results)
     print(format_manifest(entries))
     print(f"{len(entries)} tables under {args.results}")
     if args.json:
         write_manifest(entries, args.json)
+    if corrupt:  # every damaged table, after the manifest of the others
+        for problem in corrupt:
+            print(f"CORRUPT: {problem}", file=sys.stderr)
+        print(f"{len(corrupt)} corrupt table(s) under {args.results}", file=sys.stderr)
+        return 2
     if args.against:
         problems = compare(entries, manifest(args.against))
         for problem in problems:
@@ -234,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tasks", required=True, help="the task table to run")
         p.add_argument("--params", default="{}", help="run-time settings as JSON (dtype, device, batch_tokens, ...)")
         p.add_argument("--out", nargs="+", required=True, help="the output table(s), matched by file name")
+        p.add_argument("--batch-tokens", type=int, default=None,
+                       help="token budget of one forward batch (speed only; default: --params' or 4096)")
         if name == "extract":
             p.add_argument("--shard", type=int, default=1,
                            help="which shard of the task's prompts, 1..--shards (as in shards/K-of-N/)")

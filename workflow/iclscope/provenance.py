@@ -17,6 +17,22 @@ from typing import Any, Mapping
 from iclscope import __version__
 
 PREFIX = "iclscope."
+# model card fields recorded with every table written from a model (key ``model_card``):
+# what a fair comparison between models must state (see iclscope.models.model_card)
+CARD_PROVENANCE = (
+    "family", "architecture", "model_type", "n_parameters", "n_parameters_without_embedding", "n_layers",
+    "hidden_size", "instruct", "has_chat_template", "gguf_quantization", "context_length", "sliding_window",
+    "n_sliding_layers", "dtype",
+)
+
+
+def card_summary(model: Mapping[str, Any]) -> str:
+    """The :data:`CARD_PROVENANCE` fields of a model card as canonical JSON (fields the card
+    lacks are left out). A ``model`` read back from a table's provenance (which carries
+    ``model_card`` already) passes it on unchanged."""
+    if isinstance(model.get("model_card"), str):
+        return model["model_card"]
+    return canonical_json({k: model[k] for k in CARD_PROVENANCE if k in model})
 
 
 def canonical_json(obj: Any) -> str:
@@ -66,7 +82,8 @@ def metadata(
 
     ``kind`` names the table's contract (``tasks``, ``embeddings`` ...), ``params`` are the
     config keys that produced it (hashed, and stored in full), ``model`` is a model card
-    (its ``name`` and ``weights_sha256`` are recorded), ``extra`` holds anything else.
+    (its ``name`` and ``weights_sha256`` are recorded, and the comparison fields of
+    :data:`CARD_PROVENANCE` as ``model_card``), ``extra`` holds anything else.
     """
     meta: dict[str, Any] = {
         "kind": kind,
@@ -81,6 +98,9 @@ def metadata(
     if model is not None:
         meta["model"] = str(model.get("name", ""))
         meta["weights_sha256"] = str(model.get("weights_sha256", ""))
+        summary = card_summary(model)
+        if summary != "{}":  # a bare {name, weights_sha256} (tables.recorded_model) has none
+            meta["model_card"] = summary
     for key, value in (extra or {}).items():
         meta[key] = value if isinstance(value, str) else canonical_json(value)
     return {PREFIX + k: str(v) for k, v in meta.items()}

@@ -22,6 +22,17 @@ class TableError(RuntimeError):
     """A table is missing, unreadable or does not follow its contract."""
 
 
+def rebuild_hint(path: str | os.PathLike) -> str:
+    """How to rebuild a damaged table: every table is a Snakemake output, so deleting it
+    makes the next run rebuild it (and what depends on it, unless it comes out identical)."""
+    return f"delete it (rm {path}) and run snakemake again to rebuild it"
+
+
+def corrupt(path: str | os.PathLike, err: BaseException) -> TableError:
+    """The error for a table that exists but cannot be read, saying how to rebuild it."""
+    return TableError(f"table {path} is corrupt or truncated ({err}); {rebuild_hint(path)}")
+
+
 def usual_mode(full: int) -> int:
     """``full`` (0o666 for files, 0o777 for folders) less the process umask: the mode a
     plain ``open`` or ``mkdir`` would give (``mkstemp``/``mkdtemp`` give 0600/0700)."""
@@ -65,7 +76,7 @@ def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> pa.
     try:
         return pq.read_table(path, columns=columns)
     except (pa.ArrowInvalid, OSError) as err:
-        raise TableError(f"table {path} is corrupt or truncated: {err}") from err
+        raise corrupt(path, err) from err
 
 
 def recorded_model(paths: Sequence[str | os.PathLike]) -> dict[str, str] | None:
@@ -83,5 +94,5 @@ def table_metadata(path: str | os.PathLike) -> dict[str, str]:
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as err:
-        raise TableError(f"table {path} is corrupt or truncated: {err}") from err
+        raise corrupt(path, err) from err
     return read_metadata(schema.metadata)

@@ -27,7 +27,8 @@ import torch
 
 from iclscope import contracts
 from iclscope.errors import ExtractionError
-from iclscope.extraction.attention import AttentionCapture, capturing
+from iclscope.architectures import base_model
+from iclscope.extraction.attention import AttentionCapture, capturing, window_positions
 from iclscope.extraction.batching import plan_batches
 from iclscope.extraction.branches import BranchedSequence, branch_mask
 from iclscope.extraction.plan import END, PromptPlan, ReadPoint
@@ -213,13 +214,14 @@ def _run_batch(
             real.to(device), span_masks.to(device),
         )
 
-    base = model.get_decoder() if hasattr(model, "get_decoder") else model.model
+    base = base_model(model)
     inputs = dict(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device))
-    with torch.inference_mode(), pooled_layers(model, on_layer):
+    with torch.inference_mode(), pooled_layers(model, on_layer), window_positions(inputs["position_ids"]):
         if capture is not None:
             with capturing(capture):
                 final = base(**inputs, use_cache=False).last_hidden_state
             result.masses = {layer: m.cpu() for layer, m in capture.masses.items()}
+            _check_captured(model, result.masses)
         else:
             final = base(**inputs, use_cache=False).last_hidden_state
         _read(model, final, batch, result)
@@ -228,6 +230,17 @@ def _run_batch(
     for layer, masses in result.masses.items():
         _check_finite(masses, f"attention mass at layer {layer}", batch)
     return result
+
+
+def _check_captured(model: torch.nn.Module, masses: Mapping[int, torch.Tensor]) -> None:
+    """Every layer's attention must have gone through the capturing attention."""
+    n_layers = int(model.config.num_hidden_layers)
+    if sorted(masses) != list(range(1, n_layers + 1)):
+        raise ExtractionError(
+            f"unsupported architecture: the capturing attention saw layers {sorted(masses)} of 1..{n_layers} "
+            f"of model_type {model.config.model_type!r}; its attention does not go through transformers' "
+            "attention interface (load it with the attn_implementation that attention.register() returns)"
+        )
 
 
 def _read(model: torch.nn.Module, final: torch.Tensor, batch: Sequence[PreparedPrompt], result: _BatchResult) -> None:

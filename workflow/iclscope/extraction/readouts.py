@@ -16,9 +16,14 @@ def logprobs_at(model: torch.nn.Module, final_hidden: torch.Tensor, rows: torch.
     """Next-token log-probabilities (K, V) in float32 at ``final_hidden[rows, positions]``.
 
     ``final_hidden`` is the base model's last hidden state (after the final norm), (B, T, d).
+    Logits are soft-capped as the model's own forward does (``final_logit_softcapping``,
+    Gemma).
     """
     picked = final_hidden[rows, positions]
     logits = model.get_output_embeddings()(picked)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
     return torch.log_softmax(logits.float(), dim=-1)
 
 

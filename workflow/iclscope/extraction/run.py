@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from iclscope import contracts, provenance
 from iclscope.extraction.engine import ExtractionError, extract
-from iclscope.extraction.generation import GenerationRequest, chat_text, generate, parse_flips
+from iclscope.extraction.generation import GenerationRequest, chat_text, generate, generation_record
 from iclscope.extraction.plan import plan_for
 from iclscope.tables import read_table, table_metadata, write_table
 
@@ -35,9 +35,17 @@ def _load(model_dir: str, params: Mapping[str, Any], attention: bool):
     from iclscope.extraction.attention import register
     from iclscope.models import load_prepared
 
+    from iclscope.architectures import check_loaded
+
     implementation = register() if attention else params.get("attn_implementation", "sdpa")
-    return load_prepared(model_dir, dtype=params.get("dtype", "auto"), device=params.get("device", "auto"),
-                         attn_implementation=implementation, device_map=params.get("device_map"))
+    model, tokenizer, card = load_prepared(model_dir, dtype=params.get("dtype", "auto"),
+                                           device=params.get("device", "auto"),
+                                           attn_implementation=implementation, device_map=params.get("device_map"))
+    try:
+        check_loaded(model)  # models from hf_id or GGUF are first seen here
+    except ValueError as err:
+        raise ExtractionError(f"{model_dir}: {err}") from err
+    return model, tokenizer, card
 
 
 def _outputs_by_stem(outs: Sequence[str], expected: Sequence[str]) -> dict[str, str]:
@@ -99,15 +107,9 @@ def run_generate(model_dir: str, tasks_path: str, params: Mapping[str, Any], out
                     batch_size=max(1, int(runtime.get("batch_tokens", 4096)) // 64))
     records = {name: [] for name in contracts.GENERATIONS.names}
     for (row, text), g in zip(meta_rows, done):
-        # the prompt opens the list and may hold its first flips ("[Heads,")
-        flips, parsed = parse_flips(row["text"] + g.text, symbols)
-        records["prompt_id"].append(g.prompt_id)
-        records["p_tails"].append(float(row["p_tails"]))
-        records["sample"].append(g.sample)
-        records["raw"].append(g.text)
-        records["flips"].append(flips)
-        records["parsed"].append(parsed)
-        records["n_tokens"].append(g.n_tokens)
+        # the prompt opens the list and may hold its first flips ("[Heads,"): kept apart as forced_flips
+        for name, value in generation_record(row, text, g, symbols).items():
+            records[name].append(value)
     table = pa.table(records, schema=contracts.GENERATIONS)
     meta = provenance.metadata("generations", params, seed=seed, model=card,
                                extra={"symbols": list(symbols), "inputs": sorted({t for _, t in meta_rows})})

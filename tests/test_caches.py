@@ -1,0 +1,156 @@
+"""What reruns and what does not: speed-only settings, moved projects, shards; damaged
+tables are named with how to rebuild them (README, "Reproducibility")."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from conftest import small_config, snakemake
+from test_workflow import changed_config, planned
+
+from iclscope.audit import manifest, scan
+from iclscope.config import validate_config
+from iclscope.extraction.run import run_extract
+from iclscope.gather import gather
+from iclscope.tables import TableError, read_table, table_metadata, write_table
+from iclscope.tasks import build_task, task_params
+
+TABLES = ("embeddings", "attention", "readouts")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def outputs(folder: Path) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [str(folder / f"{name}.parquet") for name in TABLES]
+
+
+# --------------------------------------------------------------------------- shards
+
+
+def test_gathered_tables_are_byte_identical_for_any_number_of_shards(prepared_tiny, default_config, repo,
+                                                                    tmp_path, monkeypatch):
+    """`shards` is a speed setting: 1, 2 or 3 shards gather to the same bytes (rows in the
+    unsharded order, no split-dependent provenance), so nothing downstream sees a change.
+    (With one prompt per batch, as here: batches of several prompts are composed from a
+    shard's prompts, and another composition may change float32 results in the last bits.)"""
+    monkeypatch.setattr(sys, "argv", ["__main__.py", "extract", "--shard", "1", "--shards", "1"])
+    cfg = validate_config(default_config, root=repo)
+    table = build_task("reading", task_params("reading", cfg), repo)
+    tasks = tmp_path / "tasks.parquet"
+    write_table(pa.Table.from_pylist(table.to_pylist()[:7], schema=table.schema), tasks, {})
+    params = {"device": "cpu", "dtype": "float32", "batch_tokens": 1, "seed": 0, "pooling": ["mean", "last"]}
+    gathered = {}
+    for n in (1, 2, 3):
+        shards = []
+        for k in range(n):
+            out = outputs(tmp_path / f"{n}" / f"shards/{k + 1}-of-{n}")
+            run_extract(str(prepared_tiny), str(tasks), params, out, shard=k, n_shards=n)
+            shards += out
+        gathered[n] = outputs(tmp_path / f"{n}" / "gathered")
+        gather(shards, gathered[n])
+    for j, name in enumerate(TABLES):
+        assert read_table(gathered[1][j]).num_rows > 0
+        assert sha256(gathered[1][j]) == sha256(gathered[2][j]) == sha256(gathered[3][j]), name
+        meta = table_metadata(gathered[2][j])
+        assert meta["shard"] == "gathered" and "--shard" not in meta["command"]
+        assert meta["stats"] == table_metadata(gathered[1][j])["stats"] and '"prompts":7' in meta["stats"]
+
+
+# --------------------------------------------------------------------------- corrupt tables
+
+
+def test_audit_reports_every_corrupt_table_and_lists_the_rest(tmp_path):
+    for name in ("a", "b", "c", "d"):
+        write_table(pa.table({"x": list(range(50))}), tmp_path / "sub" / f"{name}.parquet", {"iclscope.kind": name})
+    for name in ("b", "d"):
+        victim = tmp_path / "sub" / f"{name}.parquet"
+        victim.write_bytes(victim.read_bytes()[:-40])
+    entries, problems = scan(tmp_path)
+    assert [e["path"] for e in entries] == ["sub/a.parquet", "sub/c.parquet"]
+    assert len(problems) == 2
+    for name, problem in zip(("b", "d"), problems):
+        assert f"sub/{name}.parquet is corrupt or truncated" in problem
+        assert f"delete it (rm {tmp_path}/sub/{name}.parquet) and run snakemake again" in problem
+    with pytest.raises(TableError, match=r"(?s)b\.parquet.*d\.parquet"):
+        manifest(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "iclscope", "audit", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "sub/a.parquet" in proc.stdout and "sub/c.parquet" in proc.stdout and "2 tables under" in proc.stdout
+    assert proc.stderr.count("CORRUPT: ") == 2 and "2 corrupt table(s)" in proc.stderr
+
+
+def test_a_step_reading_a_corrupt_input_says_how_to_rebuild_it(tmp_path):
+    path = write_table(pa.table({"x": list(range(50))}), tmp_path / "t.parquet", {})
+    path.write_bytes(path.read_bytes()[:-40])
+    for read in (read_table, table_metadata):
+        with pytest.raises(TableError, match=r"t\.parquet is corrupt or truncated .*delete it \(rm .*t\.parquet\) "
+                                             "and run snakemake again to rebuild it"):
+            read(path)
+    gathered = [str(tmp_path / "out" / f"{t}.parquet") for t in ("readouts",)]
+    with pytest.raises(TableError, match="delete it"):
+        gather([str(path.rename(tmp_path / "readouts.parquet"))], gathered)
+
+
+# --------------------------------------------------------------------------- reruns, end to end
+
+FILMS = "text,label\n" + "".join(
+    f"{word},{label}\n" for word, label in [("good film", "pos"), ("bad film", "neg"), ("great", "pos"),
+                                            ("awful", "neg"), ("fine", "pos"), ("dull", "neg"),
+                                            ("superb", "pos"), ("boring", "neg"), ("lovely", "pos"),
+                                            ("poor", "neg")]
+)
+
+
+@pytest.mark.slow
+def test_speed_settings_moves_and_shards_rerun_only_what_they_must(workdir, tiny_model_dir, tmp_path_factory):
+    """One tiny run (study C on a local data file), then dry runs: `batch_tokens` plans
+    nothing; a copied project plans nothing; `shards: 2` plans extraction and gathering
+    only (the analyses that the dry run lists are skipped once the gathered tables come
+    out identical: Snakemake compares their checksums)."""
+    cfg = small_config(tiny_model_dir)
+    cfg["studies"] = ["labels"]
+    cfg["labels"]["datasets"] = [{"name": "films", "source": "file", "path": "films.csv",
+                                  "label_words": ["bad", "good"]}]
+    cfg["labels"]["conditions"] = ["default", "flipped"]
+    cfg["models"][0]["batch_tokens"] = 1  # one prompt per batch: the same batches whatever the shards
+    run_dir = workdir(cfg)
+    (run_dir / "films.csv").write_text(FILMS)
+    snakemake("--cores", "2", cwd=run_dir)
+    assert planned(run_dir) == {}
+
+    def faster(c):
+        c["models"][0]["batch_tokens"] = 64
+
+    with changed_config(run_dir, faster):
+        assert planned(run_dir) == {}  # speed only: neither preparation nor anything else
+
+    moved = tmp_path_factory.mktemp("moved") / "project"
+    shutil.copytree(run_dir, moved, symlinks=True)  # a copy keeps modification times, as cp -a does
+    assert planned(moved) == {}  # task inputs are recorded relative to the project
+    shutil.rmtree(moved)
+
+    readouts = run_dir / "results/tiny/extract/labels_films/readouts.parquet"
+    gathered = {p: sha256(p) for p in readouts.parent.glob("*.parquet")}
+    downstream = {p: sha256(p) for p in (run_dir / "results/tiny/labels/films").glob("*.parquet")}
+
+    def sharded(c):
+        c["models"][0]["shards"] = 2
+
+    with changed_config(run_dir, sharded):
+        counts = planned(run_dir)
+        assert counts["extract"] == 2 and counts["gather_extract"] == 1
+        assert "prepare_model" not in counts and "build_tasks" not in counts
+        snakemake("--cores", "2", "--until", "gather_extract", cwd=run_dir)
+        assert {p: sha256(p) for p in gathered} == gathered  # byte-identical, newer
+        assert planned(run_dir) == {}  # so no analysis reruns
+    assert {p: sha256(p) for p in downstream} == downstream
