@@ -45,6 +45,52 @@ def prepared_tiny(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
     return out
 
 
+def tiny_family_config(family: str, tokenizer: Any) -> Any:
+    """A tiny config of one architecture family (vocabulary of ``tokenizer``): Llama, Qwen2,
+    Gemma 3 (text; 8-token sliding window on layers 1 and 3, query_pre_attn_scalar != head_dim,
+    final logit soft-capping) or GPT-2 (absolute position embeddings)."""
+    import transformers
+
+    common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                  tie_word_embeddings=True, initializer_range=0.2)  # peaked attention: scaling and masks matter
+    llama_like = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=2048)
+    if family == "llama":
+        return transformers.LlamaConfig(num_hidden_layers=2, **llama_like, **common)
+    if family == "qwen2":
+        return transformers.Qwen2Config(num_hidden_layers=2, **llama_like, **common)
+    if family == "gemma3":
+        return transformers.Gemma3TextConfig(
+            num_hidden_layers=3, head_dim=8, query_pre_attn_scalar=16, sliding_window=8,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            final_logit_softcapping=3.0, **llama_like, **common)
+    if family == "gpt2":
+        return transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=1024, **common)
+    raise ValueError(f"no tiny config for family {family!r}")
+
+
+@pytest.fixture(scope="session")
+def tiny_family_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer: Any):
+    """``tiny_family_dir(family)``: a saved tiny random model of that family with the
+    SmolLM2 tokenizer (built once per family)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    built: dict[str, Path] = {}
+
+    def build(family: str) -> Path:
+        if family not in built:
+            torch.manual_seed(0)
+            model = AutoModelForCausalLM.from_config(tiny_family_config(family, tokenizer)).eval()
+            out = tmp_path_factory.mktemp(f"tiny-{family}") / "model"
+            model.save_pretrained(out, safe_serialization=True)
+            tokenizer.save_pretrained(out)
+            built[family] = out
+        return built[family]
+
+    return build
+
+
 @pytest.fixture(scope="session")
 def default_config() -> dict[str, Any]:
     with open(REPO / "config" / "config.yaml") as fh:
@@ -64,13 +110,13 @@ def small_config(model_path: Path) -> dict[str, Any]:
         },
         "representations": {
             "regression": {"slopes": [-1, 1], "intercepts": [0, 5], "n_variants": 1, "n_shots": [0, 2]},
-            "reading": {"n_names": 3, "n_activities": 3, "n_variants": 1, "n_shots": [0, 1]},
-            "analysis": {"n_permutations": 200, "n_boot": 200},
+            "reading": {"n_names": 4, "n_activities": 4, "n_variants": 2, "n_shots": [0, 1]},
+            "analysis": {"n_permutations": 200, "n_boot": 200, "n_shuffles": 20},
         },
         "labels": {
             "datasets": [{"name": "sentiment", "source": "vader", "label_words": ["negative", "positive"]}],
             "conditions": ["default", "flipped", "flip_df"],
-            "n_examples": 6,
+            "n_examples": 7,  # 2 * flip_at + 1
             "flip_at": 3,
             "repeats": 2,
             "analysis": {"n_boot": 200},
