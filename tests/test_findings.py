@@ -136,7 +136,7 @@ def recompute(root: Path, row) -> float:
         before, after = (int(x) for x in shots.split("->"))
         t = table[table["task"] == task]
         keys = ["condition", "variant"] + (["relevant_first"] if "relevant_first" in t.columns else [])
-        side = {k: t[t["n_shots"] == k].groupby(keys)[metric].mean() for k in (before, after)}
+        side = {k: t[t["n_shots"] == k].groupby(keys, dropna=False)[metric].mean() for k in (before, after)}
         pairs = pd.concat(side, axis=1, join="inner").dropna()
         return float((pairs[after] - pairs[before]).mean())
     if q == "follows_flipped_late":
@@ -161,7 +161,7 @@ def recompute(root: Path, row) -> float:
         n_layers = int(t["layer"].max())
     else:
         t = table[table["task"] == what[0]]
-        if q == "alignment_change":
+        if q in ("alignment_change", "alignment_after"):
             t = t[t["hypothesis"] == what[1]]
             if "comparator" in t.columns:
                 t = t[t["comparator"] == table["comparator"].iloc[0]]
@@ -175,8 +175,10 @@ def recompute(root: Path, row) -> float:
                 t = t[t["relevant_first"].isna()]
             value = q.removeprefix("attention_").removesuffix("_change")
         shots = sorted(t["n_shots"].unique())
-        wide = t.pivot_table(index="layer", columns="n_shots", values=value)
-        per_layer = (wide[shots[-1]] - wide[shots[0]]).dropna()
+        wide = t.pivot_table(index="layer", columns="n_shots", values=value, dropna=False)
+        per_layer = (wide[shots[-1]] if q == "alignment_after" else wide[shots[-1]] - wide[shots[0]]).dropna()
+        if q == "alignment_after":  # reported only where nothing is defined before ICL
+            assert wide[shots[0]].isna().all()
         n_layers = int(t["layer"].max())
     in_band = [v for layer, v in per_layer.items() if _band_of(int(layer), n_layers) == band]
     return float(np.mean(in_band))

@@ -191,7 +191,9 @@ def representation_headlines(root: Path, seed: int, n_boot: int = 1000, level: f
             if values.isna().all():
                 continue
             keys = ["condition", "variant"] + (["relevant_first"] if "relevant_first" in g.columns else [])
-            side = {k: g[g["n_shots"] == k].assign(v=values).groupby(keys)["v"].mean() for k in (before, after)}
+            # dropna=False: relevant_first is null for regression (no sentence order there)
+            side = {k: g[g["n_shots"] == k].assign(v=values).groupby(keys, dropna=False)["v"].mean()
+                    for k in (before, after)}
             pairs = pd.concat(side, axis=1, join="inner").dropna()
             diffs = (pairs[after] - pairs[before]).to_list()
             mean, lo, hi, n = _boot(diffs, seed, "behaviour", task, metric, n_boot=n_boot, level=level)
@@ -208,7 +210,13 @@ def representation_headlines(root: Path, seed: int, n_boot: int = 1000, level: f
         if g.empty:
             continue
         before, after = _before_after(g)
-        wide = g.pivot_table(index="layer", columns="n_shots", values=measure)
+        wide = g.pivot_table(index="layer", columns="n_shots", values=measure, dropna=False)
+        if wide[before].isna().all():
+            # before ICL every condition reads the same prompts (regression: the same query x),
+            # so no alignment is defined to change from: report the alignment after ICL
+            out += _band_rows(wide[after].dropna(), _n_layers(g), "representations", "alignment_after",
+                              f"{task} {hyp}", src, seed, n_boot, level)
+            continue
         change = (wide[after] - wide[before]).dropna()
         out += _band_rows(change, _n_layers(g), "representations", "alignment_change", f"{task} {hyp}", src,
                           seed, n_boot, level)
@@ -221,7 +229,7 @@ def representation_headlines(root: Path, seed: int, n_boot: int = 1000, level: f
         att = att[att["relevant_first"].isna()] if att["relevant_first"].isna().any() else att
     for task, g in att.groupby("task", sort=True):
         before, after = _before_after(g)
-        wide = g.pivot_table(index="layer", columns="n_shots", values=value)
+        wide = g.pivot_table(index="layer", columns="n_shots", values=value, dropna=False)
         change = (wide[after] - wide[before]).dropna()
         out += _band_rows(change, _n_layers(g), "representations", f"attention_{value}_change", task, src,
                           seed, n_boot, level)
