@@ -118,7 +118,7 @@ def recompute(root: Path, row) -> float:
         return {"concepts": concepts, "controls": controls, "concepts - controls": concepts - controls}[unit]
     if q in ("transition", "sharpness"):
         curve, concept, *depth = unit.split()
-        rows = table[(table["curve"] == curve) & (table["concept"] == concept) & table["best"]]
+        rows = table[(table["curve"] == curve) & (table["concept"] == concept) & (table["account"] == "lm")]
         if depth:
             rows = rows[rows["depth"] == int(depth[0].removeprefix("d="))]
         assert len(rows) == 1
@@ -144,6 +144,14 @@ def recompute(root: Path, row) -> float:
         n_pos = int(table["position"].max())
         late = flipped[flipped["position"] > n_pos - max(n_pos // 4, 1)]
         return float(late.groupby("repeat")["correct_context"].mean().mean())
+    if q.startswith("repeats_for_ci_width_"):
+        dataset, position_name, pair = unit.split(" ", 2)
+        a, b = pair.split(" - ")
+        hit = table[(table["condition"] == a) & (table["condition_b"] == b) & (table["metric"] == "logp_true")
+                    & (table["position_name"] == position_name) & (table["kind"] == "pooled_difference")]
+        assert len(hit) == 1 and int(hit["n"].iloc[0]) == row.n
+        width = float(hit["ci_high"].iloc[0] - hit["ci_low"].iloc[0])
+        return float(max(row.n, math.ceil(row.n * (width / float(q.rsplit("_", 1)[1])) ** 2)))
     if row.study == "labels":  # effects copied from the summary table
         dataset, position_name = unit.split(" ", 1)
         a, b = q.split(" - ")
@@ -197,3 +205,12 @@ def test_every_number_in_the_findings_is_recomputed_from_its_table(finished_run)
             assert row.ci_low <= row.estimate + 1e-12 and row.estimate <= row.ci_high + 1e-12, row
     report = (finished_run / "results" / "report.html").read_text()
     assert "Findings: tiny" in report
+
+
+def test_repeats_for_width_scales_with_the_square_of_the_width():
+    from iclscope.findings import repeats_for_width
+
+    assert repeats_for_width(0.4, 12, 0.2) == 48  # twice as wide: four times the repeats
+    assert repeats_for_width(0.1, 12, 0.2) == 12  # already narrow enough: what was run
+    assert repeats_for_width(0.21, 10, 0.2) == 12  # rounded up
+    assert repeats_for_width(math.nan, 12, 0.2) == 0

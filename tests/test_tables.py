@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import os
 
 import pyarrow as pa
@@ -85,3 +87,13 @@ def test_recorded_model_comes_from_the_first_table_that_has_one(tmp_path):
     paths = [tmp_path / "tasks.parquet", tmp_path / "readouts.parquet"]
     assert recorded_model(paths) == {"name": "m", "weights_sha256": "ab" * 32}
     assert recorded_model(paths[:1]) is None
+    # a card's comparison fields travel on to the tables made from it
+    card = {"name": "g", "weights_sha256": "cd" * 32, "family": "Gemma3", "gguf_quantization": "Q4_K_M",
+            "n_layers": 18, "sliding_window": 512, "instruct": False, "vocab_size": 262144}
+    write_table(table, tmp_path / "extracted.parquet", metadata("readouts", {}, model=card))
+    passed_on = recorded_model([tmp_path / "extracted.parquet"])
+    write_table(table, tmp_path / "analysis.parquet", metadata("summary", {}, model=passed_on))
+    recorded = table_metadata(tmp_path / "analysis.parquet")
+    assert json.loads(recorded["model_card"]) == {
+        "family": "Gemma3", "gguf_quantization": "Q4_K_M", "n_layers": 18, "sliding_window": 512, "instruct": False}
+    assert recorded["model"] == "g" and recorded["weights_sha256"] == "cd" * 32

@@ -21,14 +21,15 @@ import pyarrow as pa
 
 from iclscope import provenance
 from iclscope.figures import no_data, pyplot, save_figure
-from iclscope.findings import FINDINGS, depth_band, fmt
+from iclscope.findings import FINDINGS, depth_band, fmt, one_readout, primary_comparator
 from iclscope.tables import atomic_path, read_table, write_table
 
 # card fields copied onto every headline row (what a fair comparison must show)
 CARD_FIELDS = (
     ("n_parameters", pa.int64()), ("n_parameters_without_embedding", pa.int64()), ("n_layers", pa.int32()),
-    ("hidden_size", pa.int32()), ("model_type", pa.string()), ("has_chat_template", pa.bool_()),
-    ("gguf_quantization", pa.string()),
+    ("hidden_size", pa.int32()), ("model_type", pa.string()), ("family", pa.string()),
+    ("instruct", pa.bool_()), ("has_chat_template", pa.bool_()), ("gguf_quantization", pa.string()),
+    ("context_length", pa.int64()), ("sliding_window", pa.int64()),
 )
 HEADLINES = pa.schema([*[FINDINGS.field(i) for i in range(len(FINDINGS))], *CARD_FIELDS])
 
@@ -267,14 +268,13 @@ def write_compare(results: str | Path, models: Sequence[str], cards: Mapping[str
         prof: dict[str, pd.Series] = {}
         if rsa is not None and not rsa.empty:
             value = "alignment" if "alignment" in rsa.columns else "spearman"
-            first = rsa.iloc[0]
-            keys = {"task": "reading" if (rsa["task"] == "reading").any() else first["task"],
-                    "pooling": first["pooling"], "span": None, "hypothesis": None}
-            sub = rsa[rsa["task"] == keys["task"]]
-            keys.update(pooling=sorted(sub["pooling"].unique())[0], span=sorted(sub["span"].unique())[0],
-                        hypothesis=sorted(sub["hypothesis"].unique())[0])
+            # the readout the per-model findings read (same pooling, span and comparator)
+            task = "reading" if (rsa["task"] == "reading").any() else str(rsa["task"].iloc[0])
+            sub = one_readout(rsa[rsa["task"] == task], task, None, "mean")
+            keys = {"task": task, "pooling": sub["pooling"].iloc[0], "span": sub["span"].iloc[0],
+                    "hypothesis": sorted(sub["hypothesis"].unique())[0]}
             if "comparator" in sub.columns:
-                keys["comparator"] = sorted(sub["comparator"].unique())[0]
+                keys["comparator"] = primary_comparator(rsa)
             prof[f"alignment ({keys['task']}, {keys['hypothesis']})"] = depth_profile(sub, value, keys)
             shots = ", ".join(str(k) for k in sorted(sub["n_shots"].unique()))
         if att is not None and not att.empty:

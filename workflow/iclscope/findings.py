@@ -124,13 +124,19 @@ def binary_headlines(root: Path, seed: int, n_boot: int = 1000, level: float = 0
     sel = _read(root, src, ["curve", "concept", "account", "depth", "transition", "ci_low", "ci_high",
                             "slope", "slope_low", "slope_high", "best"])
     reason_col = next((c for c in ("ci_reason", "transition_ci_reason") if c in sel.columns), None)
-    best = sel[sel["best"].astype(bool)]
-    for r in best.sort_values(["curve", "concept", "depth"]).itertuples(index=False):
+    # |x|* and the slope come from the logistic fitted to the model's own curve (account `lm`,
+    # with its bootstrap CI); the model-selection accounts only say which explains it best
+    keys = ["curve", "concept", "depth"]
+    accounts = sel[sel["account"] != "lm"]
+    best_account = accounts[accounts["best"].astype(bool)].set_index(keys)["account"]
+    for r in sel[sel["account"] == "lm"].sort_values(keys).itertuples(index=False):
+        if r.concept == "random":
+            continue  # the controls' curve is reported through the p(random) drop above
         unit = f"{r.curve} {r.concept}" + (f" d={int(r.depth)}" if r.curve == "continuation" else "")
-        note = f"best account: {r.account}"
+        note = f"best account: {best_account.get((r.curve, r.concept, r.depth), 'none')}"
         reason = getattr(r, reason_col) if reason_col else None
         if isinstance(reason, str) and reason:
-            note += f"; no interval: {reason}"
+            note += f"; no interval: `{reason}`"  # quoted from the table's ci_reason
         out.append(Headline("binary", "transition", unit, float(r.transition), float(r.ci_low), float(r.ci_high),
                             0, src, note=note))
         out.append(Headline("binary", "sharpness", unit, float(r.slope), float(r.slope_low), float(r.slope_high),
@@ -203,10 +209,10 @@ def representation_headlines(root: Path, seed: int, n_boot: int = 1000, level: f
     src = "representations/rsa.parquet"
     rsa = _read(root, src, ["task", "layer", "n_shots", "hypothesis", "spearman", "pooling", "span"])
     measure = next((c for c in ("alignment", "spearman") if c in rsa.columns), "spearman")
-    if "comparator" in rsa.columns:
-        rsa = rsa[rsa["comparator"] == rsa["comparator"].iloc[0]] if len(rsa) else rsa
+    if "comparator" in rsa.columns and len(rsa):
+        rsa = rsa[rsa["comparator"] == primary_comparator(rsa)]
     for (task, hyp), g in rsa.groupby(["task", "hypothesis"], sort=True):
-        g = _one_readout(g, task, span, pooling)
+        g = one_readout(g, task, span, pooling)
         if g.empty:
             continue
         before, after = _before_after(g)
@@ -244,7 +250,13 @@ def representation_headlines(root: Path, seed: int, n_boot: int = 1000, level: f
     return out
 
 
-def _one_readout(g: pd.DataFrame, task: str, span: Mapping[str, str] | None, pooling: str) -> pd.DataFrame:
+def primary_comparator(rsa: pd.DataFrame) -> str:
+    """The RSA comparator findings and comparisons read: the first configured one (the table
+    keeps the configured order: `representations.analysis.rsa_comparators`)."""
+    return str(rsa["comparator"].iloc[0])
+
+
+def one_readout(g: pd.DataFrame, task: str, span: Mapping[str, str] | None, pooling: str) -> pd.DataFrame:
     """The rows of one pooling and span (the figures' defaults), so layers are not mixed."""
     pools = sorted(g["pooling"].unique())
     g = g[g["pooling"] == (pooling if pooling in pools else pools[0])]
@@ -254,6 +266,17 @@ def _one_readout(g: pd.DataFrame, task: str, span: Mapping[str, str] | None, poo
 
 
 # ----------------------------------------------------------------------------- study C
+
+# the precision a label-sensitivity effect should reach (nats, full CI width)
+TARGET_CI_WIDTH = 0.2
+
+
+def repeats_for_width(width: float, n: int, target: float) -> int:
+    """Repeats needed for a CI of ``target`` width, from one of ``width`` at ``n`` repeats
+    (a CI's width shrinks as 1 / sqrt(repeats)); ``n`` itself when already narrow enough."""
+    if not (math.isfinite(width) and n > 0):
+        return 0
+    return max(n, math.ceil(n * (width / target) ** 2))
 
 def label_headlines(root: Path, datasets: Sequence[str], seed: int, n_boot: int = 1000,
                     level: float = 0.95) -> list[Headline]:
@@ -270,6 +293,13 @@ def label_headlines(root: Path, datasets: Sequence[str], seed: int, n_boot: int 
             out.append(Headline("labels", f"{r.condition} - {r.condition_b}", f"{ds} {r.position_name}",
                                 float(r.mean), float(r.ci_low), float(r.ci_high), int(r.n), src,
                                 note="log-likelihood of the true label, nats, paired by repeat"))
+            if r.condition == "default":  # the label-sensitivity effects: how precise are they?
+                out.append(Headline("labels", f"repeats_for_ci_width_{fmt(TARGET_CI_WIDTH)}",
+                                    f"{ds} {r.position_name} {r.condition} - {r.condition_b}",
+                                    float(repeats_for_width(r.ci_high - r.ci_low, int(r.n), TARGET_CI_WIDTH)),
+                                    n=int(r.n), source=src,
+                                    note="repeats needed for a CI of that width in nats, from this CI's width "
+                                         "(widths shrink with the square root of the repeats)"))
         recency = summary[(summary["kind"] == "difference") & (summary["condition"] == "flip_df")
                           & (summary["condition_b"] == "flip_fd") & (summary["metric"] == "logp_true")]
         for r in recency.itertuples(index=False):
@@ -335,9 +365,11 @@ def sentence(rows: Sequence[Any]) -> str:
     n = f"n = {fmt(r.n)}" if r.n else ""
     tail = f" ({'; '.join(x for x in (ci, n) if x)})"
     if q.startswith("p_random_drop"):
-        return f"`{u}`: p(random) falls by {est} between the shortest and longest length `{q}`{tail}."
+        return (f"`{u}`: p(random) at the shortest minus at the longest length `{q}` is {est}{tail} "
+                "(positive: the judgment moves towards non-random as |x| grows).")
     if q == "transition":
-        text = f"`{u}`: transition point |x|* {est} ({ci})"
+        text = (f"`{u}`: transition point |x|* {est} ({ci})" if not math.isnan(r.estimate)
+                else f"`{u}`: no transition point |x|* within the lengths fitted")
         for s in rows[1:]:
             text += f", logistic slope {fmt(s.estimate)} ({_interval(s)})"
         return text + f"; {r.note}."
@@ -350,6 +382,8 @@ def sentence(rows: Sequence[Any]) -> str:
         return f"`{u}`: change in `{q[5:]}` after ICL {est}{tail}, {r.note}."
     if q.endswith("_change") or q == "repr_behaviour_r":
         return f"`{u}`: `{q}` {est}{tail}, {r.note}."
+    if q.startswith("repeats_for_ci_width_"):
+        return f"`{u}`: `{q}` {est} ({r.note}; n = {fmt(r.n)} now)."
     if q == "follows_flipped_late":
         return f"`{u}`: {est} {r.note}{tail}."
     return f"`{u}`: `{q}` {est}{tail}; {r.note}."

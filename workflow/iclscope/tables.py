@@ -80,12 +80,17 @@ def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> pa.
 
 
 def recorded_model(paths: Sequence[str | os.PathLike]) -> dict[str, str] | None:
-    """Model name and weights sha256 from the first table in ``paths`` whose provenance
-    records them (for :func:`iclscope.provenance.metadata`'s ``model``), else ``None``."""
+    """Model name, weights sha256 and card summary (``model_card``, where recorded) from the
+    first table in ``paths`` whose provenance records a model (for
+    :func:`iclscope.provenance.metadata`'s ``model``, so an analysis table says which model
+    made it as fully as the extraction did), else ``None``."""
     for path in paths:
         meta = table_metadata(path)
         if meta.get("model"):
-            return {"name": meta["model"], "weights_sha256": meta.get("weights_sha256", "")}
+            model = {"name": meta["model"], "weights_sha256": meta.get("weights_sha256", "")}
+            if meta.get("model_card"):
+                model["model_card"] = meta["model_card"]
+            return model
     return None
 
 
