@@ -19,6 +19,11 @@ from iclscope.config import ConfigError, validate_config
 configfile: "config/config.yaml"
 
 
+# Snakemake's own report (`snakemake --report report.html`): this page, then every figure
+# and findings file marked with report() in the rules, captioned from captions.json.
+report: "report/workflow.rst"
+
+
 # Validate (and fill in defaults) before any job is planned: a bad config stops here
 # with every problem listed by key.
 try:

@@ -1,10 +1,13 @@
 # Config lookups and input functions shared by all rules. Paths are built here only.
 import shlex
 
+# report() marks an output for `snakemake --report` (imported under another name: snakefmt
+# reads a bare `report` as the workflow's report directive)
+from snakemake.io import report as report_output
+
 from iclscope.provenance import canonical_json
-from iclscope.studies import binary as binary_study
-from iclscope.studies import labels as labels_study
-from iclscope.studies import representations as representations_study
+from iclscope.registry import CAPTIONS_FILE, COMPARE_FIGURES, EXTRACT_TABLES, Captions
+from iclscope.registry import STUDIES as REGISTRY
 from iclscope.tasks import task_data_files, task_names, task_params
 
 RESULTS = config["results_dir"]
@@ -17,30 +20,27 @@ STUDIES = config["studies"]
 DATASETS = (
     [ds["name"] for ds in config["labels"]["datasets"]] if "labels" in STUDIES else []
 )
-EXTRACT_TABLES = ["embeddings", "attention", "readouts"]
-BINARY_TABLES = [
-    "generation_metrics",
-    "baselines",
-    "judgment",
-    "continuation",
-    "model_selection",
-]
-REPRESENTATION_TABLES = [
-    "behaviour",
-    "behaviour_summary",
-    "rsa",
-    "similarity",
-    "probes",
-    "attention_ratio",
-    "repr_vs_behaviour",
-]
-LABEL_TABLES = ["positions", "curves", "summary"]
-# figure file names of each study's plot step (defined beside the plotting code)
-FIGURE_NAMES = {
-    "binary": list(binary_study.FIGURES),
-    "representations": list(representations_study.FIGURES),
-    "labels": list(labels_study.FIGURES),
-}
+# figure file names of each study's plot step (iclscope.registry: the one list)
+FIGURE_NAMES = {name: list(study.figures) for name, study in REGISTRY.items()}
+
+
+def figure_outputs(study, folder):
+    """A study's figures in ``folder``, each marked for Snakemake's report: its caption is
+    the one the plot step wrote (report/captions/ reads captions.json through the rule's
+    `captions` param), grouped by study (category) and model (subcategory)."""
+    labels = {"model": "{model}"}
+    if REGISTRY[study].per_dataset:
+        labels["dataset"] = "{dataset}"
+    return [
+        report_output(
+            f"{folder}/{name}",
+            caption=f"../report/captions/{study}/{Path(name).stem}.rst",
+            category=REGISTRY[study].title,
+            subcategory="{model}",
+            labels={**labels, "figure": Path(name).stem},
+        )
+        for name in REGISTRY[study].figures
+    ]
 
 
 def model_dir(model):
@@ -102,15 +102,6 @@ def labels_spec(dataset):
 
 
 # the cross-model stage's figures (names only: the Snakefile imports nothing heavy for them)
-COMPARE_FIGURES = [
-    "headlines_vs_size.png",
-    "judgment_curves.png",
-    "label_curves.png",
-    "depth_profiles.png",
-    "captions.json",
-]
-
-
 def compare_targets():
     """The compare stage runs when the config names two or more models."""
     if len(MODELS) < 2:
@@ -118,7 +109,10 @@ def compare_targets():
     return [
         f"{RESULTS}/compare/headlines.parquet",
         f"{RESULTS}/compare/findings.md",
-    ] + [f"{RESULTS}/compare/figures/{name}" for name in COMPARE_FIGURES]
+    ] + [
+        f"{RESULTS}/compare/figures/{name}"
+        for name in [*COMPARE_FIGURES, CAPTIONS_FILE]
+    ]
 
 
 def findings_spec():
@@ -173,18 +167,13 @@ def extracted(model, task):
 
 
 def study_tables(model, study):
-    if study == "binary":
-        return [f"{RESULTS}/{model}/binary/{t}.parquet" for t in BINARY_TABLES]
-    if study == "representations":
-        return [
-            f"{RESULTS}/{model}/representations/{t}.parquet"
-            for t in REPRESENTATION_TABLES
-        ]
-    return [
-        f"{RESULTS}/{model}/labels/{ds}/{t}.parquet"
-        for ds in DATASETS
-        for t in LABEL_TABLES
-    ]
+    """A study's result tables (per dataset for study C)."""
+    folders = (
+        [f"{RESULTS}/{model}/{study}/{ds}" for ds in DATASETS]
+        if REGISTRY[study].per_dataset
+        else [f"{RESULTS}/{model}/{study}"]
+    )
+    return [f"{d}/{t}.parquet" for d in folders for t in REGISTRY[study].tables]
 
 
 def figure_dirs(model, study):
@@ -198,7 +187,7 @@ def figures(model, study):
     return [
         f"{d}/{name}"
         for d in figure_dirs(model, study)
-        for name in [*FIGURE_NAMES[study], "captions.json"]
+        for name in [*FIGURE_NAMES[study], CAPTIONS_FILE]
     ]
 
 

@@ -6,7 +6,13 @@ rule findings:
         lambda wildcards: [t for s in STUDIES for t in study_tables(wildcards.model, s)],
     output:
         table=f"{RESULTS}/{{model}}/findings.parquet",
-        markdown=f"{RESULTS}/{{model}}/findings.md",
+        markdown=report(
+            f"{RESULTS}/{{model}}/findings.md",
+            caption="../report/captions/findings.rst",
+            category="Findings",
+            subcategory="{model}",
+            labels={"model": "{model}", "file": "findings.md"},
+        ),
     log:
         f"{LOGS}/{{model}}/findings.log",
     conda:
@@ -28,8 +34,22 @@ rule compare:
         curves=[t for m in MODELS for s in STUDIES for t in study_tables(m, s)],
     output:
         table=f"{RESULTS}/compare/headlines.parquet",
-        markdown=f"{RESULTS}/compare/findings.md",
-        figures=[f"{RESULTS}/compare/figures/{name}" for name in COMPARE_FIGURES],
+        markdown=report(
+            f"{RESULTS}/compare/findings.md",
+            caption="../report/captions/compare_findings.rst",
+            category="Models compared",
+            labels={"file": "findings.md"},
+        ),
+        figures=[
+            report(
+                f"{RESULTS}/compare/figures/{name}",
+                caption=f"../report/captions/compare/{Path(name).stem}.rst",
+                category="Models compared",
+                labels={"figure": Path(name).stem},
+            )
+            for name in COMPARE_FIGURES
+        ],
+        captions=f"{RESULTS}/compare/figures/{CAPTIONS_FILE}",
     log:
         f"{LOGS}/compare.log",
     conda:
@@ -39,6 +59,7 @@ rule compare:
         cards=" ".join(f"{m}={model_dir(m)}/card.json" for m in MODELS),
         results=lambda wildcards, output: str(Path(output.table).parents[1]),
         out_dir=lambda wildcards, output: str(Path(output.table).parent),
+        captions=lambda wildcards, output: Captions(output.captions),
     shell:
         "python -m iclscope compare --results {params.results:q} --cards {params.cards}"
         " --params {params.spec:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"

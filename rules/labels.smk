@@ -8,7 +8,10 @@ rule analyse_labels:
             wildcards.model, f"labels_{wildcards.dataset}", "readouts"
         ),
     output:
-        [f"{RESULTS}/{{model}}/labels/{{dataset}}/{t}.parquet" for t in LABEL_TABLES],
+        [
+            f"{RESULTS}/{{model}}/labels/{{dataset}}/{t}.parquet"
+            for t in REGISTRY["labels"].tables
+        ],
     log:
         f"{LOGS}/{{model}}/analyse_labels_{{dataset}}.log",
     conda:

@@ -5,10 +5,8 @@ rule plot_binary:
     input:
         lambda wildcards: study_tables(wildcards.model, "binary"),
     output:
-        [
-            f"{RESULTS}/{{model}}/figures/binary/{name}"
-            for name in [*FIGURE_NAMES["binary"], "captions.json"]
-        ],
+        figure_outputs("binary", f"{RESULTS}/{{model}}/figures/binary"),
+        captions=f"{RESULTS}/{{model}}/figures/binary/captions.json",
     log:
         f"{LOGS}/{{model}}/plot_binary.log",
     conda:
@@ -19,6 +17,7 @@ rule plot_binary:
         ),
         inputs=lambda wildcards, input: named(input),
         out_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/figures/binary",
+        captions=lambda wildcards, output: Captions(output.captions),
     shell:
         "python -m iclscope plot binary --inputs {params.inputs} --params {params.spec:q}"
         " --out-dir {params.out_dir:q} > {log:q} 2>&1"
@@ -28,10 +27,10 @@ rule plot_representations:
     input:
         lambda wildcards: study_tables(wildcards.model, "representations"),
     output:
-        [
-            f"{RESULTS}/{{model}}/figures/representations/{name}"
-            for name in [*FIGURE_NAMES["representations"], "captions.json"]
-        ],
+        figure_outputs(
+            "representations", f"{RESULTS}/{{model}}/figures/representations"
+        ),
+        captions=f"{RESULTS}/{{model}}/figures/representations/captions.json",
     log:
         f"{LOGS}/{{model}}/plot_representations.log",
     conda:
@@ -42,6 +41,7 @@ rule plot_representations:
         ),
         inputs=lambda wildcards, input: named(input),
         out_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/figures/representations",
+        captions=lambda wildcards, output: Captions(output.captions),
     shell:
         "python -m iclscope plot representations --inputs {params.inputs} --params {params.spec:q}"
         " --out-dir {params.out_dir:q} > {log:q} 2>&1"
@@ -51,10 +51,8 @@ rule plot_labels:
     input:
         curves=f"{RESULTS}/{{model}}/labels/{{dataset}}/curves.parquet",
     output:
-        [
-            f"{RESULTS}/{{model}}/figures/labels/{{dataset}}/{name}"
-            for name in [*FIGURE_NAMES["labels"], "captions.json"]
-        ],
+        figure_outputs("labels", f"{RESULTS}/{{model}}/figures/labels/{{dataset}}"),
+        captions=f"{RESULTS}/{{model}}/figures/labels/{{dataset}}/captions.json",
     log:
         f"{LOGS}/{{model}}/plot_labels_{{dataset}}.log",
     conda:
@@ -62,6 +60,7 @@ rule plot_labels:
     params:
         spec=lambda wildcards: labels_spec(wildcards.dataset),
         out_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/figures/labels/{wildcards.dataset}",
+        captions=lambda wildcards, output: Captions(output.captions),
     shell:
         "python -m iclscope plot labels --inputs curves={input.curves:q} --params {params.spec:q}"
         " --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -7,7 +7,7 @@ rule analyse_representations:
     output:
         [
             f"{RESULTS}/{{model}}/representations/{t}.parquet"
-            for t in REPRESENTATION_TABLES
+            for t in REGISTRY["representations"].tables
         ],
     log:
         f"{LOGS}/{{model}}/analyse_representations.log",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 from contextlib import contextmanager
+import json
 import re
 import subprocess
 import sys
@@ -356,3 +357,29 @@ def test_good_data_file_passes_validation(workdir, tiny_model_dir, monkeypatch, 
     monkeypatch.chdir(run_dir)
     assert main(["validate-config", "--config", "config/config.yaml"]) == 0
     assert "labels_films" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_snakemake_report_holds_every_figure_with_its_caption(finished_run, tmp_path):
+    """`snakemake --report`: every figure and findings file, captioned from the captions.json
+    its plot step wrote (the one source of captions), grouped by study and model."""
+    from iclscope.registry import STUDIES
+
+    out = tmp_path / "report.html"
+    proc = snakemake("--cores", "1", "--report", str(out), cwd=finished_run)
+    assert "ERROR" not in proc.stderr, proc.stderr  # e.g. rst that does not parse
+    html = out.read_text()
+    checked = 0
+    for captions in sorted((finished_run / "results" / "tiny" / "figures").rglob("captions.json")):
+        study = captions.relative_to(finished_run / "results" / "tiny" / "figures").parts[0]
+        for name, caption in json.loads(captions.read_text()).items():
+            path = str(captions.parent.relative_to(finished_run) / name)
+            assert f'"{path}"' in html, path  # the figure is in the report
+            first_words = caption.split("(")[0].split("|")[0][:40].replace("'", "&#x27;")
+            assert first_words in html or caption[:40] in html, (name, first_words)
+            assert STUDIES[study].title in html
+            checked += 1
+    n_datasets = len(list((finished_run / "results/tiny/figures/labels").iterdir()))
+    assert n_datasets >= 1 and checked == sum(
+        len(s.figures) * (n_datasets if s.per_dataset else 1) for s in STUDIES.values())
+    assert '"results/tiny/findings.md"' in html and "iclscope: inside in-context learning" in html

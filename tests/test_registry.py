@@ -1,0 +1,59 @@
+"""The registry is the one list of studies, tables and figures: the plotting code, the
+caption files of Snakemake's report and the DAG agree with it."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from iclscope.registry import COMPARE_FIGURES, STUDIES, Captions, rst_escape, study
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", sorted(STUDIES))
+def test_each_study_draws_exactly_the_registered_figures(name):
+    module = importlib.import_module(f"iclscope.studies.{name}")
+    assert list(module.FIGURES) == list(STUDIES[name].figures)
+    for figure in STUDIES[name].figures:  # a caption file for Snakemake's report
+        rst = REPO / "report" / "captions" / name / f"{Path(figure).stem}.rst"
+        assert f'snakemake.params.captions["{figure}"]' in rst.read_text(), rst
+
+
+def test_compare_figures_are_registered_and_captioned():
+    from iclscope import compare
+
+    assert list(compare.FIGURES) == list(COMPARE_FIGURES)
+    for figure in COMPARE_FIGURES:
+        assert (REPO / "report" / "captions" / "compare" / f"{Path(figure).stem}.rst").exists()
+
+
+def test_unknown_study_is_named():
+    with pytest.raises(KeyError, match="unknown study 'vision'"):
+        study("vision")
+
+
+def test_captions_come_from_the_plot_steps_file(tmp_path):
+    path = tmp_path / "captions.json"
+    captions = Captions(path)
+    assert "missing" in captions["a.png"]  # before the plot step ran
+    path.write_text(json.dumps({"a.png": "p(random) at |x| = 5, *all* concepts_"}))
+    assert captions["a.png"] == r"p(random) at \|x\| = 5, \*all\* concepts\_"
+    assert "no caption for b.png" in captions["b.png"]
+    assert repr(captions) == f"Captions({str(path)!r})"  # constant: not a rerun trigger
+    assert rst_escape("a\\b") == "a\\\\b"
+
+
+def test_building_the_dag_imports_no_analysis_library():
+    """The Snakefile reads the registry, not the study modules: DAG parsing stays light."""
+    code = ("import sys; sys.path.insert(0, 'workflow'); import iclscope.registry, iclscope.config, "
+            "iclscope.tasks, iclscope.provenance; "
+            "print(sorted(m for m in ('pandas', 'scipy', 'sklearn', 'matplotlib', 'torch', 'seaborn') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
