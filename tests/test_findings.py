@@ -127,6 +127,10 @@ def recompute(root: Path, row) -> float:
                             else (r.slope, r.slope_low, r.slope_high))
         assert _close(row.ci_low, float(low)) and _close(row.ci_high, float(high))
         return float(value)
+    if q == "sequences_kept":
+        model = table[table["source"] == "model"]
+        assert row.n == int(model["n_total"].sum()) and unit == f"generation {model['parse'].iloc[0]}"
+        return float(model["n_used"].sum())
     if q in ("baseline_bic_wins", "baseline_summed_bic"):
         base = table[(table["source"] == unit)].dropna(subset=["bic"])
         return float((base["bic_rank"] == 1).sum()) if q == "baseline_bic_wins" else float(base["bic"].sum())

@@ -109,9 +109,17 @@ def _named(pairs: Sequence[str], flag: str) -> dict[str, str]:
 
 
 def _study(name: str) -> Any:
-    import importlib
-
-    return importlib.import_module(f"iclscope.studies.{name}")
+    """The study module behind ``iclscope analyse|plot NAME`` (imported on demand: each pulls
+    in its own analysis libraries)."""
+    if name == "binary":
+        from iclscope.studies import binary as module
+    elif name == "representations":
+        from iclscope.studies import representations as module
+    elif name == "labels":
+        from iclscope.studies import labels as module
+    else:  # argparse's choices come from the registry, so this is a registry/CLI mismatch
+        raise SystemExit(f"no study module for {name!r}")
+    return module
 
 
 def cmd_analyse(args: argparse.Namespace) -> None:
@@ -120,8 +128,11 @@ def cmd_analyse(args: argparse.Namespace) -> None:
 
 def cmd_plot(args: argparse.Namespace) -> None:
     captions = _study(args.study).plot(_named(args.inputs, "--inputs"), _params(args), args.out_dir)
-    path = Path(args.out_dir) / "captions.json"
-    path.write_text(json.dumps(captions, indent=2, sort_keys=True) + "\n")
+    from iclscope.registry import CAPTIONS_FILE
+    from iclscope.tables import atomic_path
+
+    with atomic_path(Path(args.out_dir) / CAPTIONS_FILE) as tmp:  # never a half-written file
+        tmp.write_text(json.dumps(captions, indent=2, sort_keys=True) + "\n")
     log.info("%s figures: %s -> %s", args.study, ", ".join(sorted(captions)), args.out_dir)
 
 
@@ -264,7 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", nargs="+", required=True, help="the gathered tables (inputs matched by file name)")
     p.set_defaults(func=cmd_gather)
 
-    studies = ["binary", "representations", "labels"]
+    from iclscope.registry import STUDIES
+
+    studies = list(STUDIES)
     p = sub.add_parser("analyse", help="a study's analyses: tables from extracted tables",
                        description="Run one study's analyses on a model's task and extracted tables.")
     p.add_argument("study", choices=studies, help="which study")

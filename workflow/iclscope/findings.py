@@ -144,6 +144,13 @@ def binary_headlines(root: Path, seed: int, n_boot: int = 1000, level: float = 0
 
     src = "binary/baselines.parquet"
     base = _read(root, src, ["p_tails", "source", "bic", "bic_rank"])
+    model_rows = base[base["source"] == "model"]
+    if {"n_used", "n_total"} <= set(model_rows.columns) and not model_rows.empty:
+        # how much of the generation study stands on data: few kept sequences, no baseline fits
+        parse = str(model_rows["parse"].iloc[0]) if "parse" in model_rows.columns else "first_letter"
+        out.append(Headline("binary", "sequences_kept", f"generation {parse}", float(model_rows["n_used"].sum()),
+                            n=int(model_rows["n_total"].sum()), source=src,
+                            note="sampled sequences long enough to analyse"))
     base = base[base["source"] != "model"].dropna(subset=["bic"])
     if not base.empty:
         wins = base[base["bic_rank"] == 1].groupby("source").size()
@@ -373,6 +380,8 @@ def sentence(rows: Sequence[Any]) -> str:
         for s in rows[1:]:
             text += f", logistic slope {fmt(s.estimate)} ({_interval(s)})"
         return text + f"; {r.note}."
+    if q == "sequences_kept":
+        return f"`{u}`: {est} of {fmt(r.n)} {r.note}."
     if q == "baseline_bic_wins":
         text = f"`{u}` baseline has the lowest BIC in {est} of {fmt(r.n)} p(Tails) conditions"
         for s in rows[1:]:

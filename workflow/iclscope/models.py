@@ -25,7 +25,7 @@ import torch
 
 from iclscope.errors import ModelError  # noqa: F401  (re-exported: iclscope.models.ModelError)
 
-from iclscope import __version__, embedded
+from iclscope import __version__, embedded, progress
 from iclscope.config import resolve_path
 from iclscope.tables import usual_mode
 
@@ -276,13 +276,19 @@ def prepare_model(model_cfg: Mapping[str, Any], out_dir: str | os.PathLike, root
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    stages = progress.bar(4, f"prepare {model_cfg['name']}", unit="step")  # locate, load, describe, save
     try:
+        stages.set_postfix_str("locating the weights")
         source = resolve_source(model_cfg, root, work_dir=tmp / ASSEMBLY_DIR)
         extra = _source_card_fields(source)
         gguf = _gguf_local_path(source)
         if gguf is not None:
             extra.update(gguf_summary(gguf))
+        stages.update(1)
+        stages.set_postfix_str("loading (a GGUF is dequantised)")
         model, tokenizer = load_source(source)
+        stages.update(1)
+        stages.set_postfix_str("hashing the weights")
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         if source.kind == "embedded":
@@ -293,6 +299,8 @@ def prepare_model(model_cfg: Mapping[str, Any], out_dir: str | os.PathLike, root
             shutil.copyfile(Path(source.location) / extra["license_file"], tmp / extra["license_file"])
         card = model_card(model, model_cfg["name"], source, tokenizer, extra)
         shutil.rmtree(tmp / ASSEMBLY_DIR, ignore_errors=True)
+        stages.update(1)
+        stages.set_postfix_str("saving safetensors")
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / CARD).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
@@ -300,7 +308,10 @@ def prepare_model(model_cfg: Mapping[str, Any], out_dir: str | os.PathLike, root
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
+        stages.update(1)
+        stages.close()
     except BaseException:
+        stages.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("prepared %s: %s parameters, sha256 %s", card["name"], card["n_parameters"], card["weights_sha256"][:12])

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from iclscope.registry import STUDIES
 from iclscope.tables import atomic_path
 
 STUDY_TITLES = {
@@ -49,7 +50,7 @@ STUDY_GUIDES = {
         "switch after the dashed line."
     ),
 }
-STUDY_ORDER = ("binary", "representations", "labels")
+STUDY_ORDER = tuple(STUDIES)  # registry order: A, B, C
 COMPARE = "compare"  # results/compare/: the cross-model stage
 
 

@@ -28,6 +28,7 @@ import torch
 from iclscope import contracts
 from iclscope.errors import ExtractionError
 from iclscope.architectures import base_model
+from iclscope import progress
 from iclscope.extraction.attention import AttentionCapture, capturing, window_positions
 from iclscope.extraction.batching import plan_batches
 from iclscope.extraction.branches import BranchedSequence, branch_mask
@@ -357,14 +358,16 @@ def extract(
     results: list[tuple[Sequence[PreparedPrompt], _BatchResult]] = []
     start = time.perf_counter()
     done_tokens = 0
-    for k, index in enumerate(batches, start=1):
-        batch = [prepared[i] for i in index]
-        results += _run_with_retry(lambda b: _run_batch(model, b, poolings, pad_id, device), batch, device)
-        order += index
-        done_tokens += sum(lengths[i] for i in index)
-        if k == len(batches) or k % 10 == 0:
-            rate = done_tokens / max(time.perf_counter() - start, 1e-9)
-            log.info("batch %d/%d: %d/%d tokens, %.0f tokens/s", k, len(batches), done_tokens, real_tokens, rate)
+    with progress.bar(real_tokens, "extract", unit="tok") as bar:  # rate in tokens/s, and the ETA
+        for k, index in enumerate(batches, start=1):
+            batch = [prepared[i] for i in index]
+            results += _run_with_retry(lambda b: _run_batch(model, b, poolings, pad_id, device), batch, device)
+            order += index
+            done_tokens += sum(lengths[i] for i in index)
+            bar.update(sum(lengths[i] for i in index))
+            if k == len(batches) or k % 10 == 0:
+                rate = done_tokens / max(time.perf_counter() - start, 1e-9)
+                log.info("batch %d/%d: %d/%d tokens, %.0f tokens/s", k, len(batches), done_tokens, real_tokens, rate)
 
     rank = {p.prompt.prompt_id: i for i, p in enumerate(prepared)}  # table order
     tables = Extracted(

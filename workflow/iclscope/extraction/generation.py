@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from iclscope import progress
 from iclscope.seeding import rng
 
 log = logging.getLogger(__name__)
@@ -73,11 +74,13 @@ def generate(
     encoded = [tokenizer(r.text, add_special_tokens=True)["input_ids"] for r in requests]
     order = sorted(range(len(requests)), key=lambda i: (-len(encoded[i]), i))
     out: dict[int, Generated] = {}
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        out.update(_generate_batch(model, tokenizer, [requests[i] for i in index], [encoded[i] for i in index],
-                                   index, seed, temperature, max_new_tokens, stop, pad_id, eos, device))
-        log.info("generated %d/%d sequences", min(start + batch_size, len(order)), len(order))
+    with progress.bar(len(order), "generate", unit="seq") as bar:
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            out.update(_generate_batch(model, tokenizer, [requests[i] for i in index], [encoded[i] for i in index],
+                                       index, seed, temperature, max_new_tokens, stop, pad_id, eos, device))
+            bar.update(len(index))
+            log.info("generated %d/%d sequences", min(start + batch_size, len(order)), len(order))
     return [out[i] for i in range(len(requests))]
 
 

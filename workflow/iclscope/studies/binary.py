@@ -101,6 +101,7 @@ import pandas as pd
 import pyarrow as pa
 from scipy.special import expit, log_expit
 
+from iclscope import progress
 from iclscope import contracts, provenance
 from iclscope.analysis import baselines as bl
 from iclscope.analysis import binary_metrics as bm
@@ -534,7 +535,8 @@ def judgment_selection(judgment: pd.DataFrame, seed: int, n_boot: int = 1000, le
     "judgment", concept)``.
     """
     rows: list[dict[str, Any]] = []
-    for concept, g in judgment.groupby("concept", sort=True):
+    groups = judgment.groupby("concept", sort=True)
+    for concept, g in progress.track(groups, groups.ngroups, "bootstrap judgment curves", unit="curve"):
         wide = g.pivot_table(index="sample", columns="length", values="p_random", aggfunc="mean")
         wide = wide.dropna(axis=1).sort_index(axis=1)
         if wide.shape[1] == 0:
@@ -555,7 +557,8 @@ def continuation_selection(
     ``rng(seed, "model_selection", "continuation", concept, depth)``.
     """
     rows: list[dict[str, Any]] = []
-    for (concept, depth), g in curves.groupby(["concept", "depth"], sort=True):
+    groups = curves.groupby(["concept", "depth"], sort=True)
+    for (concept, depth), g in progress.track(groups, groups.ngroups, "bootstrap continuation curves", unit="curve"):
         wide = g.pivot_table(index="rotation", columns="length", values="p_continue", aggfunc="mean")
         wide = wide.dropna(axis=1).sort_index(axis=1)
         if wide.shape[1] == 0:
