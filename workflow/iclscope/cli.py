@@ -166,10 +166,20 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    if args.what == "generate":
+        from iclscope import bench_generate
+
+        task = args.tasks[0] if args.tasks else "results/tasks/binary_generation.parquet"
+        summary = bench_generate.bench_generate(args.model_dir, task, args.out, params=_params(args),
+                                                repeats=args.repeats, max_prompts=args.max_prompts)
+        print(bench_generate.format_summary(summary))
+        return
     from iclscope.bench import bench_extract, format_summary
 
-    summary = bench_extract(args.model_dir, args.tasks, args.out, repeats=args.repeats,
-                            max_prompts=args.max_prompts, params=_params(args))
+    tasks = args.tasks or [f"results/tasks/{t}.parquet" for t in ("reading", "regression", "labels_sentiment",
+                                                                  "labels_novel")]
+    summary = bench_extract(args.model_dir, tasks, args.out, repeats=args.repeats,
+                            max_prompts=args.max_prompts or 8, params=_params(args))
     print(format_summary(summary))
 
 
@@ -329,15 +339,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True, help="where headlines.parquet, findings.md and figures/ go")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("bench", help="benchmarks (extract: iclscope vs the bare forward vs the naive way)",
-                       description="Measure extraction throughput as ratios taken in one run, interleaved.")
-    p.add_argument("what", choices=["extract"], help="what to benchmark")
+    p = sub.add_parser("bench", help="benchmarks (extract: vs the bare forward and the naive way; "
+                                     "generate: vs plain model.generate)",
+                       description="Measure throughput as ratios taken in one run, interleaved repeats.")
+    p.add_argument("what", choices=["extract", "generate"], help="what to benchmark")
     p.add_argument("--model-dir", default="resources/models/smollm2-135m", help="a prepared model (default: %(default)s)")
-    p.add_argument("--tasks", nargs="+", default=[f"results/tasks/{t}.parquet" for t in (
-        "reading", "regression", "labels_sentiment", "labels_novel")], help="task tables (default: studies B and C)")
-    p.add_argument("--params", default="{}", help="runtime keys as JSON (dtype, device, batch_tokens, pooling)")
+    p.add_argument("--tasks", nargs="+", default=None,
+                   help="task tables (extract default: reading, regression, labels_sentiment, labels_novel; "
+                        "generate default: binary_generation)")
+    p.add_argument("--params", default="{}",
+                   help="JSON: runtime keys (dtype, device, batch_tokens, pooling); for generate also "
+                        "generation (n_samples, temperature, max_new_tokens) and seed")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the best is kept (default: %(default)s)")
-    p.add_argument("--max-prompts", type=int, default=8, help="prompts per task, spread over the table")
+    p.add_argument("--max-prompts", type=int, default=None,
+                   help="prompts per task (extract: spread over the table, default 8; generate: the first ones, "
+                        "default all)")
     p.add_argument("--out", required=True, help="where the JSON summary goes")
     p.set_defaults(func=cmd_bench)
 

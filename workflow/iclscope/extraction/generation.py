@@ -97,8 +97,8 @@ def _generate_batch(model, tokenizer, requests, encoded, index, seed, temperatur
     texts = [""] * len(requests)
     done = [False] * len(requests)
     past = None
-    step_ids, step_mask = ids.to(device), mask.to(device)
-    full_mask = step_mask
+    step_ids, full_mask = ids.to(device), mask.to(device)
+    rows = list(range(len(requests)))  # the request behind each row of the running batch
     with torch.inference_mode():
         for step in range(max_new_tokens):
             positions = (full_mask.cumsum(dim=1) - 1).clamp(min=0)[:, -step_ids.shape[1]:]
@@ -109,14 +109,11 @@ def _generate_batch(model, tokenizer, requests, encoded, index, seed, temperatur
             if temperature > 0:
                 probs = torch.softmax(logits / temperature, dim=-1).cpu().numpy()
             nxt = []
-            for b in range(len(requests)):
-                if done[b]:
-                    nxt.append(pad_id)
-                    continue
+            for k, b in enumerate(rows):
                 if temperature > 0:
-                    token = sample_token(probs[b], float(draws[b][step]))
+                    token = sample_token(probs[k], float(draws[b][step]))
                 else:
-                    token = int(logits[b].argmax())
+                    token = int(logits[k].argmax())
                 tokens[b].append(token)
                 if token == eos:
                     done[b] = True
@@ -125,11 +122,19 @@ def _generate_batch(model, tokenizer, requests, encoded, index, seed, temperatur
                     if stop and stop in texts[b]:
                         done[b] = True
                 nxt.append(token)
-            if all(done):
+            keep = [k for k, b in enumerate(rows) if not done[b]]
+            if not keep:
                 break
+            if len(keep) < len(rows):
+                # drop the sequences that closed their list: the rest decode without them (a
+                # sequence's tokens do not depend on its batch mates, see the tests)
+                kept = torch.tensor(keep, device=device)
+                past.batch_select_indices(kept)
+                full_mask = full_mask[kept]
+                rows = [rows[k] for k in keep]
+                nxt = [nxt[k] for k in keep]
             step_ids = torch.tensor(nxt, device=device)[:, None]
-            alive = torch.tensor([0 if d and t == pad_id else 1 for d, t in zip(done, nxt)], device=device)
-            full_mask = torch.cat([full_mask, alive[:, None].long()], dim=1)
+            full_mask = torch.cat([full_mask, torch.ones_like(full_mask[:, :1])], dim=1)
     results = {}
     for b, (i, r) in enumerate(zip(index, requests)):
         text = texts[b]

@@ -1,0 +1,31 @@
+"""`iclscope bench generate` runs both loops on the same requests and reports their ratio
+(no timing is asserted: timings are noisy, the benchmark is read by a person)."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+
+from iclscope.cli import main
+from iclscope.config import validate_config
+from iclscope.tables import write_table
+from iclscope.tasks import build_task, task_params
+
+
+def test_bench_generate_writes_both_loops_measures(prepared_tiny, default_config, repo, tmp_path, capsys):
+    cfg = validate_config(default_config, root=repo)
+    table = build_task("binary_generation", task_params("binary_generation", cfg), repo)
+    tasks = tmp_path / "generation.parquet"
+    write_table(pa.Table.from_pylist(table.to_pylist()[:2], schema=table.schema), tasks, {})
+    out = tmp_path / "bench.json"
+    params = {"generation": {"n_samples": 3, "max_new_tokens": 5, "temperature": 1.0}, "device": "cpu",
+              "dtype": "float32", "batch_tokens": 256}
+    assert main(["-q", "bench", "generate", "--model-dir", str(prepared_tiny), "--tasks", str(tasks),
+                 "--params", json.dumps(params), "--repeats", "1", "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["sequences"] == 6 and summary["batch_size"] == 4 and summary["max_new_tokens"] == 5
+    for loop in ("plain", "iclscope"):
+        assert 0 < summary["new_tokens"][loop] <= 6 * 5 and summary["seconds"][loop] > 0
+    assert summary["ratio"] == summary["seconds"]["plain"] / summary["seconds"]["iclscope"]
+    assert "ratio (plain time / iclscope time)" in capsys.readouterr().out
