@@ -381,3 +381,17 @@ def test_p_random_on_the_tiny_model_matches_the_logits(prepared_tiny):
         assert got.loc[row["prompt_id"], "p_random"] == pytest.approx(math.exp(lr) / (math.exp(lr) + math.exp(ln)),
                                                                     abs=1e-4)
         assert got.loc[row["prompt_id"], "logp_r"] == pytest.approx(lr, abs=1e-4)
+
+
+def test_generation_figure_keeps_every_requested_p_and_counts_the_model_sequences(tmp_path):
+    import pandas as pd
+
+    from iclscope.studies.binary import generation_columns, plot
+
+    metrics = pd.DataFrame({"source": ["model", "model", "bernoulli", "model"], "p_tails": [10.0, 10.0, 10.0, 90.0]})
+    # 50 was requested but no sequence reached the length: a column with n = 0, not dropped
+    assert generation_columns(metrics, [10, 50, 90]) == {10.0: 2, 50.0: 0, 90.0: 1}
+    assert generation_columns(metrics.iloc[:0], [5, 95]) == {5.0: 0, 95.0: 0}
+    # and the figure draws with no table at all (every requested p marked "no sequences")
+    captions = plot({}, {"seed": 0}, str(tmp_path))
+    assert (tmp_path / "generation.png").stat().st_size > 5000 and "generation.png" in captions

@@ -123,42 +123,58 @@ def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: 
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
 
-    rows, plans = [], []
+    # per task: its prompts (an even spread over the table, deterministic) and its own batches,
+    # so each task's ratio is measured too
+    per_task: dict[str, dict[str, Any]] = {}
     for path in task_paths:
         table = read_table(path).to_pylist()
-        # an even spread over the table (conditions and lengths), deterministic
         pick = np.linspace(0, len(table) - 1, num=min(max_prompts, len(table))).round().astype(int)
-        for i in sorted(set(pick.tolist())):
-            rows.append(table[i])
-            plans.append(plan_for(table[i]["task"], table[i]))
-    ids = [tokenizer(r["text"])["input_ids"] for r in rows]
-    lengths = [len(x) for x in ids]
-    batches = [collate([ids[i] for i in index], index, tokenizer.pad_token_id or 0, side="right")
-               for index in plan_batches(lengths, batch_tokens)]
-    real = sum(lengths)
+        rows_t = [table[i] for i in sorted(set(pick.tolist()))]
+        ids = [tokenizer(r["text"])["input_ids"] for r in rows_t]
+        lengths = [len(x) for x in ids]
+        per_task[Path(path).stem] = {
+            "rows": rows_t, "plans": [plan_for(r["task"], r) for r in rows_t], "tokens": sum(lengths),
+            "batches": [collate([ids[i] for i in index], index, tokenizer.pad_token_id or 0, side="right")
+                        for index in plan_batches(lengths, batch_tokens)],
+        }
+    rows = [r for t in per_task.values() for r in t["rows"]]
+    batches = [b for t in per_task.values() for b in t["batches"]]
+    real = sum(t["tokens"] for t in per_task.values())
     padded = sum(b.padded_tokens for b in batches)
     log.info("%d prompts, %d tokens in %d batches (padding efficiency %.3f)", len(rows), real, len(batches),
              real / padded)
 
     work = Path(tempfile.mkdtemp(prefix="iclscope-bench-"))
-    times: dict[str, list[float]] = {"bare": [], "iclscope": [], "naive": []}
+    names = ("bare", "iclscope", "naive")
+    times: dict[str, list[float]] = {name: [] for name in names}
+    task_times: dict[str, dict[str, list[float]]] = {t: {name: [] for name in names} for t in per_task}
     sizes: dict[str, int] = {}
     stats: dict[str, Any] = {}
+    branch_tokens = 0
     rss_extraction = 0.0
     try:
         run_bare(model, batches[:1], device)  # warm-up
         for r in range(repeats):
-            for name in ("bare", "iclscope", "naive"):
+            for name in names:
                 target = work / f"{name}_{r}"
                 target.mkdir()
-                start = time.perf_counter()
-                if name == "bare":
-                    run_bare(model, batches, device)
-                elif name == "iclscope":
-                    stats = run_iclscope(model, tokenizer, rows, plans, poolings, batch_tokens, target)
-                else:
-                    run_naive(naive_model, batches, device, target)
-                times[name].append(time.perf_counter() - start)
+                total = 0.0
+                branch_tokens = 0
+                for task, t in per_task.items():
+                    (target / task).mkdir()
+                    start = time.perf_counter()
+                    if name == "bare":
+                        run_bare(model, t["batches"], device)
+                    elif name == "iclscope":
+                        stats = run_iclscope(model, tokenizer, t["rows"], t["plans"], poolings, batch_tokens,
+                                             target / task)
+                        branch_tokens += stats.get("real_tokens", t["tokens"]) - t["tokens"]
+                    else:
+                        run_naive(naive_model, t["batches"], device, target / task)
+                    elapsed = time.perf_counter() - start
+                    task_times[task][name].append(elapsed)
+                    total += elapsed
+                times[name].append(total)
                 sizes[name] = _dir_bytes(target)
                 shutil.rmtree(target)
                 if r == 0 and name == "iclscope":
@@ -174,7 +190,7 @@ def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: 
     summary = {
         "model": card.get("name"), "device": str(device), "dtype": str(dtype).removeprefix("torch."),
         "tasks": [Path(p).stem for p in task_paths], "prompts": len(rows), "tokens": real,
-        "candidate_branch_tokens": stats.get("real_tokens", real) - real, "batches": len(batches),
+        "candidate_branch_tokens": branch_tokens, "batches": len(batches),
         "repeats": repeats, "seconds": best, "tokens_per_s": tps,
         "ratio_vs_bare": tps["iclscope"] / tps["bare"], "ratio_vs_naive": tps["iclscope"] / tps["naive"],
         "bytes_iclscope": sizes["iclscope"], "bytes_naive": sizes["naive"],
@@ -183,6 +199,12 @@ def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: 
         "peak_rss_mb": rss_extraction, "peak_rss_mb_with_naive": _rss_mb(),
         "gemm_peak_gflops": peak / 1e9, "parameters": n_params,
         "mfu": 2 * n_params * tps["iclscope"] / peak, "mfu_bare": 2 * n_params * tps["bare"] / peak,
+        # per task: best-of-repeats seconds and iclscope / bare (the same task's tokens)
+        "per_task": {task: {"tokens": per_task[task]["tokens"],
+                            "seconds": {n: min(v) for n, v in tt.items()},
+                            "ratio_vs_bare": min(tt["bare"]) / min(tt["iclscope"]),
+                            "ratio_vs_naive": min(tt["naive"]) / min(tt["iclscope"])}
+                     for task, tt in task_times.items()},
     }
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
@@ -199,4 +221,6 @@ def format_summary(s: Mapping[str, Any]) -> str:
         f"  bytes      iclscope {s['bytes_iclscope']:,}   naive {s['bytes_naive']:,}   ratio {s['bytes_ratio']:.0f}",
         f"  padding efficiency {s['padding_efficiency']:.3f}   peak RSS {s['peak_rss_mb']:.0f} MB   "
         f"MFU {s['mfu']:.1%} (GEMM peak {s['gemm_peak_gflops']:.0f} GFLOP/s)",
+        *[f"  {task}: iclscope / bare {t['ratio_vs_bare']:.2f}, iclscope / naive {t['ratio_vs_naive']:.2f} "
+          f"({t['tokens']} tokens)" for task, t in s.get("per_task", {}).items()],
     ])

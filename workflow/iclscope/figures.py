@@ -31,3 +31,31 @@ def no_data(ax: Any, text: str = "no data") -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=14, color="grey", transform=ax.transAxes)
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+# axis labels in words for the column names the figures plot (a reader sees no raw names)
+AXIS_WORDS = {
+    "r2": "R² (cross-validated)",
+    "accuracy": "accuracy",
+    "error": "absolute error of the argmax answer",
+    "expected_error": "absolute error of the expected answer",
+    "correct": "accuracy",
+    "logp_correct": "log-probability of the correct answer (nats)",
+    "logp_true": "log-likelihood of the true label (nats)",
+    "logp_context": "log-likelihood of the in-context label (nats)",
+    "logp_label_mass": "log total probability of the label words (nats)",
+    "nll": "negative log-likelihood of the answer (nats)",
+    "entropy": "entropy over the label words (nats)",
+    "attention_log_ratio": "attention log ratio (relevant / distractor)",
+}
+
+
+def words(name: str) -> str:
+    """How a figure labels the quantity ``name`` (a column or measure name).
+
+    >>> words("expected_error"), words("alignment:intercept")
+    ('absolute error of the expected answer', "alignment with hypothesis 'intercept'")
+    """
+    if name.startswith("alignment:"):
+        return f"alignment with hypothesis '{name.split(':', 1)[1]}'"
+    return AXIS_WORDS.get(name, name.replace("_", " "))

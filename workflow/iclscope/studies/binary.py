@@ -101,14 +101,14 @@ import pandas as pd
 import pyarrow as pa
 from scipy.special import expit, log_expit
 
-from iclscope import progress
-from iclscope import contracts, provenance
+from iclscope import contracts, progress, provenance
 from iclscope.analysis import baselines as bl
 from iclscope.analysis import binary_metrics as bm
 from iclscope.analysis import model_selection as ms
 from iclscope.analysis.stats import bootstrap_ci
+from iclscope.figures import no_data, save_figure
 from iclscope.seeding import rng
-from iclscope.tables import atomic_path, read_table, recorded_model, write_table
+from iclscope.tables import read_table, recorded_model, write_table
 
 log = logging.getLogger(__name__)
 
@@ -702,15 +702,8 @@ def _load(tables: Mapping[str, str], key: str) -> pd.DataFrame:
 
 
 def _no_data(ax: Any, title: str) -> None:
-    ax.text(0.5, 0.5, "no data", ha="center", va="center", fontsize=20, color="grey", transform=ax.transAxes)
+    no_data(ax)
     ax.set_title(title)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
-def _save(fig: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
 
 
 def _soft_row(selection: pd.DataFrame, curve: str, concept: str, depth: int) -> pd.Series | None:
@@ -723,18 +716,33 @@ def _soft_row(selection: pd.DataFrame, curve: str, concept: str, depth: int) -> 
     return hit.iloc[0]
 
 
-def _plot_generation(metrics: pd.DataFrame, path: Path) -> None:
+def generation_columns(metrics: pd.DataFrame, requested: Sequence[float] = ()) -> dict[float, int]:
+    """The generation figure's columns: every requested p(Tails) (and any other in the table),
+    sorted, with how many of the model's sequences each holds (0: none long enough)."""
+    ps = sorted({float(p) for p in requested} | {float(p) for p in metrics.get("p_tails", [])})
+    model = metrics[metrics["source"] == MODEL] if len(metrics) else metrics
+    counts = model.groupby("p_tails").size() if len(model) else pd.Series(dtype=int)
+    return {p: int(counts.get(p, 0)) for p in ps}
+
+
+def _plot_generation(metrics: pd.DataFrame, path: Path, requested: Sequence[float] = ()) -> None:
+    """Box plots per requested p(Tails); every requested p gets a column, the model's n above
+    it, and "no sequences" where none was long enough (so nothing is dropped silently)."""
     import seaborn as sns
     from matplotlib.figure import Figure
 
     names = list(PLOTTED_METRICS)
-    if metrics.empty:
+    if metrics.empty and not requested:
         fig = Figure(figsize=(6, 4))
         _no_data(fig.add_subplot(), "Generated sequences: randomness metrics")
-        _save(fig, path)
+        save_figure(fig, path)
         return
-    ps = sorted(metrics["p_tails"].unique())
+    columns = generation_columns(metrics, requested)
+    ps = list(columns)
     order = [f"{p:g}" for p in ps]
+    if metrics.empty:  # only the requested grid: empty boxes, marked below
+        metrics = pd.DataFrame({"p_tails": pd.Series(dtype=float), "source": pd.Series(dtype=str),
+                                **{n: pd.Series(dtype=float) for n in names}})
     sources = [MODEL, *[s for s in bl.BASELINES if s in set(metrics["source"])]]
     data = metrics.assign(p=metrics["p_tails"].map(lambda p: f"{p:g}"))
     fig = Figure(figsize=(max(8.0, 0.9 * len(ps) + 3.0), 2.6 * len(names)))
@@ -748,12 +756,23 @@ def _plot_generation(metrics: pd.DataFrame, path: Path) -> None:
                        label="requested p(Tails)")
         ax.set_ylabel(PLOTTED_METRICS[name])
         ax.set_xlabel("")
+        ax.set_xlim(-0.5, len(ps) - 0.5)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), title="source", fontsize=9)
+        for j, p in enumerate(ps):
+            n = columns[p]
+            if n == 0:  # a requested p with no sequence long enough: say so, do not drop it
+                ax.axvspan(j - 0.45, j + 0.45, color="0.92", zorder=0)
+                ax.text(j, 0.5, "no sequences", rotation=90, ha="center", va="center", fontsize=8,
+                        color="0.4", transform=ax.get_xaxis_transform())
+            elif i == 0:
+                ax.text(j, 1.02, f"n={n}", ha="center", va="bottom", fontsize=8,
+                        transform=ax.get_xaxis_transform())
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), title="source", fontsize=9)
     axes[-1].set_xlabel("p(Tails) requested in the prompt (%)")
-    fig.suptitle("Generated sequences: model vs fitted baselines", y=1.0)
+    fig.suptitle("Generated sequences: model vs fitted baselines (n = the model's sequences per p)", y=1.01)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _plot_judgment(judgment: pd.DataFrame, selection: pd.DataFrame, seed: int, level: float, path: Path) -> None:
@@ -765,7 +784,7 @@ def _plot_judgment(judgment: pd.DataFrame, selection: pd.DataFrame, seed: int, l
     title = "Randomness judgment: p(random) vs |x|"
     if judgment.empty:
         _no_data(ax, title)
-        _save(fig, path)
+        save_figure(fig, path)
         return
     concepts = sorted(c for c in judgment["concept"].unique() if c != RANDOM)
     colours = dict(zip(concepts, sns.color_palette("colorblind", max(len(concepts), 1))))
@@ -797,7 +816,7 @@ def _plot_judgment(judgment: pd.DataFrame, selection: pd.DataFrame, seed: int, l
     ax.legend(title="concept", fontsize=9, loc="best")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _plot_continuation(continuation: pd.DataFrame, selection: pd.DataFrame, path: Path) -> None:
@@ -808,7 +827,7 @@ def _plot_continuation(continuation: pd.DataFrame, selection: pd.DataFrame, path
     if continuation.empty:
         fig = Figure(figsize=(7, 4.5))
         _no_data(fig.add_subplot(), title)
-        _save(fig, path)
+        save_figure(fig, path)
         return
     concepts = sorted(continuation["concept"].unique())
     depths = sorted(continuation["depth"].unique())
@@ -846,7 +865,7 @@ def _plot_continuation(continuation: pd.DataFrame, selection: pd.DataFrame, path
         ax.set_visible(False)
     fig.suptitle(title)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> dict[str, str]:
@@ -863,7 +882,8 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
     seed = int(params.get("seed", 0))
     level = float(analysis_settings(with_defaults("binary", params.get("binary", {})))["ci_level"])
     selection = _load(tables, "model_selection")
-    _plot_generation(_load(tables, "generation_metrics"), out / "generation.png")
+    requested = with_defaults("binary", params.get("binary", {}))["generation"]["p_tails"]
+    _plot_generation(_load(tables, "generation_metrics"), out / "generation.png", requested)
     _plot_judgment(_load(tables, "judgment"), selection, seed, level, out / "judgment.png")
     _plot_continuation(_load(tables, "continuation"), selection, out / "continuation.png")
     filled = captions(params)

@@ -65,6 +65,7 @@ from iclscope.analysis.label_metrics import (
     summary_positions,
 )
 from iclscope.analysis.stats import bootstrap_ci
+from iclscope.figures import no_data, save_figure, words
 from iclscope.seeding import rng
 from iclscope.tables import read_table, recorded_model, write_table
 
@@ -283,14 +284,13 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
                 _band(ax, frame, condition, color=palette[condition], linewidth=2)
         if metric == "correct":
             ax.axhline(0.5, color="black", linewidth=0.8, linestyle=":")
-        ax.set(title=title, xlabel="in-context example (position)", ylabel=metric)
+        ax.set(title=title, xlabel="in-context example (position)", ylabel=words(metric))
         if len(data) == 0:
-            ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center")
+            no_data(ax)
     axes[0].legend(loc="best", fontsize=8)
     fig.suptitle(f"{dataset}: what ICL learns from labels")
     fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "curves.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, metric, title in ((axes[0], "correct", "agreement with true labels"),
@@ -304,12 +304,11 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
         ax.axvline(2 * flip_at + 1, color="black", linestyle=":", linewidth=1)
         ax.set(title=title, xlabel="in-context example (position)", ylabel="accuracy", ylim=(-0.02, 1.02))
         if len(data) == 0:
-            ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center")
+            no_data(ax)
     axes[0].legend(loc="best", fontsize=8)
     fig.suptitle(f"{dataset}: flipping labels halfway (first flipped label at example {flip_at + 1})")
     fig.tight_layout()
-    fig.savefig(out / "halfway.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "halfway.png")
 
     values = {"dataset": dataset, "scoring": settings.get("scoring", "exact"), "repeats": labels.get("repeats"),
               "level": float(settings.get("level", 0.95)), "flip_at": flip_at}

@@ -139,6 +139,7 @@ from iclscope.analysis.attention_ratio import (
 )
 from iclscope.analysis.probes import CLASSIFIERS, probe_permutation_control
 from iclscope.analysis.stats import bootstrap_ci
+from iclscope.figures import no_data, save_figure, words
 from iclscope.seeding import rng
 from iclscope.tables import TableError, read_table, recorded_model, write_table
 
@@ -1070,12 +1071,6 @@ def _read_frame(tables: Mapping[str, str], name: str) -> pd.DataFrame:
     return read_table(path).to_pandas()
 
 
-def _no_data(ax: Any, text: str = "no data") -> None:
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
 def _natural_key(label: str) -> tuple:
     """Sort key reading numbers as numbers: ``a=-3,b=10`` before ``a=-1,b=0`` before ``a=1,b=0``."""
     parts = re.split(r"(-?\d+(?:\.\d+)?)", str(label))
@@ -1140,8 +1135,7 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
 
     def save(fig: Any, name: str) -> None:
         fig.tight_layout()
-        fig.savefig(out / name, dpi=120)
-        plt.close(fig)
+        save_figure(fig, out / name)
 
     # rsa_matrices.png
     sim = frames["similarity"]
@@ -1170,7 +1164,7 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
                 continue
             kind, task, what, data, before = row[j]
             if kind == "none":
-                _no_data(ax, f"{task}: no similarity matrices")
+                no_data(ax, f"{task}: no similarity matrices")
                 continue
             labels = sorted(data["row_condition"].unique(), key=_natural_key)
             if kind == "sim":
@@ -1183,8 +1177,10 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
             matrix = matrix.reindex(index=labels, columns=labels)
             image = ax.imshow(matrix.to_numpy(dtype=float), vmin=-1, vmax=1, cmap="vlag")
             ax.grid(False)
-            ax.set_xticks(np.arange(len(labels)), labels, rotation=90, fontsize=6)
-            ax.set_yticks(np.arange(len(labels)), labels if j == 0 else [], fontsize=6)
+            size = 8 if len(labels) <= 12 else 7 if len(labels) <= 20 else 5
+            ax.set_xticks(np.arange(len(labels)), labels, rotation=60, ha="right", rotation_mode="anchor",
+                          fontsize=size)
+            ax.set_yticks(np.arange(len(labels)), labels if j == 0 else [], fontsize=size)
             ax.set_title(title, fontsize=10)
             if j == len(row) - 1:
                 fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
@@ -1202,7 +1198,7 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
             ax = axes[i][j]
             if data.empty or j >= len(hyps_of[task]):
                 if j == 0:
-                    _no_data(ax)
+                    no_data(ax)
                 else:
                     ax.axis("off")
                 continue
@@ -1238,7 +1234,7 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
             ax = axes[i][j]
             if j >= len(targets_of[task]):
                 if j == 0:
-                    _no_data(ax)
+                    no_data(ax)
                 else:
                     ax.axis("off")
                 continue
@@ -1246,16 +1242,29 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
             d = probes[(probes["task"] == task) & (probes["target"] == target)]
             shots = sorted(int(k) for k in d["n_shots"].unique())
             colors = dict(zip(shots, sns.color_palette("deep", len(shots))))
+            metric = d["metric"].iloc[0] if len(d) else "score"
+            # R² of a useless probe can be far below 0: show [-1, 1] and mark what lies below
+            floor = -1.0 if metric == "r2" else None
             for k in shots:
                 line = d[d["n_shots"] == k].sort_values("layer")
-                ax.plot(line["layer"], line["score"], "-o", markersize=3, color=colors[k],
-                        label=_shots_label(k, shots[0]))
-                ax.plot(line["layer"], line["control_score"], "--", color=colors[k], alpha=0.7,
-                        label=f"control, k={k}")
-            metric = d["metric"].iloc[0] if len(d) else "score"
-            ax.set(title=f"{task}: {target}", xlabel="layer", ylabel=metric)
+                shown = line["score"].clip(lower=floor) if floor is not None else line["score"]
+                ax.plot(line["layer"], shown, "-o", markersize=3, color=colors[k], label=_shots_label(k, shots[0]))
+                low = line["control_score"] - line["control_sd"].fillna(0)
+                high = line["control_score"] + line["control_sd"].fillna(0)
+                if floor is not None:
+                    low, high = low.clip(lower=floor), high.clip(lower=floor)
+                ax.fill_between(line["layer"], low, high, color=colors[k], alpha=0.15, linewidth=0,
+                                label=f"shuffled control ± sd, k={k}")
+                if floor is not None and (line["score"] < floor).any():
+                    below = line[line["score"] < floor]
+                    ax.scatter(below["layer"], [floor] * len(below), marker="v", color=colors[k], zorder=4,
+                               label=f"below {floor:g} (clipped), k={k}")
+            if floor is not None:
+                ax.set_ylim(floor - 0.05, 1.0)
+            ax.set(title=f"{task}: {target}", xlabel="layer", ylabel=words(metric))
             ax.legend(fontsize=7, loc="best")
-    fig.suptitle("Probes by layer (dashed: shuffled-target control)")
+    n_shuffles = int(probes["n_shuffles"].max()) if len(probes) and "n_shuffles" in probes.columns else 0
+    fig.suptitle(f"Probes by layer (band: mean ± sd of {n_shuffles} label shuffles)")
     save(fig, "probes.png")
 
     # attention_ratio.png
@@ -1268,7 +1277,7 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
         split = d[d["relevant_first"].notna()] if len(d) else d
         d = d[d["relevant_first"].isna()] if len(d) else d
         if d.empty:
-            _no_data(ax, "no attention ratio (needs relevant and distractor spans)")
+            no_data(ax, "no attention ratio (needs relevant and distractor spans)")
             continue
         shots = sorted(int(k) for k in d["n_shots"].unique())
         colors = dict(zip(shots, sns.color_palette("deep", len(shots))))
@@ -1298,7 +1307,7 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
         if len(d) and "relevant_first" in d.columns:
             d = d[d["relevant_first"].isna()]
         if d.empty:
-            _no_data(ax)
+            no_data(ax)
         else:
             metrics = ["error", "expected_error"] if (d["metric"] == "expected_error").any() else ["accuracy"]
             d = d[d["metric"].isin(metrics)]
@@ -1307,15 +1316,16 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
             for m_i, metric in enumerate(metrics):
                 dm = d[d["metric"] == metric].set_index("n_shots").reindex(shots)
                 x = np.arange(len(shots)) + (m_i - (len(metrics) - 1) / 2) * width
-                ax.bar(x, dm["mean"], width=width, label=metric,
+                ax.bar(x, dm["mean"], width=width, label=words(metric),
                        yerr=[dm["mean"] - dm["ci_low"], dm["ci_high"] - dm["mean"]], capsize=3)
             ax.set_xticks(np.arange(len(shots)), [f"k={k}" for k in shots])
-            ax.set(title=f"{task}: behaviour", xlabel="in-context examples", ylabel=" / ".join(metrics))
+            ax.set(title=f"{task}: behaviour", xlabel="in-context examples",
+                   ylabel=" / ".join(words(m) for m in metrics))
             ax.legend(fontsize=8)
         ax = axes[i][1]
         d = rvb[rvb["task"] == task] if len(rvb) else pd.DataFrame()
         if d.empty:
-            _no_data(ax)
+            no_data(ax)
             continue
         behaviour = "expected_error" if (d["behaviour"] == "expected_error").any() else (
             "nll" if (d["behaviour"] == "nll").any() else "error")
@@ -1327,12 +1337,12 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
         for measure in sorted(d["measure"].unique()):
             for k in afters:
                 line = d[(d["measure"] == measure) & (d["n_shots_after"] == k)].sort_values("layer")
-                label = measure if len(afters) == 1 else f"{measure}, k={k}"
+                label = words(measure) if len(afters) == 1 else f"{words(measure)}, k={k}"
                 handle = ax.plot(line["layer"], line["mean"], "-o", markersize=3, label=label)[0]
                 ax.fill_between(line["layer"], line["ci_low"], line["ci_high"], color=handle.get_color(),
                                 alpha=0.15, linewidth=0)
         ax.axhline(0, color="black", linewidth=0.8)
-        ax.set(title=f"{task}: change in representation vs in {behaviour}", xlabel="layer",
+        ax.set(title=f"{task}: change in representation vs in {words(behaviour)}", xlabel="layer",
                ylabel="correlation across conditions", ylim=(-1.05, 1.05))
         ax.legend(fontsize=7, loc="best")
     save(fig, "behaviour.png")

@@ -1,4 +1,4 @@
-"""`iclscope bench generate` runs both loops on the same requests and reports their ratio
+"""`iclscope bench generate` and `bench extract` run every loop on the same inputs and report ratios
 (no timing is asserted: timings are noisy, the benchmark is read by a person)."""
 
 from __future__ import annotations
@@ -29,3 +29,22 @@ def test_bench_generate_writes_both_loops_measures(prepared_tiny, default_config
         assert 0 < summary["new_tokens"][loop] <= 6 * 5 and summary["seconds"][loop] > 0
     assert summary["ratio"] == summary["seconds"]["plain"] / summary["seconds"]["iclscope"]
     assert "ratio (plain time / iclscope time)" in capsys.readouterr().out
+
+
+def test_bench_extract_reports_every_task_and_the_whole(prepared_tiny, default_config, repo, tmp_path):
+    cfg = validate_config(default_config, root=repo)
+    paths = []
+    for task in ("reading", "labels_sentiment"):
+        table = build_task(task, task_params(task, cfg), repo)
+        paths.append(tmp_path / f"{task}.parquet")
+        write_table(pa.Table.from_pylist(table.to_pylist()[:3], schema=table.schema), paths[-1], {})
+    out = tmp_path / "extract.json"
+    assert main(["-q", "bench", "extract", "--model-dir", str(prepared_tiny), "--tasks", *map(str, paths),
+                 "--params", json.dumps({"device": "cpu", "dtype": "float32"}), "--repeats", "1",
+                 "--max-prompts", "2", "--out", str(out)]) == 0
+    summary = json.loads(out.read_text())
+    assert set(summary["per_task"]) == {"reading", "labels_sentiment"}
+    assert sum(t["tokens"] for t in summary["per_task"].values()) == summary["tokens"]
+    for name in ("bare", "iclscope", "naive"):  # the whole is the sum of the tasks, per loop
+        assert summary["seconds"][name] == sum(t["seconds"][name] for t in summary["per_task"].values())
+    assert summary["bytes_naive"] > summary["bytes_iclscope"] > 0
