@@ -3,6 +3,7 @@ and every cell is recomputed here from the table it names."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iclscope.findings import DEPTH_BANDS, Headline, bullet_groups, depth_band, fmt, render_markdown
+from iclscope.findings import DEPTH_BANDS, FINDINGS, Headline, bullet_groups, depth_band, fmt, render_markdown
 from iclscope.report import markdown_to_html
 
 NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e[+-]?\d+)?")
@@ -27,7 +28,8 @@ def bullets_match_rows(markdown: str, frame: pd.DataFrame) -> None:
     """Each bullet of findings.md reads a group of rows; its numbers are those rows' cells,
     and every row's estimate is stated."""
     frame = frame.reset_index(drop=True)
-    bullets = [line[2:] for line in markdown.splitlines() if line.startswith("- ")]
+    findings_part = markdown.split("## Warnings from the analyses")[0]  # warnings are quoted, not findings
+    bullets = [line[2:] for line in findings_part.splitlines() if line.startswith("- ")]
     groups = bullet_groups(frame)
     assert len(bullets) == len(groups) and sorted(i for g in groups for i in g) == list(range(len(frame)))
     for text, group in zip(bullets, groups):
@@ -218,3 +220,33 @@ def test_repeats_for_width_scales_with_the_square_of_the_width():
     assert repeats_for_width(0.1, 12, 0.2) == 12  # already narrow enough: what was run
     assert repeats_for_width(0.21, 10, 0.2) == 12  # rounded up
     assert repeats_for_width(math.nan, 12, 0.2) == 0
+
+
+def test_warnings_a_step_logs_reach_its_tables_and_the_findings(tmp_path):
+    import logging
+
+    import pyarrow as pa
+
+    from iclscope import provenance
+    from iclscope.findings import recorded_warnings, render_markdown
+    from iclscope.tables import table_metadata, write_table
+
+    log = logging.getLogger("iclscope.studies.binary")
+    table = pa.table({"x": [1]})
+    with provenance.collecting_warnings():
+        write_table(table, tmp_path / "before.parquet", provenance.metadata("t", {}))
+        log.warning("generation p_tails=%g: no sequence with %d flips; baselines not fitted", 80, 8)
+        log.warning("generation p_tails=%g: no sequence with %d flips; baselines not fitted", 80, 8)  # once
+        write_table(table, tmp_path / "a.parquet", provenance.metadata("t", {}))
+        write_table(table, tmp_path / "b.parquet", provenance.metadata("t", {}))
+    write_table(table, tmp_path / "after.parquet", provenance.metadata("t", {}))
+    assert "warnings" not in table_metadata(tmp_path / "before.parquet")
+    assert "warnings" not in table_metadata(tmp_path / "after.parquet")
+    message = "generation p_tails=80: no sequence with 8 flips; baselines not fitted"
+    assert json.loads(table_metadata(tmp_path / "a.parquet")["warnings"]) == [message]
+    warnings = recorded_warnings(tmp_path, [tmp_path / n for n in ("before.parquet", "a.parquet", "b.parquet")])
+    assert warnings == {"a.parquet": [message]}  # listed once, with the first table that has it
+    frame = pd.DataFrame(columns=[f for f in FINDINGS.names])
+    text = render_markdown(frame, "m", warnings=warnings)
+    assert f"- `a.parquet`: `{message}`" in text
+    bullets_match_rows(text, frame)  # quoted warnings are not findings bullets

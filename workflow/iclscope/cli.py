@@ -398,8 +398,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from iclscope.tables import TableError
     from iclscope.tasks.common import TaskError
 
+    from iclscope.provenance import collecting_warnings
+
     try:
-        status = args.func(args)
+        with collecting_warnings():  # the step's warnings go into the tables it writes
+            status = args.func(args)
     except (ConfigError, ExtractionError, ModelError, TableError, TaskError) as err:
         print(f"iclscope {args.command}: error: {err}", file=sys.stderr)  # no traceback: a user error
         return 2

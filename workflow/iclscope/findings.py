@@ -15,6 +15,7 @@ interval is a seeded percentile bootstrap over the named units (``analysis.stats
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -418,9 +419,26 @@ def bullet_groups(frame: pd.DataFrame) -> list[list[int]]:
     return groups
 
 
-def render_markdown(frame: pd.DataFrame, model: str, provenance: Mapping[str, str] | None = None) -> str:
+def recorded_warnings(root: Path, sources: Sequence[Path]) -> dict[str, list[str]]:
+    """The warnings each source table's step logged (provenance ``warnings``), by table."""
+    from iclscope.tables import table_metadata
+
+    out: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for path in sources:  # a step's tables all carry its warnings: each is listed once
+        raw = table_metadata(path).get("warnings")
+        fresh = [m for m in json.loads(raw) if m not in seen] if raw else []
+        if fresh:
+            out[str(Path(path).relative_to(root))] = fresh
+            seen.update(fresh)
+    return out
+
+
+def render_markdown(frame: pd.DataFrame, model: str, provenance: Mapping[str, str] | None = None,
+                    warnings: Mapping[str, Sequence[str]] | None = None) -> str:
     """findings.md of one model: a heading per study, a source line per table, one bullet
-    per group of :func:`bullet_groups`."""
+    per group of :func:`bullet_groups`, then the warnings the analyses logged (quoted: they
+    are the steps' own words, not findings)."""
     frame = frame.reset_index(drop=True)
     lines = [f"# Findings: {model}", ""]
     if provenance:
@@ -437,6 +455,11 @@ def render_markdown(frame: pd.DataFrame, model: str, provenance: Mapping[str, st
             lines += ["", f"From `{first.source}`:", ""]
             current = (first.study, first.source)
         lines.append(f"- {sentence([rows[i] for i in group])}")
+    if warnings:
+        lines += ["", "## Warnings from the analyses", "",
+                  "What the steps that made these tables warned about (from their provenance):", ""]
+        for table in sorted(warnings):
+            lines += [f"- `{table}`: `{message}`" for message in warnings[table]]
     text = "\n".join(lines)
     while "\n\n\n" in text:
         text = text.replace("\n\n\n", "\n\n")
@@ -459,7 +482,8 @@ def write_findings(root: str | Path, model: str, params: Mapping[str, Any], out_
     write_table(pa.Table.from_pandas(frame, schema=FINDINGS, preserve_index=False), out_table, meta)
     recorded = provenance.read_metadata({k.encode(): v.encode() for k, v in meta.items()})
     text = render_markdown(frame, model, {"config_hash": recorded.get("config_hash", ""),
-                                          "commit": recorded.get("git_commit", "") or "uncommitted"})
+                                          "commit": recorded.get("git_commit", "") or "uncommitted"},
+                           warnings=recorded_warnings(root, sources))
     with atomic_path(out_markdown) as tmp:
         tmp.write_text(text)
     return frame

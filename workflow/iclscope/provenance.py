@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -71,6 +74,39 @@ def library_versions() -> dict[str, str]:
     return found
 
 
+class _WarningCollector(logging.Handler):
+    """Keeps the scientific warnings a step logs (e.g. a p(Tails) with no usable sequence),
+    so the tables it writes afterwards carry them and the findings and report show them."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message not in self.messages:
+            self.messages.append(message)
+
+
+_collector: _WarningCollector | None = None
+
+
+@contextmanager
+def collecting_warnings() -> Iterator[list[str]]:
+    """While active, warnings logged under ``iclscope`` are recorded (as ``warnings``) in the
+    metadata of every table written afterwards in this process (the CLI runs each step in it)."""
+    global _collector
+    handler = _WarningCollector()
+    logger = logging.getLogger("iclscope")
+    previous, _collector = _collector, handler
+    logger.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        _collector = previous
+
+
 def metadata(
     kind: str,
     params: Mapping[str, Any],
@@ -103,6 +139,8 @@ def metadata(
             meta["model_card"] = summary
     for key, value in (extra or {}).items():
         meta[key] = value if isinstance(value, str) else canonical_json(value)
+    if _collector is not None and _collector.messages:
+        meta["warnings"] = canonical_json(list(_collector.messages))
     return {PREFIX + k: str(v) for k, v in meta.items()}
 
 
