@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 import pytest
 from scipy.special import logsumexp
 
@@ -142,6 +143,21 @@ def test_plot_without_data_still_draws(tmp_path):
     write_table(contracts.CURVE.empty_table(), tmp_path / "curves.parquet", {})
     captions = study.plot({"curves": str(tmp_path / "curves.parquet")}, params(), str(tmp_path / "fig"))
     assert all((tmp_path / "fig" / name).exists() for name in captions)
+    assert "the conditions none." in captions["curves.png"]  # nothing ran: the caption names nothing
+
+
+def test_captions_name_only_the_conditions_that_ran(extracted, tmp_path):
+    outs = {name: str(tmp_path / f"{name}.parquet") for name in ("positions", "curves", "summary")}
+    study.analyse({"tasks": str(extracted / "tasks.parquet"), "readouts": str(extracted / "readouts.parquet")},
+                  params(n_boot=100), outs)
+    curves = read_table(outs["curves"])
+    kept = pa.compute.is_in(curves.column("condition"), value_set=pa.array(["default", "random", "flip_df"]))
+    write_table(curves.filter(kept), tmp_path / "some.parquet", {})
+    captions = study.plot({"curves": str(tmp_path / "some.parquet")}, params(), str(tmp_path / "fig"))
+    assert "the conditions default, random." in captions["curves.png"]
+    assert "flipped" not in captions["curves.png"] and "arbitrary" not in captions["curves.png"]
+    assert "conditions of this run: default, flip_df." in captions["halfway.png"]
+    assert "alternating." not in captions["halfway.png"]
 
 
 def test_summary_positions_match_the_flip(extracted, tmp_path):

@@ -230,14 +230,15 @@ FIGURES = {
         "log-probability over the full vocabulary (un-renormalised; the renormalised metrics are "
         "ratios within this mass) at every in-context position (position i predicts example i "
         "from examples 1..i-1), mean over {repeats} repeats with {level:.0%} bootstrap bands, for "
-        "each label condition; arbitrary replacement-word conditions in grey."
+        "the conditions {main_conditions}{arbitrary}."
     ),
     "halfway.png": (
-        "Study C, dataset {dataset}: label flipped halfway (D->F, F->D after N = {flip_at} examples; "
-        "dashed line at the first flipped label, dotted line at position 2N + 1, the prediction after "
-        "N examples of each mapping, where D->F and F->D are compared) and alternating mappings. "
-        "Left: agreement with the true labels; right: with "
-        "the in-context labels. Following the most recent mapping shows as a switch after N."
+        "Study C, dataset {dataset}: label mappings that change within the context (D->F, F->D: "
+        "flipped after N = {flip_at} examples; alternating), drawn for the conditions of this run: "
+        "{halfway_conditions}. Dashed line at the first flipped label, dotted line at position 2N + 1, "
+        "the prediction after N examples of each mapping, where D->F and F->D are compared. Left: "
+        "agreement with the true labels; right: with the in-context labels. Following the most recent "
+        "mapping shows as a switch after N."
     ),
 }
 MAIN_CONDITIONS = ("default", "random", "flipped")
@@ -310,6 +311,12 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
     fig.tight_layout()
     save_figure(fig, out / "halfway.png")
 
+    # captions name what this run drew, not every condition the study knows
+    ran = set(curves["condition"].unique()) if len(curves) else set()
+    arbitrary = sorted(c for c in ran if c.startswith("arbitrary"))
     values = {"dataset": dataset, "scoring": settings.get("scoring", "exact"), "repeats": labels.get("repeats"),
-              "level": float(settings.get("level", 0.95)), "flip_at": flip_at}
+              "level": float(settings.get("level", 0.95)), "flip_at": flip_at,
+              "main_conditions": ", ".join(c for c in MAIN_CONDITIONS if c in ran) or "none",
+              "arbitrary": (f"; arbitrary replacement words in grey ({', '.join(arbitrary)})" if arbitrary else ""),
+              "halfway_conditions": ", ".join(c for c in HALFWAY_CONDITIONS if c in ran) or "none"}
     return {name: caption.format(**values) for name, caption in FIGURES.items()}
