@@ -769,6 +769,7 @@ def _plot_generation(metrics: pd.DataFrame, path: Path, requested: Sequence[floa
                         transform=ax.get_xaxis_transform())
     if axes[0].get_legend_handles_labels()[0]:
         axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), title="source", fontsize=9)
+    axes[-1].set_xticks(range(len(ps)), order)  # categorical even when no box was drawn
     axes[-1].set_xlabel("p(Tails) requested in the prompt (%)")
     fig.suptitle("Generated sequences: model vs fitted baselines (n = the model's sequences per p)", y=1.01)
     fig.tight_layout()
