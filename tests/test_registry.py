@@ -57,3 +57,12 @@ def test_building_the_dag_imports_no_analysis_library():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_readout_names_are_built_and_parsed_in_one_place():
+    from iclscope.contracts import answer_index, answer_name, example_index, example_name, flip_index, flip_name
+
+    for build, parse in ((flip_name, flip_index), (answer_name, answer_index), (example_name, example_index)):
+        assert [parse(build(i)) for i in (1, 7, 120)] == [1, 7, 120]
+    assert flip_index("answer_3") is None and answer_index("flip_3") is None and flip_index("flip_") is None
+    assert example_index("examples") is None  # the span over all examples is not one example

@@ -8,6 +8,51 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+# --------------------------------------------------------------------------- readout names
+# The names that connect the task builders (span names), the extraction plan (read points)
+# and the analyses (the `readout` column): built and parsed here only.
+ANSWER_READOUT = "answer"  # study B: the answer after the prompt's end
+JUDGMENT_READOUT = "judgment"  # study A: r... vs n... after the judgment prompt
+
+
+def flip_name(t: int) -> str:
+    """Span and readout of flip ``t`` (1-based) of a binary sequence: ``flip_3``."""
+    return f"flip_{int(t)}"
+
+
+def answer_name(i: int) -> str:
+    """Span of the label shown for in-context example ``i`` (1-based), and its readout."""
+    return f"answer_{int(i)}"
+
+
+def example_name(i: int) -> str:
+    """Span of in-context example ``i`` (1-based)."""
+    return f"example_{int(i)}"
+
+
+def _index(name: str, prefix: str) -> int | None:
+    head, sep, tail = str(name).partition("_")
+    return int(tail) if sep and head == prefix and tail.isdigit() else None
+
+
+def flip_index(name: str) -> int | None:
+    """``t`` of a :func:`flip_name`, else None.
+
+    >>> flip_index("flip_12"), flip_index("answer_1"), flip_index("flip_x")
+    (12, None, None)
+    """
+    return _index(name, "flip")
+
+
+def answer_index(name: str) -> int | None:
+    """``i`` of an :func:`answer_name`, else None."""
+    return _index(name, "answer")
+
+
+def example_index(name: str) -> int | None:
+    """``i`` of an :func:`example_name`, else None."""
+    return _index(name, "example")
+
 
 def vector(hidden: int) -> pa.DataType:
     """A hidden-state vector column type: ``fixed_size_list<float32>[hidden]``."""

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from iclscope.contracts import ANSWER_READOUT, JUDGMENT_READOUT, answer_name, example_index, flip_name
+
 END = "end"  # the prompt's last token, as a pooled span and as the attention query
 
 
@@ -49,20 +51,20 @@ def _span_names(row: Mapping[str, Any]) -> list[str]:
 
 def _representation_plan(row: Mapping[str, Any]) -> PromptPlan:
     # study B: every span but the per-example ones (their union is the `examples` span)
-    spans = tuple(n for n in _span_names(row) if not n.startswith("example_"))
-    answer = ReadPoint("answer", None, tuple(row["candidates"]), tuple(row["candidate_texts"]))
+    spans = tuple(n for n in _span_names(row) if example_index(n) is None)
+    answer = ReadPoint(ANSWER_READOUT, None, tuple(row["candidates"]), tuple(row["candidate_texts"]))
     return PromptPlan(pool=(*spans, END), attend=spans, reads=(answer,))
 
 
 def _judgment_plan(row: Mapping[str, Any]) -> PromptPlan:
-    return PromptPlan(reads=(ReadPoint("judgment", None, ("r", "n"), initials=True),))
+    return PromptPlan(reads=(ReadPoint(JUDGMENT_READOUT, None, ("r", "n"), initials=True),))
 
 
 def _continuation_plan(row: Mapping[str, Any]) -> PromptPlan:
     # the next-flip conditional before every flip: one pass gives the whole curve (A4)
     symbols = tuple(row["symbols"])
     reads = tuple(
-        ReadPoint(f"flip_{t}", f"flip_{t}", ("0", "1"), tuple(symbols))
+        ReadPoint(flip_name(t), flip_name(t), ("0", "1"), tuple(symbols))
         for t in range(1, len(row["flips"]) + 1)
     )
     return PromptPlan(reads=reads)
@@ -72,7 +74,7 @@ def _labels_plan(row: Mapping[str, Any]) -> PromptPlan:
     # study C: the label distribution at every `Answer:` of the context (C3)
     words = tuple(row["label_words"])
     n = len(row["context_class"])
-    return PromptPlan(reads=tuple(ReadPoint(f"answer_{i}", f"answer_{i}", words) for i in range(1, n + 1)))
+    return PromptPlan(reads=tuple(ReadPoint(answer_name(i), answer_name(i), words) for i in range(1, n + 1)))
 
 
 def plan_for(task: str, row: Mapping[str, Any]) -> PromptPlan:

@@ -91,7 +91,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -190,7 +189,7 @@ def p_random(readouts: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
     """
     _require(readouts, ["prompt_id", "readout", "candidate", "logprob"], "judgment readouts")
     _require(tasks, ["prompt_id", "concept", "length", "sample"], "judgment tasks")
-    reads = readouts[readouts["readout"] == "judgment"]
+    reads = readouts[readouts["readout"] == contracts.JUDGMENT_READOUT]
     if reads.duplicated(["prompt_id", "candidate"]).any():
         dup = reads.loc[reads.duplicated(["prompt_id", "candidate"]), "prompt_id"].iloc[0]
         raise ValueError(f"judgment readouts: prompt {dup!r} has duplicate candidates")
@@ -221,7 +220,6 @@ def p_random(readouts: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- A4 continuation
 
-_FLIP = re.compile(r"^flip_(\d+)$")
 
 
 def restricted_log_q(logp0: np.ndarray, logp1: np.ndarray, flips: str) -> np.ndarray:
@@ -252,7 +250,7 @@ def continuation_curves(readouts: pd.DataFrame, tasks: pd.DataFrame, max_depth: 
     if not isinstance(max_depth, (int, np.integer)) or max_depth < 1:
         raise ValueError(f"max_depth must be a positive int, got {max_depth!r}")
     cols = ["concept", "rotation", "length", "depth", "p_continue", "prompt_id"]
-    t = readouts["readout"].str.extract(_FLIP, expand=False)
+    t = readouts["readout"].map(contracts.flip_index)
     reads = readouts[t.notna()].assign(t=t[t.notna()].astype(int))
     by_prompt = {pid: g for pid, g in reads.groupby("prompt_id", sort=False)}
     parts = []

@@ -112,7 +112,7 @@ def positions_table(tasks: pd.DataFrame, readouts: pd.DataFrame, scoring: str = 
             raise ValueError(f"no readouts for prompt {row.prompt_id!r}")
         # (n positions, K words) in class order
         table = reads.pivot(index="readout", columns="candidate", values=column)
-        names = [f"answer_{i}" for i in range(1, n + 1)]
+        names = [contracts.answer_name(i) for i in range(1, n + 1)]
         missing = [x for x in names if x not in table.index] + [w for w in words if w not in table.columns]
         if missing:
             raise ValueError(f"prompt {row.prompt_id!r}: readouts lack {missing[:5]}")

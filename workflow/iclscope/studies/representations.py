@@ -151,7 +151,7 @@ OUTPUTS = ("behaviour", "behaviour_summary", "rsa", "similarity", "probes", "att
            "repr_vs_behaviour")
 END = "end"  # the prompt's last token (the answer position): a pooled span and the attention query
 RELEVANT, DISTRACTOR = "relevant", "distractor"
-READOUT = "answer"
+READOUT = contracts.ANSWER_READOUT
 
 DEFAULT_HYPOTHESES = {"regression": ("slope", "intercept"), "reading": ("name", "activity")}
 DEFAULT_RSA_SPANS = {"regression": (END, "query"), "reading": (END, "question_name")}

@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 import pyarrow as pa
 
 from iclscope.config import with_defaults
+from iclscope.contracts import flip_name
 from iclscope.seeding import rng
 from iclscope.tasks.common import Piece, TaskError, fill_template, join_pieces, task_table
 
@@ -44,7 +45,7 @@ def flip_piece(flips: str, symbols: Sequence[str], separator: str) -> Piece:
     """The rendered flips with a ``flip_{t}`` span (t = 1..len(flips)) over each symbol."""
     if not set(flips) <= {"0", "1"}:
         raise TaskError(f"flips must contain only '0' and '1', got {flips!r}")
-    pieces = [Piece(symbols[int(f)]).named(f"flip_{t}") for t, f in enumerate(flips, start=1)]
+    pieces = [Piece(symbols[int(f)]).named(flip_name(t)) for t, f in enumerate(flips, start=1)]
     return join_pieces(pieces, separator)
 
 

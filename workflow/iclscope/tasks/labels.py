@@ -51,6 +51,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
+from iclscope.contracts import answer_name, example_name
 from iclscope.datasets import LabelledData, load_dataset
 from iclscope.provenance import PREFIX, canonical_json
 from iclscope.config import with_defaults
@@ -239,8 +240,8 @@ def render_prompt(
         for literal, field in pieces:
             builder.add(literal)
             if field is not None:
-                builder.add(values[field], span=f"answer_{i}" if field == "label" else None)
-        builder.mark(f"example_{i}", start)
+                builder.add(values[field], span=answer_name(i) if field == "label" else None)
+        builder.mark(example_name(i), start)
     return builder.text, builder.spans
 
 

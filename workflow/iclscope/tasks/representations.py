@@ -44,6 +44,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
+from iclscope.contracts import example_name
 from iclscope.config import resolve_path, with_defaults
 from iclscope.seeding import rng
 from iclscope.tasks.common import Piece, TaskError, fill_template, join_pieces, task_table
@@ -121,7 +122,7 @@ def _prompt(instruction: str, examples: Sequence[Piece], query: Piece, separator
     if instruction:
         blocks.append(Piece(instruction).named("instruction"))
     if examples:
-        numbered = [ex.plain().named(f"example_{i}") for i, ex in enumerate(examples, start=1)]
+        numbered = [ex.plain().named(example_name(i)) for i, ex in enumerate(examples, start=1)]
         blocks.append(join_pieces(numbered, separator).named("examples"))
     blocks.append(query)
     return join_pieces(blocks, separator)
