@@ -223,14 +223,16 @@ def test_validation_errors():
         rep.rsa_by_condition(X, list(tasks["condition"]), fields, ["intercept"], seed=0)
     with pytest.raises(ValueError, match="at least 3 conditions"):
         rep.probe_fields(X[:3], ["x", "x", "y"], fields, ["slope"], seed=0)
-    with pytest.raises(ValueError, match="unknown key"):
+    with pytest.raises(ValueError, match="representations.analysis.*'n_perms' was unexpected"):
         rep.analysis_settings({"representations": {"analysis": {"n_perms": 5}}})
+    with pytest.raises(ValueError, match="n_boot.*minimum of 100"):  # the schema's range, no second copy
+        rep.analysis_settings({"representations": {"analysis": {"n_boot": 5}}})
 
 
 def test_analyse_rejects_unknown_pooling_and_field(tmp_path, repo):
     inputs = write_inputs(tmp_path, repo)
     reg_only = {k: v for k, v in inputs.items() if k.startswith("regression")}
-    with pytest.raises(ValueError, match="pooling 'median'.*found: \\['last', 'max', 'mean'\\]"):
+    with pytest.raises(ValueError, match="rsa_poolings\\[1\\]`: 'median' is not one of"):
         rep.analyse(reg_only, config(rsa_poolings=["max", "median"]), outs_in(tmp_path))
     with pytest.raises(ValueError, match="unknown condition field 'colour'; known fields"):
         rep.analyse(reg_only, config(hypotheses={"regression": ["slope", "colour"]}), outs_in(tmp_path))

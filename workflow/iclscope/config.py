@@ -462,3 +462,18 @@ def with_defaults(section: str, value: Mapping[str, Any] | None = None) -> dict[
     for _ in _with_defaults(jsonschema.Draft202012Validator)(subschema).iter_errors(filled):
         pass  # iterating the validator is what fills the defaults
     return filled
+
+
+def section_settings(section: str, key: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``config[section][key]`` (e.g. ``binary.analysis``) with every default filled in from
+    the schema and checked against it: the schema is the one home of defaults and ranges, so
+    the study modules hold no copies. Raises :class:`ConfigError` naming each bad key."""
+    subschema = load_schema()["properties"][section]["properties"][key]
+    filled = copy.deepcopy(dict(value or {}))
+    validator = _with_defaults(jsonschema.Draft202012Validator)(subschema)
+    problems = [f"config key `{section}.{key}{'.' + key_path(list(err.absolute_path)) if err.absolute_path else ''}`: "
+                f"{err.message}" for err in validator.iter_errors(filled)]
+    if problems:
+        raise ConfigError(problems)
+    return filled
+

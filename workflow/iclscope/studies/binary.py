@@ -12,8 +12,7 @@ of flips of the concept the model has seen.
 
 Analysis settings
 -----------------
-``params["binary"]["analysis"]`` (optional; the config schema has no such block yet, so the
-defaults in :data:`ANALYSIS_DEFAULTS` apply): ``n_boot`` (bootstrap replicates, 1000),
+``params["binary"]["analysis"]`` (defaults from config/schema.yaml, see :func:`analysis_settings`): ``n_boot`` (bootstrap replicates, 1000),
 ``ci_level`` (0.95), ``levenshtein`` (``"normalized"`` or ``"indel"``, see
 :func:`iclscope.analysis.binary_metrics.levenshtein_ratio`), ``windows`` (repeated-substring
 window sizes, 5..25). The gambler's-fallacy baseline uses the paper's window w = 5.
@@ -114,12 +113,6 @@ log = logging.getLogger(__name__)
 RANDOM = "random"
 MODEL = "model"
 LOG2 = math.log(2.0)
-ANALYSIS_DEFAULTS: dict[str, Any] = {
-    "n_boot": 1000,
-    "ci_level": 0.95,
-    "levenshtein": "normalized",
-    "windows": list(contracts.REPEAT_WINDOWS),
-}
 ACCOUNT_CI_REASON = "account fits are not bootstrapped; the lm row carries the interval of |x|*"
 INPUTS = ("judgment_tasks", "continuation_tasks", "generations", "judgment_readouts", "continuation_readouts")
 OUTPUTS = ("generation_metrics", "baselines", "judgment", "continuation", "model_selection")
@@ -156,18 +149,11 @@ def _to_table(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
 
 
 def analysis_settings(binary: Mapping[str, Any]) -> dict[str, Any]:
-    """:data:`ANALYSIS_DEFAULTS` updated with ``binary["analysis"]`` (checked)."""
-    given = dict(binary.get("analysis") or {})
-    unknown = sorted(set(given) - set(ANALYSIS_DEFAULTS))
-    if unknown:
-        raise ValueError(f"binary.analysis: unknown key(s) {unknown}; known: {sorted(ANALYSIS_DEFAULTS)}")
-    out = {**ANALYSIS_DEFAULTS, **given}
-    if not isinstance(out["n_boot"], int) or out["n_boot"] < 1:
-        raise ValueError(f"binary.analysis.n_boot must be a positive int, got {out['n_boot']!r}")
-    if not 0.0 < float(out["ci_level"]) < 1.0:
-        raise ValueError(f"binary.analysis.ci_level must lie in (0, 1), got {out['ci_level']!r}")
-    if out["levenshtein"] not in ("normalized", "indel"):
-        raise ValueError(f"binary.analysis.levenshtein must be 'normalized' or 'indel', got {out['levenshtein']!r}")
+    """``binary["analysis"]`` with the schema's defaults filled in and checked against it
+    (:func:`iclscope.config.section_settings`: config/schema.yaml is the one home of defaults)."""
+    from iclscope.config import section_settings
+
+    out = section_settings("binary", "analysis", binary.get("analysis"))
     out["windows"] = [int(w) for w in out["windows"]]
     return out
 

@@ -153,28 +153,16 @@ END = "end"  # the prompt's last token (the answer position): a pooled span and 
 RELEVANT, DISTRACTOR = "relevant", "distractor"
 READOUT = contracts.ANSWER_READOUT
 
-DEFAULT_HYPOTHESES = {"regression": ("slope", "intercept"), "reading": ("name", "activity")}
-DEFAULT_RSA_SPANS = {"regression": (END, "query"), "reading": (END, "question_name")}
 DEFAULT_POOLINGS = ("max", "mean", "last")
-DEFAULTS: dict[str, Any] = {
-    "hypotheses": DEFAULT_HYPOTHESES,
-    "rsa_spans": DEFAULT_RSA_SPANS,
-    "rsa_poolings": None,
-    "n_permutations": 1000,
-    "rsa_comparators": ["tau_a", "spearman"],
-    "probe_span": END,
-    "probe_pooling": None,
-    "n_splits": 5,
-    "ridge_alpha": 1.0,
-    "logistic_C": 1.0,
-    "classifier": "ridge",
-    "n_shuffles": 100,
-    "n_boot": 1000,
-    "correlation": "pearson",
-    "significance": 0.05,
-    "figure_layer": None,
-    "figure_pooling": None,
-}
+
+
+def schema_defaults() -> dict[str, Any]:
+    """``representations.analysis`` as config/schema.yaml fills it (the one home of defaults)."""
+    from iclscope.config import section_settings
+
+    return section_settings("representations", "analysis", {})
+
+
 # task-table columns that are never condition fields
 _NOT_FIELDS = {"prompt_id", "condition", "text", "spans", "task", "n_shots"}
 SCHEMAS = {
@@ -192,21 +180,25 @@ SCHEMAS = {
 
 
 def analysis_settings(params: Mapping[str, Any]) -> dict[str, Any]:
-    """The analysis settings: ``params["representations"]["analysis"]`` over :data:`DEFAULTS`.
+    """The analysis settings: ``params["representations"]["analysis"]`` with the schema's defaults.
 
     ``rsa_poolings`` defaults to ``params["representations"]["pooling"]`` (what extraction
     pooled), ``probe_pooling`` and ``figure_pooling`` to its first entry. Per-task keys
     (hypotheses, rsa_spans, probe_span) stay as given; read them with :func:`task_setting`.
     Raises ValueError for an unknown key or an invalid value, naming it.
     """
+    from iclscope.config import section_settings
+
     section = params.get("representations", {}) or {}
     given = dict(section.get("analysis", {}) or {})
-    unknown = sorted(set(given) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(
-            f"unknown key(s) {unknown} in representations.analysis; known: {sorted(DEFAULTS)}"
-        )
-    settings = {**DEFAULTS, **given}
+    if isinstance(given.get("rsa_comparators"), str):  # one comparator may be given bare
+        given["rsa_comparators"] = [given["rsa_comparators"]]
+    if isinstance(given.get("rsa_poolings"), str):
+        given["rsa_poolings"] = [given["rsa_poolings"]]
+    try:  # defaults, types and ranges: the schema's (unknown keys are refused there, by name)
+        settings = section_settings("representations", "analysis", given)
+    except ValueError as err:
+        raise ValueError(f"representations.analysis: {err}") from err
     if settings["rsa_poolings"] is None:
         settings["rsa_poolings"] = list(section.get("pooling") or DEFAULT_POOLINGS)
     if isinstance(settings["rsa_poolings"], str):
@@ -217,24 +209,13 @@ def analysis_settings(params: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("probe_pooling", "figure_pooling"):
         if settings[key] is None:
             settings[key] = settings["rsa_poolings"][0]
-    for key, minimum in (("n_permutations", 1), ("n_splits", 2), ("n_boot", 1), ("n_shuffles", 1)):
-        value = settings[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"representations.analysis.{key} must be an integer >= {minimum}, got {value!r}")
     comparators = settings["rsa_comparators"]
-    comparators = [comparators] if isinstance(comparators, str) else list(comparators)
-    bad = [c for c in comparators if c not in rsa_math.COMPARATORS]
-    if not comparators or bad or len(set(comparators)) != len(comparators):
-        raise ValueError(f"representations.analysis.rsa_comparators must be a non-empty list of distinct "
-                         f"comparators from {list(rsa_math.COMPARATORS)}, got {settings['rsa_comparators']!r}")
-    settings["rsa_comparators"] = comparators
+    bad = [c for c in comparators if c not in rsa_math.COMPARATORS]  # the schema's enum, from the code
+    if bad:
+        raise ValueError(f"representations.analysis.rsa_comparators: {bad} not among {list(rsa_math.COMPARATORS)}")
     if settings["classifier"] not in CLASSIFIERS:
         raise ValueError(f"representations.analysis.classifier must be one of {list(CLASSIFIERS)}, "
                          f"got {settings['classifier']!r}")
-    if settings["correlation"] not in ("pearson", "spearman"):
-        raise ValueError(
-            f"representations.analysis.correlation must be pearson or spearman, got {settings['correlation']!r}"
-        )
     return settings
 
 
@@ -246,7 +227,7 @@ def task_setting(settings: Mapping[str, Any], key: str, task: str) -> Any:
         if task in value:
             value = value[task]
         else:
-            default = DEFAULTS[key]
+            default = schema_defaults()[key]
             if not isinstance(default, Mapping) or task not in default:
                 raise ValueError(
                     f"representations.analysis.{key} has no entry for task {task!r} (entries: {sorted(value)})"
