@@ -273,6 +273,9 @@ def one_readout(g: pd.DataFrame, task: str, span: Mapping[str, str] | None, pool
     return g[g["span"] == (want if want in spans else spans[0])]
 
 
+# the findings' own bootstrap (over layers in a band, over repeats): not a config key
+N_BOOT, LEVEL = 1000, 0.95
+
 # ----------------------------------------------------------------------------- study C
 
 # the precision a label-sensitivity effect should reach (nats, full CI width)
@@ -476,7 +479,7 @@ def write_findings(root: str | Path, model: str, params: Mapping[str, Any], out_
 
     root = Path(root)
     frame = headlines(root, model, list(params["studies"]), list(params.get("datasets", [])),
-                      int(params["seed"]), int(params.get("n_boot", 1000)), float(params.get("level", 0.95)))
+                      int(params["seed"]), int(params.get("n_boot", N_BOOT)), float(params.get("level", LEVEL)))
     sources = sorted({root / s for s in frame["source"]}) if len(frame) else []
     meta = provenance.metadata("findings", params, seed=int(params["seed"]), model=recorded_model(sources))
     write_table(pa.Table.from_pandas(frame, schema=FINDINGS, preserve_index=False), out_table, meta)

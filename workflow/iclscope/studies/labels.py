@@ -186,15 +186,22 @@ def summary_table(positions: pd.DataFrame, curves: pd.DataFrame, n_examples: int
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
+def analysis_settings(labels: Mapping[str, Any]) -> dict[str, Any]:
+    """``labels["analysis"]`` with the schema's defaults filled in and checked against it."""
+    from iclscope.config import section_settings
+
+    return section_settings("labels", "analysis", labels.get("analysis"))
+
+
 def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[str, str]) -> None:
     """Read ``inputs`` (``tasks``, ``readouts``), write ``outs`` (``positions``, ``curves``,
     ``summary``). ``params``: ``seed``, ``dataset`` (name), ``labels`` (config section)."""
     labels = params["labels"]
-    settings = labels.get("analysis", {})
-    scoring = settings.get("scoring", "exact")
-    smooth = int(settings.get("smooth", 1))
-    n_boot = int(settings.get("n_boot", 1000))
-    level = float(settings.get("level", 0.95))
+    settings = analysis_settings(labels)
+    scoring = settings["scoring"]
+    smooth = int(settings["smooth"])
+    n_boot = int(settings["n_boot"])
+    level = float(settings["level"])
     seed = int(params["seed"])
     dataset = params["dataset"]
     tasks = read_table(inputs["tasks"]).to_pandas()
@@ -262,7 +269,7 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
 
     sns.set_theme(style="whitegrid", context="notebook")
     labels = params["labels"]
-    settings = labels.get("analysis", {})
+    settings = analysis_settings(labels)
     curves = read_table(tables["curves"]).to_pandas()
     dataset = params["dataset"]
     flip_at = int(labels["flip_at"])
@@ -314,8 +321,8 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
     # captions name what this run drew, not every condition the study knows
     ran = set(curves["condition"].unique()) if len(curves) else set()
     arbitrary = sorted(c for c in ran if c.startswith("arbitrary"))
-    values = {"dataset": dataset, "scoring": settings.get("scoring", "exact"), "repeats": labels.get("repeats"),
-              "level": float(settings.get("level", 0.95)), "flip_at": flip_at,
+    values = {"dataset": dataset, "scoring": settings["scoring"], "repeats": labels.get("repeats"),
+              "level": float(settings["level"]), "flip_at": flip_at,
               "main_conditions": ", ".join(c for c in MAIN_CONDITIONS if c in ran) or "none",
               "arbitrary": (f"; arbitrary replacement words in grey ({', '.join(arbitrary)})" if arbitrary else ""),
               "halfway_conditions": ", ".join(c for c in HALFWAY_CONDITIONS if c in ran) or "none"}
