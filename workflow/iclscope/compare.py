@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -57,6 +58,17 @@ SIZE_QUANTITIES = (
     ("labels", "default - random"), ("labels", "default - flipped"), ("labels", "follows_flipped_late"),
     ("binary", "transition"), ("representations", "gain_correct"), ("representations", "gain_expected_error"),
 )
+
+
+# y-axis labels of the size figure, in words
+QUANTITY_WORDS = {
+    "default - random": "true-label log-lik. difference (nats)",
+    "default - flipped": "true-label log-lik. difference (nats)",
+    "follows_flipped_late": "share following flipped labels",
+    "transition": "transition point |x|* (flips)",
+    "gain_correct": "change in accuracy after ICL",
+    "gain_expected_error": "change in expected error after ICL",
+}
 
 
 def card_row(card: Mapping[str, Any]) -> dict[str, Any]:
@@ -121,7 +133,7 @@ def _size_figure(headlines: pd.DataFrame, path: Path) -> list[str]:
     n = max(len(shown), 1)
     cols = min(n, 3)
     rows_n = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3.6 * rows_n), squeeze=False)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(5.4 * cols, 3.8 * rows_n), squeeze=False)
     for ax in axes.flat[len(shown):]:
         ax.set_visible(False)
     if not shown:
@@ -131,7 +143,11 @@ def _size_figure(headlines: pd.DataFrame, path: Path) -> list[str]:
         rows = headlines[(headlines["study"] == study) & (headlines["quantity"] == quantity)]
         if quantity == "transition":  # one flip of continuation: the comparable unit
             rows = rows[rows["unit"].str.endswith("d=1") | rows["unit"].str.startswith("judgment")]
-        units = sorted(rows["unit"].unique())[:8]
+        # units with no estimate for any model (e.g. no transition within the lengths) draw nothing:
+        # named in the panel instead of cluttering the legend
+        defined = rows.groupby("unit")["estimate"].apply(lambda e: bool(np.isfinite(e.astype(float)).any()))
+        missing = sorted(u for u, ok in defined.items() if not ok)
+        units = sorted(u for u, ok in defined.items() if ok)[:8]
         width = 0.6 / max(len(units), 1)
         for i, unit in enumerate(units):
             u = rows[rows["unit"] == unit]
@@ -143,8 +159,12 @@ def _size_figure(headlines: pd.DataFrame, path: Path) -> list[str]:
         ax.set_xticks(range(len(ticks)), ticks, fontsize=7)
         ax.set_xlim(-0.6, len(ticks) - 0.4)
         ax.set_title(f"{study}: {quantity}", fontsize=10)
+        ax.set_ylabel(QUANTITY_WORDS.get(quantity, quantity), fontsize=8)
+        if missing:
+            note = textwrap.fill("no estimate: " + ", ".join(missing), 48)
+            ax.text(0.02, 0.02, note, transform=ax.transAxes, fontsize=6, color="0.4", va="bottom")
         if units:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     save_figure(fig, path)
     return [f"{s}: {q}" for s, q in shown]
