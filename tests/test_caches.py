@@ -154,3 +154,20 @@ def test_speed_settings_moves_and_shards_rerun_only_what_they_must(workdir, tiny
         assert {p: sha256(p) for p in gathered} == gathered  # byte-identical, newer
         assert planned(run_dir) == {}  # so no analysis reruns
     assert {p: sha256(p) for p in downstream} == downstream
+
+
+def test_audit_compares_data_and_names_provenance_only_differences(tmp_path):
+    """Two runs at different git commits hold the same data: the audit says so (and which
+    provenance keys differ) instead of flagging every table; changed rows are flagged."""
+    from iclscope.audit import compare, provenance_differences
+
+    for run, commit, values in (("a", "1" * 40, [1.0, 2.0]), ("b", "2" * 40, [1.0, 2.0]), ("c", "1" * 40, [1.0, 2.5])):
+        (tmp_path / run).mkdir()
+        write_table(pa.table({"x": values}), tmp_path / run / "t.parquet",
+                    {"iclscope.kind": "t", "iclscope.git_commit": commit})
+    a, b, c = (manifest(tmp_path / r) for r in "abc")
+    assert a[0]["sha256"] != b[0]["sha256"] and a[0]["data_sha256"] == b[0]["data_sha256"]
+    assert compare(a, b) == []
+    assert provenance_differences(a, b) == ["t.parquet: same data, provenance differs (git_commit)"]
+    assert compare(a, c) == [f"t.parquet: contents differ ({a[0]['sha256'][:12]} vs {c[0]['sha256'][:12]})"]
+    assert provenance_differences(a, c) == []

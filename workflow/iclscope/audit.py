@@ -1,8 +1,10 @@
 """Reproducibility audit: a manifest of every table of a run, and a comparison of two runs.
 
-The manifest lists each Parquet file under a results folder with its sha256, row count
+The manifest lists each Parquet file under a results folder with its sha256, the sha256
+of its data alone (``data_sha256``: schema and rows, provenance left out), its row count
 and provenance (contract, config hash, seed, model weights, package version, git
-commit). Two runs of the same config on the same machine must give identical hashes.
+commit). Two runs of the same config on the same machine must give identical data hashes;
+the file hashes also differ where only the provenance does (e.g. another git commit).
 """
 
 from __future__ import annotations
@@ -28,6 +30,18 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def data_sha256(path: Path) -> str:
+    """sha256 of a table's schema and rows without its metadata: equal for two files that
+    hold the same data under different provenance (e.g. written at another git commit)."""
+    import pyarrow as pa
+
+    table = pq.read_table(path).replace_schema_metadata(None)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table.combine_chunks())
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
 def scan(root: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Every Parquet file under ``root`` (sorted by path): the manifest entries of the
     readable ones (path relative to ``root``, sha256, rows, the provenance keys) and one
@@ -47,7 +61,8 @@ def scan(root: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
         except Exception as err:  # pyarrow raises several types for damaged files
             problems.append(str(corrupt(path, err)))
             continue
-        entries.append({"path": str(path.relative_to(root)), "sha256": file_sha256(path), "rows": rows,
+        entries.append({"path": str(path.relative_to(root)), "sha256": file_sha256(path),
+                        "data_sha256": data_sha256(path), "rows": rows,
                         **{k: meta.get(k, "") for k in PROVENANCE_KEYS}})
     return entries, problems
 
@@ -62,16 +77,29 @@ def manifest(root: str | Path) -> list[dict[str, Any]]:
 
 
 def compare(first: Sequence[dict[str, Any]], second: Sequence[dict[str, Any]]) -> list[str]:
-    """Differences between two manifests: missing tables and differing hashes."""
+    """Differences between two manifests: missing tables and differing data."""
     a = {e["path"]: e for e in first}
     b = {e["path"]: e for e in second}
     problems = [f"only in the first run: {p}" for p in sorted(set(a) - set(b))]
     problems += [f"only in the second run: {p}" for p in sorted(set(b) - set(a))]
     for path in sorted(set(a) & set(b)):
-        if a[path]["sha256"] != b[path]["sha256"]:
+        if a[path].get("data_sha256", a[path]["sha256"]) != b[path].get("data_sha256", b[path]["sha256"]):
             what = "rows differ" if a[path]["rows"] != b[path]["rows"] else "contents differ"
             problems.append(f"{path}: {what} ({a[path]['sha256'][:12]} vs {b[path]['sha256'][:12]})")
     return problems
+
+
+def provenance_differences(first: Sequence[dict[str, Any]], second: Sequence[dict[str, Any]]) -> list[str]:
+    """Tables whose data are equal but whose provenance differs, naming the keys."""
+    a = {e["path"]: e for e in first}
+    b = {e["path"]: e for e in second}
+    out = []
+    for path in sorted(set(a) & set(b)):
+        same_data = a[path].get("data_sha256") == b[path].get("data_sha256") is not None
+        if same_data and a[path]["sha256"] != b[path]["sha256"]:
+            keys = [k for k in PROVENANCE_KEYS if a[path].get(k) != b[path].get(k)]
+            out.append(f"{path}: same data, provenance differs ({', '.join(keys) or 'other metadata'})")
+    return out
 
 
 def format_manifest(entries: Sequence[dict[str, Any]]) -> str:

@@ -184,7 +184,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from iclscope.audit import compare, format_manifest, manifest, scan, write_manifest
+    from iclscope.audit import compare, format_manifest, manifest, provenance_differences, scan, write_manifest
 
     entries, corrupt = scan(args.results)
     print(format_manifest(entries))
@@ -197,13 +197,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(f"{len(corrupt)} corrupt table(s) under {args.results}", file=sys.stderr)
         return 2
     if args.against:
-        problems = compare(entries, manifest(args.against))
+        other = manifest(args.against)
+        problems = compare(entries, other)
+        for note in provenance_differences(entries, other):
+            print(f"PROVENANCE: {note}")
         for problem in problems:
             print(f"DIFFERS: {problem}")
         if problems:
             print(f"{len(problems)} difference(s) between {args.results} and {args.against}")
             return 1
-        print(f"identical: every table of {args.results} equals {args.against} byte for byte")
+        print(f"identical: every table of {args.results} holds the same data as {args.against}")
     return 0
 
 
