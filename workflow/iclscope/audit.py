@@ -17,17 +17,10 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from iclscope.provenance import file_sha256
 from iclscope.tables import TableError, corrupt, table_metadata
 
 PROVENANCE_KEYS = ("kind", "config_hash", "seed", "model", "weights_sha256", "version", "git_commit")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def data_sha256(path: Path) -> str:

@@ -24,7 +24,6 @@ Every source may be capped with ``max_items`` (a seeded subsample that keeps dat
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import math
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from iclscope.config import resolve_path
+from iclscope.provenance import file_sha256
 
 import numpy as np
 import pandas as pd
@@ -156,7 +156,7 @@ def _load_file(cfg: Mapping[str, Any], root: Path) -> LabelledData:
     if not any(len(values) for values in columns.values()):
         what = f"only a header ({', '.join(sorted(columns))})" if columns else "no rows"
         raise TaskError(f"dataset {name!r}: file {given} has no data rows: {what}")
-    source = {"path": given, "format": suffix.lstrip("."), "sha256": _sha256(path)}
+    source = {"path": given, "format": suffix.lstrip("."), "sha256": file_sha256(path)}
     return _from_columns(cfg, columns, f"file {given}", source, None)
 
 
@@ -239,7 +239,7 @@ def read_vader_lexicon(path: Path) -> dict[str, tuple[float, float]]:
 def _vader_info(path: Path) -> dict[str, str]:
     return {
         "lexicon": "vaderSentiment/vader_lexicon.txt",
-        "lexicon_sha256": _sha256(path),
+        "lexicon_sha256": file_sha256(path),
         "vaderSentiment_version": _version("vaderSentiment"),
     }
 
@@ -426,14 +426,6 @@ def _counts(labels: Sequence[int], classes: Sequence[str]) -> dict[str, int]:
     """Items per class name, in class order."""
     found = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
     return {c: int(found[k]) for k, c in enumerate(classes)}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _version(package: str) -> str:

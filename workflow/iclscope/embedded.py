@@ -11,7 +11,6 @@ Kept free of heavy imports (no torch, no transformers): :mod:`iclscope.config` r
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.util
 import shutil
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iclscope.errors import ModelError
+from iclscope.provenance import file_sha256
 
 
 @dataclass(frozen=True)
@@ -103,14 +103,6 @@ def package_dir(source: EmbeddedSource) -> Path:
         raise ModelError(f"embedded model {source.name!r} needs the package {source.distribution!r}: "
                          f"{source.install}")
     return Path(list(spec.submodule_search_locations)[0])
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def gguf_path(name: str, work_dir: str | Path | None = None, verify: bool = False) -> Path:

@@ -38,6 +38,15 @@ def card_summary(model: Mapping[str, Any]) -> str:
     return canonical_json({k: model[k] for k in CARD_PROVENANCE if k in model})
 
 
+def file_sha256(path: str | Path) -> str:
+    """sha256 (hex) of a file's bytes, read in blocks (data files, GGUF files, tables)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def canonical_json(obj: Any) -> str:
     """JSON with sorted keys and no whitespace: the form that is hashed."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
