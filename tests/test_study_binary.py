@@ -284,7 +284,8 @@ def analysed(tmp_path_factory) -> dict[str, str]:
 def test_analyse_end_to_end_writes_every_table_with_provenance(analysed):
     outs = analysed
     schemas = {"generation_metrics": contracts.BINARY_GENERATION_METRICS, "baselines": contracts.BINARY_BASELINES,
-               "judgment": contracts.JUDGMENT, "continuation": contracts.CONTINUATION,
+               "judgment": contracts.JUDGMENT, "judgment_summary": contracts.JUDGMENT_SUMMARY,
+               "continuation": contracts.CONTINUATION,
                "model_selection": contracts.MODEL_SELECTION}
     frames = {}
     for name, path in outs.items():
@@ -395,3 +396,18 @@ def test_generation_figure_keeps_every_requested_p_and_counts_the_model_sequence
     # and the figure draws with no table at all (every requested p marked "no sequences")
     captions = plot({}, {"seed": 0}, str(tmp_path))
     assert (tmp_path / "generation.png").stat().st_size > 5000 and "generation.png" in captions
+
+
+def test_judgment_summary_holds_what_the_figure_draws(analysed):
+    """Means per concept and |x| equal plain means; the controls' CI contains its mean and
+    comes from the table, so the figure computes nothing."""
+    judgment = read_table(analysed["judgment"]).to_pandas()
+    summary = read_table(analysed["judgment_summary"]).to_pandas()
+    plain = judgment.groupby(["concept", "length"])["p_random"].agg(["mean", "size"])
+    got = summary.set_index(["concept", "length"])
+    assert np.allclose(got["mean"], plain.loc[got.index, "mean"]) and (got["n"] == plain.loc[got.index, "size"]).all()
+    controls = summary[summary["concept"] == sb.RANDOM]
+    assert len(controls) and (controls["ci_low"] <= controls["mean"] + 1e-12).all()
+    assert (controls["mean"] <= controls["ci_high"] + 1e-12).all()
+    single = summary[summary["n"] == 1]
+    assert single["ci_low"].isna().all() and single["ci_high"].isna().all()

@@ -146,6 +146,12 @@ JUDGMENT = pa.schema([
     ("concept", pa.string()), ("length", pa.int32()), ("sample", pa.int32()), ("p_random", pa.float64()),
     ("logp_r", pa.float64()), ("logp_n", pa.float64()), ("prompt_id", pa.string()),
 ])
+# per concept (``random`` = the Bernoulli controls) and |x|: mean p_random over the samples
+# with its bootstrap CI over samples (NaN where one sample), what the judgment figure draws
+JUDGMENT_SUMMARY = pa.schema([
+    ("concept", pa.string()), ("length", pa.int32()), ("mean", pa.float64()), ("ci_low", pa.float64()),
+    ("ci_high", pa.float64()), ("n", pa.int32()),
+])
 CONTINUATION = pa.schema([
     ("concept", pa.string()), ("length", pa.int32()), ("depth", pa.int32()), ("p_continue", pa.float64()),
     ("p_continue_sum", pa.float64()), ("p_continue_min", pa.float64()), ("p_continue_max", pa.float64()),

@@ -31,7 +31,7 @@ STUDIES: dict[str, Study] = {
     for s in (
         Study(
             "binary", "Study A: binary-sequence dynamics",
-            ("generation_metrics", "baselines", "judgment", "continuation", "model_selection"),
+            ("generation_metrics", "baselines", "judgment", "judgment_summary", "continuation", "model_selection"),
             ("generation.png", "judgment.png", "continuation.png"),
         ),
         Study(

@@ -47,6 +47,9 @@ one row per baseline fitted (maximum likelihood) to the model's cropped sequence
 ``judgment`` (:data:`iclscope.contracts.JUDGMENT`), one row per judgment prompt:
     concept (``random`` for the Bernoulli(0.5) controls), length (|x|), sample, p_random =
     P(r...) / (P(r...) + P(n...)), logp_r, logp_n (the readouts), prompt_id.
+``judgment_summary`` (:data:`iclscope.contracts.JUDGMENT_SUMMARY`), per concept (``random`` =
+the controls) and |x|: mean p_random over the samples, its bootstrap CI over samples (NaN
+for a concept's single sample), n.
 ``continuation`` (:data:`iclscope.contracts.CONTINUATION`), per concept, |x| and depth d:
     concept, length (|x| = n, 0..max_length - d), depth, p_continue (mean over the concept's
     phase rotations of P(next d flips continue the concept | first n flips)), p_continue_sum
@@ -115,7 +118,7 @@ MODEL = "model"
 LOG2 = math.log(2.0)
 ACCOUNT_CI_REASON = "account fits are not bootstrapped; the lm row carries the interval of |x|*"
 INPUTS = ("judgment_tasks", "continuation_tasks", "generations", "judgment_readouts", "continuation_readouts")
-OUTPUTS = ("generation_metrics", "baselines", "judgment", "continuation", "model_selection")
+OUTPUTS = ("generation_metrics", "baselines", "judgment", "judgment_summary", "continuation", "model_selection")
 PLOTTED_METRICS = {
     "mean": "mean (fraction of Tails)",
     "alternation": "alternation rate $p_A$",
@@ -218,6 +221,22 @@ def restricted_log_q(logp0: np.ndarray, logp1: np.ndarray, flips: str) -> np.nda
     lp_t = np.where(target, logp1, logp0)
     lp_o = np.where(target, logp0, logp1)
     return log_expit(lp_t - lp_o)
+
+
+def judgment_summary(judgment: pd.DataFrame, seed: int, n_boot: int = 1000, level: float = 0.95) -> pd.DataFrame:
+    """Mean p(random) per concept and |x| with a bootstrap CI over samples (the figure's
+    curves and the controls' band). Seeds: ``rng(seed, "judgment_summary", concept)``.
+    A concept has one sample per |x|: its interval is NaN (nothing to resample)."""
+    rows = []
+    for concept, g in judgment.groupby("concept", sort=True):
+        gen = rng(seed, "judgment_summary", concept)
+        for length, h in g.groupby("length", sort=True):
+            values = h["p_random"].to_numpy(float)
+            ci = bootstrap_ci(values, gen, n_boot, level) if len(values) > 1 else None
+            rows.append({"concept": concept, "length": int(length), "mean": float(values.mean()),
+                         "ci_low": ci.low if ci else float("nan"), "ci_high": ci.high if ci else float("nan"),
+                         "n": len(values)})
+    return pd.DataFrame(rows, columns=contracts.JUDGMENT_SUMMARY.names)
 
 
 def continuation_curves(readouts: pd.DataFrame, tasks: pd.DataFrame, max_depth: int) -> pd.DataFrame:
@@ -571,12 +590,12 @@ def _read(path: str, what: str, columns: list[str] | None = None) -> pd.DataFram
 
 
 def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[str, str]) -> None:
-    """Run study A's analyses and write the five tables.
+    """Run study A's analyses and write the six tables.
 
     ``inputs``: paths keyed judgment_tasks, continuation_tasks, generations,
     judgment_readouts, continuation_readouts. ``params``: {"seed": int, "binary": the config's
     ``binary`` section} (defaults filled from the schema). ``outs``: paths keyed
-    generation_metrics, baselines, judgment, continuation, model_selection. Every table is
+    generation_metrics, baselines, judgment, judgment_summary, continuation, model_selection. Every table is
     written atomically with provenance (kind ``binary_<out>``, the params hash, the seed, the
     model recorded in the inputs, and the analysis settings).
     """
@@ -624,10 +643,12 @@ def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[
         "generation_metrics": contracts.binary_generation_metrics_schema(tuple(settings["windows"])),
         "baselines": contracts.BINARY_BASELINES,
         "judgment": contracts.JUDGMENT,
+        "judgment_summary": contracts.JUDGMENT_SUMMARY,
         "continuation": contracts.CONTINUATION,
         "model_selection": contracts.MODEL_SELECTION,
     }
     frames = {"generation_metrics": metrics, "baselines": baselines, "judgment": judgment,
+              "judgment_summary": judgment_summary(judgment, seed, n_boot, level),
               "continuation": continuation, "model_selection": selection}
     for name, df in frames.items():
         meta = provenance.metadata(f"binary_{name}", dict(params), seed=seed, model=card, extra=extra)
@@ -760,21 +781,22 @@ def _plot_generation(metrics: pd.DataFrame, path: Path, requested: Sequence[floa
     save_figure(fig, path)
 
 
-def _plot_judgment(judgment: pd.DataFrame, selection: pd.DataFrame, seed: int, level: float, path: Path) -> None:
+def _plot_judgment(summary: pd.DataFrame, selection: pd.DataFrame, path: Path) -> None:
+    """Draws the ``judgment_summary`` table: concepts' mean curves, the controls' mean and CI."""
     import seaborn as sns
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 5))
     ax = fig.add_subplot()
     title = "Randomness judgment: p(random) vs |x|"
-    if judgment.empty:
+    if summary.empty:
         _no_data(ax, title)
         save_figure(fig, path)
         return
-    concepts = sorted(c for c in judgment["concept"].unique() if c != RANDOM)
+    concepts = sorted(c for c in summary["concept"].unique() if c != RANDOM)
     colours = dict(zip(concepts, sns.color_palette("colorblind", max(len(concepts), 1))))
     for concept in concepts:
-        g = judgment[judgment["concept"] == concept].groupby("length")["p_random"].mean().sort_index()
+        g = summary[summary["concept"] == concept].set_index("length")["mean"].sort_index()
         ax.plot(g.index, g.to_numpy(), marker="o", ms=3.5, color=colours[concept], label=f"({concept})")
         soft = _soft_row(selection, "judgment", concept, 0)
         if soft is not None:
@@ -782,16 +804,11 @@ def _plot_judgment(judgment: pd.DataFrame, selection: pd.DataFrame, seed: int, l
             fitted = ms.p_random_curve(dense, int(soft["k"]), float(soft["logit_prior"]), "soft",
                                        float(soft["temperature"]))
             ax.plot(dense, fitted, ls="--", lw=1.0, color=colours[concept])
-    controls = judgment[judgment["concept"] == RANDOM]
+    controls = summary[summary["concept"] == RANDOM].sort_values("length")
     if not controls.empty:
-        gen = rng(seed, "plot", "judgment", RANDOM)
-        stats = []
-        for length, g in controls.groupby("length", sort=True):
-            ci = bootstrap_ci(g["p_random"].to_numpy(float), gen, 1000, level)
-            stats.append((length, *ci))
-        L, mean, low, high = map(np.array, zip(*stats))
-        ax.plot(L, mean, color="black", lw=1.5, label="random controls")
-        ax.fill_between(L, low, high, color="grey", alpha=0.3, lw=0)
+        ax.plot(controls["length"], controls["mean"], color="black", lw=1.5,
+                label=f"random controls (n = {int(controls['n'].max())} per |x|)")
+        ax.fill_between(controls["length"], controls["ci_low"], controls["ci_high"], color="grey", alpha=0.3, lw=0)
     ax.axhline(0.5, color="grey", ls=":", lw=0.8)
     ax.set_xscale("log")
     ax.set_ylim(-0.02, 1.02)
@@ -856,20 +873,19 @@ def _plot_continuation(continuation: pd.DataFrame, selection: pd.DataFrame, path
 def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> dict[str, str]:
     """Draw :data:`FIGURES` into ``out_dir``; returns {file name: filled caption}.
 
-    ``tables``: paths keyed like :func:`analyse`'s outs (generation_metrics, judgment,
-    continuation, model_selection; baselines is not drawn). A missing or empty table gives a
-    figure that says "no data". ``params`` as for :func:`analyse`.
+    ``tables``: paths keyed like :func:`analyse`'s outs (generation_metrics, judgment_summary,
+    continuation, model_selection; the others are not drawn). Figures draw what the tables
+    hold and compute no statistic. A missing or empty table gives a figure that says "no
+    data". ``params`` as for :func:`analyse`.
     """
     from iclscope.config import with_defaults
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    seed = int(params.get("seed", 0))
-    level = float(analysis_settings(with_defaults("binary", params.get("binary", {})))["ci_level"])
     selection = _load(tables, "model_selection")
     requested = with_defaults("binary", params.get("binary", {}))["generation"]["p_tails"]
     _plot_generation(_load(tables, "generation_metrics"), out / "generation.png", requested)
-    _plot_judgment(_load(tables, "judgment"), selection, seed, level, out / "judgment.png")
+    _plot_judgment(_load(tables, "judgment_summary"), selection, out / "judgment.png")
     _plot_continuation(_load(tables, "continuation"), selection, out / "continuation.png")
     filled = captions(params)
     log.info("wrote %d figures to %s", len(filled), out)
