@@ -1,92 +1,7 @@
-"""Study A driver: binary-sequence ICL dynamics (Bigelow et al., arXiv 2310.17639).
-
-Reads the extraction step's tables, computes the analyses of STUDIES.md A1-A5 with the pure
-modules in :mod:`iclscope.analysis`, writes the result tables (:func:`analyse`) and draws the
-figures (:func:`plot`). The functions above ``analyse`` are pure: DataFrames in, DataFrames out.
-
-Conventions
------------
-Flip 0 is the first symbol (``Heads``), flip 1 the second (``Tails``), so a sequence's ``mean``
-is its fraction of Tails and tracks ``p_tails / 100``. ``|x|`` (column ``length``) is the number
-of flips of the concept the model has seen.
-
-Analysis settings
------------------
-``params["binary"]["analysis"]`` (defaults from config/schema.yaml, see :func:`analysis_settings`): ``n_boot`` (bootstrap replicates, 1000),
-``ci_level`` (0.95), ``levenshtein`` (``"normalized"`` or ``"indel"``, see
-:func:`iclscope.analysis.binary_metrics.levenshtein_ratio`), ``windows`` (repeated-substring
-window sizes, 5..25). The gambler's-fallacy baseline uses the paper's window w = 5.
-
-Output tables (Parquet, one row per observation)
------------------------------------------------
-``generation_metrics`` (:data:`iclscope.contracts.BINARY_GENERATION_METRICS`), one row per
-sequence of the model or of a fitted baseline's samples:
-    source (str: ``model``, ``bernoulli``, ``gamblers_fallacy`` or ``markov``), p_tails (float64,
-    percent), sample (int32; the generation's sample index for the model, 0..n-1 for a
-    baseline), flips (str: the model's GENERATED flips, cropped to ``n_flips``; the flip the
-    prompt itself wrote, ``[Heads,``, is never part of them), mean, alternation (p_A),
-    longest_run (int32), gzip_net (int32, bytes of gzip net of its fixed 20-byte header and
-    trailer, 0 for the empty string), running_std, running_min, running_max (of the running
-    average), repeats_w{w} (int32; null where w >= n_flips: fewer than two windows fit, nothing
-    can repeat) for every window w, forced_flips (str: the prompt's flips; null for baselines).
-``baselines`` (:data:`iclscope.contracts.BINARY_BASELINES`), per p_tails one ``model`` row and
-one row per baseline fitted (maximum likelihood) to the model's cropped sequences:
-    p_tails, source, n_total (generations at this p), n_short (dropped: fewer than n_flips
-    generated flips under the ``parse`` mode), n_unparsed (generations whose list did not parse completely or was not
-    closed; informational: such a sequence is still used when its parsed prefix holds
-    n_flips flips), n_used (= n_total - n_short), n_flips, params (JSON of the fitted
-    parameters, ``""`` for the model), n_params, loglik (total natural-log likelihood of the
-    model's n_used sequences under the fitted baseline), loglik_per_flip, bic
-    (n_params ln(flips) - 2 loglik), bic_rank (1 = best; 0 on the model row), delta_bic (bic -
-    the best bic at this p), mean_levenshtein (mean pairwise Levenshtein ratio among the
-    model's sequences on the model row, among the baseline's samples on a baseline row: the
-    memorisation reference), parse (``binary.generation.parse``: ``first_letter`` or
-    ``strict``), n_clean (sequences whose every generated item was exactly a symbol word),
-    n_used_strict / n_used_first_letter (what each parse mode keeps; n_used is the configured
-    mode's). Fit columns are NaN on the model row and everywhere when n_used = 0.
-``judgment`` (:data:`iclscope.contracts.JUDGMENT`), one row per judgment prompt:
-    concept (``random`` for the Bernoulli(0.5) controls), length (|x|), sample, p_random =
-    P(r...) / (P(r...) + P(n...)), logp_r, logp_n (the readouts), prompt_id.
-``judgment_summary`` (:data:`iclscope.contracts.JUDGMENT_SUMMARY`), per concept (``random`` =
-the controls) and |x|: mean p_random over the samples, its bootstrap CI over samples (NaN
-for a concept's single sample), n.
-``continuation`` (:data:`iclscope.contracts.CONTINUATION`), per concept, |x| and depth d:
-    concept, length (|x| = n, 0..max_length - d), depth, p_continue (mean over the concept's
-    phase rotations of P(next d flips continue the concept | first n flips)), p_continue_sum
-    (the sum over rotations, the paper's "summed over phase rotations"), p_continue_min,
-    p_continue_max (range over rotations), n_rotations.
-``model_selection`` (:data:`iclscope.contracts.MODEL_SELECTION`), per curve (``judgment``:
-one concept's p_random over |x|, depth 0; ``continuation``: one concept and depth), one row
-per account:
-    curve, concept, account, transition, slope, ci_low, ci_high, depth, k (phases of the
-    concept; 0 for ``random``), n_points (lengths fitted), n_units (curves averaged), ci_method,
-    midpoint, midpoint_low, midpoint_high, slope_low, slope_high, n_params, sse, r2, bic,
-    best, temperature, logit_prior, prior_concept, ci_reason (null when ci_low/ci_high exist,
-    else why they do not).
-    * account ``lm``: the model's own curve (:func:`model_selection.logistic_bootstrap`). A
-      logistic in |x| is fitted to the unit-mean implied p_random; ``transition`` = |x|* = its
-      midpoint, where the FITTED curve crosses 0.5 (NaN when that lies outside the lengths
-      observed); for continuation the implied p_random is (1 - p_continue) / (1 - 0.5^d), the
-      inverse of ``model_selection.p_continue``, so |x|* is where the fitted p_continue is
-      (1 + 0.5^d) / 2. ``slope``: the logistic's sharpness, per flip. ``ci_low``/``ci_high``
-      (= ``midpoint_low``/``midpoint_high``): percentile CI of the replicates' midpoints,
-      reported only when it contains ``transition`` (else NaN and ``ci_reason``);
-      ``slope_*``: of the slope (NaN when not containing it). ``ci_method`` says what was
-      resampled: ``units`` = phase rotations for continuation, random-control samples for
-      ``random`` (with at least 3 units; every distinct resample fitted once), ``residuals`` =
-      positions: the residuals of the fitted logistic (a judgment concept has one sequence per
-      |x|; a period-2 concept only 2 rotations), ``none`` = fewer than 2 lengths.
-      sse/r2/bic: of the logistic, on the curve's own scale.
-    * accounts ``averaging``, ``hard``, ``soft`` (:func:`model_selection.compare_accounts`,
-      not for ``random``): least-squares fits of the Bayesian model-selection account.
-      ``transition`` = the fitted n*, ``slope`` = the account's logistic slope in |x|, ln 2 / T
-      (ln 2 for averaging, inf for hard); CI columns NaN (``ci_method`` ``none``, ``ci_reason``
-      :data:`ACCOUNT_CI_REASON`); ``best``
-      marks the lowest BIC among the three (BIC = n ln(sse / n) + n_params ln n).
-    Fit failures (e.g. non-finite values) give NaN rows and a logged warning.
-
-Figures: see :data:`FIGURES` and :func:`plot`.
-"""
+"""Study A's analysis: reads the extracted tables, computes the tables documented in
+:mod:`iclscope.studies.binary`, writes them (:func:`analyse`). The functions above
+``analyse`` are pure: DataFrames in, DataFrames out; the statistics they use live in
+:mod:`iclscope.analysis`."""
 
 from __future__ import annotations
 
@@ -94,7 +9,6 @@ import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -107,25 +21,15 @@ from iclscope.analysis import baselines as bl
 from iclscope.analysis import binary_metrics as bm
 from iclscope.analysis import model_selection as ms
 from iclscope.analysis.stats import bootstrap_ci
-from iclscope.figures import no_data, save_figure
 from iclscope.seeding import rng
+from iclscope.studies.binary.settings import (
+    ACCOUNT_CI_REASON, INPUTS, MODEL, OUTPUTS, PARSE_MODES, RANDOM, analysis_settings,
+)
 from iclscope.tables import read_table, recorded_model, write_table
 
 log = logging.getLogger(__name__)
 
-RANDOM = "random"
-MODEL = "model"
 LOG2 = math.log(2.0)
-ACCOUNT_CI_REASON = "account fits are not bootstrapped; the lm row carries the interval of |x|*"
-INPUTS = ("judgment_tasks", "continuation_tasks", "generations", "judgment_readouts", "continuation_readouts")
-OUTPUTS = ("generation_metrics", "baselines", "judgment", "judgment_summary", "continuation", "model_selection")
-PLOTTED_METRICS = {
-    "mean": "mean (fraction of Tails)",
-    "alternation": "alternation rate $p_A$",
-    "longest_run": "longest run",
-    "gzip_net": "gzip length net of header (bytes)",
-    "running_std": "std of running average",
-}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -149,16 +53,6 @@ def _to_table(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     if df.empty:
         return schema.empty_table()
     return pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
-
-
-def analysis_settings(binary: Mapping[str, Any]) -> dict[str, Any]:
-    """``binary["analysis"]`` with the schema's defaults filled in and checked against it
-    (:func:`iclscope.config.section_settings`: config/schema.yaml is the one home of defaults)."""
-    from iclscope.config import section_settings
-
-    out = section_settings("binary", "analysis", binary.get("analysis"))
-    out["windows"] = [int(w) for w in out["windows"]]
-    return out
 
 
 # --------------------------------------------------------------------------- A3 judgment
@@ -307,9 +201,6 @@ def combine_rotations(curves: pd.DataFrame) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- A1/A2 generation
-
-
-PARSE_MODES = ("first_letter", "strict")
 
 
 def crop_generations(
@@ -654,239 +545,3 @@ def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[
         meta = provenance.metadata(f"binary_{name}", dict(params), seed=seed, model=card, extra=extra)
         write_table(_to_table(df, schemas[name]), outs[name], meta)
         log.info("wrote %s: %d rows -> %s", name, len(df), outs[name])
-
-
-# --------------------------------------------------------------------------- figures
-
-FIGURES: dict[str, str] = {
-    "generation.png": (
-        "Randomness metrics of the model's coin-flip sequences ({n_samples} samples per p(Tails) at "
-        "temperature {temperature}, cropped to the first {n_flips} flips, shorter ones dropped) against "
-        "equally many samples from each baseline fitted to them (Bernoulli, gambler's fallacy with window 5, "
-        "Markov chain); black crosses mark the requested p(Tails)."
-    ),
-    "judgment.png": (
-        "p(random) = P(r...) / (P(r...) + P(n...)) at the answer position against the sequence length |x| "
-        "for the concepts {judgment_concepts} repeated to |x|, and the mean of {n_random} Bernoulli(0.5) "
-        "controls per length with its {ci_percent}% bootstrap CI; dashed: the fitted soft model-selection curve."
-    ),
-    "continuation.png": (
-        "P(the next d flips continue the concept | its first |x| flips), d = 1..{max_depth}, averaged over the "
-        "concept's phase rotations (band: range over rotations) from one teacher-forced pass over {max_length} "
-        "flips; dashed: fitted soft model-selection curve; dotted verticals: |x|* where the logistic fitted to the "
-        "implied p(random) crosses 0.5."
-    ),
-}
-
-
-def captions(params: Mapping[str, Any]) -> dict[str, str]:
-    """:data:`FIGURES` with their placeholders filled from ``params`` (``binary`` section)."""
-    from iclscope.config import with_defaults
-
-    cfg = with_defaults("binary", params.get("binary", {}))
-    settings = analysis_settings(cfg)
-    values = {
-        "n_samples": cfg["generation"]["n_samples"],
-        "temperature": f"{cfg['generation']['temperature']:g}",
-        "n_flips": cfg["generation"]["n_flips"],
-        "judgment_concepts": ", ".join(f"({c})" for c in cfg["judgment"]["concepts"]),
-        "n_random": cfg["judgment"]["n_random"],
-        "ci_percent": f"{100 * float(settings['ci_level']):g}",
-        "max_depth": cfg["continuation"]["max_depth"],
-        "max_length": cfg["continuation"]["max_length"],
-    }
-    return {name: text.format(**values) for name, text in FIGURES.items()}
-
-
-def _load(tables: Mapping[str, str], key: str) -> pd.DataFrame:
-    path = tables.get(key)
-    if path is None or not Path(path).exists():
-        log.warning("plot: table %r not given or missing (%s); drawing without it", key, path)
-        return pd.DataFrame()
-    return read_table(path).to_pandas()
-
-
-def _no_data(ax: Any, title: str) -> None:
-    no_data(ax)
-    ax.set_title(title)
-
-
-def _soft_row(selection: pd.DataFrame, curve: str, concept: str, depth: int) -> pd.Series | None:
-    if selection.empty:
-        return None
-    hit = selection[(selection["curve"] == curve) & (selection["concept"] == concept)
-                    & (selection["depth"] == depth) & (selection["account"] == "soft")]
-    if hit.empty or not np.isfinite(hit["logit_prior"].iloc[0]):
-        return None
-    return hit.iloc[0]
-
-
-def generation_columns(metrics: pd.DataFrame, requested: Sequence[float] = ()) -> dict[float, int]:
-    """The generation figure's columns: every requested p(Tails) (and any other in the table),
-    sorted, with how many of the model's sequences each holds (0: none long enough)."""
-    ps = sorted({float(p) for p in requested} | {float(p) for p in metrics.get("p_tails", [])})
-    model = metrics[metrics["source"] == MODEL] if len(metrics) else metrics
-    counts = model.groupby("p_tails").size() if len(model) else pd.Series(dtype=int)
-    return {p: int(counts.get(p, 0)) for p in ps}
-
-
-def _plot_generation(metrics: pd.DataFrame, path: Path, requested: Sequence[float] = ()) -> None:
-    """Box plots per requested p(Tails); every requested p gets a column, the model's n above
-    it, and "no sequences" where none was long enough (so nothing is dropped silently)."""
-    import seaborn as sns
-    from matplotlib.figure import Figure
-
-    names = list(PLOTTED_METRICS)
-    if metrics.empty and not requested:
-        fig = Figure(figsize=(6, 4))
-        _no_data(fig.add_subplot(), "Generated sequences: randomness metrics")
-        save_figure(fig, path)
-        return
-    columns = generation_columns(metrics, requested)
-    ps = list(columns)
-    order = [f"{p:g}" for p in ps]
-    if metrics.empty:  # only the requested grid: empty boxes, marked below
-        metrics = pd.DataFrame({"p_tails": pd.Series(dtype=float), "source": pd.Series(dtype=str),
-                                **{n: pd.Series(dtype=float) for n in names}})
-    sources = [MODEL, *[s for s in bl.BASELINES if s in set(metrics["source"])]]
-    data = metrics.assign(p=metrics["p_tails"].map(lambda p: f"{p:g}"))
-    fig = Figure(figsize=(max(8.0, 0.9 * len(ps) + 3.0), 2.6 * len(names)))
-    axes = fig.subplots(len(names), 1, sharex=True)
-    palette = dict(zip(sources, sns.color_palette("colorblind", len(sources))))
-    for i, (ax, name) in enumerate(zip(axes, names)):
-        sns.boxplot(data=data, x="p", y=name, hue="source", order=order, hue_order=sources, palette=palette,
-                    ax=ax, fliersize=1.5, linewidth=0.8, legend=(i == 0))
-        if name == "mean":
-            ax.scatter(range(len(ps)), [p / 100 for p in ps], marker="x", color="black", zorder=5,
-                       label="requested p(Tails)")
-        ax.set_ylabel(PLOTTED_METRICS[name])
-        ax.set_xlabel("")
-        ax.set_xlim(-0.5, len(ps) - 0.5)
-        ax.grid(axis="y", alpha=0.3)
-        for j, p in enumerate(ps):
-            n = columns[p]
-            if n == 0:  # a requested p with no sequence long enough: say so, do not drop it
-                ax.axvspan(j - 0.45, j + 0.45, color="0.92", zorder=0)
-                ax.text(j, 0.5, "no sequences", rotation=90, ha="center", va="center", fontsize=8,
-                        color="0.4", transform=ax.get_xaxis_transform())
-            elif i == 0:
-                ax.text(j, 1.02, f"n={n}", ha="center", va="bottom", fontsize=8,
-                        transform=ax.get_xaxis_transform())
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), title="source", fontsize=9)
-    axes[-1].set_xticks(range(len(ps)), order)  # categorical even when no box was drawn
-    axes[-1].set_xlabel("p(Tails) requested in the prompt (%)")
-    fig.suptitle("Generated sequences: model vs fitted baselines (n = the model's sequences per p)", y=1.01)
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
-def _plot_judgment(summary: pd.DataFrame, selection: pd.DataFrame, path: Path) -> None:
-    """Draws the ``judgment_summary`` table: concepts' mean curves, the controls' mean and CI."""
-    import seaborn as sns
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(8, 5))
-    ax = fig.add_subplot()
-    title = "Randomness judgment: p(random) vs |x|"
-    if summary.empty:
-        _no_data(ax, title)
-        save_figure(fig, path)
-        return
-    concepts = sorted(c for c in summary["concept"].unique() if c != RANDOM)
-    colours = dict(zip(concepts, sns.color_palette("colorblind", max(len(concepts), 1))))
-    for concept in concepts:
-        g = summary[summary["concept"] == concept].set_index("length")["mean"].sort_index()
-        ax.plot(g.index, g.to_numpy(), marker="o", ms=3.5, color=colours[concept], label=f"({concept})")
-        soft = _soft_row(selection, "judgment", concept, 0)
-        if soft is not None:
-            dense = np.geomspace(max(g.index.min(), 1), g.index.max(), 200)
-            fitted = ms.p_random_curve(dense, int(soft["k"]), float(soft["logit_prior"]), "soft",
-                                       float(soft["temperature"]))
-            ax.plot(dense, fitted, ls="--", lw=1.0, color=colours[concept])
-    controls = summary[summary["concept"] == RANDOM].sort_values("length")
-    if not controls.empty:
-        ax.plot(controls["length"], controls["mean"], color="black", lw=1.5,
-                label=f"random controls (n = {int(controls['n'].max())} per |x|)")
-        ax.fill_between(controls["length"], controls["ci_low"], controls["ci_high"], color="grey", alpha=0.3, lw=0)
-    ax.axhline(0.5, color="grey", ls=":", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("sequence length |x| (flips)")
-    ax.set_ylabel("p(random)")
-    ax.set_title(title)
-    ax.legend(title="concept", fontsize=9, loc="best")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
-def _plot_continuation(continuation: pd.DataFrame, selection: pd.DataFrame, path: Path) -> None:
-    import seaborn as sns
-    from matplotlib.figure import Figure
-
-    title = "Concept continuation: P(next d flips continue) vs |x|"
-    if continuation.empty:
-        fig = Figure(figsize=(7, 4.5))
-        _no_data(fig.add_subplot(), title)
-        save_figure(fig, path)
-        return
-    concepts = sorted(continuation["concept"].unique())
-    depths = sorted(continuation["depth"].unique())
-    ncols = min(2, len(concepts))
-    nrows = math.ceil(len(concepts) / ncols)
-    fig = Figure(figsize=(6.0 * ncols, 4.2 * nrows))
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False)).ravel()
-    colours = dict(zip(depths, sns.color_palette("viridis", len(depths))))
-    for ax, concept in zip(axes, concepts):
-        g = continuation[continuation["concept"] == concept]
-        for d in depths:
-            c = g[g["depth"] == d].sort_values("length")
-            if c.empty:
-                continue
-            ax.plot(c["length"], c["p_continue"], color=colours[d], lw=1.4, label=f"d = {d}")
-            ax.fill_between(c["length"], c["p_continue_min"], c["p_continue_max"], color=colours[d], alpha=0.15,
-                            lw=0)
-            soft = _soft_row(selection, "continuation", concept, int(d))
-            if soft is not None:
-                fitted = ms.predict_curve(c["length"].to_numpy(float), int(soft["k"]), float(soft["logit_prior"]),
-                                          "soft", "continuation", int(d), float(soft["temperature"]))
-                ax.plot(c["length"], fitted, ls="--", lw=1.0, color=colours[d])
-            if not selection.empty:
-                lm = selection[(selection["curve"] == "continuation") & (selection["concept"] == concept)
-                               & (selection["depth"] == d) & (selection["account"] == "lm")]
-                if not lm.empty and np.isfinite(lm["transition"].iloc[0]):
-                    ax.axvline(lm["transition"].iloc[0], color=colours[d], ls=":", lw=1.0)
-        ax.set_title(f"concept ({concept})")
-        ax.set_xlabel("|x| (flips of the concept seen)")
-        ax.set_ylabel("P(continue d flips)")
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
-    for ax in axes[len(concepts):]:
-        ax.set_visible(False)
-    fig.suptitle(title)
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
-def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> dict[str, str]:
-    """Draw :data:`FIGURES` into ``out_dir``; returns {file name: filled caption}.
-
-    ``tables``: paths keyed like :func:`analyse`'s outs (generation_metrics, judgment_summary,
-    continuation, model_selection; the others are not drawn). Figures draw what the tables
-    hold and compute no statistic. A missing or empty table gives a figure that says "no
-    data". ``params`` as for :func:`analyse`.
-    """
-    from iclscope.config import with_defaults
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    selection = _load(tables, "model_selection")
-    requested = with_defaults("binary", params.get("binary", {}))["generation"]["p_tails"]
-    _plot_generation(_load(tables, "generation_metrics"), out / "generation.png", requested)
-    _plot_judgment(_load(tables, "judgment_summary"), selection, out / "judgment.png")
-    _plot_continuation(_load(tables, "continuation"), selection, out / "continuation.png")
-    filled = captions(params)
-    log.info("wrote %d figures to %s", len(filled), out)
-    return filled
