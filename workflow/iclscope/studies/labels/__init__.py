@@ -1,0 +1,56 @@
+"""Study C (label relationships, Kossen, Gal & Rainforth 2024): from readouts to curves.
+
+Input: a ``labels_<dataset>`` task table and its readouts, where readout ``answer_i``
+holds the log-probability of every label word of the prompt's verbalisation at the
+``Answer:`` of in-context example i (one teacher-forced pass per prompt).
+
+Tables written (one set per dataset):
+
+positions
+    One row per (condition, repeat, position): ``dataset, condition, repeat, position``
+    (1-based; the prediction for example i from examples 1..i-1), ``true_label`` and
+    ``context_label`` (words of the prompt's verbalisation), ``logp_true``,
+    ``logp_context`` (log-probabilities renormalised over the label words), ``correct``
+    (argmax is the true label), ``correct_context`` (argmax is the in-context label),
+    ``entropy`` (nats, over the label words), ``logp_label_mass`` (log of the label words'
+    total probability over the full vocabulary, not renormalised: how much of the model's
+    prediction the renormalised metrics describe), ``scoring`` (``exact`` or
+    ``first_token``, which word log-probs all of these use).
+curves
+    ``dataset, condition, position, metric, mean, ci_low, ci_high, n``: per position the
+    mean over repeats and its percentile-bootstrap interval (repeats resampled), for the
+    metrics logp_true, logp_context, correct, correct_context, entropy, logp_label_mass.
+    Metadata records the smoothing window and the scoring.
+summary
+    ``dataset, kind, metric, position_name, position, condition, condition_b, mean,
+    ci_low, ci_high, n``, for every metric. Position i is the prediction for example i from
+    examples 1..i-1, so "after k examples" is position k + 1.
+
+    * ``kind = "value"``: the curves at named positions ``first`` (1), ``after_N`` (N + 1,
+      the last prediction from the first mapping only), ``after_2N`` (2N + 1, from N
+      examples of each mapping) and ``last`` (``n_examples``); ``n`` = repeats.
+    * ``kind = "difference"``: paired differences (by repeat) at one position: default -
+      random and default - flipped at ``last``, flip_df - flip_fd at ``after_2N``.
+    * ``kind = "pooled_value"``: a condition's per-repeat mean over a window of positions,
+      averaged over repeats (CI over repeats).
+    * ``kind = "pooled_difference"``: default - random and default - flipped pooled over
+      ``positions_2_N`` (2..n_examples) and ``last_quarter``; flip_df - flip_fd over
+      ``second_mapping`` (N + 2 .. 2N + 1). Per repeat the mean over the window of the
+      position-wise difference, then the mean over repeats with a paired percentile
+      bootstrap over repeats (repeat r of every condition shares its example draws).
+      Pooled rows have ``position`` = the window's last position and ``n`` = repeats.
+
+    These pooled effects are the ones to read: one position of a few repeats is noise.
+"""
+
+from iclscope.studies.labels.analyse import analyse, positions_table, summary_table
+from iclscope.studies.labels.figures import FIGURES, HALFWAY_CONDITIONS, MAIN_CONDITIONS, plot
+from iclscope.studies.labels.settings import (
+    DIFFERENCES, METRICS, POOLED_DIFFERENCES, POOLED_VALUE_WINDOWS, SUMMARY_COLUMNS, analysis_settings,
+)
+
+__all__ = [
+    "DIFFERENCES", "FIGURES", "HALFWAY_CONDITIONS", "MAIN_CONDITIONS", "METRICS", "POOLED_DIFFERENCES",
+    "POOLED_VALUE_WINDOWS", "SUMMARY_COLUMNS", "analyse", "analysis_settings", "plot", "positions_table",
+    "summary_table",
+]

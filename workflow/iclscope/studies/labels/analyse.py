@@ -1,0 +1,159 @@
+"""Study C's analysis: per-position label metrics, curves over repeats and the paired
+summaries (the statistics are in :mod:`iclscope.analysis.label_metrics`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from iclscope import contracts, provenance
+from iclscope.analysis.label_metrics import (
+    label_mass,
+    paired_difference,
+    pooled_paired_difference,
+    pooled_windows,
+    position_curves,
+    position_metrics,
+    summary_positions,
+)
+from iclscope.analysis.stats import bootstrap_ci
+from iclscope.seeding import rng
+from iclscope.studies.labels.settings import (
+    DIFFERENCES, METRICS, POOLED_DIFFERENCES, POOLED_VALUE_WINDOWS, SUMMARY_COLUMNS, analysis_settings,
+)
+from iclscope.tables import read_table, recorded_model, write_table
+
+log = logging.getLogger(__name__)
+
+
+def positions_table(tasks: pd.DataFrame, readouts: pd.DataFrame, scoring: str = "exact") -> pd.DataFrame:
+    """Per-position metrics for every prompt of a labels task (see the module docstring).
+
+    ``tasks``: the task table (prompt_id, dataset, condition, repeat, label_words,
+    true_class, context_class); ``readouts``: prompt_id, readout, candidate, logprob,
+    first_token_logprob.
+    """
+    if scoring not in ("exact", "first_token"):
+        raise ValueError(f"labels.analysis.scoring must be 'exact' or 'first_token', not {scoring!r}")
+    column = "logprob" if scoring == "exact" else "first_token_logprob"
+    by_prompt = {pid: frame for pid, frame in readouts.groupby("prompt_id", sort=False)}
+    frames = []
+    for row in tasks.itertuples(index=False):
+        words = list(row.label_words)
+        n = len(row.context_class)
+        reads = by_prompt.get(row.prompt_id)
+        if reads is None:
+            raise ValueError(f"no readouts for prompt {row.prompt_id!r}")
+        # (n positions, K words) in class order
+        table = reads.pivot(index="readout", columns="candidate", values=column)
+        names = [contracts.answer_name(i) for i in range(1, n + 1)]
+        missing = [x for x in names if x not in table.index] + [w for w in words if w not in table.columns]
+        if missing:
+            raise ValueError(f"prompt {row.prompt_id!r}: readouts lack {missing[:5]}")
+        logps = table.loc[names, words].to_numpy(dtype=float)
+        true_class = np.asarray(row.true_class)
+        context_class = np.asarray(row.context_class)
+        metrics = position_metrics(logps, true_class, context_class)
+        metrics["logp_label_mass"] = label_mass(logps)
+        frames.append(pd.DataFrame({
+            "dataset": row.dataset, "condition": row.condition, "repeat": int(row.repeat),
+            "position": np.arange(1, n + 1, dtype=np.int32),
+            "true_label": [words[c] for c in true_class], "context_label": [words[c] for c in context_class],
+            **{k: metrics[k] for k in METRICS}, "scoring": scoring,
+        }))
+    if not frames:
+        return pd.DataFrame(columns=contracts.LABEL_POSITIONS.names)
+    out = pd.concat(frames, ignore_index=True)
+    return out.sort_values(["condition", "repeat", "position"], kind="stable").reset_index(drop=True)
+
+
+def summary_table(positions: pd.DataFrame, curves: pd.DataFrame, n_examples: int, flip_at: int,
+                  rng_for, n_boot: int, level: float) -> pd.DataFrame:
+    """Curve values at the named positions, pooled values and paired (pooled) differences
+    between conditions (see the module docstring). ``rng_for(*keys)`` gives the seeded
+    generator of one row group, so adding a row never shifts another row's interval."""
+    named = summary_positions(n_examples, flip_at)
+    windows = pooled_windows(n_examples, flip_at)
+    rows = []
+
+    def add(kind: str, metric: str, name: str, position: int, a: str, b: str, d: dict) -> None:
+        rows.append({"kind": kind, "metric": metric, "position_name": name, "position": int(position),
+                     "condition": a, "condition_b": b, "mean": d["mean"], "ci_low": d["ci_low"],
+                     "ci_high": d["ci_high"], "n": int(d["n"])})
+
+    for name, position in named.items():
+        at = curves[curves["position"] == position]
+        for r in at.itertuples(index=False):
+            add("value", r.metric, name, position, r.condition, "",
+                {"mean": r.mean, "ci_low": r.ci_low, "ci_high": r.ci_high, "n": r.n})
+    present = set(positions["condition"])
+    for a, b, name in DIFFERENCES:
+        if a not in present or b not in present:
+            continue
+        for metric in METRICS:
+            d = paired_difference(positions, metric, named[name], a, b, rng_for(metric, a, b), n_boot=n_boot,
+                                  level=level)
+            add("difference", metric, name, named[name], a, b, d)
+    for name in POOLED_VALUE_WINDOWS:
+        window = windows[name]
+        if not window:
+            continue
+        inside = positions[positions["position"].isin(window)]
+        for condition in sorted(present):
+            sub = inside[inside["condition"] == condition]
+            for metric in METRICS:
+                per_repeat = sub.groupby("repeat", sort=True)[metric].agg(lambda v: np.nanmean(v.astype(float)))
+                values = per_repeat.to_numpy(dtype=float)
+                interval = bootstrap_ci(values, rng_for("pooled_value", name, metric, condition), n_boot=n_boot,
+                                        level=level)
+                add("pooled_value", metric, name, window[-1], condition, "",
+                    {"mean": interval.mean, "ci_low": interval.low, "ci_high": interval.high,
+                     "n": int((~np.isnan(values)).sum())})
+    for a, b, name in POOLED_DIFFERENCES:
+        window = windows[name]
+        if a not in present or b not in present or not window:
+            continue
+        for metric in METRICS:
+            d = pooled_paired_difference(positions, metric, window, a, b,
+                                         rng_for("pooled", name, metric, a, b), n_boot=n_boot, level=level)
+            add("pooled_difference", metric, name, window[-1], a, b, d)
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[str, str]) -> None:
+    """Read ``inputs`` (``tasks``, ``readouts``), write ``outs`` (``positions``, ``curves``,
+    ``summary``). ``params``: ``seed``, ``dataset`` (name), ``labels`` (config section)."""
+    labels = params["labels"]
+    settings = analysis_settings(labels)
+    scoring = settings["scoring"]
+    smooth = int(settings["smooth"])
+    n_boot = int(settings["n_boot"])
+    level = float(settings["level"])
+    seed = int(params["seed"])
+    dataset = params["dataset"]
+    tasks = read_table(inputs["tasks"]).to_pandas()
+    readouts = read_table(inputs["readouts"]).to_pandas()
+    positions = positions_table(tasks, readouts, scoring)
+    log.info("%s: %d prompts, %d positions (%s scoring)", dataset, len(tasks), len(positions), scoring)
+    curves = position_curves(positions, list(METRICS), rng(seed, "labels", dataset, "curves"), n_boot=n_boot,
+                             smooth=smooth, level=level)
+    curves.insert(0, "dataset", dataset)
+    summary = summary_table(
+        positions, curves, int(labels["n_examples"]), int(labels["flip_at"]),
+        lambda *keys: rng(seed, "labels", dataset, "summary", *keys), n_boot, level)
+    summary.insert(0, "dataset", dataset)
+
+    extra = {"dataset": dataset, "scoring": scoring, "smooth": smooth, "n_boot": n_boot, "level": level,
+}
+    model = recorded_model([inputs["readouts"]])
+    schemas = {"positions": contracts.LABEL_POSITIONS, "curves": contracts.CURVE, "summary": contracts.LABEL_SUMMARY}
+    for name, frame in (("positions", positions), ("curves", curves), ("summary", summary)):
+        table = pa.Table.from_pandas(frame, schema=schemas[name], preserve_index=False)
+        write_table(table, outs[name], provenance.metadata(f"labels_{name}", params, seed=seed, model=model,
+                                                                extra=extra))
+        log.info("%s: %d rows -> %s", name, table.num_rows, outs[name])
