@@ -97,3 +97,18 @@ def test_recorded_model_comes_from_the_first_table_that_has_one(tmp_path):
     assert json.loads(recorded["model_card"]) == {
         "family": "Gemma3", "gguf_quantization": "Q4_K_M", "n_layers": 18, "sliding_window": 512, "instruct": False}
     assert recorded["model"] == "g" and recorded["weights_sha256"] == "cd" * 32
+
+
+def test_typed_table_is_the_one_way_rows_become_tables():
+    import pandas as pd
+
+    from iclscope.tables import typed_table
+
+    schema = pa.schema([("a", pa.int32()), ("b", pa.string())])
+    expected = pa.table({"a": pa.array([1, 2], pa.int32()), "b": ["x", "y"]})
+    rows = [{"b": "x", "a": 1, "extra": 0}, {"b": "y", "a": 2, "extra": 0}]  # order and extras do not matter
+    assert typed_table(rows, schema).equals(expected)
+    assert typed_table(pd.DataFrame(rows), schema).equals(expected)
+    assert typed_table([pd.DataFrame(rows[:1]), pd.DataFrame(rows[1:])], schema).equals(expected)
+    empty = typed_table([], schema)
+    assert empty.num_rows == 0 and empty.schema.equals(schema)

@@ -10,7 +10,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -101,3 +101,22 @@ def table_metadata(path: str | os.PathLike) -> dict[str, str]:
     except (pa.ArrowInvalid, OSError) as err:
         raise corrupt(path, err) from err
     return read_metadata(schema.metadata)
+
+
+def typed_table(rows: Any, schema: pa.Schema) -> pa.Table:
+    """Rows as a table of exactly ``schema``'s columns and types, typed even when empty.
+
+    ``rows``: a DataFrame, a list of DataFrames (stacked) or a list of dicts. The one way the
+    studies turn their results into tables (columns in schema order, no index)."""
+    import pandas as pd
+
+    if isinstance(rows, pd.DataFrame):
+        frame = rows
+    elif len(rows) and isinstance(rows[0], pd.DataFrame):
+        frame = pd.concat(rows, ignore_index=True)
+    else:
+        frame = pd.DataFrame(rows)
+    if frame.empty:
+        return schema.empty_table()
+    return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+

@@ -25,7 +25,7 @@ from iclscope.seeding import rng
 from iclscope.studies.binary.settings import (
     ACCOUNT_CI_REASON, INPUTS, MODEL, OUTPUTS, PARSE_MODES, RANDOM, analysis_settings,
 )
-from iclscope.tables import read_table, recorded_model, write_table
+from iclscope.tables import read_table, recorded_model, typed_table, write_table
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,6 @@ def _frame(schema: pa.Schema, records: list[dict] | pd.DataFrame) -> pd.DataFram
     if df.empty:
         return schema.empty_table().to_pandas()
     return df[schema.names].reset_index(drop=True)
-
-
-def _to_table(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
-    if df.empty:
-        return schema.empty_table()
-    return pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
 
 
 # --------------------------------------------------------------------------- A3 judgment
@@ -543,5 +537,5 @@ def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[
               "continuation": continuation, "model_selection": selection}
     for name, df in frames.items():
         meta = provenance.metadata(f"binary_{name}", dict(params), seed=seed, model=card, extra=extra)
-        write_table(_to_table(df, schemas[name]), outs[name], meta)
+        write_table(typed_table(df, schemas[name]), outs[name], meta)
         log.info("wrote %s: %d rows -> %s", name, len(df), outs[name])

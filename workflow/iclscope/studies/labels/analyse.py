@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from iclscope import contracts, provenance
 from iclscope.analysis.label_metrics import (
@@ -26,7 +25,7 @@ from iclscope.seeding import rng
 from iclscope.studies.labels.settings import (
     DIFFERENCES, METRICS, POOLED_DIFFERENCES, POOLED_VALUE_WINDOWS, SUMMARY_COLUMNS, analysis_settings,
 )
-from iclscope.tables import read_table, recorded_model, write_table
+from iclscope.tables import read_table, recorded_model, typed_table, write_table
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +152,7 @@ def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[
     model = recorded_model([inputs["readouts"]])
     schemas = {"positions": contracts.LABEL_POSITIONS, "curves": contracts.CURVE, "summary": contracts.LABEL_SUMMARY}
     for name, frame in (("positions", positions), ("curves", curves), ("summary", summary)):
-        table = pa.Table.from_pandas(frame, schema=schemas[name], preserve_index=False)
+        table = typed_table(frame, schemas[name])
         write_table(table, outs[name], provenance.metadata(f"labels_{name}", params, seed=seed, model=model,
                                                                 extra=extra))
         log.info("%s: %d rows -> %s", name, table.num_rows, outs[name])

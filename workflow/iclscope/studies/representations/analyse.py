@@ -30,7 +30,7 @@ from iclscope.studies.representations.settings import (
     _NOT_FIELDS, DISTRACTOR, END, INPUT_KINDS, OUTPUTS, READOUT, RELEVANT, SCHEMAS, TASKS, analysis_settings,
     task_setting,
 )
-from iclscope.tables import TableError, read_table, recorded_model, write_table
+from iclscope.tables import TableError, read_table, recorded_model, typed_table, write_table
 
 log = logging.getLogger(__name__)
 
@@ -747,16 +747,6 @@ class _single_thread:
         self._limits.restore_original_limits()
 
 
-def _frame(rows: list[dict[str, Any]] | list[pd.DataFrame], schema: pa.Schema) -> pa.Table:
-    if rows and isinstance(rows[0], pd.DataFrame):
-        frame = pd.concat(rows, ignore_index=True)
-    else:
-        frame = pd.DataFrame(rows)
-    if frame.empty:
-        return schema.empty_table()
-    return pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-
-
 def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[str, str]) -> None:
     """Run B1-B7 and write the tables of the module docstring.
 
@@ -794,7 +784,7 @@ def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[
     model = recorded_model([inputs[f"{task}_embeddings"] for task in tasks])
     extra = {"tasks": tasks, "settings": {k: v for k, v in settings.items()}}
     for name in OUTPUTS:
-        table = _frame(frames[name], SCHEMAS[name])
+        table = typed_table(frames[name], SCHEMAS[name])
         meta = provenance.metadata(f"representations_{name}", params, seed=seed, model=model, extra=extra)
         write_table(table, outs[name], meta)
         log.info("%s: %d rows -> %s", name, table.num_rows, outs[name])
