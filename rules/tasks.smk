@@ -9,7 +9,7 @@ rule build_tasks:
     log:
         f"{LOGS}/tasks/{{task}}.log",
     conda:
-        "../envs/torch.yaml"
+        "../envs/analysis.yaml"
     resources:
         mem_mb=1000,
         runtime=10,

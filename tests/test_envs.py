@@ -50,6 +50,7 @@ def test_every_rule_with_a_command_names_an_existing_env():
                 rules[name[1]] = env[1]
     assert rules["extract"] == rules["generate"] == rules["prepare_model"] == "torch"
     assert rules["analyse_labels"] == rules["plot_binary"] == rules["gather_extract"] == "analysis"
+    assert rules["build_tasks"] == "analysis"  # task tables need no model, so no torch
 
 
 def test_analysis_commands_do_not_import_torch(tmp_path):
@@ -64,11 +65,14 @@ def test_analysis_commands_do_not_import_torch(tmp_path):
         "from iclscope import cli\n"
         "import iclscope.studies.binary, iclscope.studies.representations, iclscope.studies.labels\n"
         "import iclscope.gather, iclscope.report\n"
-        f"sys.exit(cli.main(['report', '--out', r'{tmp_path / 'r.html'}']))\n"
+        f"assert cli.main(['report', '--out', r'{tmp_path / 'r.html'}']) == 0\n"
+        # build_tasks runs in this env too: every default task builds without torch
+        f"sys.exit(cli.main(['-q', 'build-tasks', '--task', 'labels_sentiment', '--config', 'config/config.yaml', "
+        f"'--out', r'{tmp_path / 't.parquet'}']))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / "r.html").exists()
+    assert (tmp_path / "r.html").exists() and (tmp_path / "t.parquet").exists()
 
 
 def test_installing_the_package_keeps_an_installed_torch_in_range():
