@@ -19,14 +19,22 @@ The continuation probability of the next d flips is (1 - p_random) * 1 + p_rando
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.optimize import least_squares
 from scipy.special import expit
 
+from iclscope import contracts
+
+log = logging.getLogger(__name__)
+
 ACCOUNTS = ("averaging", "hard", "soft")
+# why an account row has no interval: only the logistic of the model's own curve is bootstrapped
+ACCOUNT_CI_REASON = "account fits are not bootstrapped; the lm row carries the interval of |x|*"
 KINDS = ("judgment", "continuation")
 LOG2 = math.log(2.0)
 # bounds of the fitted log temperature: T in [e^-10, e^10] covers step-like to flat curves
@@ -441,3 +449,89 @@ def logistic_bootstrap(
         out["ci_low"], out["ci_high"] = m_low, m_high
         out["midpoint_low"], out["midpoint_high"] = m_low, m_high
     return out
+
+
+# --------------------------------------------------------------------------- one curve, every account
+
+
+def _bic(sse: float, n: int, n_params: int) -> float:
+    if not np.isfinite(sse) or n == 0:
+        return float("nan")
+    return n * math.log(max(sse, 1e-300) / n) + n_params * math.log(n)
+
+
+def _nan_row(**fixed: Any) -> dict[str, Any]:
+    """A model-selection row (the ``model_selection`` table's columns) with nothing estimated."""
+    row = {name: float("nan") for name in contracts.MODEL_SELECTION.names}
+    row.update({"ci_method": "none", "ci_reason": ACCOUNT_CI_REASON, "n_params": 0, "best": False})
+    row.update(fixed)
+    return row
+
+
+def curve_selection(
+    curve: str,
+    concept: str,
+    lengths: np.ndarray,
+    units: np.ndarray,
+    k: int,
+    depth: int,
+    generator: np.random.Generator,
+    n_boot: int = 1000,
+    level: float = 0.95,
+) -> list[dict[str, Any]]:
+    """Model-selection rows of one curve (the ``model_selection`` table of study A).
+
+    ``curve``: ``judgment`` (values are p_random) or ``continuation`` (values are P(continue
+    ``depth`` flips)). ``lengths`` (m,) strictly increasing; ``units`` (n_units, m): the curve
+    of each unit (rotation / control sample); the fitted curve is their mean. ``k`` = 0 skips
+    the Bayesian accounts (random controls). Returns one ``lm`` row plus, for k >= 1, one row
+    per account.
+    """
+    x = np.asarray(lengths, dtype=float)
+    units = np.atleast_2d(np.asarray(units, dtype=float))
+    y = units.mean(axis=0)
+    kind = "judgment" if curve == "judgment" else "continuation"
+    scale = 1.0 if kind == "judgment" else 1.0 - 0.5**depth
+    # implied p_random (identity for judgment): inverse of model_selection.p_continue
+    pr_units = units if kind == "judgment" else (1.0 - units) / scale
+    pr = pr_units.mean(axis=0)
+    fixed = {"curve": curve, "concept": concept, "depth": int(depth if kind == "continuation" else 0),
+             "k": int(k), "n_points": int(x.size), "n_units": int(units.shape[0])}
+    rows: list[dict[str, Any]] = []
+
+    lm = _nan_row(**fixed, account="lm", n_params=2)
+    try:
+        fit = logistic_bootstrap(x, pr_units, generator, n_boot, level)
+        lm.update(fit)
+        if np.isfinite(fit["midpoint"]):
+            logistic = logistic_curve(x, pr, fit["midpoint"], fit["slope"])
+            predicted = logistic if kind == "judgment" else 1.0 - scale * logistic
+            sse = float(np.sum((predicted - y) ** 2))
+            sst = float(np.sum((y - y.mean()) ** 2))
+            lm.update(sse=sse, r2=1.0 - sse / sst if sst > 0 else float("nan"), bic=_bic(sse, x.size, 2))
+    except ValueError as err:
+        log.warning("model selection %s %s depth %d: logistic fit failed: %s", curve, concept, depth, err)
+        lm["ci_reason"] = f"logistic fit failed: {err}"
+    rows.append(lm)
+
+    if k >= 1:
+        try:
+            fits = compare_accounts(x, y, int(k), kind, int(max(depth, 1)))
+        except ValueError as err:
+            log.warning("model selection %s %s depth %d: account fits failed: %s", curve, concept, depth, err)
+            fits = {}
+        for account in ACCOUNTS:
+            if account not in fits:
+                rows.append(_nan_row(**fixed, account=account))
+                continue
+            f = fits[account]
+            slope = math.inf if account == "hard" else LOG2 / f.temperature
+            rows.append(_nan_row(
+                **fixed, account=account, transition=f.transition, slope=slope, n_params=f.n_params,
+                sse=f.sse, r2=f.r2, bic=_bic(f.sse, x.size, f.n_params), temperature=f.temperature,
+                logit_prior=f.logit_prior, prior_concept=f.prior_concept,
+            ))
+        bics = [r["bic"] for r in rows[1:]]
+        if any(np.isfinite(b) for b in bics):
+            rows[1 + int(np.nanargmin(bics))]["best"] = True
+    return rows

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from iclscope.analysis.model_selection import ACCOUNT_CI_REASON
+
 RANDOM = "random"
 MODEL = "model"
-ACCOUNT_CI_REASON = "account fits are not bootstrapped; the lm row carries the interval of |x|*"
 INPUTS = ("judgment_tasks", "continuation_tasks", "generations", "judgment_readouts", "continuation_readouts")
 OUTPUTS = ("generation_metrics", "baselines", "judgment", "judgment_summary", "continuation", "model_selection")
 PARSE_MODES = ("first_letter", "strict")
@@ -22,3 +23,6 @@ def analysis_settings(binary: Mapping[str, Any]) -> dict[str, Any]:
     out = section_settings("binary", "analysis", binary.get("analysis"))
     out["windows"] = [int(w) for w in out["windows"]]
     return out
+
+
+__all__ = ["ACCOUNT_CI_REASON", "INPUTS", "MODEL", "OUTPUTS", "PARSE_MODES", "RANDOM", "analysis_settings"]
