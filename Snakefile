@@ -36,7 +36,6 @@ wildcard_constraints:
     model="[A-Za-z0-9][A-Za-z0-9._-]*",
     task="[a-z0-9_]+",
     dataset="[a-z0-9_]+",
-    study="binary|representations|labels",
     shard="[0-9]+",
     n="[0-9]+",
 

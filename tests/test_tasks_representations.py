@@ -354,3 +354,21 @@ def test_answer_candidates_follow_the_templates():
     assert targets <= set(row["candidates"])
     reading = build_reading(CFG, 0, ROOT).to_pylist()[0]
     assert reading["candidate_texts"] == [f" {c}" for c in reading["candidates"]]
+
+
+def test_the_builders_name_exactly_the_spans_and_fields_config_validation_knows(default_config, repo):
+    """TASK_SPANS / CONDITION_FIELDS are what config validation checks analysis keys against:
+    every span a default table holds is listed, and every listed field is a table column."""
+    from iclscope.config import validate_config
+    from iclscope.contracts import example_index
+    from iclscope.tasks import build_task, task_params
+    from iclscope.tasks.representations import CONDITION_FIELDS, TASK_SPANS
+
+    cfg = validate_config(default_config, root=repo)
+    for task in ("regression", "reading"):
+        table = build_task(task, task_params(task, cfg), repo)
+        built = {s["name"] for spans in table.column("spans").to_pylist() for s in spans}
+        built = {name for name in built if example_index(name) is None}
+        assert built <= set(TASK_SPANS[task]), (task, built - set(TASK_SPANS[task]))
+        assert set(TASK_SPANS[task]) - built <= {"instruction"}  # only the optional instruction may be absent
+        assert set(CONDITION_FIELDS[task]) <= set(table.column_names)

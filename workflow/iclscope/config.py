@@ -234,32 +234,35 @@ def _check_representations(cfg: dict[str, Any], root: Path) -> list[str]:
 
 
 # condition fields and pooled spans of study B's tasks (see iclscope.tasks.representations)
-REPRESENTATION_FIELDS = {"regression": {"slope", "intercept"}, "reading": {"name", "activity"}}
-REPRESENTATION_SPANS = {
-    "regression": {"end", "query", "query_line", "examples", "instruction"},
-    "reading": {"end", "relevant", "distractor", "story", "question", "question_name", "examples"},
-}
+def _representation_names() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Study B's condition fields and poolable spans per task, as the task builders name them
+    (imported here, not copied: the builders are their one source)."""
+    from iclscope.tasks.representations import CONDITION_FIELDS, TASK_SPANS
+
+    fields = {task: set(names) for task, names in CONDITION_FIELDS.items()}
+    spans = {task: {"end", *names} for task, names in TASK_SPANS.items()}  # end: the prompt's last token
+    return fields, spans
 # context lengths and layer counts of the embedded models (known without loading them)
 EMBEDDED_CONTEXT = {name: source.context_length for name, source in EMBEDDED_SOURCES.items()}
 EMBEDDED_LAYERS = {name: source.n_layers for name, source in EMBEDDED_SOURCES.items()}
 
 
-def _per_task(value: Any) -> dict[str, Any]:
+def _per_task(value: Any, tasks: Any) -> dict[str, Any]:
     """A study B per-task analysis key: one value for every task, or a {task: value} map."""
     if isinstance(value, dict):
         return value
-    return {task: value for task in REPRESENTATION_FIELDS}
+    return {task: value for task in tasks}
 
 
 def _check_representation_analysis(cfg: dict[str, Any]) -> list[str]:
     problems = []
     analysis, pooled = cfg["analysis"], set(cfg["pooling"])
     key = "representations.analysis"
-    for name, known_by_task in (("hypotheses", REPRESENTATION_FIELDS), ("rsa_spans", REPRESENTATION_SPANS),
-                                ("probe_span", REPRESENTATION_SPANS)):
+    fields, spans = _representation_names()
+    for name, known_by_task in (("hypotheses", fields), ("rsa_spans", spans), ("probe_span", spans)):
         if name not in analysis:
             continue
-        for task, value in _per_task(analysis[name]).items():
+        for task, value in _per_task(analysis[name], fields).items():
             if task not in known_by_task:
                 problems.append(f"config key `{key}.{name}`: unknown task {task!r}; known {sorted(known_by_task)}")
                 continue

@@ -52,6 +52,14 @@ from iclscope.tasks.common import Piece, TaskError, fill_template, join_pieces, 
 
 # the two sentences of a story
 STORY_JOINER = " "
+# What the builders below name (config validation reads these instead of a copy): the spans of
+# each task besides the per-example ``example_{i}`` ones (plus the extraction's pooled ``end``,
+# the prompt's last token) and the condition fields a hypothesis can name.
+TASK_SPANS = {
+    "regression": ("query", "query_line", "examples", "instruction"),
+    "reading": ("relevant", "distractor", "story", "question", "question_name", "examples"),
+}
+CONDITION_FIELDS = {"regression": ("slope", "intercept"), "reading": ("name", "activity")}
 
 
 # --------------------------------------------------------------------------- helpers
