@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -89,44 +90,39 @@ def _figure_layer(settings: Mapping[str, Any], layers: Sequence[int]) -> int | N
     return int(wanted) if int(wanted) in layers else min(layers, key=lambda x: abs(x - int(wanted)))
 
 
-def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> dict[str, str]:
-    """Draw :data:`FIGURES` into ``out_dir`` from the tables written by :func:`analyse`
-    (``tables``: out key -> path; missing or empty tables give "no data" panels). Returns
-    file name -> caption."""
-    import matplotlib
+@dataclass
+class _FigureContext:
+    """What every study B figure reads: the tables, the settings and the choices made once
+    (figure pooling, span per task, layer of the matrices), and where figures go."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
+    frames: dict[str, pd.DataFrame]
+    settings: Mapping[str, Any]
+    out: Path
+    plt: Any
+    sns: Any
+    pooling: str
+    sig: float
+    rsa: pd.DataFrame
+    comparator: str
+    tasks: list[str]
+    span_of: dict[str, str | None]
+    chosen_layer: int | None
 
-    sns.set_theme(style="whitegrid", context="notebook")
-    settings = analysis_settings(params)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    frames = {name: _read_frame(tables, name) for name in OUTPUTS}
-    pooling = str(settings["figure_pooling"])
-    sig = float(settings["significance"])
-    rsa = frames["rsa"]
-    comparator = str(settings["rsa_comparators"][0])
-    if len(rsa) and "comparator" in rsa.columns:
-        rsa = rsa[rsa["comparator"] == comparator]
-    tasks = [t for t in TASKS if any(len(f) and "task" in f.columns and (f["task"] == t).any()
-                                     for f in frames.values())] or ["(none)"]
-    span_of: dict[str, str | None] = {}
-    for task in tasks:
-        sim = frames["similarity"]
-        available = sim.loc[sim["task"] == task, "span"].unique() if len(sim) else (
-            rsa.loc[rsa["task"] == task, "span"].unique() if len(rsa) else [])
-        span_of[task] = _figure_span(settings, task, available) if task in TASKS else None
-    layers_all = frames["similarity"]["layer"].unique() if len(frames["similarity"]) else (
-        rsa["layer"].unique() if len(rsa) else [])
-    chosen_layer = _figure_layer(settings, layers_all)
-
-    def save(fig: Any, name: str) -> None:
+    def save(self, fig: Any, name: str) -> None:
         fig.tight_layout()
-        save_figure(fig, out / name)
+        save_figure(fig, self.out / name)
 
-    # rsa_matrices.png
+
+def _draw_rsa_matrices(ctx: _FigureContext) -> None:
+    """The condition x condition similarity matrices at the chosen layer, and the hypotheses."""
+    frames = ctx.frames
+    pooling = ctx.pooling
+    rsa = ctx.rsa
+    tasks = ctx.tasks
+    span_of = ctx.span_of
+    chosen_layer = ctx.chosen_layer
+    plt = ctx.plt
+    save = ctx.save
     sim = frames["similarity"]
     panels = []
     for task in tasks:
@@ -176,7 +172,17 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
     fig.suptitle(f"Similarity matrices at layer {chosen_layer} ({pooling} pooling)")
     save(fig, "rsa_matrices.png")
 
-    # alignment.png
+
+def _draw_alignment(ctx: _FigureContext) -> None:
+    """RSA alignment by layer, one panel per task and hypothesis."""
+    pooling = ctx.pooling
+    sig = ctx.sig
+    rsa = ctx.rsa
+    comparator = ctx.comparator
+    tasks = ctx.tasks
+    plt = ctx.plt
+    sns = ctx.sns
+    save = ctx.save
     hyps_of = {t: (list(rsa.loc[rsa["task"] == t, "hypothesis"].unique()) if len(rsa) else []) for t in tasks}
     ncols = max(1, max(len(h) for h in hyps_of.values()))
     fig, axes = plt.subplots(len(tasks), ncols, figsize=(5 * ncols, 3.6 * len(tasks)), squeeze=False)
@@ -213,7 +219,14 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
     fig.suptitle(f"RSA alignment by layer ({pooling} pooling; filled: p < {sig})")
     save(fig, "alignment.png")
 
-    # probes.png
+
+def _draw_probes(ctx: _FigureContext) -> None:
+    """Probe scores by layer against the shuffled-label control (mean ± sd)."""
+    frames = ctx.frames
+    tasks = ctx.tasks
+    plt = ctx.plt
+    sns = ctx.sns
+    save = ctx.save
     probes = frames["probes"]
     targets_of = {t: (list(probes.loc[probes["task"] == t, "target"].unique()) if len(probes) else []) for t in tasks}
     ncols = max(1, max(len(v) for v in targets_of.values()))
@@ -256,7 +269,13 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
     fig.suptitle(f"Probes by layer (band: mean ± sd of {n_shuffles} label shuffles)")
     save(fig, "probes.png")
 
-    # attention_ratio.png
+
+def _draw_attention_ratio(ctx: _FigureContext) -> None:
+    """Attention log ratio (relevant / distractor) by layer."""
+    frames = ctx.frames
+    plt = ctx.plt
+    sns = ctx.sns
+    save = ctx.save
     att = frames["attention_ratio"]
     att_tasks = [t for t in TASKS if len(att) and (att["task"] == t).any()] or ["(none)"]
     fig, axes = plt.subplots(1, len(att_tasks), figsize=(6 * len(att_tasks), 4), squeeze=False)
@@ -286,7 +305,16 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
         ax.legend(fontsize=8, loc="best")
     save(fig, "attention_ratio.png")
 
-    # behaviour.png
+
+def _draw_behaviour(ctx: _FigureContext) -> list[str]:
+    """Behaviour by shot count, and the representation-vs-behaviour correlation by layer;
+    returns which behaviour each task's correlation used (for the caption)."""
+    frames = ctx.frames
+    pooling = ctx.pooling
+    tasks = ctx.tasks
+    span_of = ctx.span_of
+    plt = ctx.plt
+    save = ctx.save
     summary, rvb = frames["behaviour_summary"], frames["repr_vs_behaviour"]
     fig, axes = plt.subplots(len(tasks), 2, figsize=(12, 3.8 * len(tasks)), squeeze=False)
     behaviours_used = []
@@ -335,6 +363,49 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
                ylabel="correlation across conditions", ylim=(-1.05, 1.05))
         ax.legend(fontsize=7, loc="best")
     save(fig, "behaviour.png")
+    return behaviours_used
+
+
+def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> dict[str, str]:
+    """Draw :data:`FIGURES` into ``out_dir`` from the tables written by :func:`analyse`
+    (``tables``: out key -> path; missing or empty tables give "no data" panels). Returns
+    file name -> caption."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    settings = analysis_settings(params)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    frames = {name: _read_frame(tables, name) for name in OUTPUTS}
+    pooling = str(settings["figure_pooling"])
+    sig = float(settings["significance"])
+    rsa = frames["rsa"]
+    comparator = str(settings["rsa_comparators"][0])
+    if len(rsa) and "comparator" in rsa.columns:
+        rsa = rsa[rsa["comparator"] == comparator]
+    tasks = [t for t in TASKS if any(len(f) and "task" in f.columns and (f["task"] == t).any()
+                                     for f in frames.values())] or ["(none)"]
+    span_of: dict[str, str | None] = {}
+    for task in tasks:
+        sim = frames["similarity"]
+        available = sim.loc[sim["task"] == task, "span"].unique() if len(sim) else (
+            rsa.loc[rsa["task"] == task, "span"].unique() if len(rsa) else [])
+        span_of[task] = _figure_span(settings, task, available) if task in TASKS else None
+    layers_all = frames["similarity"]["layer"].unique() if len(frames["similarity"]) else (
+        rsa["layer"].unique() if len(rsa) else [])
+    chosen_layer = _figure_layer(settings, layers_all)
+
+    ctx = _FigureContext(frames=frames, settings=settings, out=out, plt=plt, sns=sns, pooling=pooling, sig=sig,
+                         rsa=rsa, comparator=comparator, tasks=tasks, span_of=span_of, chosen_layer=chosen_layer)
+    _draw_rsa_matrices(ctx)
+    _draw_alignment(ctx)
+    _draw_probes(ctx)
+    _draw_attention_ratio(ctx)
+    behaviours_used = _draw_behaviour(ctx)
 
     values = {
         "layer": chosen_layer, "pooling": pooling, "significance": sig,
