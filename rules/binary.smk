@@ -5,7 +5,7 @@ rule analyse_binary:
     input:
         unpack(lambda wildcards: study_inputs(wildcards.model, "binary")),
     output:
-        [f"{RESULTS}/{{model}}/binary/{t}.parquet" for t in REGISTRY["binary"].tables],
+        table_outputs("binary", f"{RESULTS}/{{model}}/binary"),
     log:
         f"{LOGS}/{{model}}/analyse_binary.log",
     conda:

@@ -43,6 +43,26 @@ def figure_outputs(study, folder):
     ]
 
 
+def table_outputs(study, folder):
+    """A study's tables in ``folder``; its key ones also marked for Snakemake's report (a
+    "Key tables" section per model, offered as downloads)."""
+    where = "{dataset}/" if REGISTRY[study].per_dataset else ""
+    return [
+        (
+            report_output(
+                f"{folder}/{t}.parquet",
+                caption="../report/captions/table.rst",
+                category="Key tables",
+                subcategory="{model}",
+                labels={"study": study, "table": f"{where}{t}"},
+            )
+            if t in REGISTRY[study].key_tables
+            else f"{folder}/{t}.parquet"
+        )
+        for t in REGISTRY[study].tables
+    ]
+
+
 def model_dir(model):
     return f"{RESOURCES}/models/{model}"
 

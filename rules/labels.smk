@@ -8,10 +8,7 @@ rule analyse_labels:
             wildcards.model, f"labels_{wildcards.dataset}", "readouts"
         ),
     output:
-        [
-            f"{RESULTS}/{{model}}/labels/{{dataset}}/{t}.parquet"
-            for t in REGISTRY["labels"].tables
-        ],
+        table_outputs("labels", f"{RESULTS}/{{model}}/labels/{{dataset}}"),
     log:
         f"{LOGS}/{{model}}/analyse_labels_{{dataset}}.log",
     conda:

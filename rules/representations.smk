@@ -5,10 +5,7 @@ rule analyse_representations:
     input:
         unpack(lambda wildcards: study_inputs(wildcards.model, "representations")),
     output:
-        [
-            f"{RESULTS}/{{model}}/representations/{t}.parquet"
-            for t in REGISTRY["representations"].tables
-        ],
+        table_outputs("representations", f"{RESULTS}/{{model}}/representations"),
     log:
         f"{LOGS}/{{model}}/analyse_representations.log",
     conda:

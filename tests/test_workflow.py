@@ -383,3 +383,10 @@ def test_snakemake_report_holds_every_figure_with_its_caption(finished_run, tmp_
     assert n_datasets >= 1 and checked == sum(
         len(s.figures) * (n_datasets if s.per_dataset else 1) for s in STUDIES.values())
     assert '"results/tiny/findings.md"' in html and "iclscope: inside in-context learning" in html
+    for name, study in STUDIES.items():  # the key tables, offered as downloads
+        folders = (sorted((finished_run / "results/tiny" / name).iterdir()) if study.per_dataset
+                   else [finished_run / "results/tiny" / name])
+        for folder in folders:
+            for table in study.key_tables:
+                assert f'"{(folder / table).relative_to(finished_run)}.parquet"' in html, (name, table)
+    assert "Key tables" in html

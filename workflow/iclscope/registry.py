@@ -24,6 +24,7 @@ class Study:
     tables: tuple[str, ...]  # results/{model}/{name}/[{dataset}/]{table}.parquet
     figures: tuple[str, ...]  # results/{model}/figures/{name}/[{dataset}/]{figure}
     per_dataset: bool = False  # one analysis, table set and figure set per labels dataset
+    key_tables: tuple[str, ...] = ()  # also offered in Snakemake's report (as downloads)
 
 
 STUDIES: dict[str, Study] = {
@@ -33,18 +34,21 @@ STUDIES: dict[str, Study] = {
             "binary", "Study A: binary-sequence dynamics",
             ("generation_metrics", "baselines", "judgment", "judgment_summary", "continuation", "model_selection"),
             ("generation.png", "judgment.png", "continuation.png"),
+            key_tables=("baselines", "judgment_summary", "model_selection"),
         ),
         Study(
             "representations", "Study B: representations before and after ICL",
             ("behaviour", "behaviour_summary", "rsa", "similarity", "probes", "attention_ratio",
              "repr_vs_behaviour"),
             ("rsa_matrices.png", "alignment.png", "probes.png", "attention_ratio.png", "behaviour.png"),
+            key_tables=("behaviour_summary", "probes", "attention_ratio"),
         ),
         Study(
             "labels", "Study C: label relationships",
             ("positions", "curves", "summary"),
             ("curves.png", "halfway.png"),
             per_dataset=True,
+            key_tables=("summary",),
         ),
     )
 }
