@@ -11,7 +11,10 @@ import pyarrow as pa
 # --------------------------------------------------------------------------- readout names
 # The names that connect the task builders (span names), the extraction plan (read points)
 # and the analyses (the `readout` column): built and parsed here only.
-ANSWER_READOUT = "answer"  # study B: the answer after the prompt's end
+ANSWER_READOUT = "answer"
+# how generated coin-flip items are read (binary.generation.parse): the paper's first letter, or
+# only items that are exactly a symbol word; used by generation (torch side) and study A
+PARSE_MODES = ("first_letter", "strict")  # study B: the answer after the prompt's end
 JUDGMENT_READOUT = "judgment"  # study A: r... vs n... after the judgment prompt
 
 

@@ -363,8 +363,9 @@ def extract(
             batch = [prepared[i] for i in index]
             results += _run_with_retry(lambda b: _run_batch(model, b, poolings, pad_id, device), batch, device)
             order += index
-            done_tokens += sum(lengths[i] for i in index)
-            bar.update(sum(lengths[i] for i in index))
+            batch_tokens_done = sum(lengths[i] for i in index)
+            done_tokens += batch_tokens_done
+            bar.update(batch_tokens_done)
             if k == len(batches) or k % 10 == 0:
                 rate = done_tokens / max(time.perf_counter() - start, 1e-9)
                 log.info("batch %d/%d: %d/%d tokens, %.0f tokens/s", k, len(batches), done_tokens, real_tokens, rate)

@@ -144,7 +144,6 @@ def _generate_batch(model, tokenizer, requests, encoded, index, seed, temperatur
     return results
 
 
-PARSE_MODES = ("first_letter", "strict")
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from iclscope.analysis.model_selection import ACCOUNT_CI_REASON
+from iclscope.contracts import PARSE_MODES
 
 RANDOM = "random"
 MODEL = "model"
 INPUTS = ("judgment_tasks", "continuation_tasks", "generations", "judgment_readouts", "continuation_readouts")
 OUTPUTS = ("generation_metrics", "baselines", "judgment", "judgment_summary", "continuation", "model_selection")
-PARSE_MODES = ("first_letter", "strict")
 
 
 def analysis_settings(binary: Mapping[str, Any]) -> dict[str, Any]:

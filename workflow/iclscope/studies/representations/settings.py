@@ -21,7 +21,6 @@ END = "end"  # the prompt's last token (the answer position): a pooled span and 
 RELEVANT, DISTRACTOR = "relevant", "distractor"
 READOUT = contracts.ANSWER_READOUT
 
-DEFAULT_POOLINGS = ("max", "mean", "last")
 
 
 def schema_defaults() -> dict[str, Any]:
@@ -55,7 +54,7 @@ def analysis_settings(params: Mapping[str, Any]) -> dict[str, Any]:
     (hypotheses, rsa_spans, probe_span) stay as given; read them with :func:`task_setting`.
     Raises ValueError for an unknown key or an invalid value, naming it.
     """
-    from iclscope.config import section_settings
+    from iclscope.config import section_settings, with_defaults
 
     section = params.get("representations", {}) or {}
     given = dict(section.get("analysis", {}) or {})
@@ -68,7 +67,8 @@ def analysis_settings(params: Mapping[str, Any]) -> dict[str, Any]:
     except ValueError as err:
         raise ValueError(f"representations.analysis: {err}") from err
     if settings["rsa_poolings"] is None:
-        settings["rsa_poolings"] = list(section.get("pooling") or DEFAULT_POOLINGS)
+        # what extraction pooled (the schema's default when the section does not say)
+        settings["rsa_poolings"] = list(section.get("pooling") or with_defaults("representations", {})["pooling"])
     if isinstance(settings["rsa_poolings"], str):
         settings["rsa_poolings"] = [settings["rsa_poolings"]]
     settings["rsa_poolings"] = list(settings["rsa_poolings"])
