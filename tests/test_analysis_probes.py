@@ -19,7 +19,6 @@ from iclscope.analysis.probes import (
     logistic_probe,
     permutation_p_value,
     probe_permutation_control,
-    probe_with_control,
     ridge_classifier_accuracy,
     ridge_predictions,
     ridge_probe,
@@ -96,9 +95,9 @@ def test_shuffle_by_group_keeps_one_value_per_group() -> None:
 def test_ridge_probe_recovers_planted_parameter() -> None:
     X, y, groups = planted_regression(seed=0)
     assert ridge_probe(X, y, groups) > 0.8
-    score, control = probe_with_control("ridge", X, y, groups, np.random.default_rng(1))
-    assert score == pytest.approx(ridge_probe(X, y, groups))
-    assert control < 0.1  # near or below 0 (fixed seeds, deterministic)
+    res = probe_permutation_control("ridge", X, y, groups, np.random.default_rng(1), n_shuffles=20)
+    assert res.score == pytest.approx(ridge_probe(X, y, groups))
+    assert res.control_mean < 0.1  # near or below 0 (fixed seeds, deterministic)
 
 
 def test_ridge_probe_matches_manual_out_of_fold_r2() -> None:
@@ -120,18 +119,20 @@ def test_logistic_probe_on_planted_classes_without_warnings() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # e.g. ConvergenceWarning would fail the test
         assert logistic_probe(X, labels, groups) > 0.9
-        score, control = probe_with_control("logistic", X, labels, groups, np.random.default_rng(3))
-    assert score > 0.9
-    assert control < 0.5  # chance is 0.25 for 4 classes (fixed seeds, deterministic)
+        res = probe_permutation_control("classifier", X, labels, groups, np.random.default_rng(3), n_shuffles=5,
+                                        classifier="logistic")
+    assert res.score > 0.9
+    assert res.control_mean < 0.5  # chance is 0.25 for 4 classes (fixed seeds, deterministic)
 
 
 def test_probe_control_is_seeded_and_validates() -> None:
     X, y, groups = planted_regression(seed=4, n_groups=12, per_group=2, d=6)
-    a = probe_with_control("ridge", X, y, groups, np.random.default_rng(9))
-    b = probe_with_control("ridge", X, y, groups, np.random.default_rng(9))
-    assert a == b
+    a = probe_permutation_control("ridge", X, y, groups, np.random.default_rng(9), n_shuffles=10)
+    b = probe_permutation_control("ridge", X, y, groups, np.random.default_rng(9), n_shuffles=10)
+    assert a.score == b.score and a.p_value == b.p_value
+    np.testing.assert_array_equal(a.controls, b.controls)
     with pytest.raises(ValueError, match="'lasso'"):
-        probe_with_control("lasso", X, y, groups, np.random.default_rng(0))  # type: ignore[arg-type]
+        probe_permutation_control("lasso", X, y, groups, np.random.default_rng(0))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="rows"):
         ridge_probe(X[:-1], y, groups)
 

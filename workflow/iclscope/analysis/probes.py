@@ -157,39 +157,6 @@ def shuffle_by_group(
     return shuffled[codes]
 
 
-def probe_with_control(
-    kind: Literal["ridge", "logistic"],
-    X: np.ndarray,
-    y: np.ndarray | Sequence[Hashable],
-    groups: Sequence[Hashable] | np.ndarray,
-    rng: np.random.Generator,
-    n_splits: int = 5,
-    alpha: float = 1.0,
-    C: float = 1.0,
-) -> tuple[float, float]:
-    """Probe score and the score of the same probe on group-shuffled targets, with the same folds.
-
-    ``kind``: "ridge" (R^2, ``alpha``) or "logistic" (accuracy, ``C``). The control permutes the
-    targets across groups (:func:`shuffle_by_group`), so each group still carries a single value.
-    Why group level: a per-row shuffle would also be leak-free, but it changes the task's
-    structure (targets would vary inside a group, so the control fits noise the real task never
-    has). Shuffling whole groups keeps that structure (one target per group, same groups, same
-    folds) and only breaks the link between representation and parameter, so score - control
-    measures selectivity.
-    Returns (score, control_score).
-    """
-    if kind not in ("ridge", "logistic"):
-        raise ValueError(f"kind must be 'ridge' or 'logistic', got {kind!r}")
-    X = _check_xy(X, y, groups)
-    folds = grouped_folds(groups, n_splits)
-    control_y = shuffle_by_group(y, groups, rng)
-    if kind == "ridge":
-        y_arr = np.asarray(y, dtype=float)
-        return _ridge_oof(X, y_arr, folds, alpha), _ridge_oof(X, control_y.astype(float), folds, alpha)
-    labels = np.asarray(y)
-    return _logistic_oof(X, labels, folds, C), _logistic_oof(X, control_y, folds, C)
-
-
 # ----------------------------------------------------------------------------- permutation control
 #
 # The control of B5 repeats the probe on many group-level shuffles of the targets. Fitting a
