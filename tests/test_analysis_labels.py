@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from iclscope.analysis.candidates import restricted_log_softmax
 from iclscope.analysis.label_metrics import (
     contextual_calibration,
     label_mass,
@@ -16,7 +17,6 @@ from iclscope.analysis.label_metrics import (
     pooled_windows,
     position_curves,
     position_metrics,
-    restricted_log_softmax,
     summary_positions,
 )
 from iclscope.analysis.stats import bootstrap_ci_columns, paired_pooled_ci

@@ -411,3 +411,25 @@ def test_attention_ratio_equals_eager_weights(prepared_tiny):
         [expected["layer"], expected["n_shots"]]).mean())
     got = summary[summary["head"] == -1].set_index(["layer", "n_shots"])["ratio"]
     np.testing.assert_allclose(got.loc[want.index], want, rtol=1e-4)
+
+
+def test_repr_vs_behaviour_uses_the_configured_correlation_whatever_the_rsa_comparators(analysed, tmp_path):
+    """B7's correlation is `correlation`, never a leftover of the RSA comparator loop (a
+    shadowed loop variable once made it the last of `rsa_comparators`)."""
+    inputs, _, t = analysed
+    reading_only = {k: v for k, v in inputs.items() if k.startswith("reading")}
+    frames = {}
+    for comparators, method in (((["tau_a", "spearman"]), "pearson"), ((["spearman", "tau_a"]), "pearson"),
+                                ((["tau_a"]), "spearman")):
+        outs = outs_in(tmp_path / f"{method}_{'_'.join(comparators)}")
+        rep.analyse(reading_only, config(rsa_comparators=comparators, correlation=method), outs)
+        frames[(tuple(comparators), method)] = read_table(outs["repr_vs_behaviour"]).to_pandas()
+    pearson = frames[(("tau_a", "spearman"), "pearson")]
+    pd.testing.assert_frame_equal(pearson, frames[(("spearman", "tau_a"), "pearson")])
+    spearman = frames[(("tau_a",), "spearman")]
+    assert pearson["mean"].notna().any()
+    assert not np.allclose(pearson["mean"], spearman["mean"], equal_nan=True)
+    # the default run's table is Pearson's: the configured default
+    assert rep.analysis_settings({})["correlation"] == "pearson"
+    reading = t["repr_vs_behaviour"][t["repr_vs_behaviour"]["task"] == "reading"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(reading[pearson.columns], pearson)

@@ -5,7 +5,7 @@ Pure functions, arrays in and arrays (or tidy frames) out. The extraction step g
 candidate label words (each the exact sum of its tokens' log-probs, or the first token only, as
 recorded by the caller). From these:
 
-* :func:`restricted_log_softmax` renormalises over the label set,
+* :func:`~iclscope.analysis.candidates.restricted_log_softmax` renormalises over the label set,
 * :func:`position_metrics` scores each position against the true and the in-context class,
 * :func:`position_curves` averages metrics over repeats per position with bootstrap intervals,
 * :func:`label_mass` is the un-renormalised log-probability mass of the label words,
@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
+from iclscope.analysis.candidates import restricted_log_softmax
 from iclscope.analysis.stats import bootstrap_ci, bootstrap_ci_columns, paired_pooled_ci
 
 __all__ = [
@@ -39,26 +40,8 @@ __all__ = [
     "pooled_windows",
     "position_curves",
     "position_metrics",
-    "restricted_log_softmax",
     "summary_positions",
 ]
-
-
-def restricted_log_softmax(candidate_logprobs: np.ndarray) -> np.ndarray:
-    """Log-probabilities renormalised over the K candidate label words.
-
-    ``candidate_logprobs``: shape (..., K), the model's log-probability of each label word
-    (full-vocabulary log-probs, or any scores: only differences along the last axis matter).
-    Returns shape (..., K) whose ``exp`` sums to 1 along the last axis. Computed as
-    ``x - logsumexp(x)``, which is stable for very negative log-probs (long multi-token words).
-    A word with log-prob ``-inf`` keeps ``-inf``; a row that is ``-inf`` everywhere becomes NaN
-    (no distribution exists), and NaNs propagate.
-    """
-    x = np.asarray(candidate_logprobs, dtype=float)
-    if x.ndim < 1 or x.shape[-1] < 1:
-        raise ValueError(f"candidate_logprobs: expected shape (..., K) with K >= 1, got {x.shape}")
-    with np.errstate(invalid="ignore"):  # all -inf rows: -inf - -inf = NaN, intended
-        return x - logsumexp(x, axis=-1, keepdims=True)
 
 
 def _entropy(log_p: np.ndarray) -> np.ndarray:

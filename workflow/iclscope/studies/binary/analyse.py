@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from scipy.special import expit, log_expit
 
 from iclscope import contracts, progress, provenance
 from iclscope.analysis import baselines as bl
 from iclscope.analysis import binary_metrics as bm
+from iclscope.analysis.candidates import restricted_log_softmax
 from iclscope.analysis.model_selection import curve_selection
 from iclscope.analysis.stats import bootstrap_ci
 from iclscope.seeding import rng
@@ -56,7 +56,8 @@ def p_random(readouts: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
     ``tasks``: the ``binary_judgment`` task table (prompt_id, concept, length, sample).
     Returns one row per prompt present in both (tasks' order) with columns concept, length,
     sample, p_random, logp_r, logp_n, prompt_id, where
-    p_random = P(r) / (P(r) + P(n)) = expit(logp_r - logp_n) (stable for any log-probs).
+    p_random = P(r) / (P(r) + P(n)), renormalised by :func:`restricted_log_softmax` (stable for
+    any log-probs).
     Prompts without readouts are dropped with a warning; a prompt lacking ``r`` or ``n``
     raises ValueError.
     """
@@ -85,7 +86,8 @@ def p_random(readouts: pd.DataFrame, tasks: pd.DataFrame) -> pd.DataFrame:
         log.warning("judgment: %d of %d prompts have no readouts (e.g. %s); dropped",
                     int(unread.sum()), len(df), df.loc[unread, "prompt_id"].iloc[0])
         df = df[~unread]
-    df = df.assign(p_random=expit(df["logp_r"].to_numpy() - df["logp_n"].to_numpy()))
+    shares = restricted_log_softmax(np.stack([df["logp_r"].to_numpy(float), df["logp_n"].to_numpy(float)], axis=-1))
+    df = df.assign(p_random=np.exp(shares[:, 0]))
     df["length"] = df["length"].astype("int32")
     df["sample"] = df["sample"].astype("int32")
     return _frame(contracts.JUDGMENT, df)
@@ -99,12 +101,11 @@ def restricted_log_q(logp0: np.ndarray, logp1: np.ndarray, flips: str) -> np.nda
     """log q_t, t = 1..n: q_t = P(flip t = flips[t-1]) restricted to the two symbols.
 
     ``logp0``, ``logp1``: shape (n,), log P(symbol 0 / 1 as flip t | prompt, flips < t).
-    q_t = softmax over the two candidates = expit(logp_target - logp_other).
+    q_t = the target's share of the two symbols (:func:`restricted_log_softmax`).
     """
     target = bm.as_flips(flips).astype(bool)
-    lp_t = np.where(target, logp1, logp0)
-    lp_o = np.where(target, logp0, logp1)
-    return log_expit(lp_t - lp_o)
+    both = restricted_log_softmax(np.stack([logp0, logp1], axis=-1))
+    return np.where(target, both[:, 1], both[:, 0])
 
 
 def judgment_summary(judgment: pd.DataFrame, seed: int, n_boot: int = 1000, level: float = 0.95) -> pd.DataFrame:

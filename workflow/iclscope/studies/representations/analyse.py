@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from iclscope import contracts, provenance
 from iclscope.analysis import rsa as rsa_math
+from iclscope.analysis.candidates import restricted_log_softmax
 from iclscope.analysis.attention_ratio import (
     attention_ratio,
     change_correlation,
@@ -81,11 +82,6 @@ def _numeric(values: pd.Series) -> bool:
 # ----------------------------------------------------------------------------- behaviour (B1, B2)
 
 
-def _logsumexp(x: np.ndarray) -> float:
-    m = np.max(x)
-    return float(m + np.log(np.sum(np.exp(x - m))))
-
-
 def prompt_behaviour(task: str, tasks: pd.DataFrame, readouts: pd.DataFrame) -> pd.DataFrame:
     """Behaviour per prompt from the candidates' log-probabilities (columns: module docstring).
 
@@ -113,7 +109,7 @@ def prompt_behaviour(task: str, tasks: pd.DataFrame, readouts: pd.DataFrame) -> 
         g = groups[pid]
         candidates = g["candidate"].astype(str).to_numpy()
         logp = g["logprob"].to_numpy(dtype=float)
-        logp = logp - _logsumexp(logp)
+        logp = restricted_log_softmax(logp)
         best = int(np.argmax(logp))
         correct_answer = str(row.answer)
         hit = np.flatnonzero(candidates == correct_answer)
@@ -574,165 +570,229 @@ def _similarity_frame(task: str, entries: list[tuple[int, str, str, int, RSAResu
     return pd.DataFrame(data)
 
 
-def _analyse_task(task: str, inputs: Mapping[str, str], settings: Mapping[str, Any], seed: int,
-                  collected: _Collected) -> None:
-    paths = {kind: inputs[f"{task}_{kind}"] for kind in INPUT_KINDS}
-    hypotheses = task_setting(settings, "hypotheses", task)
-    rsa_spans = task_setting(settings, "rsa_spans", task)
-    probe_span = str(task_setting(settings, "probe_span", task))
-    poolings = list(settings["rsa_poolings"])
-    probe_pooling = str(settings["probe_pooling"])
-    n_boot, method = int(settings["n_boot"]), str(settings["correlation"])
-    n_permutations = int(settings["n_permutations"])
-    comparators = list(settings["rsa_comparators"])
+@dataclass
+class _TaskFrame:
+    """One task's prompts as every analysis step needs them; per-condition arrays follow
+    ``order`` (the conditions, sorted)."""
 
+    task: str
+    paths: dict[str, str]
+    tasks: pd.DataFrame
+    fields: pd.DataFrame
+    order: list[str]
+    prompt_index: pd.Index
+    prompt_shots: np.ndarray
+    prompt_cond: np.ndarray
+    shots: list[int]
+    before: int
+    afters: list[int]
+
+    def per_condition(self, series: pd.Series) -> np.ndarray:
+        return series.reindex(self.order).to_numpy(dtype=float)
+
+    def in_order(self, values: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+        out = np.full(len(self.order), np.nan)
+        position = {c: i for i, c in enumerate(self.order)}
+        out[[position[c] for c in labels]] = values
+        return out
+
+
+def _task_frame(task: str, inputs: Mapping[str, str], hypotheses: Any) -> _TaskFrame | None:
+    """Read the task table (None, with a warning, when it is empty)."""
+    paths = {kind: inputs[f"{task}_{kind}"] for kind in INPUT_KINDS}
     tasks = read_table(paths["tasks"]).to_pandas()
     if len(tasks) == 0:
         log.warning("%s: the task table %s is empty; skipping the task", task, paths["tasks"])
-        return
+        return None
     tasks = tasks.drop(columns=[c for c in ("text", "spans") if c in tasks.columns])
     fields = condition_fields(tasks, hypotheses)
-    order = list(fields.index)  # every per-condition array below follows this (sorted) order
     prompt_index = pd.Index(tasks["prompt_id"])
     if not prompt_index.is_unique:
         raise ValueError(f"{paths['tasks']}: prompt_id is not unique")
     prompt_shots = tasks["n_shots"].to_numpy(dtype=int)
-    prompt_cond = tasks["condition"].to_numpy(dtype=object)
     shots = sorted({int(k) for k in prompt_shots})
-    before, afters = shots[0], shots[1:]
-    if not afters:
-        log.warning("%s: only n_shots=%d: no before/after comparison (B7)", task, before)
+    if len(shots) == 1:
+        log.warning("%s: only n_shots=%d: no before/after comparison (B7)", task, shots[0])
+    return _TaskFrame(task, paths, tasks, fields, list(fields.index), prompt_index, prompt_shots,
+                      tasks["condition"].to_numpy(dtype=object), shots, shots[0], shots[1:])
 
-    order_pos = {c: i for i, c in enumerate(order)}
 
-    def per_condition(series: pd.Series) -> np.ndarray:
-        return series.reindex(order).to_numpy(dtype=float)
-
-    def in_order(values: np.ndarray, labels: Sequence[str]) -> np.ndarray:
-        out = np.full(len(order), np.nan)
-        out[[order_pos[c] for c in labels]] = values
-        return out
-
-    # behaviour (B1, B2)
-    readouts = read_table(paths["readouts"], columns=["prompt_id", "readout", "candidate", "logprob"]).to_pandas()
-    behaviour = prompt_behaviour(task, tasks, readouts)
+def _behaviour_deltas(tf: _TaskFrame, collected: _Collected) -> dict[tuple[str, int], np.ndarray]:
+    """B1, B2: behaviour per prompt (collected), and each measure's change per condition from
+    ``before`` to every ``after`` shot count."""
+    readouts = read_table(tf.paths["readouts"], columns=["prompt_id", "readout", "candidate", "logprob"]).to_pandas()
+    behaviour = prompt_behaviour(tf.task, tf.tasks, readouts)
     del readouts
     collected.behaviour.append(behaviour)
-    behaviour_deltas = {
-        (name, after): per_condition(condition_change(values, behaviour["condition"], behaviour["n_shots"],
-                                                      before, after))
-        for name, values in behaviour_measures(behaviour).items() for after in afters
+    return {
+        (name, after): tf.per_condition(condition_change(values, behaviour["condition"], behaviour["n_shots"],
+                                                         tf.before, after))
+        for name, values in behaviour_measures(behaviour).items() for after in tf.afters
     }
 
-    # attention ratio (B6)
-    attention = read_table(paths["attention"]).to_pandas()
+
+def _attention_deltas(tf: _TaskFrame, seed: int, n_boot: int,
+                      collected: _Collected) -> dict[tuple[int, int], np.ndarray]:
+    """B6: the attention ratio summaries (collected), and the head-mean log ratio's change per
+    condition by (layer, after); empty when the task has no distractor span."""
+    attention = read_table(tf.paths["attention"]).to_pandas()
     ratio_deltas: dict[tuple[int, int], np.ndarray] = {}
     present = set(attention["span"].unique()) if len(attention) else set()
-    if {RELEVANT, DISTRACTOR} <= present:
-        ratios = prompt_attention_ratios(attention)
-        shots_of = dict(zip(tasks["prompt_id"], prompt_shots))
-        order_of = (dict(zip(tasks["prompt_id"], tasks["relevant_first"].astype(bool)))
-                    if "relevant_first" in tasks.columns else None)
-        collected.attention.append(summarise_attention_ratios(ratios, shots_of, task, seed, n_boot, order_of))
-        mean_head = ratios[ratios["head"] == -1]
-        pos = prompt_index.get_indexer(mean_head["prompt_id"])
-        if (pos < 0).any():
-            raise ValueError(f"{paths['attention']}: prompts {sorted(set(mean_head['prompt_id'][pos < 0]))[:3]} "
-                             f"are not in the task table {paths['tasks']}")
-        cond = pd.Series(prompt_cond[pos], index=mean_head.index)
-        k = pd.Series(prompt_shots[pos], index=mean_head.index)
-        for layer, idx in mean_head.groupby("layer").groups.items():
-            for after in afters:
-                ratio_deltas[(int(layer), after)] = per_condition(
-                    condition_change(mean_head.loc[idx, "log_ratio"], cond.loc[idx], k.loc[idx], before, after))
-    else:
+    if not {RELEVANT, DISTRACTOR} <= present:
         log.info("%s: attention has no %r and %r spans: no attention ratio (B6 needs a distractor)",
-                 task, RELEVANT, DISTRACTOR)
+                 tf.task, RELEVANT, DISTRACTOR)
+        return ratio_deltas
+    ratios = prompt_attention_ratios(attention)
     del attention
+    tasks = tf.tasks
+    shots_of = dict(zip(tasks["prompt_id"], tf.prompt_shots))
+    order_of = (dict(zip(tasks["prompt_id"], tasks["relevant_first"].astype(bool)))
+                if "relevant_first" in tasks.columns else None)
+    collected.attention.append(summarise_attention_ratios(ratios, shots_of, tf.task, seed, n_boot, order_of))
+    mean_head = ratios[ratios["head"] == -1]
+    pos = tf.prompt_index.get_indexer(mean_head["prompt_id"])
+    if (pos < 0).any():
+        raise ValueError(f"{tf.paths['attention']}: prompts {sorted(set(mean_head['prompt_id'][pos < 0]))[:3]} "
+                         f"are not in the task table {tf.paths['tasks']}")
+    cond = pd.Series(tf.prompt_cond[pos], index=mean_head.index)
+    k = pd.Series(tf.prompt_shots[pos], index=mean_head.index)
+    for layer, idx in mean_head.groupby("layer").groups.items():
+        for after in tf.afters:
+            ratio_deltas[(int(layer), after)] = tf.per_condition(
+                condition_change(mean_head.loc[idx, "log_ratio"], cond.loc[idx], k.loc[idx], tf.before, after))
+    return ratio_deltas
 
-    # embeddings, one layer at a time: RSA (B4), probes (B5), B7
-    index = embedding_index(paths["embeddings"])
-    _check_present([*poolings, probe_pooling], index["pooling"].unique(), "pooling",
-                   "rsa_poolings/probe_pooling", paths["embeddings"])
-    _check_present([*rsa_spans, probe_span], index["span"].unique(), "span", "rsa_spans/probe_span",
-                   paths["embeddings"])
-    n_layers = index["layer"].nunique()
-    del index
-    log.info("%s: %d prompts, %d conditions, n_shots %s, %d layers", task, len(tasks), len(fields), shots, n_layers)
-    similarity_entries: list[tuple[int, str, str, int, RSAResult]] = []
-    for lv in iter_layers(paths["embeddings"], [*rsa_spans, probe_span], [*poolings, probe_pooling]):
-        layer = lv.layer
-        pos = prompt_index.get_indexer(lv.prompt_id)
+
+def _check_embeddings(tf: _TaskFrame, poolings: Sequence[str], spans: Sequence[str]) -> None:
+    """The embeddings hold every pooling and span the analyses ask for."""
+    index = embedding_index(tf.paths["embeddings"])
+    _check_present(poolings, index["pooling"].unique(), "pooling", "rsa_poolings/probe_pooling",
+                   tf.paths["embeddings"])
+    _check_present(spans, index["span"].unique(), "span", "rsa_spans/probe_span", tf.paths["embeddings"])
+    log.info("%s: %d prompts, %d conditions, n_shots %s, %d layers", tf.task, len(tf.tasks), len(tf.fields),
+             tf.shots, index["layer"].nunique())
+
+
+class _LayerRows:
+    """Which rows of one layer's vectors hold a (span, pooling, shot count)."""
+
+    def __init__(self, tf: _TaskFrame, lv: LayerVectors) -> None:
+        pos = tf.prompt_index.get_indexer(lv.prompt_id)
         if (pos < 0).any():
             unknown = sorted(set(lv.prompt_id[pos < 0]))
-            raise ValueError(f"{paths['embeddings']}: prompts {unknown[:3]} ({len(unknown)} in all) are not in "
-                             f"the task table {paths['tasks']}")
+            raise ValueError(f"{tf.paths['embeddings']}: prompts {unknown[:3]} ({len(unknown)} in all) are not in "
+                             f"the task table {tf.paths['tasks']}")
         if not np.isfinite(lv.vectors).all():
-            raise ValueError(f"{paths['embeddings']}: non-finite values at layer {layer}")
-        row_shots, row_cond = prompt_shots[pos], prompt_cond[pos]
+            raise ValueError(f"{tf.paths['embeddings']}: non-finite values at layer {lv.layer}")
+        self.lv = lv
+        self.shots, self.cond = tf.prompt_shots[pos], tf.prompt_cond[pos]
 
-        def rows(span: str, pooling: str, k: int, lv: LayerVectors = lv, row_shots: np.ndarray = row_shots) -> np.ndarray:
-            return np.flatnonzero((lv.span == span) & (lv.pooling == pooling) & (row_shots == k))
+    def select(self, span: str, pooling: str, k: int) -> np.ndarray:
+        return np.flatnonzero((self.lv.span == span) & (self.lv.pooling == pooling) & (self.shots == k))
 
-        sims: dict[tuple[str, str, int], RSAResult] = {}
-        for pooling in poolings:
-            for span in rsa_spans:
-                for k in shots:
-                    sel = rows(span, pooling, k)
-                    if sel.size == 0:
-                        continue
-                    res = rsa_by_condition(lv.vectors[sel], row_cond[sel], fields, hypotheses, seed,
-                                           (task, layer, pooling, span, k), n_permutations, comparators)
-                    sims[(pooling, span, k)] = res
-                    similarity_entries.append((layer, pooling, span, k, res))
-                    for name, by_method in res.alignments.items():
-                        for method, (value, p) in by_method.items():
-                            collected.rsa.append({
-                                "task": task, "layer": layer, "n_shots": k, "hypothesis": name,
-                                "comparator": method, "alignment": value, "spearman": res.spearman[name],
-                                "p_value": p, "pooling": pooling, "span": span, "n_conditions": len(res.labels),
-                                "n_prompts": int(sel.size), "n_permutations": n_permutations})
 
-        for k in shots:
-            sel = rows(probe_span, probe_pooling, k)
-            if sel.size == 0:
-                continue
-            scores = probe_fields(lv.vectors[sel], row_cond[sel], fields, hypotheses, seed, (task, layer, k),
-                                  int(settings["n_splits"]), float(settings["ridge_alpha"]),
-                                  float(settings["logistic_C"]), int(settings["n_shuffles"]),
-                                  str(settings["classifier"]))
-            for s in scores:
-                collected.probes.append({
-                    "task": task, "layer": layer, "n_shots": k, **s,
-                    "selectivity": s["score"] - s["control_score"], "pooling": probe_pooling,
-                    "span": probe_span, "n_prompts": int(sel.size), "n_conditions": len(set(row_cond[sel]))})
+def _layer_rsa(tf: _TaskFrame, rows: _LayerRows, settings: Mapping[str, Any], seed: int, collected: _Collected,
+               similarity_entries: list[tuple[int, str, str, int, RSAResult]]) -> dict[tuple[str, str, int], RSAResult]:
+    """B4 at one layer: RSA per (pooling, span, shot count), rows collected; returns the results."""
+    hypotheses = task_setting(settings, "hypotheses", tf.task)
+    n_permutations = int(settings["n_permutations"])
+    comparators = list(settings["rsa_comparators"])
+    lv, layer = rows.lv, rows.lv.layer
+    sims: dict[tuple[str, str, int], RSAResult] = {}
+    for pooling in list(settings["rsa_poolings"]):
+        for span in task_setting(settings, "rsa_spans", tf.task):
+            for k in tf.shots:
+                sel = rows.select(span, pooling, k)
+                if sel.size == 0:
+                    continue
+                res = rsa_by_condition(lv.vectors[sel], rows.cond[sel], tf.fields, hypotheses, seed,
+                                       (tf.task, layer, pooling, span, k), n_permutations, comparators)
+                sims[(pooling, span, k)] = res
+                similarity_entries.append((layer, pooling, span, k, res))
+                for name, by_method in res.alignments.items():
+                    for method, (value, p) in by_method.items():
+                        collected.rsa.append({
+                            "task": tf.task, "layer": layer, "n_shots": k, "hypothesis": name,
+                            "comparator": method, "alignment": value, "spearman": res.spearman[name],
+                            "p_value": p, "pooling": pooling, "span": span, "n_conditions": len(res.labels),
+                            "n_prompts": int(sel.size), "n_permutations": n_permutations})
+    return sims
 
-        # B7: per-condition changes of representation measures vs behaviour
-        for after in afters:
-            measures: list[tuple[str, str | None, str | None, np.ndarray]] = []
-            for pooling in poolings:
-                for span in rsa_spans:
-                    a, b = sims.get((pooling, span, before)), sims.get((pooling, span, after))
-                    if a is None or b is None:
-                        continue
-                    for name in hypotheses:
-                        delta = (in_order(condition_alignment(b.similarity, b.labels, fields, name), b.labels)
-                                 - in_order(condition_alignment(a.similarity, a.labels, fields, name), a.labels))
-                        measures.append((f"alignment:{name}", pooling, span, delta))
-            if (layer, after) in ratio_deltas:
-                measures.append(("attention_log_ratio", None, f"{RELEVANT}/{DISTRACTOR}",
-                                 ratio_deltas[(layer, after)]))
-            for measure, pooling, span, delta in measures:
-                for (behaviour_name, k_after), delta_b in behaviour_deltas.items():
-                    if k_after != after:
-                        continue
-                    gen = rng(seed, "repr_vs_behaviour", task, layer, measure, pooling, span, behaviour_name, after)
-                    collected.repr_vs_behaviour.append({
-                        "task": task, "layer": layer, "measure": measure, "pooling": pooling, "span": span,
-                        "behaviour": behaviour_name, "n_shots_before": before, "n_shots_after": after,
-                        **change_row(delta, delta_b, gen, n_boot, method)})
-        log.debug("%s: layer %d done", task, layer)
-    collected.similarity.append(_similarity_frame(task, similarity_entries, fields))
+
+def _layer_probes(tf: _TaskFrame, rows: _LayerRows, settings: Mapping[str, Any], seed: int,
+                  collected: _Collected) -> None:
+    """B5 at one layer: the probes per shot count with their permutation controls."""
+    hypotheses = task_setting(settings, "hypotheses", tf.task)
+    probe_span = str(task_setting(settings, "probe_span", tf.task))
+    probe_pooling = str(settings["probe_pooling"])
+    lv, layer = rows.lv, rows.lv.layer
+    for k in tf.shots:
+        sel = rows.select(probe_span, probe_pooling, k)
+        if sel.size == 0:
+            continue
+        scores = probe_fields(lv.vectors[sel], rows.cond[sel], tf.fields, hypotheses, seed, (tf.task, layer, k),
+                              int(settings["n_splits"]), float(settings["ridge_alpha"]),
+                              float(settings["logistic_C"]), int(settings["n_shuffles"]),
+                              str(settings["classifier"]))
+        for s in scores:
+            collected.probes.append({
+                "task": tf.task, "layer": layer, "n_shots": k, **s,
+                "selectivity": s["score"] - s["control_score"], "pooling": probe_pooling,
+                "span": probe_span, "n_prompts": int(sel.size), "n_conditions": len(set(rows.cond[sel]))})
+
+
+def _layer_repr_vs_behaviour(tf: _TaskFrame, layer: int, sims: Mapping[tuple[str, str, int], RSAResult],
+                             behaviour_deltas: Mapping[tuple[str, int], np.ndarray],
+                             ratio_deltas: Mapping[tuple[int, int], np.ndarray], settings: Mapping[str, Any],
+                             seed: int, collected: _Collected) -> None:
+    """B7 at one layer: per-condition changes of representation measures against behaviour."""
+    hypotheses = task_setting(settings, "hypotheses", tf.task)
+    n_boot, method = int(settings["n_boot"]), str(settings["correlation"])
+    for after in tf.afters:
+        measures: list[tuple[str, str | None, str | None, np.ndarray]] = []
+        for pooling in list(settings["rsa_poolings"]):
+            for span in task_setting(settings, "rsa_spans", tf.task):
+                a, b = sims.get((pooling, span, tf.before)), sims.get((pooling, span, after))
+                if a is None or b is None:
+                    continue
+                for name in hypotheses:
+                    delta = (tf.in_order(condition_alignment(b.similarity, b.labels, tf.fields, name), b.labels)
+                             - tf.in_order(condition_alignment(a.similarity, a.labels, tf.fields, name), a.labels))
+                    measures.append((f"alignment:{name}", pooling, span, delta))
+        if (layer, after) in ratio_deltas:
+            measures.append(("attention_log_ratio", None, f"{RELEVANT}/{DISTRACTOR}", ratio_deltas[(layer, after)]))
+        for measure, pooling, span, delta in measures:
+            for (behaviour_name, k_after), delta_b in behaviour_deltas.items():
+                if k_after != after:
+                    continue
+                gen = rng(seed, "repr_vs_behaviour", tf.task, layer, measure, pooling, span, behaviour_name, after)
+                collected.repr_vs_behaviour.append({
+                    "task": tf.task, "layer": layer, "measure": measure, "pooling": pooling, "span": span,
+                    "behaviour": behaviour_name, "n_shots_before": tf.before, "n_shots_after": after,
+                    **change_row(delta, delta_b, gen, n_boot, method)})
+
+
+def _analyse_task(task: str, inputs: Mapping[str, str], settings: Mapping[str, Any], seed: int,
+                  collected: _Collected) -> None:
+    """B1-B7 for one task: behaviour and attention first, then the embeddings one layer at a
+    time (RSA, probes, and B7, which needs both)."""
+    tf = _task_frame(task, inputs, task_setting(settings, "hypotheses", task))
+    if tf is None:
+        return
+    behaviour_deltas = _behaviour_deltas(tf, collected)
+    ratio_deltas = _attention_deltas(tf, seed, int(settings["n_boot"]), collected)
+    rsa_spans = list(task_setting(settings, "rsa_spans", task))
+    probe_span = str(task_setting(settings, "probe_span", task))
+    poolings = [*settings["rsa_poolings"], str(settings["probe_pooling"])]
+    _check_embeddings(tf, poolings, [*rsa_spans, probe_span])
+    similarity_entries: list[tuple[int, str, str, int, RSAResult]] = []
+    for lv in iter_layers(tf.paths["embeddings"], [*rsa_spans, probe_span], poolings):
+        rows = _LayerRows(tf, lv)
+        sims = _layer_rsa(tf, rows, settings, seed, collected, similarity_entries)
+        _layer_probes(tf, rows, settings, seed, collected)
+        _layer_repr_vs_behaviour(tf, lv.layer, sims, behaviour_deltas, ratio_deltas, settings, seed, collected)
+        log.debug("%s: layer %d done", task, lv.layer)
+    collected.similarity.append(_similarity_frame(task, similarity_entries, tf.fields))
 
 
 class _single_thread:
