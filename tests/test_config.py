@@ -124,6 +124,8 @@ def test_semantic_problems(tmp_path):
                 {"name": "d", "source": "hf"},
             ],
             "template": "Sentence: {text} -> {lable}",
+            "conditions": ["default", "random", "flip_df"],
+            "repeats_by_condition": {"flipped": 4},
         },
     )
     text = "\n".join(problems_of(cfg))
@@ -138,8 +140,15 @@ def test_semantic_problems(tmp_path):
         "`labels.datasets[1].hf_name` (dataset 'd'): an hf dataset needs hf_name",
         "`labels.flip_at`: 40 needs n_examples >= 2 * flip_at + 1 = 81",
         "`labels.template`: unknown field(s) ['lable']",
+        "`labels.repeats_by_condition`: ['flipped'] are not in labels.conditions ['default', 'random', 'flip_df']",
     ]:
         assert expected in text, f"{expected!r} not in:\n{text}"
+
+
+def test_schema_refuses_unknown_conditions_in_repeats_by_condition():
+    text = "\n".join(problems_of(minimal(labels={"repeats_by_condition": {"flippd": 4, "random": 0}})))
+    assert "`labels.repeats_by_condition`: 'flippd' is not one of" in text
+    assert "`labels.repeats_by_condition.random`: 0 is less than the minimum of 1" in text
 
 
 def test_all_problems_reported_at_once():

@@ -202,3 +202,24 @@ def test_pooled_rows_equal_a_direct_computation(extracted, tmp_path):
     assert one["mean"] == pytest.approx(sub.groupby("repeat").logp_label_mass.mean().mean(), abs=1e-5)
     curves = read_table(outs["curves"]).to_pandas()
     assert "logp_label_mass" in set(curves.metric)
+
+
+def test_conditions_with_fewer_repeats_pair_on_the_repeats_they_share(extracted, tmp_path):
+    """labels.repeats_by_condition: the compared conditions keep all repeats, the others fewer."""
+    tasks = read_table(extracted / "tasks.parquet")
+    frame = tasks.to_pandas()
+    few = frame.condition.isin(["flip_df", "flip_fd", "alternating"]) & (frame.repeat >= 2)
+    write_table(tasks.filter(pa.array(~few.to_numpy())), tmp_path / "tasks.parquet", {})
+    inputs = {"tasks": str(tmp_path / "tasks.parquet"), "readouts": str(extracted / "readouts.parquet")}
+    outs = {name: str(tmp_path / f"{name}.parquet") for name in ("positions", "curves", "summary")}
+    study.analyse(inputs, params(n_boot=200), outs)
+    summary = read_table(outs["summary"]).to_pandas()
+    n = summary.groupby(["kind", "condition", "condition_b"]).n.max()
+    assert n["pooled_difference", "default", "random"] == 4
+    assert n["pooled_difference", "flip_df", "flip_fd"] == 2
+    curves = read_table(outs["curves"]).to_pandas()
+    assert set(curves[curves.condition == "alternating"].n) == {2}
+    assert set(curves[curves.condition == "default"].n) == {4}
+    captions = study.plot({"curves": outs["curves"]}, params(), str(tmp_path / "fig"))
+    assert sorted(captions) == sorted(study.FIGURES)
+    assert "mean over 4 (alternating: 2, flip_df: 2, flip_fd: 2) repeats" in captions["curves.png"]

@@ -108,7 +108,7 @@ def test_arbitrary_keeps_true_class(binary: dict[str, Any]) -> None:
         assert row["context_labels"] == [words[c] for c in row["true_class"]]
 
 
-def test_random_keeps_label_marginal(binary: dict[str, Any]) -> None:
+def test_random_keeps_label_marginal_and_is_independent_of_true_labels(binary: dict[str, Any]) -> None:
     rows = build(binary, conditions=["random"], repeats=200, n_examples=32)
     shown = np.concatenate([r["context_class"] for r in rows])
     true = np.concatenate([r["true_class"] for r in rows])
@@ -117,6 +117,36 @@ def test_random_keeps_label_marginal(binary: dict[str, Any]) -> None:
     assert abs(shown.mean() - 0.7) < 0.03
     # Shown labels are independent of true ones: agreement ~ 0.7^2 + 0.3^2 = 0.58.
     assert abs((shown == true).mean() - 0.58) < 0.03
+    # Not a permutation of the prompt's own labels: with one, the labels shown before position
+    # i would carry information about label i through the counts (a bias of default - random
+    # for a model that follows label frequencies). The shown count of class 1 before the last
+    # position must not track the last example's own class.
+    # (A permutation gives a difference of 31/32 ~ 0.97; independent draws 0, se ~0.17 here.)
+    many = build(binary, conditions=["random"], repeats=1000, n_examples=32)
+    last = np.array([r["true_class"][-1] for r in many])
+    before = np.array([sum(r["context_class"][:-1]) for r in many])
+    assert abs(before[last == 1].mean() - before[last == 0].mean()) < 0.5
+    assert any(sorted(r["context_class"]) != sorted(r["true_class"]) for r in rows)
+
+
+def test_repeats_by_condition(binary: dict[str, Any]) -> None:
+    rows = build(binary, conditions=["default", "random", "arbitrary", "flip_df"], arbitrary_labels=[["A", "B"]],
+                 repeats=6, repeats_by_condition={"arbitrary": 2, "flip_df": 3})
+    counts = Counter(r["condition"] for r in rows)
+    assert counts == {"default": 6, "random": 6, "arbitrary_a_b": 2, "arbitrary_b_a": 2, "flip_df": 3}
+    # repeat r is the same draw of examples in every condition that has it
+    draws = {}
+    for row in rows:
+        draws.setdefault(row["repeat"], set()).add(tuple(row["example_index"]))
+    assert sorted(draws) == list(range(6)) and all(len(d) == 1 for d in draws.values())
+    # and the conditions with fewer repeats hold the same prompts as with the full number
+    full = by_condition(build(binary, conditions=["default", "flip_df"], repeats=6))["flip_df"][:3]
+    assert by_condition(rows)["flip_df"] == full
+
+
+def test_repeats_by_condition_names_configured_conditions(binary: dict[str, Any]) -> None:
+    with pytest.raises(TaskError, match=r"repeats_by_condition names \['flipped'\]"):
+        build(binary, conditions=["default", "random"], repeats_by_condition={"flipped": 3})
 
 
 def test_flips_change_after_exactly_n(binary: dict[str, Any]) -> None:

@@ -8,12 +8,18 @@ each a run of ``n_examples`` labelled examples drawn with replacement from the d
 Every example shows its label, so one teacher-forced pass scores each ``answer_i`` position
 from examples ``1..i-1``. The example draws depend only on (seed, dataset, repeat), so all
 conditions of one repeat show the same inputs and differ only in their labels (paired design).
+``repeats`` applies to every condition; ``repeats_by_condition`` sets another number for the
+named ones (``arbitrary`` covers every arbitrary_* condition), so the conditions the pooled
+effects compare can have many repeats and the others fewer. Repeat r is the same draw in every
+condition that has it.
 
 Conditions (class ``y`` of ``K``; positions ``i`` are 1-based):
 
 ==============  ===================================================================
 default         shown class = y, verbalised with the dataset's ``label_words``
-random          shown class = class of another example drawn from the dataset
+random          shown class = class of another example drawn from the dataset (not a
+                permutation of the prompt's own labels: that would make the labels before
+                position i depend on example i's own label through the counts)
 flipped         shown class = (y + 1) mod K (a swap for binary tasks)
 arbitrary_...   shown class = y, verbalised with replacement words; one condition per
                 word list and order (both orders for pairs; list and reverse for K>2)
@@ -95,13 +101,13 @@ def build_labels(
     """The task table ``labels_<name>`` for one dataset entry of the config.
 
     ``labels_cfg`` is the config's ``labels`` section (missing keys take the schema defaults),
-    ``root`` resolves relative dataset paths. Returns ``len(conditions) * repeats`` rows
+    ``root`` resolves relative dataset paths. Returns one row per condition and repeat
     (arbitrary counted once per word list and order), sorted by ``prompt_id``.
     """
     cfg = with_defaults("labels", {k: v for k, v in labels_cfg.items() if v is not None})
     data = load_dataset(dataset_cfg, root, seed=seed)
-    n_examples, repeats = int(cfg["n_examples"]), int(cfg["repeats"])
-    _check_settings(data.name, cfg, n_examples, repeats)
+    n_examples = int(cfg["n_examples"])
+    _check_settings(data.name, cfg, n_examples)
     default_words = list(dataset_cfg.get("label_words") or data.classes)
     conditions = expand_conditions(
         data.name, cfg["conditions"], default_words, cfg["arbitrary_labels"], len(data.classes)
@@ -192,6 +198,17 @@ def shown_classes(
     raise ValueError(f"unknown mapping {mapping!r}")
 
 
+def condition_repeats(conditions: Sequence[Condition], repeats: int,
+                      by_condition: Mapping[str, int]) -> dict[str, int]:
+    """Repeats per concrete condition: ``by_condition[name]`` (``arbitrary`` for every
+    arbitrary_* condition) or else ``repeats``."""
+    out = {}
+    for cond in conditions:
+        key = "arbitrary" if cond.name.startswith("arbitrary_") else cond.name
+        out[cond.name] = int(by_condition.get(key, repeats))
+    return out
+
+
 def parse_template(dataset: str, template: str, pair: bool) -> list[tuple[str, str | None]]:
     """Split a template into (literal, field) pieces; field is text, text2, label or None.
 
@@ -255,15 +272,16 @@ def _rows(
     """One row per (repeat, condition); draws are keyed so conditions never shift each other."""
     n, k = int(cfg["n_examples"]), len(data.classes)
     labels = np.asarray(data.labels, dtype=np.int64)
-    needs_random = any(c.mapping == "random" for c in conditions)
-    for repeat in range(int(cfg["repeats"])):
+    repeats = condition_repeats(conditions, int(cfg["repeats"]), cfg["repeats_by_condition"])
+    for repeat in range(max(repeats.values())):
         index = rng(seed, "labels", data.name, "examples", repeat).integers(0, len(data), n)
         true = labels[index]
+        present = [c for c in conditions if repeat < repeats[c.name]]
         other = None
-        if needs_random:
+        if any(c.mapping == "random" for c in present):
             donors = rng(seed, "labels", data.name, "random", repeat).integers(0, len(data), n)
             other = labels[donors]
-        for cond in conditions:
+        for cond in present:
             shown = shown_classes(cond.mapping, true, k, int(cfg["flip_at"]), other)
             examples = [
                 _example(data, i, cond.words[c]) for i, c in zip(index.tolist(), shown.tolist())
@@ -295,18 +313,23 @@ def _example(data: LabelledData, index: int, label: str) -> dict[str, str]:
     return values
 
 
-def _check_settings(dataset: str, cfg: Mapping[str, Any], n_examples: int, repeats: int) -> None:
-    """Sizes are positive; with flip conditions, ``flip_at >= 1`` and ``n_examples >= 2 * flip_at + 1``.
+def _check_settings(dataset: str, cfg: Mapping[str, Any], n_examples: int) -> None:
+    """Sizes are positive; ``repeats_by_condition`` names configured conditions; with flip
+    conditions, ``flip_at >= 1`` and ``n_examples >= 2 * flip_at + 1``.
 
     D->F and F->D are compared on the prediction made after exactly ``2 * flip_at`` examples
     (``flip_at`` of each mapping), which is position ``2 * flip_at + 1`` (position i predicts
     example i from examples 1..i-1): the prompt must hold that many examples.
     """
-    if n_examples < 1 or repeats < 1:
-        raise TaskError(
-            f"dataset {dataset!r}: n_examples and repeats must be >= 1, "
-            f"got {n_examples} and {repeats}"
-        )
+    repeats = {"repeats": cfg["repeats"], **{f"repeats_by_condition.{k}": v
+                                              for k, v in cfg["repeats_by_condition"].items()}}
+    if n_examples < 1 or any(int(v) < 1 for v in repeats.values()):
+        raise TaskError(f"dataset {dataset!r}: n_examples and repeats must be >= 1, got "
+                        f"n_examples={n_examples} and {repeats}")
+    unknown = sorted(set(cfg["repeats_by_condition"]) - set(cfg["conditions"]))
+    if unknown:
+        raise TaskError(f"labels.repeats_by_condition names {unknown}, which are not in labels.conditions "
+                        f"{list(cfg['conditions'])}")
     flips = [c for c in cfg["conditions"] if c in FLIP_CONDITIONS]
     flip_at = int(cfg["flip_at"])
     if flips and not 1 <= flip_at <= (n_examples - 1) // 2:

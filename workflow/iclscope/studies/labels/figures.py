@@ -108,9 +108,22 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
     # captions name what this run drew, not every condition the study knows
     ran = set(curves["condition"].unique()) if len(curves) else set()
     arbitrary = sorted(c for c in ran if c.startswith("arbitrary"))
-    values = {"dataset": dataset, "scoring": settings["scoring"], "repeats": labels.get("repeats"),
+    values = {"dataset": dataset, "scoring": settings["scoring"], "repeats": _repeats_text(curves, labels),
               "level": float(settings["level"]), "flip_at": flip_at,
               "main_conditions": ", ".join(c for c in MAIN_CONDITIONS if c in ran) or "none",
               "arbitrary": (f"; arbitrary replacement words in grey ({', '.join(arbitrary)})" if arbitrary else ""),
               "halfway_conditions": ", ".join(c for c in HALFWAY_CONDITIONS if c in ran) or "none"}
     return {name: caption.format(**values) for name, caption in FIGURES.items()}
+
+
+def _repeats_text(curves: pd.DataFrame, labels: Mapping[str, Any]) -> str:
+    """How many repeats the curves average: one number, or one per condition where
+    ``repeats_by_condition`` made them differ (read from the curves' ``n``)."""
+    if not len(curves):
+        return str(labels.get("repeats"))
+    per = curves.groupby("condition", sort=True)["n"].max().astype(int)
+    if per.nunique() == 1:
+        return str(per.iloc[0])
+    most = per.mode().iloc[0]
+    others = ", ".join(f"{c}: {n}" for c, n in per.items() if n != most)
+    return f"{most} ({others})"
