@@ -124,8 +124,6 @@ def test_semantic_problems(tmp_path):
                 {"name": "d", "source": "hf"},
             ],
             "template": "Sentence: {text} -> {lable}",
-            "conditions": ["default", "random", "flip_df"],
-            "repeats_by_condition": {"flipped": 4},
         },
     )
     text = "\n".join(problems_of(cfg))
@@ -140,7 +138,6 @@ def test_semantic_problems(tmp_path):
         "`labels.datasets[1].hf_name` (dataset 'd'): an hf dataset needs hf_name",
         "`labels.flip_at`: 40 needs n_examples >= 2 * flip_at + 1 = 81",
         "`labels.template`: unknown field(s) ['lable']",
-        "`labels.repeats_by_condition`: ['flipped'] are not in labels.conditions ['default', 'random', 'flip_df']",
     ]:
         assert expected in text, f"{expected!r} not in:\n{text}"
 

@@ -373,10 +373,6 @@ def _check_labels(cfg: dict[str, Any], root: Path) -> list[str]:
             f"{2 * cfg['flip_at'] + 1} for {flips} (the prediction after 2N examples), "
             f"got n_examples = {cfg['n_examples']}"
         )
-    unused = sorted(set(cfg["repeats_by_condition"]) - set(cfg["conditions"]))
-    if unused:
-        problems.append(f"config key `labels.repeats_by_condition`: {unused} are not in labels.conditions "
-                        f"{cfg['conditions']}")
     for j, words in enumerate(cfg["arbitrary_labels"]):
         if len(set(words)) != len(words) or any(not w.strip() for w in words):
             problems.append(f"config key `labels.arbitrary_labels[{j}]`: words must be distinct and non-empty")
