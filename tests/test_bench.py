@@ -45,6 +45,10 @@ def test_bench_extract_reports_every_task_and_the_whole(prepared_tiny, default_c
     summary = json.loads(out.read_text())
     assert set(summary["per_task"]) == {"reading", "labels_sentiment"}
     assert sum(t["tokens"] for t in summary["per_task"].values()) == summary["tokens"]
-    for name in ("bare", "iclscope", "naive"):  # the whole is the sum of the tasks, per loop
+    for name in ("bare", "branched", "iclscope", "naive"):  # the whole is the sum of the tasks, per loop
         assert summary["seconds"][name] == sum(t["seconds"][name] for t in summary["per_task"].values())
     assert summary["bytes_naive"] > summary["bytes_iclscope"] > 0
+    # reading scores multi-token activities in branches; the counts add up and are the engine's
+    branches = {task: t["candidate_branch_tokens"] for task, t in summary["per_task"].items()}
+    assert branches["reading"] > 0 and summary["candidate_branch_tokens"] == sum(branches.values())
+    assert all(t["ratio_vs_branched"] > 0 for t in summary["per_task"].values())

@@ -169,6 +169,26 @@ class _BatchResult:
         self.reads: list[tuple[int, str, str, float, float]] = []  # prompt, readout, candidate, logp, first
 
 
+def batch_inputs(sequences: Sequence[BranchedSequence], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded model inputs of branched sequences: ``input_ids``, ``position_ids``,
+    ``attention_mask`` (the branch mask, or a plain padding mask without branches) and
+    ``real`` (the prompt tokens, a (B, width) bool)."""
+    width = max(len(s.ids) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(sequences), width), dtype=torch.long)
+    real = torch.zeros((len(sequences), width), dtype=torch.bool)
+    for b, seq in enumerate(sequences):
+        n = len(seq.ids)
+        ids[b, :n] = torch.tensor(seq.ids)
+        positions[b, :n] = torch.tensor(seq.positions)
+        real[b, : seq.n_prompt] = True
+    if any(s.n_branch for s in sequences):
+        mask: torch.Tensor = branch_mask(list(sequences), width)
+    else:
+        mask = real.long()  # a plain padding mask keeps the fast causal SDPA path
+    return {"input_ids": ids, "position_ids": positions, "attention_mask": mask, "real": real}
+
+
 def _run_batch(
     model: torch.nn.Module,
     batch: Sequence[PreparedPrompt],
@@ -176,19 +196,9 @@ def _run_batch(
     pad_id: int,
     device: torch.device,
 ) -> _BatchResult:
-    width = max(len(p.sequence.ids) for p in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    positions = torch.zeros((len(batch), width), dtype=torch.long)
-    real = torch.zeros((len(batch), width), dtype=torch.bool)
-    for b, p in enumerate(batch):
-        n = len(p.sequence.ids)
-        ids[b, :n] = torch.tensor(p.sequence.ids)
-        positions[b, :n] = torch.tensor(p.sequence.positions)
-        real[b, : p.sequence.n_prompt] = True
-    if any(p.sequence.n_branch for p in batch):
-        mask: torch.Tensor = branch_mask([p.sequence for p in batch], width)
-    else:
-        mask = real.long()  # a plain padding mask keeps the fast causal SDPA path
+    tensors = batch_inputs([p.sequence for p in batch], pad_id)
+    ids, positions, mask, real = (tensors[k] for k in ("input_ids", "position_ids", "attention_mask", "real"))
+    width = ids.shape[1]
     result = _BatchResult()
 
     # spans to pool: (row, start, end) for every (prompt, pooled span)
