@@ -45,10 +45,26 @@ def test_bench_extract_reports_every_task_and_the_whole(prepared_tiny, default_c
     summary = json.loads(out.read_text())
     assert set(summary["per_task"]) == {"reading", "labels_sentiment"}
     assert sum(t["tokens"] for t in summary["per_task"].values()) == summary["tokens"]
-    for name in ("bare", "branched", "iclscope", "naive"):  # the whole is the sum of the tasks, per loop
+    for name in ("bare", "masked", "branched", "iclscope", "naive"):  # the whole is the sum of the tasks, per loop
         assert summary["seconds"][name] == sum(t["seconds"][name] for t in summary["per_task"].values())
     assert summary["bytes_naive"] > summary["bytes_iclscope"] > 0
     # reading scores multi-token activities in branches; the counts add up and are the engine's
     branches = {task: t["candidate_branch_tokens"] for task, t in summary["per_task"].items()}
     assert branches["reading"] > 0 and summary["candidate_branch_tokens"] == sum(branches.values())
-    assert all(t["ratio_vs_branched"] > 0 for t in summary["per_task"].values())
+    assert all(t["ratio_vs_branched"] > 0 and t["bare_vs_masked"] > 0 for t in summary["per_task"].values())
+
+
+def test_explicit_mask_gives_the_padding_masks_outputs(prepared_tiny):
+    """The `masked` loop computes what `bare` computes, only through a 4-D boolean mask."""
+    import torch
+
+    from iclscope.bench import explicit_mask
+    from iclscope.models import load_prepared
+
+    model, _, _ = load_prepared(prepared_tiny, device="cpu")
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]])
+    pad = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    with torch.inference_mode():
+        plain = model(input_ids=ids, attention_mask=pad).logits
+        masked = model(input_ids=ids, attention_mask=explicit_mask(pad)).logits
+    torch.testing.assert_close(masked[pad.bool()], plain[pad.bool()], atol=1e-5, rtol=1e-5)

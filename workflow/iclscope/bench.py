@@ -5,7 +5,10 @@ repeated runs of
 
 (a) ``bare``: the model's plain forward ``model(input_ids, attention_mask)`` (with the LM
     head over every position, nothing kept);
-(a') ``branched``: the same plain forward over the prompts *with their candidate branch
+(a') ``masked``: the bare forward with the same causal-and-padding mask given as an explicit
+    4-D boolean tensor, the form the branch mask takes: ``bare / masked`` is what losing
+    SDPA's causal fast path costs on this device;
+(a'') ``branched``: the same plain forward over the prompts *with their candidate branch
     tokens* and the branch mask: the floor for exact multi-token scoring, whatever the
     capture costs (``ratio_vs_branched`` near 1 says the gap to ``bare`` is the candidate
     tokens themselves, not the branch mask or the capture);
@@ -78,6 +81,22 @@ def run_bare(model, batches, device) -> None:
     with torch.inference_mode():
         for b in batches:
             model(input_ids=b.input_ids.to(device), attention_mask=b.attention_mask.to(device))
+    _sync(device)
+
+
+def explicit_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """A (B, T) padding mask as the (B, 1, T, T) boolean causal mask SDPA sees (pad queries
+    attend to themselves, as in the branch mask)."""
+    n, t = attention_mask.shape
+    keys = attention_mask.bool()[:, None, None, :]
+    mask = torch.tril(torch.ones((t, t), dtype=torch.bool))[None, None] & keys
+    return mask | torch.eye(t, dtype=torch.bool)[None, None]
+
+
+def run_masked(model, batches, device) -> None:
+    with torch.inference_mode():
+        for b in batches:
+            model(input_ids=b.input_ids.to(device), attention_mask=explicit_mask(b.attention_mask).to(device))
     _sync(device)
 
 
@@ -162,7 +181,7 @@ def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: 
              real / padded)
 
     work = Path(tempfile.mkdtemp(prefix="iclscope-bench-"))
-    names = ("bare", "branched", "iclscope", "naive")
+    names = ("bare", "masked", "branched", "iclscope", "naive")
     times: dict[str, list[float]] = {name: [] for name in names}
     task_times: dict[str, dict[str, list[float]]] = {t: {name: [] for name in names} for t in per_task}
     sizes: dict[str, int] = {}
@@ -180,6 +199,8 @@ def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: 
                     start = time.perf_counter()
                     if name == "bare":
                         run_bare(model, t["batches"], device)
+                    elif name == "masked":
+                        run_masked(model, t["batches"], device)
                     elif name == "branched":
                         run_branched(model, t["branched"], device)
                     elif name == "iclscope":
@@ -209,6 +230,7 @@ def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: 
         "repeats": repeats, "seconds": best, "tokens_per_s": tps,
         "ratio_vs_bare": tps["iclscope"] / tps["bare"], "ratio_vs_naive": tps["iclscope"] / tps["naive"],
         "ratio_vs_branched": tps["iclscope"] / tps["branched"],
+        "bare_vs_masked": tps["bare"] / tps["masked"],
         "bytes_iclscope": sizes["iclscope"], "bytes_naive": sizes["naive"],
         "bytes_ratio": sizes["naive"] / max(sizes["iclscope"], 1),
         "padding_efficiency": real / padded,
@@ -221,6 +243,7 @@ def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: 
                             "seconds": {n: min(v) for n, v in tt.items()},
                             "ratio_vs_bare": min(tt["bare"]) / min(tt["iclscope"]),
                             "ratio_vs_branched": min(tt["branched"]) / min(tt["iclscope"]),
+                            "bare_vs_masked": min(tt["masked"]) / min(tt["bare"]),
                             "ratio_vs_naive": min(tt["naive"]) / min(tt["iclscope"])}
                      for task, tt in task_times.items()},
     }
@@ -236,7 +259,7 @@ def format_summary(s: Mapping[str, Any]) -> str:
         f"{s['tokens']} tokens, best of {s['repeats']}",
         f"  tokens/s   bare {t['bare']:.0f}   iclscope {t['iclscope']:.0f}   naive {t['naive']:.0f}",
         f"  iclscope / bare  {s['ratio_vs_bare']:.2f}   iclscope / naive  {s['ratio_vs_naive']:.2f}   "
-        f"iclscope / branched  {s['ratio_vs_branched']:.2f}",
+        f"iclscope / branched  {s['ratio_vs_branched']:.2f}   bare / masked  {s['bare_vs_masked']:.2f}",
         f"  bytes      iclscope {s['bytes_iclscope']:,}   naive {s['bytes_naive']:,}   ratio {s['bytes_ratio']:.0f}",
         f"  padding efficiency {s['padding_efficiency']:.3f}   peak RSS {s['peak_rss_mb']:.0f} MB   "
         f"MFU {s['mfu']:.1%} (GEMM peak {s['gemm_peak_gflops']:.0f} GFLOP/s)",
