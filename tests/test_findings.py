@@ -213,6 +213,29 @@ def test_every_number_in_the_findings_is_recomputed_from_its_table(finished_run)
     assert "Findings: tiny" in report
 
 
+@pytest.mark.slow
+def test_findings_name_a_hash_of_the_configs_of_the_tables_they_read(finished_run, tmp_path):
+    """The header's hash covers the config keys of every table read, not only the findings
+    step's own parameters: changing a source table's config changes it."""
+    import shutil
+
+    from iclscope import provenance
+    from iclscope.findings import tables_config_hash
+    from iclscope.tables import read_table, table_metadata, write_table
+
+    root = finished_run / "results" / "tiny"
+    frame = pd.read_parquet(root / "findings.parquet")
+    sources = sorted({root / s for s in frame["source"]})
+    expected = tables_config_hash(root, sources)
+    assert f"tables_config_hash `{expected}`" in (root / "findings.md").read_text()
+    copy = tmp_path / "tiny"
+    shutil.copytree(root, copy)
+    changed = copy / "labels" / "sentiment" / "summary.parquet"
+    write_table(read_table(changed), changed, {provenance.PREFIX + "config_hash": provenance.config_hash({"other": 1})})
+    assert table_metadata(changed)["config_hash"] == provenance.config_hash({"other": 1})
+    assert tables_config_hash(copy, [copy / s.relative_to(root) for s in sources]) != expected
+
+
 def test_repeats_for_width_scales_with_the_square_of_the_width():
     from iclscope.findings import repeats_for_width
 

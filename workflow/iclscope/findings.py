@@ -469,6 +469,17 @@ def render_markdown(frame: pd.DataFrame, model: str, provenance: Mapping[str, st
     return text.strip() + "\n"
 
 
+def tables_config_hash(root: Path, sources: Sequence[Path]) -> str:
+    """One hash over the ``config_hash`` of every table the findings read (keyed by the
+    table's path under ``root``): it changes with any config key that produced one of them,
+    where the findings step's own ``config_hash`` covers only its few parameters."""
+    from iclscope import provenance
+    from iclscope.tables import table_metadata
+
+    recorded = {Path(s).relative_to(root).as_posix(): table_metadata(s).get("config_hash", "") for s in sources}
+    return provenance.config_hash(recorded)
+
+
 def write_findings(root: str | Path, model: str, params: Mapping[str, Any], out_table: str | Path,
                    out_markdown: str | Path) -> pd.DataFrame:
     """Read ``results/{model}``'s analysis tables, write ``findings.parquet`` and ``findings.md``.
@@ -484,7 +495,7 @@ def write_findings(root: str | Path, model: str, params: Mapping[str, Any], out_
     meta = provenance.metadata("findings", params, seed=int(params["seed"]), model=recorded_model(sources))
     write_table(pa.Table.from_pandas(frame, schema=FINDINGS, preserve_index=False), out_table, meta)
     recorded = provenance.read_metadata({k.encode(): v.encode() for k, v in meta.items()})
-    text = render_markdown(frame, model, {"config_hash": recorded.get("config_hash", ""),
+    text = render_markdown(frame, model, {"tables_config_hash": tables_config_hash(root, sources),
                                           "commit": recorded.get("git_commit", "") or "uncommitted"},
                            warnings=recorded_warnings(root, sources))
     with atomic_path(out_markdown) as tmp:
