@@ -116,6 +116,7 @@ def small_config(model_path: Path) -> dict[str, Any]:
         "labels": {
             "datasets": [{"name": "sentiment", "source": "vader", "label_words": ["negative", "positive"]}],
             "conditions": ["default", "flipped", "flip_df"],
+            "content_free": ["default", "flipped"],
             "n_examples": 7,  # 2 * flip_at + 1
             "flip_at": 3,
             "repeats": 2,

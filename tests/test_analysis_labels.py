@@ -12,6 +12,7 @@ from iclscope.analysis.label_metrics import (
     contextual_calibration,
     label_mass,
     moving_average,
+    net_of_twins,
     paired_difference,
     pooled_paired_difference,
     pooled_windows,
@@ -371,3 +372,36 @@ def test_pooled_paired_difference_pairs_repeats_and_positions() -> None:
         pooled_paired_difference(doubled, "m", [2], "a", "b", np.random.default_rng(0))
     with pytest.raises(ValueError, match="at least one position"):
         pooled_paired_difference(frame, "m", [], "a", "b", np.random.default_rng(0))
+
+
+
+def test_net_of_twins_subtracts_the_twin_at_each_repeat_and_position() -> None:
+    frame = pd.DataFrame({
+        "condition": ["a", "a", "a_cf", "a_cf", "b", "b_cf", "c"],
+        "repeat": [0, 0, 0, 0, 0, 0, 0],
+        "position": [1, 2, 1, 2, 1, 1, 1],
+        "x": [5.0, 7.0, 1.0, 2.0, 4.0, 4.5, 9.0],
+    })
+    net = net_of_twins(frame, "x").sort_values(["condition", "position"])
+    assert list(net.condition) == ["a", "a", "b"]  # c has no twin; twins are not conditions here
+    assert list(net.x) == [4.0, 5.0, -0.5]
+
+
+def test_a_twin_that_shares_the_noise_narrows_the_pooled_ci() -> None:
+    """The control variate's point: a label-sequence component common to a prompt and its
+    content-free twin cancels, the effect stays."""
+    g = np.random.default_rng(0)
+    rows = []
+    for r in range(40):
+        for cond, effect in (("default", 0.3), ("random", 0.0)):
+            shared = g.normal(0, 3.0, size=10)  # what the label sequence alone does, per position
+            for i in range(10):
+                rows.append((cond, r, i + 1, effect + shared[i] + g.normal(0, 0.1)))
+                rows.append((cond + "_cf", r, i + 1, shared[i] + g.normal(0, 0.1)))
+    frame = pd.DataFrame(rows, columns=["condition", "repeat", "position", "x"])
+    window = list(range(1, 11))
+    plain = pooled_paired_difference(frame, "x", window, "default", "random", np.random.default_rng(1))
+    net = pooled_paired_difference(net_of_twins(frame, "x"), "x", window, "default", "random",
+                                   np.random.default_rng(1))
+    assert net["ci_high"] - net["ci_low"] < 0.2 * (plain["ci_high"] - plain["ci_low"])
+    assert net["ci_low"] < 0.3 < net["ci_high"]

@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iclscope.findings import DEPTH_BANDS, FINDINGS, Headline, bullet_groups, depth_band, fmt, render_markdown
+from iclscope.findings import (
+    DEPTH_BANDS, FINDINGS, NET_SUFFIX, Headline, bullet_groups, depth_band, fmt, render_markdown,
+)
 from iclscope.report import markdown_to_html
 
 NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e[+-]?\d+)?")
@@ -152,17 +154,22 @@ def recompute(root: Path, row) -> float:
         return float(late.groupby("repeat")["correct_context"].mean().mean())
     if q.startswith("repeats_for_ci_width_"):
         dataset, position_name, pair = unit.split(" ", 2)
-        a, b = pair.split(" - ")
+        kind = "pooled_difference_net" if pair.endswith(NET_SUFFIX) else "pooled_difference"
+        a, b = pair.removesuffix(NET_SUFFIX).split(" - ")
         hit = table[(table["condition"] == a) & (table["condition_b"] == b) & (table["metric"] == "logp_true")
-                    & (table["position_name"] == position_name) & (table["kind"] == "pooled_difference")]
+                    & (table["position_name"] == position_name) & (table["kind"] == kind)]
         assert len(hit) == 1 and int(hit["n"].iloc[0]) == row.n
         width = float(hit["ci_high"].iloc[0] - hit["ci_low"].iloc[0])
         return float(max(row.n, math.ceil(row.n * (width / float(q.rsplit("_", 1)[1])) ** 2)))
     if row.study == "labels":  # effects copied from the summary table
         dataset, position_name = unit.split(" ", 1)
-        a, b = q.split(" - ")
+        if "-" not in q:
+            raise AssertionError(f"unknown study C quantity {q!r}")
+        kind = "pooled_difference_net" if q.endswith(NET_SUFFIX) else (
+            "difference" if q == "flip_df - flip_fd" and position_name == "after_2N" else "pooled_difference")
+        a, b = q.removesuffix(NET_SUFFIX).split(" - ")
         hit = table[(table["condition"] == a) & (table["condition_b"] == b) & (table["metric"] == "logp_true")
-                    & (table["position_name"] == position_name)]
+                    & (table["position_name"] == position_name) & (table["kind"] == kind)]
         assert len(hit) == 1 and (hit["dataset"] == dataset).all()
         assert _close(row.ci_low, float(hit["ci_low"].iloc[0])) and _close(row.ci_high, float(hit["ci_high"].iloc[0]))
         return float(hit["mean"].iloc[0])

@@ -21,7 +21,8 @@ from iclscope.tables import read_table, table_metadata, write_table
 from iclscope.tasks.labels import build_labels
 
 LABELS = {"n_examples": 7, "flip_at": 3, "repeats": 4, "arbitrary_labels": [["A", "B", "C"]],
-          "conditions": ["default", "random", "flipped", "arbitrary", "flip_df", "flip_fd", "alternating"]}
+          "conditions": ["default", "random", "flipped", "arbitrary", "flip_df", "flip_fd", "alternating"],
+          "content_free": ["default", "random"]}
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +224,33 @@ def test_conditions_with_fewer_repeats_pair_on_the_repeats_they_share(extracted,
     captions = study.plot({"curves": outs["curves"]}, params(), str(tmp_path / "fig"))
     assert sorted(captions) == sorted(study.FIGURES)
     assert "mean over 4 (alternating: 2, flip_df: 2, flip_fd: 2) repeats" in captions["curves.png"]
+
+
+
+def test_net_of_content_free_rows_equal_a_direct_computation(extracted, tmp_path):
+    inputs = {"tasks": str(extracted / "tasks.parquet"), "readouts": str(extracted / "readouts.parquet")}
+    outs = {name: str(tmp_path / f"{name}.parquet") for name in ("positions", "curves", "summary")}
+    study.analyse(inputs, params(n_boot=200), outs)
+    summary = read_table(outs["summary"]).to_pandas()
+    positions = read_table(outs["positions"]).to_pandas()
+    net = summary[summary.kind == "pooled_difference_net"]
+    control = summary[summary.kind == "pooled_difference_content_free"]
+    # only default - random has both twins (flipped has none here)
+    assert set(zip(net.condition, net.condition_b)) == {("default", "random")}
+    assert set(net.position_name) == {"positions_2_N", "last_quarter"} and set(net.metric) == set(study.METRICS)
+    windows = {"positions_2_N": range(2, 8), "last_quarter": range(7, 8)}
+    for r in net.itertuples(index=False):
+        inside = positions[positions.position.isin(list(windows[r.position_name]))]
+
+        def side(cond):
+            return inside[inside.condition == cond].set_index(["repeat", "position"])[r.metric].astype(float)
+
+        per_repeat = ((side("default") - side("default_cf")) - (side("random") - side("random_cf"))).groupby(
+            level="repeat").mean()
+        assert r.mean == pytest.approx(per_repeat.mean(), abs=1e-5)
+        assert r.ci_low - 1e-9 <= r.mean <= r.ci_high + 1e-9 and r.n == LABELS["repeats"]
+        plain = summary[(summary.kind == "pooled_difference") & (summary.metric == r.metric)
+                        & (summary.position_name == r.position_name) & (summary.condition == "default")
+                        & (summary.condition_b == "random")].iloc[0]
+        twin = control[(control.metric == r.metric) & (control.position_name == r.position_name)].iloc[0]
+        assert r.mean == pytest.approx(plain["mean"] - twin["mean"], abs=1e-5)  # net = plain - control

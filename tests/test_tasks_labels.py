@@ -254,3 +254,26 @@ def test_one_class_dataset_is_an_error(tmp_path: Path) -> None:
     pd.DataFrame({"text": ["a", "b"], "label": [1, 1]}).to_csv(tmp_path / "o.csv", index=False)
     with pytest.raises(TaskError, match=r"'one'.*only one class"):
         build({"name": "one", "source": "file", "path": str(tmp_path / "o.csv")})
+
+
+def test_content_free_twins_share_labels_and_draws_but_not_inputs(binary: dict[str, Any]) -> None:
+    rows = build(binary, conditions=["default", "random", "flipped"], content_free=["default", "random"],
+                 repeats=4, repeats_by_condition={"random": 3})
+    conds = by_condition(rows)
+    assert sorted(conds) == ["default", "default_cf", "flipped", "random", "random_cf"]
+    assert len(conds["default_cf"]) == 4 and len(conds["random_cf"]) == 3  # a twin has its condition's repeats
+    for name in ("default", "random"):
+        for row, twin in zip(conds[name], conds[f"{name}_cf"]):
+            assert twin["prompt_id"] == f"labels_bin:{name}_cf:r{row['repeat']:04d}"
+            for key in ("repeat", "true_class", "context_class", "context_labels", "example_index", "label_words"):
+                assert twin[key] == row[key]
+            assert "item " not in twin["text"] and twin["text"].count("'N/A'") == SMALL["n_examples"]
+            n = len(row["context_labels"])
+            answers = [span_text(twin["text"], twin["spans"], f"answer_{i}") for i in range(1, n + 1)]
+            assert answers == row["context_labels"]
+
+
+def test_content_free_ignores_conditions_not_run(binary: dict[str, Any]) -> None:
+    rows = build(binary, conditions=["default"], content_free=["default", "random"], content_free_text="--")
+    assert sorted({r["condition"] for r in rows}) == ["default", "default_cf"]
+    assert all("'--'" in r["text"] for r in rows if r["condition"] == "default_cf")

@@ -12,6 +12,8 @@ import pyarrow as pa
 # The names that connect the task builders (span names), the extraction plan (read points)
 # and the analyses (the `readout` column): built and parsed here only.
 ANSWER_READOUT = "answer"
+# study C: the condition name of a content-free twin is its condition's name plus this
+CONTENT_FREE_SUFFIX = "_cf"
 # how generated coin-flip items are read (binary.generation.parse): the paper's first letter, or
 # only items that are exactly a symbol word; used by generation (torch side) and study A
 PARSE_MODES = ("first_letter", "strict")  # study B: the answer after the prompt's end

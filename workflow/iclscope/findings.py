@@ -280,6 +280,8 @@ N_BOOT, LEVEL = 1000, 0.95
 
 # the precision a label-sensitivity effect should reach (nats, full CI width)
 TARGET_CI_WIDTH = 0.2
+# the quantity suffix of study C effects net of their content-free twins
+NET_SUFFIX = " net of content-free"
 
 
 def repeats_for_width(width: float, n: int, target: float) -> int:
@@ -299,14 +301,21 @@ def label_headlines(root: Path, datasets: Sequence[str], seed: int, n_boot: int 
         src = f"labels/{ds}/summary.parquet"
         summary = _read(root, src, ["kind", "metric", "position_name", "condition", "condition_b", "mean",
                                     "ci_low", "ci_high", "n"])
-        pooled = summary[summary["kind"] == "pooled_difference"]
-        for r in pooled[pooled["metric"] == "logp_true"].itertuples(index=False):
-            out.append(Headline("labels", f"{r.condition} - {r.condition_b}", f"{ds} {r.position_name}",
-                                float(r.mean), float(r.ci_low), float(r.ci_high), int(r.n), src,
-                                note="log-likelihood of the true label, nats, paired by repeat"))
-            if r.condition == "default":  # the label-sensitivity effects: how precise are they?
+        for kind, suffix, note in (
+                ("pooled_difference", "", "log-likelihood of the true label, nats, paired by repeat"),
+                ("pooled_difference_net", NET_SUFFIX,
+                 "log-likelihood of the true label, nats, paired by repeat, minus the same difference "
+                 "between the conditions' content-free twins (a control variate)")):
+            pooled = summary[(summary["kind"] == kind) & (summary["metric"] == "logp_true")]
+            for r in pooled.itertuples(index=False):
+                effect = f"{r.condition} - {r.condition_b}{suffix}"
+                out.append(Headline("labels", effect, f"{ds} {r.position_name}", float(r.mean), float(r.ci_low),
+                                    float(r.ci_high), int(r.n), src, note=note))
+                if r.condition != "default":
+                    continue
+                # the label-sensitivity effects: how precise are they?
                 out.append(Headline("labels", f"repeats_for_ci_width_{fmt(TARGET_CI_WIDTH)}",
-                                    f"{ds} {r.position_name} {r.condition} - {r.condition_b}",
+                                    f"{ds} {r.position_name} {effect}",
                                     float(repeats_for_width(r.ci_high - r.ci_low, int(r.n), TARGET_CI_WIDTH)),
                                     n=int(r.n), source=src,
                                     note="repeats needed for a CI of that width in nats, from this CI's width "

@@ -11,6 +11,7 @@ recorded by the caller). From these:
 * :func:`label_mass` is the un-renormalised log-probability mass of the label words,
 * :func:`paired_difference` compares two conditions at one position, paired by repeat,
 * :func:`pooled_paired_difference` compares them pooled over a window of positions,
+* :func:`net_of_twins` subtracts each condition's content-free twin (a control variate),
 * :func:`summary_positions` / :func:`pooled_windows` name the positions summaries report,
 * :func:`contextual_calibration` applies Zhao et al. (2021) with content-free inputs.
 
@@ -35,6 +36,7 @@ __all__ = [
     "contextual_calibration",
     "label_mass",
     "moving_average",
+    "net_of_twins",
     "paired_difference",
     "pooled_paired_difference",
     "pooled_windows",
@@ -407,3 +409,28 @@ def contextual_calibration(query_logprobs: np.ndarray, content_free_logprobs: np
     with np.errstate(divide="ignore", invalid="ignore"):
         log_p_cf = np.log(p_cf)
         return restricted_log_softmax(restricted_log_softmax(q) - log_p_cf)
+
+
+def net_of_twins(frame: pd.DataFrame, metric: str, suffix: str = "_cf") -> pd.DataFrame:
+    """Each condition ``c`` that has a twin ``c + suffix`` in ``frame``, with ``metric`` replaced
+    by ``c - twin`` at the same repeat and position (rows without a twin value are dropped).
+
+    ``frame``: long table with ``condition``, ``repeat``, ``position`` and ``metric``. Feeding
+    the result to :func:`pooled_paired_difference` for conditions a and b gives, per repeat,
+    the window mean of ``(a - a_twin) - (b - b_twin)``: the a - b effect net of the content-free
+    twins' difference. When ``E[a_twin - b_twin] = 0`` (default vs random with independent
+    random labels) its expectation is the plain effect's, with the variance the twins share
+    with the real prompts removed.
+    """
+    _require_columns(frame, ["condition", "repeat", "position", metric])
+    present = set(frame["condition"])
+    parts = []
+    for cond in sorted(c for c in present if not c.endswith(suffix) and c + suffix in present):
+        real = frame[frame["condition"] == cond].set_index(["repeat", "position"])
+        twin = frame[frame["condition"] == cond + suffix].set_index(["repeat", "position"])[metric]
+        joined = real.join(twin.rename("_twin"), how="inner")
+        joined[metric] = joined[metric].astype(float) - joined["_twin"].astype(float)
+        parts.append(joined.drop(columns="_twin").reset_index())
+    if not parts:
+        return frame.iloc[0:0].copy()
+    return pd.concat(parts, ignore_index=True)

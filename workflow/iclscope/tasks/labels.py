@@ -26,7 +26,17 @@ arbitrary_...   shown class = y, verbalised with replacement words; one conditio
 flip_df         default for i <= flip_at, flipped after (needs n_examples >= 2 flip_at + 1)
 flip_fd         flipped for i <= flip_at, default after (same)
 alternating     default at odd i, flipped at even i
+<name>_cf       content-free twin of condition <name> (``content_free``): the same
+                shown labels, every input replaced by ``content_free_text``
 ==============  ===================================================================
+
+Content-free twins are a control variate. With the inputs gone, the model can react to the
+shown label sequence only (copying recent labels, following their frequency), and that
+reaction is most of the repeat-to-repeat spread of default - random on a task the model
+cannot learn. ``random`` draws its labels independently from the same marginal as the true
+ones, so default_cf - random_cf has expectation zero and subtracting it leaves the expected
+default - random unchanged while removing that spread (see
+:mod:`iclscope.studies.labels`).
 
 Columns added to the task contract (lists have one entry per position, in order):
 
@@ -57,7 +67,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from iclscope.contracts import answer_name, example_name
+from iclscope.contracts import CONTENT_FREE_SUFFIX, answer_name, example_name
 from iclscope.datasets import LabelledData, load_dataset
 from iclscope.provenance import PREFIX, canonical_json
 from iclscope.config import with_defaults
@@ -87,12 +97,13 @@ class Condition:
 
     ``mapping`` is how shown classes derive from true ones: one of ``default``, ``random``,
     ``flipped``, ``flip_df``, ``flip_fd``, ``alternating`` (arbitrary conditions use
-    ``default`` with other words).
+    ``default`` with other words). ``content_free``: the inputs are replaced by a placeholder.
     """
 
     name: str
     words: tuple[str, ...]
     mapping: str
+    content_free: bool = False
 
 
 def build_labels(
@@ -112,6 +123,7 @@ def build_labels(
     conditions = expand_conditions(
         data.name, cfg["conditions"], default_words, cfg["arbitrary_labels"], len(data.classes)
     )
+    conditions += content_free_twins(conditions, cfg["content_free"])
     pair = data.texts2 is not None
     template = cfg["template_pair"] if pair else cfg["template"]
     pieces = parse_template(data.name, template, pair)
@@ -166,6 +178,14 @@ def expand_conditions(
     return list(out.values())
 
 
+def content_free_twins(conditions: Sequence[Condition], names: Sequence[str]) -> list[Condition]:
+    """The content-free twin ``<name>_cf`` of each condition in ``names`` that this run has
+    (a narrower ``conditions`` on top of a config that twins others keeps building)."""
+    by_name = {c.name: c for c in conditions}
+    return [Condition(n + CONTENT_FREE_SUFFIX, by_name[n].words, by_name[n].mapping, content_free=True)
+            for n in names if n in by_name]
+
+
 def arbitrary_name(words: Sequence[str]) -> str:
     """``arbitrary_<w0>_<w1>...``: words lowercased, other than [a-z0-9] -> ``-``."""
     return "arbitrary_" + "_".join(re.sub(r"[^a-z0-9]", "-", w.lower()) for w in words)
@@ -204,8 +224,9 @@ def condition_repeats(conditions: Sequence[Condition], repeats: int,
     arbitrary_* condition) or else ``repeats``."""
     out = {}
     for cond in conditions:
-        key = "arbitrary" if cond.name.startswith("arbitrary_") else cond.name
-        out[cond.name] = int(by_condition.get(key, repeats))
+        base = cond.name.removesuffix(CONTENT_FREE_SUFFIX) if cond.content_free else cond.name
+        key = "arbitrary" if base.startswith("arbitrary_") else base
+        out[cond.name] = int(by_condition.get(key, repeats))  # a twin has its condition's repeats
     return out
 
 
@@ -283,8 +304,9 @@ def _rows(
             other = labels[donors]
         for cond in present:
             shown = shown_classes(cond.mapping, true, k, int(cfg["flip_at"]), other)
+            placeholder = str(cfg["content_free_text"]) if cond.content_free else None
             examples = [
-                _example(data, i, cond.words[c]) for i, c in zip(index.tolist(), shown.tolist())
+                _example(data, i, cond.words[c], placeholder) for i, c in zip(index.tolist(), shown.tolist())
             ]
             text, spans = render_prompt(pieces, examples, str(cfg["separator"]))
             yield {
@@ -305,11 +327,12 @@ def _rows(
             }
 
 
-def _example(data: LabelledData, index: int, label: str) -> dict[str, str]:
-    """Template values of dataset item ``index`` shown with ``label``."""
-    values = {"text": data.texts[index], "label": label}
+def _example(data: LabelledData, index: int, label: str, placeholder: str | None = None) -> dict[str, str]:
+    """Template values of dataset item ``index`` shown with ``label`` (its texts replaced by
+    ``placeholder`` when given: a content-free example)."""
+    values = {"text": data.texts[index] if placeholder is None else placeholder, "label": label}
     if data.texts2 is not None:
-        values["text2"] = data.texts2[index]
+        values["text2"] = data.texts2[index] if placeholder is None else placeholder
     return values
 
 

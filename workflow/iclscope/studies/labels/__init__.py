@@ -39,6 +39,16 @@ summary
       position-wise difference, then the mean over repeats with a paired percentile
       bootstrap over repeats (repeat r of every condition shares its example draws).
       Pooled rows have ``position`` = the window's last position and ``n`` = repeats.
+    * ``kind = "pooled_difference_content_free"``: the same pooled a - b between the two
+      conditions' content-free twins (``labels.content_free``), reported under a and b.
+    * ``kind = "pooled_difference_net"``: per repeat, the window mean of
+      ``(a - a_cf) - (b - b_cf)``: the effect minus its twins' difference, a control variate.
+      For default - random its expectation is the plain effect's (random labels are drawn
+      independently from the true labels' marginal, so default_cf - random_cf averages to
+      zero), and it removes what the label sequence alone does to the prediction, most of
+      the repeat-to-repeat spread on a task the model cannot learn. For default - flipped
+      the twins' difference averages to zero when the classes are balanced; otherwise the
+      content-free row shows how far it is from zero.
 
     These pooled effects are the ones to read: one position of a few repeats is noise.
 """

@@ -13,6 +13,7 @@ import pandas as pd
 from iclscope import contracts, provenance
 from iclscope.analysis.label_metrics import (
     label_mass,
+    net_of_twins,
     paired_difference,
     pooled_paired_difference,
     pooled_windows,
@@ -121,6 +122,17 @@ def summary_table(positions: pd.DataFrame, curves: pd.DataFrame, n_examples: int
             d = pooled_paired_difference(positions, metric, window, a, b,
                                          rng_for("pooled", name, metric, a, b), n_boot=n_boot, level=level)
             add("pooled_difference", metric, name, window[-1], a, b, d)
+        twins = (a + contracts.CONTENT_FREE_SUFFIX, b + contracts.CONTENT_FREE_SUFFIX)
+        if not set(twins) <= present:
+            continue
+        for metric in METRICS:
+            # the twins' own difference (the control), and the effect net of it
+            d = pooled_paired_difference(positions, metric, window, *twins,
+                                         rng_for("pooled_cf", name, metric, a, b), n_boot=n_boot, level=level)
+            add("pooled_difference_content_free", metric, name, window[-1], a, b, d)
+            d = pooled_paired_difference(net_of_twins(positions, metric), metric, window, a, b,
+                                         rng_for("pooled_net", name, metric, a, b), n_boot=n_boot, level=level)
+            add("pooled_difference_net", metric, name, window[-1], a, b, d)
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
