@@ -30,6 +30,7 @@ import pandas as pd
 from scipy.special import logsumexp
 
 from iclscope.analysis.candidates import restricted_log_softmax
+from iclscope.contracts import CONTENT_FREE_SUFFIX
 from iclscope.analysis.stats import bootstrap_ci, bootstrap_ci_columns, paired_pooled_ci
 
 __all__ = [
@@ -411,7 +412,7 @@ def contextual_calibration(query_logprobs: np.ndarray, content_free_logprobs: np
         return restricted_log_softmax(restricted_log_softmax(q) - log_p_cf)
 
 
-def net_of_twins(frame: pd.DataFrame, metric: str, suffix: str = "_cf") -> pd.DataFrame:
+def net_of_twins(frame: pd.DataFrame, metric: str, suffix: str = CONTENT_FREE_SUFFIX) -> pd.DataFrame:
     """Each condition ``c`` that has a twin ``c + suffix`` in ``frame``, with ``metric`` replaced
     by ``c - twin`` at the same repeat and position (rows without a twin value are dropped).
 

@@ -114,6 +114,7 @@ def summary_table(positions: pd.DataFrame, curves: pd.DataFrame, n_examples: int
                 add("pooled_value", metric, name, window[-1], condition, "",
                     {"mean": interval.mean, "ci_low": interval.low, "ci_high": interval.high,
                      "n": int((~np.isnan(values)).sum())})
+    net: dict[str, pd.DataFrame] = {}  # per metric, every twinned condition net of its twin
     for a, b, name in POOLED_DIFFERENCES:
         window = windows[name]
         if a not in present or b not in present or not window:
@@ -130,7 +131,9 @@ def summary_table(positions: pd.DataFrame, curves: pd.DataFrame, n_examples: int
             d = pooled_paired_difference(positions, metric, window, *twins,
                                          rng_for("pooled_cf", name, metric, a, b), n_boot=n_boot, level=level)
             add("pooled_difference_content_free", metric, name, window[-1], a, b, d)
-            d = pooled_paired_difference(net_of_twins(positions, metric), metric, window, a, b,
+            if metric not in net:
+                net[metric] = net_of_twins(positions, metric)
+            d = pooled_paired_difference(net[metric], metric, window, a, b,
                                          rng_for("pooled_net", name, metric, a, b), n_boot=n_boot, level=level)
             add("pooled_difference_net", metric, name, window[-1], a, b, d)
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
