@@ -94,9 +94,10 @@ def explicit_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def run_masked(model, batches, device) -> None:
+    """The plain forward over ``(input_ids, 4-D mask)`` pairs (masks built before timing)."""
     with torch.inference_mode():
-        for b in batches:
-            model(input_ids=b.input_ids.to(device), attention_mask=explicit_mask(b.attention_mask).to(device))
+        for input_ids, mask in batches:
+            model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
     _sync(device)
 
 
@@ -166,11 +167,14 @@ def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: 
         plans = [plan_for(r["task"], r) for r in rows_t]
         sequences = [p.sequence for p in prepare_prompts(rows_t, plans, tokenizer, None)]
         branched = [len(q.ids) for q in sequences]
+        pad = tokenizer.pad_token_id or 0
+        batches_t = [collate([ids[i] for i in index], index, pad, side="right")
+                     for index in plan_batches(lengths, batch_tokens)]
         per_task[Path(path).stem] = {
             "rows": rows_t, "plans": plans, "tokens": sum(lengths), "branch_tokens": sum(branched) - sum(lengths),
-            "batches": [collate([ids[i] for i in index], index, tokenizer.pad_token_id or 0, side="right")
-                        for index in plan_batches(lengths, batch_tokens)],
-            "branched": [batch_inputs([sequences[i] for i in index], tokenizer.pad_token_id or 0)
+            "batches": batches_t,
+            "masked": [(b.input_ids, explicit_mask(b.attention_mask)) for b in batches_t],
+            "branched": [batch_inputs([sequences[i] for i in index], pad)
                          for index in plan_batches(branched, batch_tokens)],
         }
     rows = [r for t in per_task.values() for r in t["rows"]]
@@ -200,7 +204,7 @@ def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: 
                     if name == "bare":
                         run_bare(model, t["batches"], device)
                     elif name == "masked":
-                        run_masked(model, t["batches"], device)
+                        run_masked(model, t["masked"], device)
                     elif name == "branched":
                         run_branched(model, t["branched"], device)
                     elif name == "iclscope":
