@@ -108,25 +108,77 @@ def test_arbitrary_keeps_true_class(binary: dict[str, Any]) -> None:
         assert row["context_labels"] == [words[c] for c in row["true_class"]]
 
 
-def test_random_keeps_label_marginal_and_is_independent_of_true_labels(binary: dict[str, Any]) -> None:
-    rows = build(binary, conditions=["random"], repeats=200, n_examples=32)
+@pytest.mark.parametrize(("class_draw", "share"), [("dataset", 0.7), ("balanced", 0.5)])
+def test_random_keeps_label_marginal_and_is_independent_of_true_labels(
+        binary: dict[str, Any], class_draw: str, share: float) -> None:
+    rows = build(binary, conditions=["random"], repeats=200, n_examples=32, class_draw=class_draw)
     shown = np.concatenate([r["context_class"] for r in rows])
     true = np.concatenate([r["true_class"] for r in rows])
     assert shown.size == 6400
-    # Dataset marginal of class 1 (pos) is 0.7; sd of the mean is ~0.006.
-    assert abs(shown.mean() - 0.7) < 0.03
-    # Shown labels are independent of true ones: agreement ~ 0.7^2 + 0.3^2 = 0.58.
-    assert abs((shown == true).mean() - 0.58) < 0.03
+    # The true labels' share of class 1 (pos): the dataset's 0.7 or the balanced 0.5; the
+    # shown ones keep it. sd of a mean is ~0.006.
+    assert abs(true.mean() - share) < 0.03 and abs(shown.mean() - share) < 0.03
+    # Shown labels are independent of true ones: agreement ~ share^2 + (1 - share)^2.
+    assert abs((shown == true).mean() - (share ** 2 + (1 - share) ** 2)) < 0.03
     # Not a permutation of the prompt's own labels: with one, the labels shown before position
     # i would carry information about label i through the counts (a bias of default - random
     # for a model that follows label frequencies). The shown count of class 1 before the last
     # position must not track the last example's own class.
     # (A permutation gives a difference of 31/32 ~ 0.97; independent draws 0, se ~0.17 here.)
-    many = build(binary, conditions=["random"], repeats=1000, n_examples=32)
+    many = build(binary, conditions=["random"], repeats=1000, n_examples=32, class_draw=class_draw)
     last = np.array([r["true_class"][-1] for r in many])
     before = np.array([sum(r["context_class"][:-1]) for r in many])
     assert abs(before[last == 1].mean() - before[last == 0].mean()) < 0.5
     assert any(sorted(r["context_class"]) != sorted(r["true_class"]) for r in rows)
+
+
+def test_balanced_draw_gives_uniform_classes_and_uniform_items_within_each(binary: dict[str, Any]) -> None:
+    rows = build(binary, conditions=["default"], repeats=400, n_examples=30)
+    true = np.concatenate([r["true_class"] for r in rows])
+    index = np.concatenate([r["example_index"] for r in rows])
+    assert abs(true.mean() - 0.5) < 0.02  # the dataset is 70/30; sd of the mean ~0.004
+    # items 0..13 are pos (class 1), 14..19 neg: every item of a class equally often
+    for members in (np.arange(14), np.arange(14, 20)):
+        counts = np.bincount(index, minlength=20)[members]
+        expected = 6000 / len(members)
+        assert np.all(np.abs(counts - expected) < 5 * np.sqrt(expected))
+    # and the classes of successive examples are independent
+    pairs = np.array([(r["true_class"][i], r["true_class"][i + 1]) for r in rows for i in range(29)])
+    assert abs((pairs[:, 0] == pairs[:, 1]).mean() - 0.5) < 0.02
+
+
+@pytest.mark.parametrize(("class_draw", "unbiased"), [("balanced", True), ("dataset", False)])
+def test_content_free_control_of_flipped_averages_to_zero_only_with_balanced_draws(
+        binary: dict[str, Any], class_draw: str, unbiased: bool) -> None:
+    """A model that reads only the label sequence and follows its frequencies scores the
+    true label as well after default's labels as after flipped's when classes are drawn
+    uniformly, so default_cf - flipped_cf is a control with expectation zero; with the
+    dataset's 70/30 draw it is not (the reason for ``class_draw: balanced``)."""
+    rows = build(binary, conditions=["default", "flipped"], content_free=["default", "flipped"],
+                 repeats=2000, n_examples=10, class_draw=class_draw)
+
+    def follows_frequency(row: dict[str, Any]) -> float:
+        shown, true = row["context_class"], row["true_class"]
+        logp = [np.log((shown[:i].count(true[i]) + 1) / (i + 2)) for i in range(1, len(true))]
+        return float(np.mean(logp))
+
+    per = by_condition(rows)
+    diff = np.array([follows_frequency(d) - follows_frequency(f)
+                     for d, f in zip(per["default_cf"], per["flipped_cf"], strict=True)])
+    se = diff.std(ddof=1) / np.sqrt(diff.size)
+    if unbiased:
+        assert abs(diff.mean()) < 4 * se
+    else:
+        assert diff.mean() > 8 * se
+
+
+def test_balanced_draw_needs_every_class(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"text": ["a", "b", "c"], "label": ["x", "x", "z"]})
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    dataset = {"name": "d", "source": "file", "path": str(tmp_path / "d.csv"), "classes": ["x", "y", "z"]}
+    with pytest.raises(TaskError, match=r"'d'.*balanced.*classes \[1\] have none"):
+        build(dataset, conditions=["default"])
+    assert build(dataset, conditions=["default"], class_draw="dataset")  # the dataset's draw needs none
 
 
 def test_repeats_by_condition(binary: dict[str, Any]) -> None:

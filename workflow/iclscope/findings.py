@@ -305,7 +305,8 @@ def label_headlines(root: Path, datasets: Sequence[str], seed: int, n_boot: int 
                 ("pooled_difference", "", "log-likelihood of the true label, nats, paired by repeat"),
                 ("pooled_difference_net", NET_SUFFIX,
                  "log-likelihood of the true label, nats, paired by repeat, minus the same difference "
-                 "between the conditions' content-free twins (a control variate)")):
+                 "between the conditions' content-free twins (a control variate: the same expected effect "
+                 "for random, and for flipped with class-balanced draws)")):
             pooled = summary[(summary["kind"] == kind) & (summary["metric"] == "logp_true")]
             for r in pooled.itertuples(index=False):
                 effect = f"{r.condition} - {r.condition_b}{suffix}"

@@ -8,6 +8,12 @@ each a run of ``n_examples`` labelled examples drawn with replacement from the d
 Every example shows its label, so one teacher-forced pass scores each ``answer_i`` position
 from examples ``1..i-1``. The example draws depend only on (seed, dataset, repeat), so all
 conditions of one repeat show the same inputs and differ only in their labels (paired design).
+``class_draw`` says how: ``balanced`` (the default) draws each example's class uniformly and
+then an item of that class, ``dataset`` draws items uniformly (the paper's draw; the classes
+then follow the dataset's balance). Balanced draws keep label frequency from posing as
+learning the mapping (a model that favours the context's majority label gains in default and
+loses in flipped when one class dominates) and make a shown label sequence and its flip
+equally likely, which the content-free control of default - flipped needs (below).
 ``repeats`` applies to every condition; ``repeats_by_condition`` sets another number for the
 named ones (``arbitrary`` covers every arbitrary_* condition), so the conditions the pooled
 effects compare can have many repeats and the others fewer. Repeat r is the same draw in every
@@ -17,7 +23,7 @@ Conditions (class ``y`` of ``K``; positions ``i`` are 1-based):
 
 ==============  ===================================================================
 default         shown class = y, verbalised with the dataset's ``label_words``
-random          shown class = class of another example drawn from the dataset (not a
+random          shown class = class of another example drawn the same way (not a
                 permutation of the prompt's own labels: that would make the labels before
                 position i depend on example i's own label through the counts)
 flipped         shown class = (y + 1) mod K (a swap for binary tasks)
@@ -35,8 +41,10 @@ shown label sequence only (copying recent labels, following their frequency), an
 reaction is most of the repeat-to-repeat spread of default - random on a task the model
 cannot learn. ``random`` draws its labels independently from the same marginal as the true
 ones, so default_cf - random_cf has expectation zero and subtracting it leaves the expected
-default - random unchanged while removing that spread (see
-:mod:`iclscope.studies.labels`).
+default - random unchanged while removing that spread. With ``class_draw: balanced`` the
+same holds for default_cf - flipped_cf: each shown label is uniform and independent of the
+earlier ones, so the label the model is scored on and its flip are equally likely given
+what it has seen (see :mod:`iclscope.studies.labels`).
 
 Columns added to the task contract (lists have one entry per position, in order):
 
@@ -230,6 +238,26 @@ def condition_repeats(conditions: Sequence[Condition], repeats: int,
     return out
 
 
+def class_members(labels: np.ndarray, k: int, dataset: str) -> list[np.ndarray]:
+    """Per class ``0..k-1`` the sorted dataset indices of its items; every class must have one."""
+    members = [np.flatnonzero(labels == c) for c in range(k)]
+    empty = [c for c, m in enumerate(members) if not len(m)]
+    if empty:
+        raise TaskError(f"dataset {dataset!r}: class_draw 'balanced' needs items of every class; "
+                        f"classes {empty} have none")
+    return members
+
+
+def draw_balanced(members: Sequence[np.ndarray], n: int, g: np.random.Generator) -> np.ndarray:
+    """``n`` dataset indices: each example's class uniform over the classes, then an item of
+    that class uniformly (both with replacement), so every shown label sequence and its
+    flipped (rotated) version are equally likely."""
+    classes = g.integers(0, len(members), n)
+    within = g.random(n)
+    return np.array([members[c][int(u * len(members[c]))] for c, u in zip(classes.tolist(), within.tolist())],
+                    dtype=np.int64)
+
+
 def parse_template(dataset: str, template: str, pair: bool) -> list[tuple[str, str | None]]:
     """Split a template into (literal, field) pieces; field is text, text2, label or None.
 
@@ -293,15 +321,19 @@ def _rows(
     """One row per (repeat, condition); draws are keyed so conditions never shift each other."""
     n, k = int(cfg["n_examples"]), len(data.classes)
     labels = np.asarray(data.labels, dtype=np.int64)
+    balanced = cfg["class_draw"] == "balanced"
+    members = class_members(labels, k, data.name) if balanced else []
     repeats = condition_repeats(conditions, int(cfg["repeats"]), cfg["repeats_by_condition"])
     for repeat in range(max(repeats.values())):
-        index = rng(seed, "labels", data.name, "examples", repeat).integers(0, len(data), n)
+        g = rng(seed, "labels", data.name, "examples", repeat)
+        index = draw_balanced(members, n, g) if balanced else g.integers(0, len(data), n)
         true = labels[index]
         present = [c for c in conditions if repeat < repeats[c.name]]
         other = None
         if any(c.mapping == "random" for c in present):
-            donors = rng(seed, "labels", data.name, "random", repeat).integers(0, len(data), n)
-            other = labels[donors]
+            g = rng(seed, "labels", data.name, "random", repeat)
+            # the shown class of an independent draw from the same class distribution
+            other = g.integers(0, k, n) if balanced else labels[g.integers(0, len(data), n)]
         for cond in present:
             shown = shown_classes(cond.mapping, true, k, int(cfg["flip_at"]), other)
             placeholder = str(cfg["content_free_text"]) if cond.content_free else None

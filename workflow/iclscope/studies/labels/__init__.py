@@ -47,8 +47,9 @@ summary
       independently from the true labels' marginal, so default_cf - random_cf averages to
       zero), and it removes what the label sequence alone does to the prediction, most of
       the repeat-to-repeat spread on a task the model cannot learn. For default - flipped
-      the twins' difference averages to zero when the classes are balanced; otherwise the
-      content-free row shows how far it is from zero.
+      the twins' difference averages to zero with class-balanced draws (``class_draw:
+      balanced``: a shown label sequence and its flip are then equally likely); otherwise
+      the content-free row shows how far it is from zero.
 
     These pooled effects are the ones to read: one position of a few repeats is noise.
 """
