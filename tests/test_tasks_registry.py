@@ -60,10 +60,10 @@ def test_data_files_are_declared(cfg, repo, tmp_path):
         ("binary_continuation", 2 + 3 + 4 + 5),  # one row per rotation of concepts of periods 2-5
         ("regression", 4 * 3 * 4 * 2),  # conditions x variants x shot counts
         ("reading", 4 * 4 * 4 * 2),
-        # default, random, flipped and their content-free twins: 36 repeats; arbitrary (both
-        # orders of one pair), flip_df, flip_fd, alternating: 10
-        ("labels_sentiment", 6 * 36 + 5 * 10),
-        ("labels_novel", 6 * 36 + 5 * 10),
+        # default and flipped and their content-free twins: 40 repeats; random and its twin:
+        # 36; arbitrary (both orders of one pair), flip_df, flip_fd, alternating: 10
+        ("labels_sentiment", 4 * 40 + 2 * 36 + 5 * 10),
+        ("labels_novel", 4 * 40 + 2 * 36 + 5 * 10),
     ],
 )
 def test_every_default_task_builds(cfg, repo, name, rows):
