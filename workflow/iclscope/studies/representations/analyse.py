@@ -572,10 +572,13 @@ def _similarity_frame(task: str, entries: list[tuple[int, str, str, int, RSAResu
 
 @dataclass
 class _TaskFrame:
-    """One task's prompts as every analysis step needs them; per-condition arrays follow
-    ``order`` (the conditions, sorted)."""
+    """One task's prompts and per-task settings as every analysis step needs them;
+    per-condition arrays follow ``order`` (the conditions, sorted)."""
 
     task: str
+    hypotheses: list[str]
+    rsa_spans: list[str]
+    probe_span: str
     paths: dict[str, str]
     tasks: pd.DataFrame
     fields: pd.DataFrame
@@ -597,8 +600,12 @@ class _TaskFrame:
         return out
 
 
-def _task_frame(task: str, inputs: Mapping[str, str], hypotheses: Any) -> _TaskFrame | None:
-    """Read the task table (None, with a warning, when it is empty)."""
+def _task_frame(task: str, inputs: Mapping[str, str], settings: Mapping[str, Any]) -> _TaskFrame | None:
+    """Read the task table (None, with a warning, when it is empty) and resolve the task's
+    own settings once."""
+    hypotheses = task_setting(settings, "hypotheses", task)
+    rsa_spans = list(task_setting(settings, "rsa_spans", task))
+    probe_span = str(task_setting(settings, "probe_span", task))
     paths = {kind: inputs[f"{task}_{kind}"] for kind in INPUT_KINDS}
     tasks = read_table(paths["tasks"]).to_pandas()
     if len(tasks) == 0:
@@ -613,7 +620,8 @@ def _task_frame(task: str, inputs: Mapping[str, str], hypotheses: Any) -> _TaskF
     shots = sorted({int(k) for k in prompt_shots})
     if len(shots) == 1:
         log.warning("%s: only n_shots=%d: no before/after comparison (B7)", task, shots[0])
-    return _TaskFrame(task, paths, tasks, fields, list(fields.index), prompt_index, prompt_shots,
+    return _TaskFrame(task, hypotheses, rsa_spans, probe_span, paths, tasks, fields, list(fields.index),
+                      prompt_index, prompt_shots,
                       tasks["condition"].to_numpy(dtype=object), shots, shots[0], shots[1:])
 
 
@@ -694,18 +702,17 @@ class _LayerRows:
 def _layer_rsa(tf: _TaskFrame, rows: _LayerRows, settings: Mapping[str, Any], seed: int, collected: _Collected,
                similarity_entries: list[tuple[int, str, str, int, RSAResult]]) -> dict[tuple[str, str, int], RSAResult]:
     """B4 at one layer: RSA per (pooling, span, shot count), rows collected; returns the results."""
-    hypotheses = task_setting(settings, "hypotheses", tf.task)
     n_permutations = int(settings["n_permutations"])
     comparators = list(settings["rsa_comparators"])
     lv, layer = rows.lv, rows.lv.layer
     sims: dict[tuple[str, str, int], RSAResult] = {}
     for pooling in list(settings["rsa_poolings"]):
-        for span in task_setting(settings, "rsa_spans", tf.task):
+        for span in tf.rsa_spans:
             for k in tf.shots:
                 sel = rows.select(span, pooling, k)
                 if sel.size == 0:
                     continue
-                res = rsa_by_condition(lv.vectors[sel], rows.cond[sel], tf.fields, hypotheses, seed,
+                res = rsa_by_condition(lv.vectors[sel], rows.cond[sel], tf.fields, tf.hypotheses, seed,
                                        (tf.task, layer, pooling, span, k), n_permutations, comparators)
                 sims[(pooling, span, k)] = res
                 similarity_entries.append((layer, pooling, span, k, res))
@@ -722,16 +729,14 @@ def _layer_rsa(tf: _TaskFrame, rows: _LayerRows, settings: Mapping[str, Any], se
 def _layer_probes(tf: _TaskFrame, rows: _LayerRows, settings: Mapping[str, Any], seed: int,
                   collected: _Collected) -> None:
     """B5 at one layer: the probes per shot count with their permutation controls."""
-    hypotheses = task_setting(settings, "hypotheses", tf.task)
-    probe_span = str(task_setting(settings, "probe_span", tf.task))
-    probe_pooling = str(settings["probe_pooling"])
+    probe_span, probe_pooling = tf.probe_span, str(settings["probe_pooling"])
     lv, layer = rows.lv, rows.lv.layer
     for k in tf.shots:
         sel = rows.select(probe_span, probe_pooling, k)
         if sel.size == 0:
             continue
-        scores = probe_fields(lv.vectors[sel], rows.cond[sel], tf.fields, hypotheses, seed, (tf.task, layer, k),
-                              int(settings["n_splits"]), float(settings["ridge_alpha"]),
+        scores = probe_fields(lv.vectors[sel], rows.cond[sel], tf.fields, tf.hypotheses, seed,
+                              (tf.task, layer, k), int(settings["n_splits"]), float(settings["ridge_alpha"]),
                               float(settings["logistic_C"]), int(settings["n_shuffles"]),
                               str(settings["classifier"]))
         for s in scores:
@@ -746,16 +751,15 @@ def _layer_repr_vs_behaviour(tf: _TaskFrame, layer: int, sims: Mapping[tuple[str
                              ratio_deltas: Mapping[tuple[int, int], np.ndarray], settings: Mapping[str, Any],
                              seed: int, collected: _Collected) -> None:
     """B7 at one layer: per-condition changes of representation measures against behaviour."""
-    hypotheses = task_setting(settings, "hypotheses", tf.task)
     n_boot, method = int(settings["n_boot"]), str(settings["correlation"])
     for after in tf.afters:
         measures: list[tuple[str, str | None, str | None, np.ndarray]] = []
         for pooling in list(settings["rsa_poolings"]):
-            for span in task_setting(settings, "rsa_spans", tf.task):
+            for span in tf.rsa_spans:
                 a, b = sims.get((pooling, span, tf.before)), sims.get((pooling, span, after))
                 if a is None or b is None:
                     continue
-                for name in hypotheses:
+                for name in tf.hypotheses:
                     delta = (tf.in_order(condition_alignment(b.similarity, b.labels, tf.fields, name), b.labels)
                              - tf.in_order(condition_alignment(a.similarity, a.labels, tf.fields, name), a.labels))
                     measures.append((f"alignment:{name}", pooling, span, delta))
@@ -776,17 +780,16 @@ def _analyse_task(task: str, inputs: Mapping[str, str], settings: Mapping[str, A
                   collected: _Collected) -> None:
     """B1-B7 for one task: behaviour and attention first, then the embeddings one layer at a
     time (RSA, probes, and B7, which needs both)."""
-    tf = _task_frame(task, inputs, task_setting(settings, "hypotheses", task))
+    tf = _task_frame(task, inputs, settings)
     if tf is None:
         return
     behaviour_deltas = _behaviour_deltas(tf, collected)
     ratio_deltas = _attention_deltas(tf, seed, int(settings["n_boot"]), collected)
-    rsa_spans = list(task_setting(settings, "rsa_spans", task))
-    probe_span = str(task_setting(settings, "probe_span", task))
     poolings = [*settings["rsa_poolings"], str(settings["probe_pooling"])]
-    _check_embeddings(tf, poolings, [*rsa_spans, probe_span])
+    spans = [*tf.rsa_spans, tf.probe_span]
+    _check_embeddings(tf, poolings, spans)
     similarity_entries: list[tuple[int, str, str, int, RSAResult]] = []
-    for lv in iter_layers(tf.paths["embeddings"], [*rsa_spans, probe_span], poolings):
+    for lv in iter_layers(tf.paths["embeddings"], spans, poolings):
         rows = _LayerRows(tf, lv)
         sims = _layer_rsa(tf, rows, settings, seed, collected, similarity_entries)
         _layer_probes(tf, rows, settings, seed, collected)
