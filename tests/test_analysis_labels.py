@@ -374,7 +374,6 @@ def test_pooled_paired_difference_pairs_repeats_and_positions() -> None:
         pooled_paired_difference(frame, "m", [], "a", "b", np.random.default_rng(0))
 
 
-
 def test_net_of_twins_subtracts_the_twin_at_each_repeat_and_position() -> None:
     frame = pd.DataFrame({
         "condition": ["a", "a", "a_cf", "a_cf", "b", "b_cf", "c"],

@@ -52,6 +52,16 @@ def params(dataset: str = "three", **analysis) -> dict:
     return {"seed": 0, "dataset": dataset, "labels": {**LABELS, "analysis": analysis}}
 
 
+def analyse(extracted: Path, out_dir: Path, tasks: Path | None = None, prefix: str = "",
+            **analysis) -> dict[str, str]:
+    """Run the study's analysis on the extracted readouts (and ``tasks``, default the
+    extracted task table); returns the output paths by table name."""
+    inputs = {"tasks": str(tasks or extracted / "tasks.parquet"), "readouts": str(extracted / "readouts.parquet")}
+    outs = {name: str(out_dir / f"{prefix}{name}.parquet") for name in ("positions", "curves", "summary")}
+    study.analyse(inputs, params(**analysis), outs)
+    return outs
+
+
 def test_positions_equal_a_direct_computation(extracted):
     tasks = read_table(extracted / "tasks.parquet").to_pandas()
     readouts = read_table(extracted / "readouts.parquet").to_pandas()
@@ -97,9 +107,7 @@ def test_missing_readouts_name_the_prompt(extracted):
 
 
 def test_analyse_and_plot_end_to_end(extracted, tmp_path):
-    outs = {name: str(tmp_path / f"{name}.parquet") for name in ("positions", "curves", "summary")}
-    inputs = {"tasks": str(extracted / "tasks.parquet"), "readouts": str(extracted / "readouts.parquet")}
-    study.analyse(inputs, params(n_boot=200), outs)
+    outs = analyse(extracted, tmp_path, n_boot=200)
     curves = read_table(outs["curves"]).to_pandas()
     positions = read_table(outs["positions"]).to_pandas()
     # curve means equal plain means over repeats
@@ -114,8 +122,7 @@ def test_analyse_and_plot_end_to_end(extracted, tmp_path):
     meta = table_metadata(outs["curves"])
     assert meta["kind"] == "labels_curves" and json.loads(meta["params"])["dataset"] == "three"
     # the same inputs and seed give byte-identical tables
-    again = {name: str(tmp_path / f"again_{name}.parquet") for name in outs}
-    study.analyse(inputs, params(n_boot=200), again)
+    again = analyse(extracted, tmp_path, prefix="again_", n_boot=200)
     for name in outs:
         assert read_table(outs[name]).equals(read_table(again[name]))
     captions = study.plot({"curves": outs["curves"]}, params(), str(tmp_path / "fig"))
@@ -126,9 +133,7 @@ def test_analyse_and_plot_end_to_end(extracted, tmp_path):
 
 
 def test_smoothing_is_recorded_and_applied(extracted, tmp_path):
-    inputs = {"tasks": str(extracted / "tasks.parquet"), "readouts": str(extracted / "readouts.parquet")}
-    outs = {name: str(tmp_path / f"{name}.parquet") for name in ("positions", "curves", "summary")}
-    study.analyse(inputs, params(smooth=3, n_boot=100), outs)
+    outs = analyse(extracted, tmp_path, smooth=3, n_boot=100)
     assert table_metadata(outs["curves"])["smooth"] == "3"
     curves = read_table(outs["curves"]).to_pandas()
     positions = read_table(outs["positions"]).to_pandas()
@@ -148,9 +153,7 @@ def test_plot_without_data_still_draws(tmp_path):
 
 
 def test_captions_name_only_the_conditions_that_ran(extracted, tmp_path):
-    outs = {name: str(tmp_path / f"{name}.parquet") for name in ("positions", "curves", "summary")}
-    study.analyse({"tasks": str(extracted / "tasks.parquet"), "readouts": str(extracted / "readouts.parquet")},
-                  params(n_boot=100), outs)
+    outs = analyse(extracted, tmp_path, n_boot=100)
     curves = read_table(outs["curves"])
     kept = pa.compute.is_in(curves.column("condition"), value_set=pa.array(["default", "random", "flip_df"]))
     write_table(curves.filter(kept), tmp_path / "some.parquet", {})
@@ -162,9 +165,7 @@ def test_captions_name_only_the_conditions_that_ran(extracted, tmp_path):
 
 
 def test_summary_positions_match_the_flip(extracted, tmp_path):
-    inputs = {"tasks": str(extracted / "tasks.parquet"), "readouts": str(extracted / "readouts.parquet")}
-    outs = {name: str(tmp_path / f"{name}.parquet") for name in ("positions", "curves", "summary")}
-    study.analyse(inputs, params(n_boot=100), outs)
+    outs = analyse(extracted, tmp_path, n_boot=100)
     summary = read_table(outs["summary"]).to_pandas()
     values = summary[summary.kind == "value"]
     named = dict(zip(values.position_name, values.position))
@@ -176,9 +177,7 @@ def test_summary_positions_match_the_flip(extracted, tmp_path):
 
 
 def test_pooled_rows_equal_a_direct_computation(extracted, tmp_path):
-    inputs = {"tasks": str(extracted / "tasks.parquet"), "readouts": str(extracted / "readouts.parquet")}
-    outs = {name: str(tmp_path / f"{name}.parquet") for name in ("positions", "curves", "summary")}
-    study.analyse(inputs, params(n_boot=200), outs)
+    outs = analyse(extracted, tmp_path, n_boot=200)
     summary = read_table(outs["summary"]).to_pandas()
     positions = read_table(outs["positions"]).to_pandas()
     pooled = summary[summary.kind == "pooled_difference"]
@@ -211,9 +210,7 @@ def test_conditions_with_fewer_repeats_pair_on_the_repeats_they_share(extracted,
     frame = tasks.to_pandas()
     few = frame.condition.isin(["flip_df", "flip_fd", "alternating"]) & (frame.repeat >= 2)
     write_table(tasks.filter(pa.array(~few.to_numpy())), tmp_path / "tasks.parquet", {})
-    inputs = {"tasks": str(tmp_path / "tasks.parquet"), "readouts": str(extracted / "readouts.parquet")}
-    outs = {name: str(tmp_path / f"{name}.parquet") for name in ("positions", "curves", "summary")}
-    study.analyse(inputs, params(n_boot=200), outs)
+    outs = analyse(extracted, tmp_path, tasks=tmp_path / "tasks.parquet", n_boot=200)
     summary = read_table(outs["summary"]).to_pandas()
     n = summary.groupby(["kind", "condition", "condition_b"]).n.max()
     assert n["pooled_difference", "default", "random"] == 4
@@ -226,11 +223,8 @@ def test_conditions_with_fewer_repeats_pair_on_the_repeats_they_share(extracted,
     assert "mean over 4 (alternating: 2, flip_df: 2, flip_fd: 2) repeats" in captions["curves.png"]
 
 
-
 def test_net_of_content_free_rows_equal_a_direct_computation(extracted, tmp_path):
-    inputs = {"tasks": str(extracted / "tasks.parquet"), "readouts": str(extracted / "readouts.parquet")}
-    outs = {name: str(tmp_path / f"{name}.parquet") for name in ("positions", "curves", "summary")}
-    study.analyse(inputs, params(n_boot=200), outs)
+    outs = analyse(extracted, tmp_path, n_boot=200)
     summary = read_table(outs["summary"]).to_pandas()
     positions = read_table(outs["positions"]).to_pandas()
     net = summary[summary.kind == "pooled_difference_net"]

@@ -420,8 +420,8 @@ def net_of_twins(frame: pd.DataFrame, metric: str, suffix: str = CONTENT_FREE_SU
     the result to :func:`pooled_paired_difference` for conditions a and b gives, per repeat,
     the window mean of ``(a - a_twin) - (b - b_twin)``: the a - b effect net of the content-free
     twins' difference. When ``E[a_twin - b_twin] = 0`` (default vs random with independent
-    random labels) its expectation is the plain effect's, with the variance the twins share
-    with the real prompts removed.
+    random labels; default vs flipped with class-balanced draws) its expectation is the plain
+    effect's, with the variance the twins share with the real prompts removed.
     """
     _require_columns(frame, ["condition", "repeat", "position", metric])
     present = set(frame["condition"])
