@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from iclscope.analysis.stats import bootstrap_ci
 from iclscope.seeding import rng
-from iclscope.tables import TableError, read_table
+from iclscope.tables import TableError, read_table, table_metadata
 
 FINDINGS = pa.schema([
     ("model", pa.string()), ("study", pa.string()), ("quantity", pa.string()), ("unit", pa.string()),
@@ -434,8 +434,6 @@ def bullet_groups(frame: pd.DataFrame) -> list[list[int]]:
 
 def recorded_warnings(root: Path, sources: Sequence[Path]) -> dict[str, list[str]]:
     """The warnings each source table's step logged (provenance ``warnings``), by table."""
-    from iclscope.tables import table_metadata
-
     out: dict[str, list[str]] = {}
     seen: set[str] = set()
     for path in sources:  # a step's tables all carry its warnings: each is listed once
@@ -484,7 +482,6 @@ def tables_config_hash(root: Path, sources: Sequence[Path]) -> str:
     table's path under ``root``): it changes with any config key that produced one of them,
     where the findings step's own ``config_hash`` covers only its few parameters."""
     from iclscope import provenance
-    from iclscope.tables import table_metadata
 
     recorded = {Path(s).relative_to(root).as_posix(): table_metadata(s).get("config_hash", "") for s in sources}
     return provenance.config_hash(recorded)
