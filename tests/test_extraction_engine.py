@@ -17,7 +17,7 @@ import torch
 from iclscope import provenance
 from iclscope.config import validate_config
 from iclscope.extraction.attention import register
-from iclscope.extraction.engine import ExtractionError, extract, prepare_prompts
+from iclscope.extraction.engine import ExtractionError, distinct_prompts, extract, prepare_prompts
 from iclscope.extraction.plan import END, PromptPlan, plan_for
 from iclscope.extraction.run import run_extract
 from iclscope.gather import gather
@@ -151,7 +151,7 @@ def test_padded_batch_equals_each_prompt_alone(captured, task_rows, branches):
     together = extract(model, tokenizer, rows, plans, POOLINGS, batch_tokens=10**6, max_length=2048,
                        min_efficiency=0.0)
     alone = extract(model, tokenizer, rows, plans, POOLINGS, batch_tokens=1, max_length=2048)
-    assert together.stats["batches"] == 1 and alone.stats["batches"] == len(rows)
+    assert together.stats["batches"] == 1 and alone.stats["batches"] == alone.stats["distinct_prompts"]
     lengths = {len(tokenizer(r["text"])["input_ids"]) for r in rows}
     assert len(lengths) > 3  # a really padded batch
 
@@ -189,6 +189,53 @@ def test_tables_follow_the_contract_order(captured, task_rows):
     mine = [(r["readout"], r["candidate"]) for r in read if r["prompt_id"] == labels_row["prompt_id"]]
     n = len(labels_row["context_class"])
     assert mine == [(f"answer_{i}", w) for i in range(1, n + 1) for w in labels_row["label_words"]]
+
+
+def test_repeated_prompts_are_computed_once_and_copied(captured, task_rows):
+    """Zero-shot regression prompts are the same text under every condition: the engine
+    computes each text once and gives every prompt id the same rows, in table order."""
+    model, tokenizer = captured
+    rows = task_rows["regression"] + task_rows["reading"][:2]
+    texts = [r["text"] for r in rows]
+    first = {t: rows[texts.index(t)]["prompt_id"] for t in texts}
+    repeats = [r["prompt_id"] for r in rows if first[r["text"]] != r["prompt_id"]]
+    assert repeats  # the fixture really repeats prompts
+    out = extract(model, tokenizer, rows, plans_of(rows), POOLINGS, batch_tokens=10**6)
+    assert out.stats["prompts"] == len(rows) and out.stats["distinct_prompts"] == len(set(texts))
+    # the distinct prompts alone give the same rows for them (the same batches: exactly)
+    distinct = [r for r in rows if first[r["text"]] == r["prompt_id"]]
+    alone = extract(model, tokenizer, distinct, plans_of(distinct), POOLINGS, batch_tokens=10**6)
+    assert out.stats["real_tokens"] == alone.stats["real_tokens"]
+    copy_of = {r["prompt_id"]: first[r["text"]] for r in rows}
+    attending = {r["prompt_id"] for r, p in zip(rows, plans_of(rows)) if p.attend}
+    for name, keys, values in (("readouts", READ_KEYS, ["logprob", "first_token_logprob"]),
+                               ("embeddings", EMB_KEYS, ["vector"]), ("attention", ATT_KEYS, ["mass"])):
+        frame = getattr(out, name).to_pandas()
+        expected_ids = set(copy_of) if name != "attention" else attending
+        assert set(frame["prompt_id"]) == expected_ids, name
+        own = pa.Table.from_pandas(frame[frame["prompt_id"].isin(set(copy_of.values()))], preserve_index=False)
+        assert_tables_close(own, getattr(alone, name), keys, values, atol=0.0)
+        for pid in repeats:  # every repeat's rows are its first occurrence's, renamed
+            mine = frame[frame["prompt_id"] == pid].drop(columns="prompt_id").reset_index(drop=True)
+            theirs = frame[frame["prompt_id"] == copy_of[pid]].drop(columns="prompt_id").reset_index(drop=True)
+            pd.testing.assert_frame_equal(mine.astype(str), theirs.astype(str))
+    order = [r["prompt_id"] for r in rows]
+    read_ids = out.readouts.column("prompt_id").to_pylist()
+    assert read_ids == sorted(read_ids, key=order.index) and set(read_ids) == set(order)
+
+
+def test_only_identical_text_spans_and_plan_are_merged(task_rows):
+    row = task_rows["reading"][0]
+    plan = plan_for(row["task"], row)
+    same = dict(row, prompt_id="same")
+    shifted = dict(row, prompt_id="other-spans", spans=[dict(s, end=s["end"] - 1) for s in row["spans"]])
+    fewer_reads = dict(row, prompt_id="other-plan")
+    rows = [row, same, shifted, fewer_reads]
+    plans = [plan, plan, plan, dataclasses.replace(plan, reads=())]
+    computed, copies = distinct_prompts(rows, plans)
+    assert computed == [0, 2, 3]
+    assert copies == {row["prompt_id"]: [row["prompt_id"], "same"], "other-spans": ["other-spans"],
+                      "other-plan": ["other-plan"]}
 
 
 # --------------------------------------------------------------------------- 2. pooled values

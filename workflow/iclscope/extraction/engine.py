@@ -11,7 +11,9 @@ model once with
   log-probabilities at every declared position of the sequence.
 
 Nothing but the reduced values leaves a batch. Results do not depend on the batch
-composition (position ids count real tokens; pads are masked).
+composition (position ids count real tokens; pads are masked). A prompt that repeats
+another's text, spans and plan (e.g. a zero-shot prompt shared by every condition) is
+computed once and its rows copied under each prompt id.
 """
 
 from __future__ import annotations
@@ -349,8 +351,9 @@ def extract(
     """
     if not rows:
         raise ExtractionError("the task table has no prompts")
+    distinct, copies = distinct_prompts(rows, plans)
     try:
-        prepared = prepare_prompts(rows, plans, tokenizer, max_length)
+        prepared = prepare_prompts([rows[i] for i in distinct], [plans[i] for i in distinct], tokenizer, max_length)
     except ValueError as err:
         raise ExtractionError(str(err)) from err
     device = next(model.parameters()).device
@@ -360,9 +363,9 @@ def extract(
     hidden = int(model.config.hidden_size)
     real_tokens = sum(lengths)
     padded_tokens = sum(len(b) * max(lengths[i] for i in b) for b in batches)
-    log.info("%d prompts, %d tokens (%d in candidate branches) in %d batches, padding efficiency %.3f",
-             len(prepared), real_tokens, sum(p.sequence.n_branch for p in prepared), len(batches),
-             real_tokens / padded_tokens)
+    log.info("%d prompts (%d distinct), %d tokens (%d in candidate branches) in %d batches, "
+             "padding efficiency %.3f", len(rows), len(prepared), real_tokens,
+             sum(p.sequence.n_branch for p in prepared), len(batches), real_tokens / padded_tokens)
 
     order: list[int] = []
     results: list[tuple[Sequence[PreparedPrompt], _BatchResult]] = []
@@ -380,28 +383,45 @@ def extract(
                 rate = done_tokens / max(time.perf_counter() - start, 1e-9)
                 log.info("batch %d/%d: %d/%d tokens, %.0f tokens/s", k, len(batches), done_tokens, real_tokens, rate)
 
-    rank = {p.prompt.prompt_id: i for i, p in enumerate(prepared)}  # table order
+    rank = {row["prompt_id"]: i for i, row in enumerate(rows)}  # table order
     tables = Extracted(
-        embeddings=_embedding_table(results, poolings, hidden, rank),
-        attention=_attention_table(results, rank),
-        readouts=_readout_table(results, rank),
-        stats={"prompts": len(prepared), "real_tokens": real_tokens, "padded_tokens": padded_tokens,
-               "batches": len(batches)},  # no timings: tables must be byte-identical across runs
+        embeddings=_embedding_table(results, poolings, hidden, rank, copies),
+        attention=_attention_table(results, rank, copies),
+        readouts=_readout_table(results, rank, copies),
+        # no timings: tables must be byte-identical across runs
+        stats={"prompts": len(rows), "distinct_prompts": len(prepared), "real_tokens": real_tokens,
+               "padded_tokens": padded_tokens, "batches": len(batches)},
     )
     return tables
 
 
-def _embedding_table(results, poolings: Sequence[str], hidden: int, rank: Mapping[str, int]) -> pa.Table:
+def distinct_prompts(rows: Sequence[Mapping[str, Any]],
+                     plans: Sequence[PromptPlan]) -> tuple[list[int], dict[str, list[str]]]:
+    """The rows to compute (the first of each identical text, spans and plan, in table
+    order) and, per computed prompt id, every prompt id that takes its results (itself first).
+    Identical inputs give identical outputs, so a repeat costs nothing."""
+    first: dict[tuple[Any, ...], int] = {}
+    copies: dict[str, list[str]] = {}
+    for i, (row, plan) in enumerate(zip(rows, plans)):
+        key = (row["text"], tuple((s["name"], s["start"], s["end"]) for s in row["spans"]), plan)
+        j = first.setdefault(key, i)
+        copies.setdefault(rows[j]["prompt_id"], []).append(row["prompt_id"])
+    return sorted(first.values()), copies
+
+
+def _embedding_table(results, poolings: Sequence[str], hidden: int, rank: Mapping[str, int],
+                     copies: Mapping[str, Sequence[str]]) -> pa.Table:
     # rows sorted by layer, then prompt (table order), span, pooling: readers skip layers
-    records: dict[int, list[tuple[int, str, str, np.ndarray]]] = {}
+    records: dict[int, list[tuple[int, str, str, str, np.ndarray]]] = {}
     for batch, res in results:
         items = [(p.prompt.prompt_id, s) for p in batch for s in p.plan.pool]
         for layer, pooled in res.pooled.items():
             out = records.setdefault(layer, [])
             arr = pooled.numpy()
-            for k, (pid, span) in enumerate(items):
-                for j, method in enumerate(poolings):
-                    out.append((rank[pid], pid, span, method, arr[k, j]))
+            for k, (computed, span) in enumerate(items):
+                for pid in copies[computed]:
+                    for j, method in enumerate(poolings):
+                        out.append((rank[pid], pid, span, method, arr[k, j]))
     rows = [r for layer in sorted(records) for r in sorted(records[layer], key=lambda r: r[:4])]
     layers = [layer for layer in sorted(records) for _ in records[layer]]
     schema = contracts.embeddings_schema(hidden)
@@ -416,7 +436,7 @@ def _embedding_table(results, poolings: Sequence[str], hidden: int, rank: Mappin
     )
 
 
-def _attention_table(results, rank: Mapping[str, int]) -> pa.Table:
+def _attention_table(results, rank: Mapping[str, int], copies: Mapping[str, Sequence[str]]) -> pa.Table:
     cols: dict[str, list] = {name: [] for name in contracts.ATTENTION.names}
     keyed = []
     for batch, res in results:
@@ -425,10 +445,10 @@ def _attention_table(results, rank: Mapping[str, int]) -> pa.Table:
             for k, p in enumerate(attending):
                 m = masses[k].numpy()  # (H, S)
                 per_head = np.vstack([m.mean(axis=0, keepdims=True), m])  # head -1 = mean first
-                for h in range(per_head.shape[0]):
-                    for s, span in enumerate(p.plan.attend):
-                        keyed.append((layer, rank[p.prompt.prompt_id], h - 1, s, p.prompt.prompt_id, span,
-                                      float(per_head[h, s])))
+                for pid in copies[p.prompt.prompt_id]:
+                    for h in range(per_head.shape[0]):
+                        for s, span in enumerate(p.plan.attend):
+                            keyed.append((layer, rank[pid], h - 1, s, pid, span, float(per_head[h, s])))
     keyed.sort(key=lambda r: r[:4])
     for layer, _, head, _, pid, span, mass in keyed:
         cols["prompt_id"].append(pid)
@@ -440,12 +460,12 @@ def _attention_table(results, rank: Mapping[str, int]) -> pa.Table:
     return pa.table(cols, schema=contracts.ATTENTION)
 
 
-def _readout_table(results, rank: Mapping[str, int]) -> pa.Table:
+def _readout_table(results, rank: Mapping[str, int], copies: Mapping[str, Sequence[str]]) -> pa.Table:
     keyed = []
     for batch, res in results:
         for b, readout, candidate, logp, first in res.reads:
-            pid = batch[b].prompt.prompt_id
-            keyed.append((rank[pid], pid, readout, candidate, logp, first))
+            for pid in copies[batch[b].prompt.prompt_id]:
+                keyed.append((rank[pid], pid, readout, candidate, logp, first))
     keyed.sort(key=lambda r: r[0])  # stable: readouts keep their declared order within a prompt
     schema = contracts.READOUTS
     return pa.table(
