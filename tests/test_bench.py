@@ -68,3 +68,14 @@ def test_explicit_mask_gives_the_padding_masks_outputs(prepared_tiny):
         plain = model(input_ids=ids, attention_mask=pad).logits
         masked = model(input_ids=ids, attention_mask=explicit_mask(pad)).logits
     torch.testing.assert_close(masked[pad.bool()], plain[pad.bool()], atol=1e-5, rtol=1e-5)
+
+
+def test_spread_rows_picks_distinct_texts_over_the_table():
+    from iclscope.bench import spread_rows
+
+    # 12 rows, every text twice in a row (a zero-shot prompt shared by two conditions)
+    rows = [{"prompt_id": f"p{i}", "text": f"t{i // 2}"} for i in range(12)]
+    picked = spread_rows(rows, 4)
+    assert [r["prompt_id"] for r in picked] == ["p0", "p4", "p6", "p10"]  # t0, t2, t3, t5
+    assert len({r["text"] for r in picked}) == 4
+    assert spread_rows(rows, 100) == rows[::2] and spread_rows([], 3) == []

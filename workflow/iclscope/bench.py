@@ -142,6 +142,20 @@ def run_naive(model, batches, device, out_dir: Path) -> None:
     _sync(device)
 
 
+def spread_rows(rows: Sequence[Mapping[str, Any]], n: int) -> list[Mapping[str, Any]]:
+    """``n`` rows of distinct prompt text spread evenly over a task table (deterministic, table
+    order). Distinct, because the engine computes a repeated prompt once: a repeat would count
+    its tokens for every loop but cost iclscope nothing."""
+    first_of_text: dict[str, Mapping[str, Any]] = {}
+    for row in rows:
+        first_of_text.setdefault(row["text"], row)
+    distinct = list(first_of_text.values())  # dicts keep insertion (table) order
+    if not distinct:
+        return []
+    pick = np.linspace(0, len(distinct) - 1, num=min(n, len(distinct))).round().astype(int)
+    return [distinct[i] for i in sorted(set(pick.tolist()))]
+
+
 def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: int = 3, max_prompts: int = 8,
                   params: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run the benchmark (see the module docstring) and write its JSON summary to ``out``."""
@@ -159,9 +173,7 @@ def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: 
     # so each task's ratio is measured too
     per_task: dict[str, dict[str, Any]] = {}
     for path in task_paths:
-        table = read_table(path).to_pylist()
-        pick = np.linspace(0, len(table) - 1, num=min(max_prompts, len(table))).round().astype(int)
-        rows_t = [table[i] for i in sorted(set(pick.tolist()))]
+        rows_t = spread_rows(read_table(path).to_pylist(), max_prompts)
         ids = [tokenizer(r["text"])["input_ids"] for r in rows_t]
         lengths = [len(x) for x in ids]
         plans = [plan_for(r["task"], r) for r in rows_t]
