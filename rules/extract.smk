@@ -89,11 +89,7 @@ rule generate:
 rule bench_extract:
     input:
         card=model_card,
-        tasks=[
-            task_table(t)
-            for t in TASKS
-            if t in ("reading", "regression") or t.startswith("labels_")
-        ],
+        tasks=[task_table(t) for t in TASKS if t != "binary_generation"],
     output:
         f"{RESULTS}/bench/{{model}}/extract.json",
     log:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pyarrow as pa
+import pytest
 
 from iclscope.cli import main
 from iclscope.config import validate_config
@@ -52,6 +53,12 @@ def test_bench_extract_reports_every_task_and_the_whole(prepared_tiny, default_c
     branches = {task: t["candidate_branch_tokens"] for task, t in summary["per_task"].items()}
     assert branches["reading"] > 0 and summary["candidate_branch_tokens"] == sum(branches.values())
     assert all(t["ratio_vs_branched"] > 0 and t["bare_vs_masked"] > 0 for t in summary["per_task"].values())
+    # the run-weighted ratio scales each task's times by its whole table's tokens (3 prompts, 2 sampled)
+    per = summary["per_task"]
+    assert all(t["table_tokens"] > t["tokens"] for t in per.values())
+    weighted = {name: sum(t["table_tokens"] / t["tokens"] * t["seconds"][name] for t in per.values())
+                for name in ("bare", "iclscope")}
+    assert summary["ratio_vs_bare_run_weighted"] == pytest.approx(weighted["bare"] / weighted["iclscope"])
 
 
 def test_explicit_mask_gives_the_padding_masks_outputs(prepared_tiny):
