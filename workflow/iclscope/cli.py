@@ -165,7 +165,13 @@ def cmd_compare(args: argparse.Namespace) -> None:
     log.info("compare: %d models, %d headline rows -> %s", len(cards), len(frame), args.out_dir)
 
 
-def cmd_bench(args: argparse.Namespace) -> None:
+# every task the default run extracts (binary_generation is sampled, not extracted)
+DEFAULT_BENCH_TASKS = ("reading", "regression", "labels_sentiment", "labels_novel", "binary_judgment",
+                       "binary_continuation")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    tasks = args.tasks or [f"results/tasks/{t}.parquet" for t in DEFAULT_BENCH_TASKS]
     if args.what == "generate":
         from iclscope import bench_generate
 
@@ -173,14 +179,20 @@ def cmd_bench(args: argparse.Namespace) -> None:
         summary = bench_generate.bench_generate(args.model_dir, task, args.out, params=_params(args),
                                                 repeats=args.repeats, max_prompts=args.max_prompts)
         print(bench_generate.format_summary(summary))
-        return
+        return 0
+    if args.what == "device":
+        from iclscope import bench_device
+
+        summary = bench_device.check_device(args.model_dir, tasks, args.out, device=args.device, dtypes=args.dtypes,
+                                            max_prompts=args.max_prompts or 8, params=_params(args))
+        print(bench_device.format_summary(summary))
+        return 0 if summary["ok"] else 1  # 1: some table differs beyond its tolerance
     from iclscope.bench import bench_extract, format_summary
 
-    tasks = args.tasks or [f"results/tasks/{t}.parquet" for t in ("reading", "regression", "labels_sentiment",
-                                                                  "labels_novel")]
     summary = bench_extract(args.model_dir, tasks, args.out, repeats=args.repeats,
                             max_prompts=args.max_prompts or 8, params=_params(args))
     print(format_summary(summary))
+    return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -343,20 +355,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("bench", help="benchmarks (extract: vs the bare forward and the naive way; "
-                                     "generate: vs plain model.generate)",
-                       description="Measure throughput as ratios taken in one run, interleaved repeats.")
-    p.add_argument("what", choices=["extract", "generate"], help="what to benchmark")
+                                     "generate: vs plain model.generate; device: a device's tables and speed "
+                                     "vs CPU float32)",
+                       description="Measure throughput as ratios taken in one run, interleaved repeats; "
+                                   "device: whether extraction on --device in each of --dtypes gives CPU "
+                                   "float32's tables within stated tolerances (exit code 1 if not), and how fast.")
+    p.add_argument("what", choices=["extract", "generate", "device"], help="what to benchmark")
     p.add_argument("--model-dir", default="resources/models/smollm2-135m", help="a prepared model (default: %(default)s)")
     p.add_argument("--tasks", nargs="+", default=None,
-                   help="task tables (extract default: reading, regression, labels_sentiment, labels_novel; "
-                        "generate default: binary_generation)")
+                   help=f"task tables (extract and device default: {', '.join(DEFAULT_BENCH_TASKS)} under "
+                        "results/tasks/; generate default: binary_generation)")
     p.add_argument("--params", default="{}",
                    help="JSON: runtime keys (dtype, device, batch_tokens, pooling); for generate also "
-                        "generation (n_samples, temperature, max_new_tokens) and seed")
+                        "generation (n_samples, temperature, max_new_tokens) and seed; device takes "
+                        "batch_tokens and pooling (--device and --dtypes set the rest)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the best is kept (default: %(default)s)")
     p.add_argument("--max-prompts", type=int, default=None,
-                   help="prompts per task (extract: spread over the table, default 8; generate: the first ones, "
-                        "default all)")
+                   help="prompts per task (extract and device: spread over the table, default 8; generate: "
+                        "the first ones, default all)")
+    p.add_argument("--device", default="cuda",
+                   help="device: the device checked against CPU float32 (default: %(default)s)")
+    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"],
+                   choices=["float32", "bfloat16", "float16"],
+                   help="device: the dtypes run on --device (default: %(default)s)")
     p.add_argument("--out", required=True, help="where the JSON summary goes")
     p.set_defaults(func=cmd_bench)
 
