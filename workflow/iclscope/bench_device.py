@@ -389,7 +389,7 @@ def format_summary(s: Mapping[str, Any]) -> str:
     max attention delta, speed-up and the verdict; then every failure."""
     lines = [f"device check: {s['model']} on {s['device']} ({s['device_name']}) against cpu float32, "
              f"{s['prompts']} prompts of {len(s['tasks'])} tasks",
-             f"  {'dtype':<9} {'task':<18} {'max|dlogp|':>10} {'top agree':>9} {'emb rel':>9} {'attn d':>9} "
+             f"  {'dtype':<9} {'task':<20} {'max|dlogp|':>10} {'top agree':>9} {'emb rel':>9} {'attn d':>9} "
              f"{'speed-up':>8}  verdict"]
     failures = []
     for dtype, d in s["dtypes"].items():
@@ -399,13 +399,13 @@ def format_summary(s: Mapping[str, Any]) -> str:
             worst = {name: c[table][name] if c[table]["rows_compared"] else None  # "-": the task has no such rows
                      for name, table in (("logprob_max", "readouts"), ("embedding_rel_max", "embeddings"),
                                          ("attention_max", "attention"))}
-            lines.append(f"  {dtype:<9} {task:<18} {_num(worst['logprob_max'], '10.2e')} "
+            lines.append(f"  {dtype:<9} {task:<20} {_num(worst['logprob_max'], '10.2e')} "
                          f"{_num(c['readouts']['top_agreement'], '9.3f')} "
                          f"{_num(worst['embedding_rel_max'], '9.2e')} "
                          f"{_num(worst['attention_max'], '9.2e')} {t['speedup']:7.2f}x  "
                          f"{'PASS' if t['ok'] else 'FAIL'}")
             failures += [f"  {dtype} {task}: {f}" for f in t["failures"]]
-        lines.append(f"  {dtype:<9} {'all':<18} {'':>10} {'':>9} {'':>9} {'':>9} {d['speedup']:7.2f}x  "
+        lines.append(f"  {dtype:<9} {'all':<20} {'':>10} {'':>9} {'':>9} {'':>9} {d['speedup']:7.2f}x  "
                      f"{'PASS' if d['ok'] else 'FAIL'}")
     lines += failures
     lines.append("PASS: within tolerance" if s["ok"] else f"FAIL: {len(failures)} failure(s) beyond tolerance")
