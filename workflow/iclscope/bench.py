@@ -294,3 +294,50 @@ def format_summary(s: Mapping[str, Any]) -> str:
           f"iclscope / naive {t['ratio_vs_naive']:.2f} ({t['tokens']} tokens + {t['candidate_branch_tokens']} in "
           f"candidate branches)" for task, t in s.get("per_task", {}).items()],
     ])
+
+
+# the issue's targets for the extraction benchmark: (summary key, bound, "min" or "max")
+TARGETS = {"ratio_vs_bare": (1.15, "min"), "ratio_vs_naive": (3.0, "min"), "bytes_ratio": (20.0, "min"),
+           "padding_efficiency": (0.9, "min"), "peak_rss_mb": (3072.0, "max")}
+
+
+def _target(s: Mapping[str, Any], key: str, shown: str) -> str:
+    bound, kind = TARGETS[key]
+    met = s[key] >= bound if kind == "min" else s[key] <= bound
+    return f"{'≥' if kind == 'min' else '≤'} {shown} ({'met' if met else 'missed'})"
+
+
+def markdown_table(s: Mapping[str, Any]) -> str:
+    """The README's table of an extraction benchmark summary (every number read from it)."""
+    t = s["tokens_per_s"]
+    per = {task: s["per_task"][task] for task in s["tasks"]}  # the order the tasks were given in
+
+    def each(key: str, fmt: str = "{:.2f}") -> str:
+        return ", ".join(f"{task} {fmt.format(v[key])}" for task, v in per.items())
+
+    rows = [
+        ("bare forward `model(input_ids, attention_mask)`", f"{t['bare']:.0f} tokens/s", ""),
+        ("iclscope extraction, Parquet writing included", f"{t['iclscope']:.0f} tokens/s", ""),
+        ("naive: eager attention, every hidden state and attention map to Parquet", f"{t['naive']:.0f} tokens/s", ""),
+        (f"iclscope / bare, the {len(per)} tasks' sampled prompts", f"{s['ratio_vs_bare']:.2f}",
+         _target(s, "ratio_vs_bare", "1.15")),
+        ("iclscope / bare, each task weighted by its tokens in the whole run",
+         f"{s['ratio_vs_bare_run_weighted']:.2f}", ""),
+        ("iclscope / bare per task", each("ratio_vs_bare"), ""),
+        ("prompt tokens + candidate branch tokens per task",
+         ", ".join(f"{task} {v['tokens']} + {v['candidate_branch_tokens']}" for task, v in per.items()), ""),
+        ("iclscope / branched (the plain forward over prompts *and* branch tokens, branch mask)",
+         f"all {s['ratio_vs_branched']:.2f}; {each('ratio_vs_branched')}", ""),
+        ("bare / masked (the bare forward with its mask as an explicit 4-D boolean tensor)",
+         f"all {s['bare_vs_masked']:.2f}; {each('bare_vs_masked')}", ""),
+        ("iclscope / naive", f"{s['ratio_vs_naive']:.2f}", _target(s, "ratio_vs_naive", "3")),
+        ("bytes naive / iclscope",
+         f"{s['bytes_naive'] / 1e9:.2f} GB / {s['bytes_iclscope'] / 1e6:.1f} MB = {s['bytes_ratio']:.0f}",
+         _target(s, "bytes_ratio", "20")),
+        ("padding efficiency", f"{s['padding_efficiency']:.3f}", _target(s, "padding_efficiency", "0.9")),
+        ("peak RSS (model, extraction, tables)", f"{s['peak_rss_mb'] / 1024:.1f} GB", _target(s, "peak_rss_mb", "3 GB")),
+        (f"MFU (2 × {s['parameters'] / 1e6:.1f}M parameters × tokens/s over a measured {s['dtype']} GEMM peak "
+         f"of {s['gemm_peak_gflops']:.0f} GFLOP/s)", f"{s['mfu']:.2f}", ""),
+    ]
+    return "\n".join(["| measure | value | target |", "|---|---|---|",
+                      *(f"| {m} | {v} | {g} |" for m, v, g in rows)])
