@@ -2,6 +2,7 @@
 #   make run    create .venv if needed and run the whole default pipeline
 #   make test   create .venv if needed and run the test suite
 #   make compare  also install the second embedded model and run both models (config/compare.yaml)
+#   make gpu-check  on a CUDA machine: CUDA tables against CPU fp32, and the extraction benchmark there
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
@@ -9,7 +10,7 @@ CORES ?= all
 # the rules call the `iclscope` command: put the environment's bin first on PATH
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: env env-compare run compare dry-run test lint format clean
+.PHONY: env env-compare run compare gpu-check dry-run test lint format clean
 
 env: $(VENV)/.installed
 
@@ -35,6 +36,14 @@ $(VENV)/.installed-compare: $(VENV)/.installed
 
 compare: env-compare
 	$(RUN) snakemake --profile profiles/default --cores $(CORES) --configfile config/compare.yaml
+
+# on a machine with CUDA, after `make run` (it reads results/tasks/): extraction on CUDA in fp32
+# and bf16 against CPU fp32, held to stated tolerances (exit 1 beyond them), then the extraction
+# benchmark on CUDA (bf16); see README, Performance
+gpu-check: env
+	$(RUN) iclscope bench device --device cuda --dtypes float32 bfloat16 \
+		--out results/bench/smollm2-135m/device-cuda.json
+	$(RUN) iclscope bench extract --params '{"device": "cuda"}' --out results/bench/smollm2-135m/extract-cuda.json
 
 dry-run: env
 	$(RUN) snakemake --profile profiles/default --cores $(CORES) -n
