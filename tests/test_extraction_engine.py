@@ -234,8 +234,8 @@ def test_only_identical_text_spans_and_plan_are_merged(task_rows):
     plans = [plan, plan, plan, dataclasses.replace(plan, reads=())]
     computed, copies = distinct_prompts(rows, plans)
     assert computed == [0, 2, 3]
-    assert copies == {row["prompt_id"]: [row["prompt_id"], "same"], "other-spans": ["other-spans"],
-                      "other-plan": ["other-plan"]}
+    assert copies == {row["prompt_id"]: [(0, row["prompt_id"]), (1, "same")], "other-spans": [(2, "other-spans")],
+                      "other-plan": [(3, "other-plan")]}
 
 
 # --------------------------------------------------------------------------- 2. pooled values

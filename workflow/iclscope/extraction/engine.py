@@ -383,11 +383,10 @@ def extract(
                 rate = done_tokens / max(time.perf_counter() - start, 1e-9)
                 log.info("batch %d/%d: %d/%d tokens, %.0f tokens/s", k, len(batches), done_tokens, real_tokens, rate)
 
-    rank = {row["prompt_id"]: i for i, row in enumerate(rows)}  # table order
     tables = Extracted(
-        embeddings=_embedding_table(results, poolings, hidden, rank, copies),
-        attention=_attention_table(results, rank, copies),
-        readouts=_readout_table(results, rank, copies),
+        embeddings=_embedding_table(results, poolings, hidden, copies),
+        attention=_attention_table(results, copies),
+        readouts=_readout_table(results, copies),
         # no timings: tables must be byte-identical across runs
         stats={"prompts": len(rows), "distinct_prompts": len(prepared), "real_tokens": real_tokens,
                "padded_tokens": padded_tokens, "batches": len(batches)},
@@ -396,21 +395,22 @@ def extract(
 
 
 def distinct_prompts(rows: Sequence[Mapping[str, Any]],
-                     plans: Sequence[PromptPlan]) -> tuple[list[int], dict[str, list[str]]]:
+                     plans: Sequence[PromptPlan]) -> tuple[list[int], dict[str, list[tuple[int, str]]]]:
     """The rows to compute (the first of each identical text, spans and plan, in table
-    order) and, per computed prompt id, every prompt id that takes its results (itself first).
-    Identical inputs give identical outputs, so a repeat costs nothing."""
+    order) and, per computed prompt id, every ``(table position, prompt id)`` that takes its
+    results (itself first): the tables list rows in table order. Identical inputs give
+    identical outputs, so a repeat costs nothing."""
     first: dict[tuple[Any, ...], int] = {}
-    copies: dict[str, list[str]] = {}
+    copies: dict[str, list[tuple[int, str]]] = {}
     for i, (row, plan) in enumerate(zip(rows, plans)):
         key = (row["text"], tuple((s["name"], s["start"], s["end"]) for s in row["spans"]), plan)
         j = first.setdefault(key, i)
-        copies.setdefault(rows[j]["prompt_id"], []).append(row["prompt_id"])
+        copies.setdefault(rows[j]["prompt_id"], []).append((i, row["prompt_id"]))
     return sorted(first.values()), copies
 
 
-def _embedding_table(results, poolings: Sequence[str], hidden: int, rank: Mapping[str, int],
-                     copies: Mapping[str, Sequence[str]]) -> pa.Table:
+def _embedding_table(results, poolings: Sequence[str], hidden: int,
+                     copies: Mapping[str, Sequence[tuple[int, str]]]) -> pa.Table:
     # rows sorted by layer, then prompt (table order), span, pooling: readers skip layers
     records: dict[int, list[tuple[int, str, str, str, np.ndarray]]] = {}
     for batch, res in results:
@@ -419,9 +419,9 @@ def _embedding_table(results, poolings: Sequence[str], hidden: int, rank: Mappin
             out = records.setdefault(layer, [])
             arr = pooled.numpy()
             for k, (computed, span) in enumerate(items):
-                for pid in copies[computed]:
+                for rank, pid in copies[computed]:
                     for j, method in enumerate(poolings):
-                        out.append((rank[pid], pid, span, method, arr[k, j]))
+                        out.append((rank, pid, span, method, arr[k, j]))
     rows = [r for layer in sorted(records) for r in sorted(records[layer], key=lambda r: r[:4])]
     layers = [layer for layer in sorted(records) for _ in records[layer]]
     schema = contracts.embeddings_schema(hidden)
@@ -436,7 +436,7 @@ def _embedding_table(results, poolings: Sequence[str], hidden: int, rank: Mappin
     )
 
 
-def _attention_table(results, rank: Mapping[str, int], copies: Mapping[str, Sequence[str]]) -> pa.Table:
+def _attention_table(results, copies: Mapping[str, Sequence[tuple[int, str]]]) -> pa.Table:
     cols: dict[str, list] = {name: [] for name in contracts.ATTENTION.names}
     keyed = []
     for batch, res in results:
@@ -445,10 +445,10 @@ def _attention_table(results, rank: Mapping[str, int], copies: Mapping[str, Sequ
             for k, p in enumerate(attending):
                 m = masses[k].numpy()  # (H, S)
                 per_head = np.vstack([m.mean(axis=0, keepdims=True), m])  # head -1 = mean first
-                for pid in copies[p.prompt.prompt_id]:
+                for rank, pid in copies[p.prompt.prompt_id]:
                     for h in range(per_head.shape[0]):
                         for s, span in enumerate(p.plan.attend):
-                            keyed.append((layer, rank[pid], h - 1, s, pid, span, float(per_head[h, s])))
+                            keyed.append((layer, rank, h - 1, s, pid, span, float(per_head[h, s])))
     keyed.sort(key=lambda r: r[:4])
     for layer, _, head, _, pid, span, mass in keyed:
         cols["prompt_id"].append(pid)
@@ -460,12 +460,12 @@ def _attention_table(results, rank: Mapping[str, int], copies: Mapping[str, Sequ
     return pa.table(cols, schema=contracts.ATTENTION)
 
 
-def _readout_table(results, rank: Mapping[str, int], copies: Mapping[str, Sequence[str]]) -> pa.Table:
+def _readout_table(results, copies: Mapping[str, Sequence[tuple[int, str]]]) -> pa.Table:
     keyed = []
     for batch, res in results:
         for b, readout, candidate, logp, first in res.reads:
-            for pid in copies[batch[b].prompt.prompt_id]:
-                keyed.append((rank[pid], pid, readout, candidate, logp, first))
+            for rank, pid in copies[batch[b].prompt.prompt_id]:
+                keyed.append((rank, pid, readout, candidate, logp, first))
     keyed.sort(key=lambda r: r[0])  # stable: readouts keep their declared order within a prompt
     schema = contracts.READOUTS
     return pa.table(
