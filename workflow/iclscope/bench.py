@@ -61,8 +61,7 @@ def gemm_peak(dtype: torch.dtype, device: torch.device, size: int = 2048, repeat
     for _ in range(repeats + 1):
         start = time.perf_counter()
         a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
 
@@ -75,16 +74,17 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*.parquet"))
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so a timer reads it."""
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
 def run_bare(model, batches, device) -> None:
     with torch.inference_mode():
         for b in batches:
             model(input_ids=b.input_ids.to(device), attention_mask=b.attention_mask.to(device))
-    _sync(device)
+    sync(device)
 
 
 def explicit_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -101,7 +101,7 @@ def run_masked(model, batches, device) -> None:
     with torch.inference_mode():
         for input_ids, mask in batches:
             model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
-    _sync(device)
+    sync(device)
 
 
 def run_branched(model, batches, device) -> None:
@@ -109,7 +109,7 @@ def run_branched(model, batches, device) -> None:
     with torch.inference_mode():
         for b in batches:
             model(**{k: v.to(device) for k, v in b.items() if k != "real"})
-    _sync(device)
+    sync(device)
 
 
 def run_iclscope(model, tokenizer, rows, plans, poolings, batch_tokens, out_dir: Path) -> dict[str, Any]:
@@ -142,17 +142,22 @@ def run_naive(model, batches, device, out_dir: Path) -> None:
                     "weights": pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), t),
                 }), out_dir / f"attention_{k}_{layer}.parquet", compression="zstd")
             del out
-    _sync(device)
+    sync(device)
+
+
+def distinct_texts(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The first row of each prompt text, in table order."""
+    first_of_text: dict[str, Mapping[str, Any]] = {}
+    for row in rows:
+        first_of_text.setdefault(row["text"], row)
+    return list(first_of_text.values())  # dicts keep insertion (table) order
 
 
 def spread_rows(rows: Sequence[Mapping[str, Any]], n: int) -> list[Mapping[str, Any]]:
     """``n`` rows of distinct prompt text spread evenly over a task table (deterministic, table
     order). Distinct, because the engine computes a repeated prompt once: a repeat would count
     its tokens for every loop but cost iclscope nothing."""
-    first_of_text: dict[str, Mapping[str, Any]] = {}
-    for row in rows:
-        first_of_text.setdefault(row["text"], row)
-    distinct = list(first_of_text.values())  # dicts keep insertion (table) order
+    distinct = distinct_texts(rows)
     if not distinct:
         return []
     pick = np.linspace(0, len(distinct) - 1, num=min(n, len(distinct))).round().astype(int)
@@ -178,7 +183,7 @@ def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: 
     for path in task_paths:
         table = read_table(path).to_pylist()
         rows_t = spread_rows(table, max_prompts)
-        whole = spread_rows(table, len(table))  # every distinct prompt: what the run extracts
+        whole = distinct_texts(table)  # what the run extracts
         ids = [tokenizer(r["text"])["input_ids"] for r in rows_t]
         lengths = [len(x) for x in ids]
         plans = [plan_for(r["task"], r) for r in rows_t]

@@ -60,12 +60,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from iclscope.bench import spread_rows
+from iclscope.bench import spread_rows, sync
 from iclscope.errors import ModelError
 from iclscope.extraction.attention import register
 from iclscope.extraction.engine import Extracted, extract
 from iclscope.extraction.plan import plan_for
-from iclscope.models import DTYPES, load_prepared, resolve_device
+from iclscope.models import DTYPES, load_prepared, read_card, resolve_device
 from iclscope.tables import read_table
 
 log = logging.getLogger(__name__)
@@ -267,11 +267,6 @@ def _device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _run(model_dir: str, dtype: str, device: str, tasks: Mapping[str, Mapping[str, Any]],
          poolings: Sequence[str], batch_tokens: int) -> dict[str, dict[str, Any]]:
     """Load the model in ``dtype`` on ``device``, warm it up on one prompt (untimed), then
@@ -282,12 +277,12 @@ def _run(model_dir: str, dtype: str, device: str, tasks: Mapping[str, Mapping[st
     try:
         first = next(iter(tasks.values()))
         extract(model, tokenizer, first["rows"][:1], first["plans"][:1], poolings, batch_tokens, max_length)
-        _sync(dev)
+        sync(dev)
         out = {}
         for name, t in tasks.items():
             start = time.perf_counter()
             tables = extract(model, tokenizer, t["rows"], t["plans"], poolings, batch_tokens, max_length)
-            _sync(dev)
+            sync(dev)
             seconds = time.perf_counter() - start
             tokens = int(tables.stats["real_tokens"])
             out[name] = {"tables": tables, "seconds": seconds, "tokens": tokens}
@@ -360,8 +355,6 @@ def check_device(model_dir: str, task_paths: Sequence[str], out: str, device: st
             "ok": all(t["ok"] for t in per_task.values()), "tolerance": TOLERANCES[dtype],
             "device": dev_time, "speedup": ref_time["seconds"] / dev_time["seconds"], "tasks": per_task,
         }
-
-    from iclscope.models import read_card
 
     summary = {
         "model": read_card(model_dir).get("name"), "model_dir": str(model_dir),
