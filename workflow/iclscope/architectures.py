@@ -92,6 +92,20 @@ def base_model(model: Any) -> Any:
     return model.get_decoder() if hasattr(model, "get_decoder") else model
 
 
+def input_device(model: Any) -> Any:
+    """Where a forward's inputs go: the device the token embedding runs on. A model
+    dispatched with a ``device_map`` (accelerate's hooks; weights may sit on disk or the
+    CPU, shown as the ``meta`` device) runs each module on its hook's execution device."""
+    import torch
+
+    embedding = model.get_input_embeddings()
+    hook = getattr(embedding, "_hf_hook", None)
+    device = getattr(hook, "execution_device", None)
+    if device is not None:
+        return torch.device(f"cuda:{device}" if isinstance(device, int) else device)
+    return embedding.weight.device
+
+
 def decoder_layers(model: Any) -> list[Any]:
     """The decoder blocks of a causal LM, in order (``model.layers``, GPT-2's ``h`` ...).
 

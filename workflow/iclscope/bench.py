@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from iclscope.architectures import input_device
 from iclscope.extraction.attention import register
 from iclscope.extraction.batching import collate, plan_batches
 from iclscope.extraction.engine import batch_inputs, extract, prepare_prompts
@@ -174,7 +175,7 @@ def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: 
                                            device=params.get("device", "auto"), attn_implementation=register())
     naive_model, _, _ = load_prepared(model_dir, dtype=params.get("dtype", "auto"),
                                       device=params.get("device", "auto"), attn_implementation="eager")
-    device = next(model.parameters()).device
+    device = input_device(model)
     dtype = next(model.parameters()).dtype
 
     # per task: its prompts (an even spread over the table, deterministic) and its own batches,

@@ -60,6 +60,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from iclscope.architectures import input_device
 from iclscope.bench import spread_rows, sync
 from iclscope.errors import ModelError
 from iclscope.extraction.attention import register
@@ -272,7 +273,7 @@ def _run(model_dir: str, dtype: str, device: str, tasks: Mapping[str, Mapping[st
     """Load the model in ``dtype`` on ``device``, warm it up on one prompt (untimed), then
     extract each task, timed: per task its tables, seconds and tokens."""
     model, tokenizer, _ = load_prepared(model_dir, dtype=dtype, device=device, attn_implementation=register())
-    dev = next(model.parameters()).device
+    dev = input_device(model)
     max_length = getattr(model.config, "max_position_embeddings", None)
     try:
         first = next(iter(tasks.values()))

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from iclscope.architectures import input_device
 from iclscope.extraction.generation import GenerationRequest, chat_text, generate
 from iclscope.models import load_prepared
 from iclscope.tables import read_table
@@ -90,7 +91,7 @@ def bench_generate(model_dir: str, task_path: str, out: str, params: Mapping[str
             log.info("repeat %d %s: %.1f s, %d new tokens", r + 1, name, times[name][-1], tokens[name])
     best = {k: min(v) for k, v in times.items()}
     summary = {
-        "model": card.get("name"), "device": str(next(model.parameters()).device),
+        "model": card.get("name"), "device": str(input_device(model)),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "task": Path(task_path).stem, "sequences": len(requests), "batch_size": batch_size,
         "temperature": settings[1], "max_new_tokens": settings[2], "repeats": repeats,

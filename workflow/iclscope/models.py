@@ -346,18 +346,28 @@ def load_prepared(
     dtype: str = "auto",
     device: str = "auto",
     attn_implementation: str = "sdpa",
-    device_map: str | None = None,
+    device_map: str | Mapping[str, str | int] | None = None,
 ) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
-    """Load a prepared model: returns ``(model, tokenizer, card)``, model in eval mode."""
+    """Load a prepared model: returns ``(model, tokenizer, card)``, model in eval mode.
+
+    ``device_map`` (a transformers strategy such as ``auto``, or module name -> device)
+    dispatches the model with accelerate's hooks; modules mapped to ``disk`` (or spilled
+    there by a strategy) go to a temporary folder that lives as long as the model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     card = read_card(model_dir)
     dev = resolve_device(device)
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, dev), "attn_implementation": attn_implementation}
+    offload = None
     if device_map:
-        kwargs["device_map"] = device_map  # large models spread over several GPUs
+        # large models spread over several GPUs, the CPU and disk
+        kwargs["device_map"] = dict(device_map) if isinstance(device_map, Mapping) else device_map
+        offload = tempfile.TemporaryDirectory(prefix="iclscope-offload-")  # under $TMPDIR
+        kwargs["offload_folder"] = offload.name
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
-    if not device_map:
+    if device_map:
+        model._iclscope_offload = offload  # removed with the model (or at exit)
+    else:
         model = model.to(dev)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     return model.eval(), tokenizer, card

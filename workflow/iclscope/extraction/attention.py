@@ -21,6 +21,8 @@ from typing import Any, Iterator
 
 import torch
 
+from iclscope.extraction.budgets import CAPTURE_BYTES, chunk_count
+
 ATTENTION_NAME = "iclscope_sdpa"
 
 
@@ -51,26 +53,42 @@ def within_window(positions: torch.Tensor, window: int) -> torch.Tensor:
 
 
 def span_mass(query: torch.Tensor, key: torch.Tensor, capture: AttentionCapture, scaling: float,
-              window: int | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
+              window: int | None = None, positions: torch.Tensor | None = None,
+              budget: int = CAPTURE_BYTES) -> torch.Tensor:
     """Mass (K, H, S) on each span from the captured query rows.
 
     ``query`` (B, H, T, D) and ``key`` (B, H_kv, T, D) as the attention layer sees them;
     grouped key/value heads are shared by ``H // H_kv`` query heads. With a sliding
     ``window``, keys ``window`` or more positions back (by ``positions`` (B, T), else by
-    index) get no attention.
+    index) get no attention. The float32 copy of the keys each query row reads is made
+    for a chunk of rows and heads at a time, within ``budget`` bytes (see
+    :mod:`~iclscope.extraction.budgets`), so it never grows with the batch.
     """
     n_heads, n_kv = query.shape[1], key.shape[1]
-    q = query[capture.rows, :, capture.cols].float()  # (K, H, D)
-    k = key[capture.rows].float().repeat_interleave(n_heads // n_kv, dim=1)  # (K, H, T, D)
-    scores = torch.einsum("khd,khtd->kht", q, k) * scaling
-    steps = torch.arange(key.shape[2], device=key.device)
+    n_keys, head_dim = key.shape[2], key.shape[3]
+    steps = torch.arange(n_keys, device=key.device)
     allowed = capture.key_mask[capture.rows] & (steps[None, :] <= capture.cols[:, None])  # causal, no pads
     if window is not None:
         pos = positions[capture.rows] if positions is not None else steps[None, :].expand(len(capture.rows), -1)
         query_pos = pos.gather(1, capture.cols[:, None])
         allowed &= (query_pos - pos) < window
-    probs = torch.softmax(scores.masked_fill(~allowed[:, None, :], float("-inf")), dim=-1)
-    return torch.einsum("kht,kst->khs", probs, capture.span_masks.to(probs.dtype))
+    # per (row, head): its keys (T, D) and its scores and probabilities (T), in float32
+    per_head = 4 * n_keys * (head_dim + 2)
+    heads = chunk_count(n_heads, per_head, budget)
+    rows = chunk_count(len(capture.rows), per_head * heads, budget)
+    kv_head = torch.arange(n_heads, device=key.device) // (n_heads // n_kv)
+    out = []
+    for a in range(0, len(capture.rows), rows):
+        r, c = capture.rows[a:a + rows], capture.cols[a:a + rows]
+        parts = []
+        for h in range(0, n_heads, heads):
+            q = query[r, h:h + heads, c].float()  # (k, h, D)
+            k = key[r][:, kv_head[h:h + heads]].float()  # (k, h, T, D)
+            scores = torch.einsum("khd,khtd->kht", q, k) * scaling
+            parts.append(torch.softmax(scores.masked_fill(~allowed[a:a + rows, None, :], float("-inf")), dim=-1))
+        probs = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        out.append(torch.einsum("kht,kst->khs", probs, capture.span_masks[a:a + rows].to(probs.dtype)))
+    return out[0] if len(out) == 1 else torch.cat(out)
 
 
 def _attention_forward(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

@@ -29,20 +29,19 @@ import torch
 
 from iclscope import contracts
 from iclscope.errors import ExtractionError
-from iclscope.architectures import base_model
+from iclscope.architectures import base_model, input_device
 from iclscope import progress
 from iclscope.extraction.attention import AttentionCapture, capturing, window_positions
 from iclscope.extraction.batching import plan_batches
 from iclscope.extraction.branches import BranchedSequence, branch_mask
+from iclscope.extraction.budgets import HEAD_BYTES, chunk_count
 from iclscope.extraction.plan import END, PromptPlan, ReadPoint
 from iclscope.extraction.pooling import SpanIndex, pool_spans, pooled_layers
-from iclscope.extraction.readouts import candidate_tokens, logprobs_at, tokens_with_initial
+from iclscope.extraction.readouts import candidate_tokens, logprobs_at, tokens_with_initial, vocab_size
 from iclscope.extraction.tokens import TokenizedPrompt, tokenize_prompts
 
 log = logging.getLogger(__name__)
 
-# rows of the LM head computed at once: bounds the (rows, vocab) logits in memory
-HEAD_CHUNK = 1024
 # tokens of context kept when a candidate is tokenised after a prompt's prefix
 TAIL_TOKENS = 4
 
@@ -114,8 +113,12 @@ def prepare_prompts(
     plans: Sequence[PromptPlan],
     tokenizer: Any,
     max_length: int | None,
+    resolve_initials: bool = True,
 ) -> list[PreparedPrompt]:
-    """Tokenise the rows, resolve each plan's read points and append candidate branches."""
+    """Tokenise the rows, resolve each plan's read points and append candidate branches.
+
+    ``resolve_initials=False`` leaves initials reads' token sets empty (finding them decodes
+    the whole vocabulary; a cost plan only needs the positions they are read at)."""
     prompts = tokenize_prompts(tokenizer, rows, max_length=max_length)
     cands = CandidateTokenizer(tokenizer)
     char_spans = [{s["name"]: (s["start"], s["end"]) for s in row["spans"]} for row in rows]
@@ -137,7 +140,7 @@ def prepare_prompts(
                 gap = row["text"][prompt.offsets[pos][1] : chars[point.before][0]]
             read = PreparedRead(point, pos)
             if point.initials:
-                read.initial_sets = [cands.initial(letter) for letter in point.labels]
+                read.initial_sets = [cands.initial(letter) if resolve_initials else [] for letter in point.labels]
             else:
                 texts = point.texts if point.texts is not None else point.labels
                 tokens = [cands.after(prompt, row["text"], pos, gap + t) for t in texts]
@@ -282,8 +285,10 @@ def _read(model: torch.nn.Module, final: torch.Tensor, batch: Sequence[PreparedP
     cols = torch.tensor([k[1] for k in keys], device=final.device)
     token_logp: dict[tuple[int, int], float] = {}
     set_logp: dict[tuple[int, str], float] = {}
-    for start in range(0, len(keys), HEAD_CHUNK):
-        stop = min(start + HEAD_CHUNK, len(keys))
+    # the (rows, vocab) float32 logits of one chunk stay within HEAD_BYTES
+    step = chunk_count(len(keys), 4 * vocab_size(model), HEAD_BYTES)
+    for start in range(0, len(keys), step):
+        stop = min(start + step, len(keys))
         # checking the (chunk, d) hidden states is cheaper than the (chunk, vocab) result
         _check_finite(final[rows[start:stop], cols[start:stop]], "final hidden states at read positions", batch)
         chunk = logprobs_at(model, final, rows[start:stop], cols[start:stop])  # (chunk, vocab)
@@ -356,7 +361,7 @@ def extract(
         prepared = prepare_prompts([rows[i] for i in distinct], [plans[i] for i in distinct], tokenizer, max_length)
     except ValueError as err:
         raise ExtractionError(str(err)) from err
-    device = next(model.parameters()).device
+    device = input_device(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     lengths = [len(p.sequence.ids) for p in prepared]
     batches = plan_batches(lengths, batch_tokens, min_efficiency)
@@ -427,8 +432,12 @@ def _embedding_table(results, poolings: Sequence[str], hidden: int,
     schema = contracts.embeddings_schema(hidden)
     if not rows:
         return schema.empty_table()
-    flat = np.stack([r[4] for r in rows]).astype(np.float32).reshape(-1)
-    vectors = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), hidden)
+    # one float32 block filled in place (Arrow wraps it without a copy): the vectors exist
+    # twice at most, in the batches' pooled tensors and here
+    flat = np.empty((len(rows), hidden), np.float32)
+    for i, r in enumerate(rows):
+        flat[i] = r[4]
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1), pa.float32()), hidden)
     return pa.table(
         [pa.array([r[1] for r in rows]), pa.array(layers, pa.int16()), pa.array([r[2] for r in rows]),
          pa.array([r[3] for r in rows]), vectors],

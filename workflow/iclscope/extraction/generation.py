@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from iclscope import progress
+from iclscope.architectures import input_device
 from iclscope.seeding import rng
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def generate(
     batch_size: int = 64,
 ) -> list[Generated]:
     """Sample a continuation for every request (temperature > 0; ``0`` = greedy)."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     eos = tokenizer.eos_token_id
     encoded = [tokenizer(r.text, add_special_tokens=True)["input_ids"] for r in requests]

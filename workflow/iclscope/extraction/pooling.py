@@ -16,6 +16,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from iclscope.architectures import decoder_layers
+from iclscope.extraction.budgets import POOL_BYTES
 
 POOLINGS = ("max", "mean", "last")
 
@@ -43,25 +44,43 @@ class SpanIndex:
         return SpanIndex(self.rows.to(device), self.starts.to(device), self.ends.to(device))
 
 
-def pool_spans(hidden: torch.Tensor, spans: SpanIndex, poolings: Sequence[str]) -> torch.Tensor:
+def pool_spans(hidden: torch.Tensor, spans: SpanIndex, poolings: Sequence[str],
+               budget: int = POOL_BYTES) -> torch.Tensor:
     """Pool ``hidden`` (B, T, d) over each span: returns (K, len(poolings), d) in float32.
 
-    ``max`` and ``mean`` reduce the span's tokens; ``last`` takes its last token.
+    ``max`` and ``mean`` reduce the span's tokens; ``last`` takes its last token. Only the
+    spans' tokens are converted to float32, a chunk of spans at a time within ``budget``
+    bytes (see :mod:`~iclscope.extraction.budgets`): never a copy of the whole batch.
     """
     unknown = set(poolings) - set(POOLINGS)
     if unknown:
         raise ValueError(f"unknown pooling {sorted(unknown)}; known: {list(POOLINGS)}")
-    hidden = hidden.float()
     lengths = spans.ends - spans.starts
+    row_bytes = 4 * hidden.shape[-1]
+    chunks, first, used = [], 0, 0
+    for k, n in enumerate(lengths.tolist()):
+        if k > first and used + n * row_bytes > budget:
+            chunks.append((first, k))
+            first, used = k, 0
+        used += n * row_bytes
+    chunks.append((first, len(lengths)))
+    return torch.cat([_pool_chunk(hidden, spans, lengths, a, b, poolings) for a, b in chunks]) \
+        if len(chunks) > 1 else _pool_chunk(hidden, spans, lengths, 0, len(lengths), poolings)
+
+
+def _pool_chunk(hidden: torch.Tensor, spans: SpanIndex, lengths: torch.Tensor, a: int, b: int,
+                poolings: Sequence[str]) -> torch.Tensor:
+    """:func:`pool_spans` of spans ``a..b-1``: (b - a, len(poolings), d) float32."""
+    rows, starts, ends, lengths = spans.rows[a:b], spans.starts[a:b], spans.ends[a:b], lengths[a:b]
     # every span's tokens, one after the other: (sum of lengths, d)
-    token_rows = torch.repeat_interleave(spans.rows, lengths)
-    first = torch.repeat_interleave(spans.starts - torch.cumsum(lengths, 0) + lengths, lengths)
+    token_rows = torch.repeat_interleave(rows, lengths)
+    first = torch.repeat_interleave(starts - torch.cumsum(lengths, 0) + lengths, lengths)
     token_cols = first + torch.arange(int(lengths.sum()), device=hidden.device)
-    tokens = hidden[token_rows, token_cols]
+    tokens = hidden[token_rows, token_cols].float()
     out = []
     for method in poolings:
         if method == "last":
-            out.append(hidden[spans.rows, spans.ends - 1])
+            out.append(hidden[rows, ends - 1].float())
         else:
             out.append(torch.segment_reduce(tokens, method, lengths=lengths, axis=0))
     return torch.stack(out, dim=1)

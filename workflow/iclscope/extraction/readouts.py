@@ -12,6 +12,12 @@ from typing import Any, Sequence
 import torch
 
 
+def vocab_size(model: torch.nn.Module) -> int:
+    """Rows of the model's output head: the width of its next-token distribution (may
+    exceed the tokenizer's vocabulary, padded for speed)."""
+    return int(model.get_output_embeddings().weight.shape[0])
+
+
 def logprobs_at(model: torch.nn.Module, final_hidden: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Next-token log-probabilities (K, V) in float32 at ``final_hidden[rows, positions]``.
 
@@ -22,8 +28,8 @@ def logprobs_at(model: torch.nn.Module, final_hidden: torch.Tensor, rows: torch.
     picked = final_hidden[rows, positions]
     logits = model.get_output_embeddings()(picked)
     cap = getattr(model.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
+    if cap:  # in place: (K, V) is the largest tensor here, a copy per step would triple it
+        logits = logits.div_(cap).tanh_().mul_(cap)
     return torch.log_softmax(logits.float(), dim=-1)
 
 
