@@ -5,6 +5,9 @@ import shlex
 # reads a bare `report` as the workflow's report directive)
 from snakemake.io import report as report_output
 
+from iclscope.extraction import params as extraction_params
+from iclscope.extraction.params import GENERATION_TASK
+from iclscope.planning.requests import JobRequests
 from iclscope.provenance import canonical_json
 from iclscope.registry import CAPTIONS_FILE, COMPARE_FIGURES, EXTRACT_TABLES, Captions
 from iclscope.registry import STUDIES as REGISTRY
@@ -87,9 +90,37 @@ def runtime_params(wildcards):
 
     Speed-only settings are not here: `batch_tokens` reaches the jobs as a resource
     (results do not depend on batch composition), `shards` as the shard wildcards."""
-    m = MODELS[wildcards.model]
-    keys = ("dtype", "device", "device_map", "attn_implementation")
-    return {k: m[k] for k in keys}
+    return extraction_params.runtime_params(MODELS[wildcards.model])
+
+
+# the model jobs' scheduler requests come from their plans (iclscope.planning.requests)
+REQUESTS = JobRequests(config)
+
+
+def _job(wildcards):
+    """(model, task, shard, shards) of a model job (generation: its task, one shard)."""
+    task = wildcards.get("task", GENERATION_TASK)
+    return (
+        wildcards.model,
+        task,
+        int(wildcards.get("shard", 1)),
+        int(wildcards.get("n", 1)),
+    )
+
+
+def planned_mem_mb(wildcards, attempt):
+    """Host memory of a model job: its planned peak (times plan.margin and the attempt)."""
+    return REQUESTS.mem_mb(*_job(wildcards), attempt=attempt)
+
+
+def planned_runtime(wildcards, attempt):
+    """Wall-time limit (minutes) of a model job: its planned time (times the margin)."""
+    return REQUESTS.runtime(*_job(wildcards), attempt=attempt)
+
+
+def planned_gpus(wildcards):
+    """GPUs of a model job: one, or as many as the plan says its model fills."""
+    return REQUESTS.gpus(*_job(wildcards))
 
 
 def batch_tokens(wildcards):
@@ -107,10 +138,18 @@ def runtime_spec(wildcards):
 def extract_spec(wildcards):
     """Extraction params: run-time settings, plus the pooling for the tasks that pool
     (so changing it reruns only study B's extraction)."""
-    params = runtime_params(wildcards)
-    if wildcards.task in ("regression", "reading"):
-        params["pooling"] = config["representations"]["pooling"]
-    return canonical_json(params)
+    return canonical_json(
+        extraction_params.extract_params(
+            MODELS[wildcards.model], wildcards.task, config
+        )
+    )
+
+
+def generate_spec(wildcards):
+    """Generation params: run-time settings, the seed and the generation keys."""
+    return canonical_json(
+        extraction_params.generate_params(MODELS[wildcards.model], config)
+    )
 
 
 def labels_spec(dataset):

@@ -21,9 +21,9 @@ rule extract:
         "../envs/torch.yaml"
     threads: workflow.cores
     resources:
-        mem_mb=8000,
-        runtime=120,
-        gpu=1,
+        mem_mb=planned_mem_mb,
+        runtime=planned_runtime,
+        gpu=planned_gpus,
         batch_tokens=batch_tokens,
     params:
         spec=extract_spec,
@@ -66,18 +66,12 @@ rule generate:
         "../envs/torch.yaml"
     threads: workflow.cores
     resources:
-        mem_mb=8000,
-        runtime=120,
-        gpu=1,
+        mem_mb=planned_mem_mb,
+        runtime=planned_runtime,
+        gpu=planned_gpus,
         batch_tokens=batch_tokens,
     params:
-        spec=lambda wildcards: canonical_json(
-            {
-                "runtime": {**runtime_params(wildcards), "seed": config["seed"]},
-                "generation": config["binary"]["generation"],
-                "symbols": config["binary"]["symbols"],
-            }
-        ),
+        spec=generate_spec,
         model_dir=lambda wildcards: model_dir(wildcards.model),
     shell:
         "python -m iclscope generate --model-dir {params.model_dir:q} --tasks {input.tasks:q}"

@@ -221,7 +221,10 @@ def test_slurm_profile_plans_sharded_multi_model_gpu_jobs(tmp_path, default_conf
     ]
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
-    out = snakemake("-n", "--profile", str(REPO / "profiles" / "slurm"), cwd=tmp_path).stdout
+    unfilled = snakemake("-n", "--profile", str(REPO / "profiles" / "slurm"), cwd=tmp_path, check=False)
+    assert unfilled.returncode != 0 and "config key `plan.device`: unknown device '<gpu-type>'" in unfilled.stderr
+    out = snakemake("-n", "--profile", str(REPO / "profiles" / "slurm"), "--config", "plan={device: a100-80gb}",
+                    cwd=tmp_path).stdout
     counts = job_counts(out)
     assert counts["extract"] == 6 * (2 + 4) and counts["gather_extract"] == 2 * 6
     assert counts["prepare_model"] == 2 and counts["generate"] == 2
@@ -229,6 +232,8 @@ def test_slurm_profile_plans_sharded_multi_model_gpu_jobs(tmp_path, default_conf
     assert len(extract_jobs) == 36
     for block in extract_jobs:
         assert "gpu=1" in block and "slurm_partition=<gpu-partition>" in block and "threads: 8" in block
+        # before its inputs exist a job shows the coarse request (the plan's comes when it is scheduled)
+        assert "runtime=60" in block
     assert "shards/4-of-4/" in out and "shards/2-of-2/" in out
     assert "Group job tasks" in out and "Group job analyses" in out
 

@@ -195,6 +195,49 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from iclscope.config import load_config
+    from iclscope.planning import devices, report
+    from iclscope.planning.estimate import Assumptions
+    from iclscope.planning.run import plan_config, plan_shapes
+
+    if args.devices:
+        for name in devices.device_names():
+            d = devices.GPUS.get(name)
+            print(f"{name:10s} " + ("this machine's CPU, measured when planned" if d is None else
+                                    f"{d.note}: " + ", ".join(f"{k} {v / 1e12:g}" for k, v in d.peak_flops.items())
+                                    + f" TFLOP/s dense, {d.memory_bytes / 1024**3:g} GiB, {d.bandwidth / 1e9:g} GB/s"))
+        return 0
+    cfg = load_config(*args.config)
+    if args.model:
+        overrides = {"dtype": args.dtype, "batch_tokens": args.batch_tokens, "shards": args.shards}
+        plans = plan_shapes(cfg, Path.cwd(), args.model, args.device, args.mfu, overrides)
+    else:
+        if args.dtype or args.batch_tokens or args.shards:
+            for model in cfg["models"]:
+                model.update({k: v for k, v in (("dtype", args.dtype), ("batch_tokens", args.batch_tokens),
+                                                ("shards", args.shards)) if v})
+        plans = plan_config(cfg, Path.cwd(), args.device, args.mfu)
+    device = devices.find_device(args.device or cfg["plan"]["device"])
+    assume = Assumptions.for_device(device, mfu=args.mfu or cfg["plan"]["mfu"])
+    print(report.format_plan(plans, device, assume))
+    status = 0
+    summary: dict[str, Any] = {"device": device.name, "device_note": device.note, "peak_flops": dict(device.peak_flops),
+                               "assumptions": assume.__dict__, "jobs": [p.record() for p in plans]}
+    if args.against:
+        rows = report.against(plans, args.against)
+        print()
+        print(report.format_against(rows, args.against))
+        summary["against"] = rows
+        status = 1 if any(r[k]["within"] is False for r in rows for k in report.TOLERANCE) else 0
+    if args.json:
+        from iclscope.tables import atomic_path
+
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return status
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     from iclscope.audit import compare, format_manifest, manifest, provenance_differences, scan, write_manifest
 
@@ -380,6 +423,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="device: the dtypes run on --device (default: %(default)s)")
     p.add_argument("--out", required=True, help="where the JSON summary goes")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "plan", help="what a run will cost before it runs: tokens, FLOPs, memory, bytes and time per model job",
+        description="Estimate every model job of a config (or of models given by their config.json alone): prompt "
+                    "and branch tokens, forward FLOPs, peak device and host memory, bytes written and wall time on a "
+                    "device at a stated MFU. Task tables are read from results/tasks/ when current, else built in "
+                    "memory; no weights are loaded. With --against, compare with a finished run (exit 1 beyond "
+                    "tolerance).")
+    p.add_argument("--config", nargs="+", default=["config/config.yaml"],
+                   help="config files, each merged over the one before, as snakemake --configfile (default: %(default)s)")
+    p.add_argument("--device", help="cpu (this machine, measured) or a GPU from --devices (default: the config's plan.device)")
+    p.add_argument("--mfu", type=float, help="fraction of the device's dense peak a forward reaches (default: the config's "
+                                             "plan.mfu, else per device kind)")
+    p.add_argument("--model", nargs="+", metavar="SHAPE",
+                   help="plan these models instead of the config's: a reference shape (llama-2-7b, llama-2-13b, "
+                        "llama-2-70b) or a config.json, each with the first configured model's settings")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], help="override the models' dtype")
+    p.add_argument("--batch-tokens", type=int, help="override the models' batch_tokens")
+    p.add_argument("--shards", type=int, help="override the models' shards")
+    p.add_argument("--json", help="also write the plan (and the comparison) as JSON here")
+    p.add_argument("--against", metavar="RESULTS", help="a finished run's results folder: compare each job's estimate "
+                                                        "with its benchmark file and tables")
+    p.add_argument("--devices", action="store_true", help="list the devices a plan can target, then exit")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("audit", help="manifest of a run's tables (sha256, rows, provenance); compare two runs",
                        description="List every table under a results folder with its checksum, rows and provenance; "

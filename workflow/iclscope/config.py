@@ -94,6 +94,7 @@ def validate_config(
         problems += _check_context(cfg, root)
         problems += _check_data(cfg, root)
         problems += _check_devices(cfg["models"])
+        problems += _check_plan(cfg["plan"])
     if problems:
         raise ConfigError(problems)
     return cfg
@@ -387,6 +388,16 @@ SKIP_DEVICE_CHECK = "ICLSCOPE_SKIP_DEVICE_CHECK"
 BUILTIN_CLASSES = {"vader": 2, "novel": 2}
 
 
+def _check_plan(plan: Mapping[str, Any]) -> list[str]:
+    """``plan.device`` must be one a plan knows (a profile's placeholder left unfilled ends here)."""
+    from iclscope.planning.devices import device_names
+
+    if plan["device"] in device_names():
+        return []
+    return [f"config key `plan.device`: unknown device {plan['device']!r}; known: {', '.join(device_names())} "
+            "(the SLURM profile's `config: plan={device: <gpu-type>}` names the GPU its model jobs run on)"]
+
+
 def _check_devices(models: list[dict[str, Any]]) -> list[str]:
     """``device: cuda`` on a machine without CUDA would fail inside the first model job."""
     import os
@@ -441,16 +452,42 @@ def _check_data(cfg: dict[str, Any], root: Path) -> list[str]:
     return problems
 
 
-def load_config(path: str | Path, root: Path | None = None) -> dict[str, Any]:
-    """Read a YAML config file and validate it (see :func:`validate_config`)."""
+def merge_config(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``override`` merged over ``base`` as Snakemake merges ``--configfile``s: mappings
+    key by key (recursively), anything else (lists included) replaced."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_config(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML config file (not validated)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError([f"config file {path} does not exist"])
     with open(path, encoding="utf-8") as fh:
-        raw = yaml.safe_load(fh) or {}
+        try:
+            raw = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError([f"config file {path} is not valid YAML: {err}"]) from err
     if not isinstance(raw, dict):
         raise ConfigError([f"config file {path}: expected a mapping at the top level"])
-    return validate_config(raw, root=root)
+    return raw
+
+
+def load_config(*paths: str | Path, root: Path | None = None) -> dict[str, Any]:
+    """Read YAML config files, each merged over the ones before (as Snakemake's
+    ``--configfile a.yaml b.yaml``), and validate the result (see :func:`validate_config`)."""
+    if not paths:
+        raise ConfigError(["no config file given"])
+    merged: dict[str, Any] = {}
+    for path in paths:
+        merged = merge_config(merged, read_config_file(path))
+    return validate_config(merged, root=root)
 
 
 def with_defaults(section: str, value: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 import pyarrow as pa
 
 from iclscope import contracts, provenance
+from iclscope.architectures import input_device
 from iclscope.extraction.engine import ExtractionError, extract
 from iclscope.extraction.generation import GenerationRequest, chat_text, generate, generation_record
 from iclscope.extraction.plan import plan_for
@@ -22,8 +23,6 @@ from iclscope.tables import read_table, table_metadata, write_table
 log = logging.getLogger(__name__)
 
 EXTRACT_TABLES = ("embeddings", "attention", "readouts")
-
-
 def shard_rows(rows: Sequence[Mapping[str, Any]], shard: int, n_shards: int) -> list[Mapping[str, Any]]:
     """Rows ``shard, shard + n, shard + 2n ...`` (0-based): shards of similar length mix."""
     if not 0 <= shard < n_shards:
@@ -68,7 +67,7 @@ def run_extract(model_dir: str, tasks_path: str, params: Mapping[str, Any], outs
     model, tokenizer, card = _load(model_dir, params, attention=True)
     max_length = getattr(model.config, "max_position_embeddings", None)
     log.info("%s: %d prompts (shard %d of %d) on %s", task, len(rows), shard + 1, n_shards,
-             next(model.parameters()).device)
+             input_device(model))
     plans = [plan_for(task, row) for row in rows]
     result = extract(model, tokenizer, rows, plans, params.get("pooling", ["max", "mean", "last"]),
                      int(params.get("batch_tokens", 4096)), max_length)

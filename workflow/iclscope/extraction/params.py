@@ -1,0 +1,38 @@
+"""The params of the model jobs: what their results depend on, read from the config.
+
+The rules record these as their ``params`` (a change reruns the job) and the plan
+(:mod:`iclscope.planning`) writes them into the tables it sizes. Kept free of heavy
+imports: the Snakefile reads it while it builds the DAG.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+# the one task a model job samples instead of extracting (`iclscope generate`)
+GENERATION_TASK = "binary_generation"
+# what a forward pass's results depend on: a model's run-time settings (speed-only settings,
+# `batch_tokens` and `shards`, are not among them: results do not depend on them)
+RUNTIME_KEYS = ("dtype", "device", "device_map", "attn_implementation")
+
+
+def runtime_params(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The run-time settings of a validated ``models[i]`` entry that results depend on."""
+    return {k: model_cfg[k] for k in RUNTIME_KEYS}
+
+
+def extract_params(model_cfg: Mapping[str, Any], task: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The params of a model's extraction of ``task`` (the rule's ``params``): its run-time
+    settings, plus the pooling for the tasks that pool (so changing it reruns only those)."""
+    from iclscope.tasks import REPRESENTATION_TASKS
+
+    params = runtime_params(model_cfg)
+    if task in REPRESENTATION_TASKS:
+        params["pooling"] = config["representations"]["pooling"]
+    return params
+
+
+def generate_params(model_cfg: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+    """The params of a model's generation job (the rule's ``params``)."""
+    return {"runtime": {**runtime_params(model_cfg), "seed": config["seed"]},
+            "generation": config["binary"]["generation"], "symbols": config["binary"]["symbols"]}
