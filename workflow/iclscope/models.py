@@ -364,6 +364,8 @@ def load_prepared(
         kwargs["device_map"] = dict(device_map) if isinstance(device_map, Mapping) else device_map
         offload = tempfile.TemporaryDirectory(prefix="iclscope-offload-")  # under $TMPDIR
         kwargs["offload_folder"] = offload.name
+    elif dev.type != "cpu":
+        kwargs["device_map"] = {"": str(dev)}  # weights go straight to the GPU, never whole in host memory
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     if device_map:
         model._iclscope_offload = offload  # removed with the model (or at exit)

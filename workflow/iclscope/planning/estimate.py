@@ -242,9 +242,10 @@ def plan_extract(shape: ModelShape, tokenizer: Any, rows: Sequence[Mapping[str, 
     emb_rows = layout.n_embedding_rows()
     held = emb_rows * (2 * 4.0 * shape.hidden + assume.row_host_bytes) \
         + (layout.n_attention_rows() + layout.n_readout_rows()) * assume.row_host_bytes
-    # host: the process, the model where it runs on the CPU (else its load), the tables held
+    # host: the process, the model where it runs on the CPU (a GPU's weights load straight
+    # to it), the tables held
     host = assume.base_host_bytes + held + (device_bytes if device.kind == "cpu"
-                                            else weights + assume.cuda_host_bytes)
+                                            else assume.cuda_host_bytes)
     compute = flops / (device.peak(dtype) * assume.mfu)
     load = weights / assume.load_bandwidth
     seconds = assume.startup_seconds + load + compute
@@ -325,7 +326,7 @@ def plan_generate(shape: ModelShape, tokenizer: Any, rows: Sequence[Mapping[str,
     output = {"generations": table_bytes(contracts.GENERATIONS, table_rows(), n_rows, meta)} if sizes else {}
     held = n_rows * (assume.row_host_bytes + steps * 8.0)
     host = assume.base_host_bytes + held + (device_bytes if device.kind == "cpu"
-                                            else weights + assume.cuda_host_bytes)
+                                            else assume.cuda_host_bytes)
     load = weights / assume.load_bandwidth
     seconds = assume.startup_seconds + load + compute
     return JobPlan(
