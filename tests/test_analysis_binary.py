@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import math
+from dataclasses import asdict
 from functools import cache
 
 import numpy as np
@@ -253,6 +254,36 @@ def test_compare_baselines_ranks_the_generator_best(name, model):
         assert r["bic"] == pytest.approx(r["n_params"] * math.log(n_flips) - 2 * r["loglik"])
         refit = bl.BASELINES[r["baseline"]](**r["params"])
         assert sum(refit.loglik(s) for s in seqs) == pytest.approx(r["loglik"])
+
+
+@pytest.mark.parametrize(
+    "name, model",
+    [("bernoulli", bl.Bernoulli(0.3)), ("gamblers_fallacy", bl.GamblersFallacy(0.7)),
+     ("markov", bl.MarkovChain(0.4, 0.8))],
+)
+def test_baselines_fitted_to_probabilities_recover_the_generator_exactly(name, model):
+    """Given a process's own per-step probabilities (not samples), its fit recovers its
+    parameters exactly and its KL is zero; the other accounts are worse."""
+    seqs = model.sample(40, 30, np.random.default_rng(13))
+    probs = [model.probs(s) for s in seqs]
+    rows = bl.compare_baselines_on_probs(seqs, probs)
+    assert [r["baseline"] for r in rows] == list(bl.BASELINES)
+    best = next(r for r in rows if r["kl_rank"] == 1)
+    assert best["baseline"] == name and best["kl"] == pytest.approx(0.0, abs=1e-6) and best["mae"] < 1e-4
+    for field, value in asdict(model).items():
+        assert best["params"][field] == pytest.approx(value, abs=1e-4), field
+    assert all(r["kl"] > 1e-3 for r in rows if r["baseline"] != name)
+
+
+def test_probability_fit_by_hand():
+    # Bernoulli: the mean probability; Markov: p0 the first step's, p_alt the expected switches
+    seqs, probs = ["10", "01"], [np.array([0.6, 0.2]), np.array([0.4, 0.9])]
+    assert bl.Bernoulli.fit_probs(seqs, probs).p == pytest.approx(0.525)
+    chain = bl.MarkovChain.fit_probs(seqs, probs)
+    # after "1": P(switch) = 1 - 0.2 = 0.8; after "0": P(switch) = 0.9
+    assert chain.p0 == pytest.approx(0.5) and chain.p_alt == pytest.approx((0.8 + 0.9) / 2)
+    with pytest.raises(ValueError, match="one probability per flip"):
+        bl.Bernoulli.fit_probs(["10"], [np.array([0.5])])
 
 
 # ---------------------------------------------------------------------------- model selection

@@ -46,6 +46,24 @@ def _bernoulli_ll(x: np.ndarray, p: np.ndarray | float) -> float:
     return float(np.sum(np.where(x == 1, np.log(p), np.log1p(-p))))
 
 
+def _soft_ll(q: np.ndarray, p: np.ndarray | float) -> float:
+    """Sum of q_t log p_t + (1 - q_t) log(1 - p_t): the expected log-likelihood of flips drawn
+    with P(1) = q_t under a model giving P(1) = p_t (clipped); equals :func:`_bernoulli_ll`
+    when q holds the flips themselves."""
+    p = np.clip(p, EPS, 1.0 - EPS)
+    return float(np.sum(q * np.log(p) + (1.0 - q) * np.log1p(-p)))
+
+
+def _check_probs(seqs: Sequence[np.ndarray | str], probs: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    seqs = _check_seqs(seqs)
+    probs = [np.asarray(q, dtype=float) for q in probs]
+    if len(probs) != len(seqs) or any(q.shape != s.shape for q, s in zip(probs, seqs)):
+        raise ValueError("need one probability per flip of every sequence")
+    if any(((q < 0) | (q > 1)).any() for q in probs):
+        raise ValueError("probabilities must lie in [0, 1]")
+    return seqs, probs
+
+
 @dataclass(frozen=True)
 class Bernoulli:
     """Independent flips with P(1) = p."""
@@ -73,6 +91,16 @@ class Bernoulli:
         """Total log-likelihood of one sequence."""
         x = as_flips(seq)
         return _bernoulli_ll(x, self.p)
+
+    def probs(self, seq: np.ndarray | str) -> np.ndarray:
+        """P(x_t = 1 | x_<t) for every t: p throughout."""
+        return np.full(as_flips(seq).size, self.p)
+
+    @classmethod
+    def fit_probs(cls, seqs: Sequence[np.ndarray | str], probs: Sequence[np.ndarray]) -> Self:
+        """Closed form: p = the mean of the per-step probabilities."""
+        _, probs = _check_probs(seqs, probs)
+        return cls(p=float(np.concatenate(probs).mean()))
 
 
 def _window_means(x: np.ndarray, window: int) -> np.ndarray:
@@ -127,6 +155,25 @@ class GamblersFallacy:
         def negll(p: float) -> float:
             probs = np.where(first, p, np.clip(2.0 * p - np.nan_to_num(m), 0.0, 1.0))
             return -_bernoulli_ll(x, probs)
+
+        grid = np.linspace(0.0, 1.0, 201)
+        best = int(np.argmin([negll(p) for p in grid]))
+        lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+        res = minimize_scalar(negll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
+        p = float(res.x) if res.fun <= negll(grid[best]) else float(grid[best])
+        return cls(p=p, window=window)
+
+    @classmethod
+    def fit_probs(cls, seqs: Sequence[np.ndarray | str], probs: Sequence[np.ndarray], window: int = 5) -> Self:
+        """p maximising the expected log-likelihood of the per-step probabilities given the
+        sampled history (the same grid and bounded search as :meth:`fit`)."""
+        seqs, probs = _check_probs(seqs, probs)
+        q = np.concatenate(probs)
+        m = np.concatenate([_window_means(s, window) for s in seqs])
+        first = np.isnan(m)
+
+        def negll(p: float) -> float:
+            return -_soft_ll(q, np.where(first, p, np.clip(2.0 * p - np.nan_to_num(m), 0.0, 1.0)))
 
         grid = np.linspace(0.0, 1.0, 201)
         best = int(np.argmin([negll(p) for p in grid]))
@@ -202,6 +249,23 @@ class MarkovChain:
             return 0.0
         return _bernoulli_ll(x[:1], self.p0) + _bernoulli_ll(np.abs(np.diff(x)), self.p_alt)
 
+    def probs(self, seq: np.ndarray | str) -> np.ndarray:
+        """P(x_t = 1 | x_<t): p0 first, then p_alt after a 0 and 1 - p_alt after a 1."""
+        x = as_flips(seq)
+        if x.size == 0:
+            return np.zeros(0)
+        return np.concatenate([[self.p0], np.where(x[:-1] == 1, 1.0 - self.p_alt, self.p_alt)])
+
+    @classmethod
+    def fit_probs(cls, seqs: Sequence[np.ndarray | str], probs: Sequence[np.ndarray]) -> Self:
+        """Closed form: p0 = mean first-step probability; p_alt = the expected switches
+        (probability of the other symbol than the sampled previous flip) per transition."""
+        seqs, probs = _check_probs(seqs, probs)
+        p0 = float(np.mean([q[0] for q in probs]))
+        switches = sum(float(np.sum(np.where(s[:-1] == 1, 1.0 - q[1:], q[1:]))) for s, q in zip(seqs, probs))
+        transitions = sum(s.size - 1 for s in seqs)
+        return cls(p0=p0, p_alt=float(switches / transitions) if transitions else 0.5)
+
 
 BASELINES: dict[str, type[Bernoulli | GamblersFallacy | MarkovChain]] = {
     "bernoulli": Bernoulli,
@@ -236,4 +300,32 @@ def compare_baselines(seqs: Sequence[np.ndarray | str]) -> list[dict]:
     order = np.argsort([r["bic"] for r in rows], kind="stable")
     for rank, i in enumerate(order, start=1):
         rows[i]["bic_rank"] = rank
+    return rows
+
+
+def compare_baselines_on_probs(seqs: Sequence[np.ndarray | str], probs: Sequence[np.ndarray]) -> list[dict]:
+    """Fit every baseline to a model's per-step probabilities (``probs[i][t]`` = the model's
+    P(x_t = 1 | the sampled x_<t) of sequence i) instead of to its sampled flips, and score
+    them by cross-entropy: which account predicts the model's probabilities best.
+
+    Returns one dict per baseline, in ``BASELINES`` order: baseline, params, n_params,
+    cross_entropy (mean over steps of -[q log p + (1 - q) log(1 - p)], nats), kl (mean
+    KL(q || p) per step: the cross-entropy less the model's own entropy, 0 when the baseline
+    reproduces every probability), mae (mean |q - p|) and kl_rank (1 = smallest KL).
+    """
+    from scipy.special import xlogy
+
+    seqs, probs = _check_probs(seqs, probs)
+    q = np.concatenate(probs)
+    entropy = float(-np.mean(xlogy(q, q) + xlogy(1.0 - q, 1.0 - q)))  # 0 log 0 = 0
+    rows = []
+    for name, cls in BASELINES.items():
+        model = cls.fit_probs(seqs, probs)
+        predicted = np.concatenate([model.probs(s) for s in seqs])
+        xent = -_soft_ll(q, predicted) / q.size
+        rows.append({"baseline": name, "params": asdict(model), "n_params": model.n_params, "cross_entropy": xent,
+                     "kl": max(0.0, xent - entropy), "mae": float(np.mean(np.abs(q - predicted)))})
+    order = np.argsort([r["kl"] for r in rows], kind="stable")
+    for rank, i in enumerate(order, start=1):
+        rows[i]["kl_rank"] = rank
     return rows
