@@ -3,6 +3,8 @@
 #   make test   create .venv if needed and run the test suite
 #   make compare  also install the second embedded model and run both models (config/compare.yaml)
 #   make gpu-check  on a CUDA machine: CUDA tables against CPU fp32, and the extraction benchmark there
+#   make slurm-check  as root on Debian/Ubuntu: the pipeline through a real one-machine SLURM cluster
+#                     (cluster/onenode; tests/test_slurm.py); prints why and skips elsewhere
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
@@ -10,7 +12,7 @@ CORES ?= all
 # the rules call the `iclscope` command: put the environment's bin first on PATH
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: env env-compare run compare gpu-check dry-run test lint format clean
+.PHONY: env env-compare run compare gpu-check slurm-check dry-run test lint format clean
 
 env: $(VENV)/.installed
 
@@ -44,6 +46,22 @@ gpu-check: env
 	$(RUN) iclscope bench device --device cuda --dtypes float32 bfloat16 \
 		--out results/bench/smollm2-135m/device-cuda.json
 	$(RUN) iclscope bench extract --params '{"device": "cuda"}' --out results/bench/smollm2-135m/extract-cuda.json
+
+# a one-machine SLURM 22.05 cluster (cluster/onenode/cluster.sh: apt-get install once, start), the
+# SLURM test against it, and the daemons stopped whatever happened (the test's exit status kept).
+# It needs root and apt-get (or the packages installed); without them it says why and skips.
+SLURM_CLUSTER := cluster/onenode/cluster.sh
+
+slurm-check: env
+	@if [ "$$(id -u)" != 0 ]; then \
+		echo "make slurm-check: skipped: starting the SLURM and munge daemons needs root"; exit 0; \
+	fi; \
+	if ! command -v apt-get >/dev/null 2>&1 && ! { command -v slurmctld && command -v slurmd && command -v munged; } >/dev/null 2>&1; then \
+		echo "make slurm-check: skipped: SLURM is not installed and there is no apt-get to install it"; exit 0; \
+	fi; \
+	trap '$(SLURM_CLUSTER) stop' EXIT; trap 'exit 130' INT TERM; \
+	$(SLURM_CLUSTER) install && $(SLURM_CLUSTER) start || exit 1; \
+	ICLSCOPE_SLURM_TEST=1 $(RUN) $(BIN)/python -m pytest -m slurm tests/test_slurm.py -v
 
 dry-run: env
 	$(RUN) snakemake --profile profiles/default --cores $(CORES) -n

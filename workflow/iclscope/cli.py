@@ -290,6 +290,16 @@ def cmd_info(args: argparse.Namespace) -> None:
             print(f"  {key}: {value}")
 
 
+def cmd_cluster_profile(args: argparse.Namespace) -> None:
+    from iclscope.cluster import write_overlay_profile
+
+    try:
+        out = write_overlay_profile(args.profile, args.overlay, args.out)
+    except (OSError, ValueError) as err:  # a missing file, an unfilled placeholder
+        raise SystemExit(f"iclscope cluster-profile: error: {err}") from err
+    print(out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iclscope", description=__doc__.splitlines()[0])
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
@@ -474,6 +484,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print each table's row count, schema and provenance metadata.")
     p.add_argument("tables", nargs="+", help="Parquet files")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("cluster-profile", help="a SLURM profile for one cluster: the shipped one with an overlay",
+                       description="Write OUT/config.yaml: the SLURM profile (profiles/slurm) with an overlay merged "
+                                   "over it key by key (rules' resources and threads per key; lists and scalars "
+                                   "replaced; null removes a key). Refused if a placeholder <...> is left unfilled.")
+    p.add_argument("--overlay", required=True, help="the overlay YAML, e.g. cluster/onenode/overlay.yaml")
+    p.add_argument("--out", required=True, help="the folder the profile goes to (snakemake --profile OUT)")
+    p.add_argument("--profile", default="profiles/slurm", help="the shipped profile's folder (default: %(default)s)")
+    p.set_defaults(func=cmd_cluster_profile)
     return parser
 
 
