@@ -94,7 +94,8 @@ def runtime_params(wildcards):
 
 
 # the model jobs' scheduler requests come from their plans (iclscope.planning.requests)
-REQUESTS = JobRequests(config)
+# (inside a cluster job the requests are made already: not planned again there)
+REQUESTS = JobRequests(config, remote=workflow.remote_exec)
 
 
 def _job(wildcards):

@@ -209,6 +209,12 @@ def test_requests_come_from_the_plan_once_the_inputs_exist(workdir, tiny_model_d
     # a shard plans its own prompts only
     half = requests.plan("tiny", "reading", 2, 2)
     assert half.prompts == len(table) // 2 and half.shard == "2/2"
+    # inside a cluster job nothing is planned again: the GPUs are the allocation's
+    remote = JobRequests(cfg, run_dir, remote=True)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SLURM_GPUS_ON_NODE", "4")
+        assert remote.gpus("tiny", "reading") == 4
+        assert remote.runtime("tiny", "reading") == COARSE_RUNTIME_MINUTES and not remote._plans
 
 
 def test_unknown_plan_device_is_refused(tiny_model_dir):

@@ -11,6 +11,7 @@ a job is about to be scheduled, once its task table and prepared model exist; be
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -32,9 +33,13 @@ COARSE_WORK_BYTES = 2 * 1024**3
 class JobRequests:
     """Plans of a config's model jobs, computed once each, as scheduler requests."""
 
-    def __init__(self, config: Mapping[str, Any], root: Path | None = None) -> None:
+    def __init__(self, config: Mapping[str, Any], root: Path | None = None, remote: bool = False) -> None:
+        """``remote``: evaluated by the Snakemake inside a cluster job, whose requests the
+        submitting process already made: memory and time are not planned again there (the
+        job step uses neither), and the GPUs are the allocation's (SLURM's environment)."""
         self.config = config
         self.root = Path.cwd() if root is None else Path(root)
+        self.remote = remote
         self._plans: dict[tuple[str, str, int, int], JobPlan | None] = {}
 
     def plan(self, model: str, task: str, shard: int = 1, n_shards: int = 1) -> JobPlan | None:
@@ -69,7 +74,6 @@ class JobRequests:
     def _weights(self, model: str) -> float:
         """Bytes of a model's weights from its shape alone (0 when no shape is at hand)."""
         from iclscope.errors import ModelError
-        from iclscope.planning.devices import find_device
         from iclscope.planning.run import model_shape, resolved_dtype
 
         model_cfg = next(m for m in self.config["models"] if m["name"] == model)
@@ -77,19 +81,18 @@ class JobRequests:
             shape = model_shape(model_cfg, self.config, self.root)
         except ModelError:
             return 0.0
-        device = find_device(self.config["plan"]["device"]) if self.config["plan"]["device"] != "cpu" else None
-        dtype = "float32" if device is None else resolved_dtype(model_cfg, device)
-        return float(shape.weight_bytes(dtype))
+        kind = "cpu" if self.config["plan"]["device"] == "cpu" else "gpu"
+        return float(shape.weight_bytes(resolved_dtype(model_cfg, kind)))
 
     def mem_mb(self, model: str, task: str, shard: int = 1, n_shards: int = 1, attempt: int = 1) -> int:
         """Host memory (MB) for the job: its planned peak resident memory."""
-        plan = self.plan(model, task, shard, n_shards)
+        plan = None if self.remote else self.plan(model, task, shard, n_shards)
         planned = plan.host_bytes if plan is not None else self._weights(model) + COARSE_WORK_BYTES
         return max(MIN_MEM_MB, math.ceil(planned * self._margin(attempt) / 1e6))
 
     def runtime(self, model: str, task: str, shard: int = 1, n_shards: int = 1, attempt: int = 1) -> int:
         """Wall-time limit (minutes) for the job."""
-        plan = self.plan(model, task, shard, n_shards)
+        plan = None if self.remote else self.plan(model, task, shard, n_shards)
         if plan is None:
             return COARSE_RUNTIME_MINUTES * max(1, int(attempt))
         return max(MIN_RUNTIME_MINUTES, math.ceil(plan.seconds * self._margin(attempt) / 60))
@@ -97,5 +100,7 @@ class JobRequests:
     def gpus(self, model: str, task: str, shard: int = 1, n_shards: int = 1) -> int:
         """GPUs the job needs: one, or as many as its planned device memory fills when the
         plan's device is a GPU (the model must then be dispatched with ``device_map``)."""
+        if self.remote and os.environ.get("SLURM_GPUS_ON_NODE", "").isdigit():
+            return int(os.environ["SLURM_GPUS_ON_NODE"])
         plan = self.plan(model, task, shard, n_shards)
         return 1 if plan is None else plan.gpus

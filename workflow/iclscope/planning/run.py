@@ -134,11 +134,12 @@ def _command(step: str, model_dir: str, tasks: str, params: Mapping[str, Any], b
                        canonical_json(params), "--batch-tokens", str(batch_tokens), "--out", *outs])
 
 
-def resolved_dtype(model_cfg: Mapping[str, Any], device: Device) -> str:
-    """The dtype a model runs in on ``device`` (``auto``: bfloat16 on a GPU, float32 on a CPU)."""
+def resolved_dtype(model_cfg: Mapping[str, Any], kind: str) -> str:
+    """The dtype a model runs in on a device of ``kind`` (``auto``: bfloat16 on a GPU,
+    float32 on a CPU, as :func:`iclscope.models.resolve_dtype`)."""
     dtype = model_cfg.get("dtype", "auto")
     if dtype == "auto":
-        return "bfloat16" if device.kind == "gpu" else "float32"
+        return "bfloat16" if kind == "gpu" else "float32"
     return dtype
 
 
@@ -148,7 +149,7 @@ def plan_model(model_cfg: Mapping[str, Any], config: Mapping[str, Any], root: Pa
     """Every model job of one model (``only``: just the extraction ``(task, shard, n_shards)``;
     ``sizes=False``: without the tables' bytes)."""
     model = planned_model(model_cfg, config, root, shape)
-    dtype = resolved_dtype(model_cfg, device)
+    dtype = resolved_dtype(model_cfg, device.kind)
     results, name = config["results_dir"], model.name
     model_dir = str(prepared_dir(config, name))
     n_shards = int(model_cfg.get("shards", 1))
