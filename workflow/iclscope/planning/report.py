@@ -56,11 +56,12 @@ def format_plan(plans: Sequence[JobPlan], device: Device, assume: Assumptions) -
         for r in rows:
             lines.append("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
         gpu_hours = sum(p.seconds * p.gpus for p in jobs) / 3600
+        peak = max(jobs, key=lambda p: p.device_bytes)
         lines.append(f"  total: {sum(p.flops for p in jobs) / 1e15:.2f} PFLOP, {_duration(sum(p.seconds for p in jobs))} "
                      f"of jobs ({gpu_hours:.2f} {'GPU' if device.kind == 'gpu' else 'CPU'}-hours), peak device "
-                     f"memory {max(p.device_bytes for p in jobs) / GIB:.1f} GiB per job on "
-                     f"{max(p.gpus for p in jobs)} device(s), {sum(p.total_output_bytes for p in jobs) / 1e9:.2f} GB "
-                     "of extracted tables")
+                     f"memory {peak.device_bytes / GIB:.1f} GiB per job on {peak.gpus} device(s) "
+                     f"({peak.device_bytes / peak.gpus / GIB:.1f} GiB each), "
+                     f"{sum(p.total_output_bytes for p in jobs) / 1e9:.2f} GB of extracted tables")
         if max(p.gpus for p in jobs) > 1:
             lines.append(f"  the model does not fit one {device.name}: set `device_map: auto` for it "
                          "(its jobs then ask for that many GPUs)")
@@ -139,3 +140,21 @@ def format_against(rows: Sequence[Mapping[str, Any]], results: str | Path) -> st
     misses = sum(1 for r in rows for k in TOLERANCE if r[k]["within"] is False)
     lines.append(f"{misses} estimate(s) outside tolerance (marked !)" if misses else "every estimate within tolerance")
     return "\n".join(lines)
+
+
+def markdown_against(rows: Sequence[Mapping[str, Any]]) -> str:
+    """:func:`against`'s rows as a Markdown table (what the README quotes)."""
+    out = ["| job | time estimate / measured | memory estimate / measured | bytes estimate / measured |",
+           "|---|---|---|---|"]
+
+    def cell(c: Mapping[str, Any], scale: float, unit: str, fmt: str) -> str:
+        if c["ratio"] is None:
+            return "-"
+        mark = "" if c["within"] else " (outside)"
+        return (f"{fmt.format(c['estimate'] / scale)} / {fmt.format(c['measured'] / scale)} {unit}: "
+                f"{c['ratio']:.2f}{mark}")
+
+    for r in rows:
+        out.append(f"| {r['model']} {r['job']} | {cell(r['seconds'], 1, 's', '{:.0f}')} | "
+                   f"{cell(r['memory'], 1024**2, 'MiB', '{:.0f}')} | {cell(r['bytes'], 1e6, 'MB', '{:.2f}')} |")
+    return "\n".join(out)
