@@ -381,6 +381,40 @@ def test_fit_logistic_recovers_midpoint_and_slope(direction):
     assert got_mid == pytest.approx(midpoint, abs=0.5) and got_slope == pytest.approx(slope, rel=0.2)
 
 
+def test_a_fit_on_the_optimisers_bound_is_reported_as_such_not_as_an_estimate():
+    """A judgment-like curve that barely bends over the lengths: its least-squares midpoint
+    (about 400) lies beyond the search's bound (one span past the last length), so neither
+    midpoint nor slope is an estimate, and no interval is given for either."""
+    lengths = np.arange(1, 101, dtype=float)
+    curve = expit(-0.004 * (lengths - 400.0))
+    fit = ms.logistic_fit(lengths, curve)
+    assert fit.bound == "midpoint" and fit.midpoint == pytest.approx(fit.midpoint_bounds[1])
+    units = curve[None, :] + np.random.default_rng(3).normal(0, 0.005, (6, lengths.size))
+    out = ms.logistic_bootstrap(lengths, units, np.random.default_rng(4), n_boot=100)
+    for key in ("midpoint", "slope", "transition", "ci_low", "ci_high", "slope_low", "slope_high"):
+        assert math.isnan(out[key]), key
+    assert "optimiser's midpoint bound" in out["ci_reason"] and "is identified" in out["ci_reason"]
+    # the same curve seen where it bends is estimated
+    wide = np.arange(1, 801, 8, dtype=float)
+    inside = ms.logistic_fit(wide, expit(-0.004 * (wide - 400.0)))
+    assert inside.bound is None and inside.midpoint == pytest.approx(400.0, abs=0.5)
+
+
+def test_a_step_keeps_its_midpoint_and_drops_its_slope():
+    """A step between two lengths is sharper than any slope the lengths resolve: the slope
+    rests on its upper bound and is not reported; the step's position is."""
+    curve = (LENGTHS < 20).astype(float)
+    fit = ms.logistic_fit(LENGTHS, curve)
+    assert fit.bound == "slope_high"
+    assert ms.logistic_fit(LENGTHS, curve * 0.98 + 0.01).bound is None  # 0.01 / 0.99: a finite slope
+    units = np.repeat(curve[None, :], 5, axis=0)
+    out = ms.logistic_bootstrap(LENGTHS, units, np.random.default_rng(6), n_boot=60)
+    assert math.isnan(out["slope"]) and math.isnan(out["slope_low"]) and math.isnan(out["slope_high"])
+    below, above = LENGTHS[LENGTHS < 20].max(), LENGTHS[LENGTHS >= 20].min()
+    assert below <= out["midpoint"] <= above
+    assert "upper bound" in out["ci_reason"]
+
+
 def test_logistic_bootstrap_ci_contains_truth():
     midpoint, slope = 15.0, 0.5
     rng = np.random.default_rng(40)
@@ -447,7 +481,41 @@ def test_transition_is_nan_with_a_reason_when_the_fit_does_not_cross():
     flat = 0.8 + np.random.default_rng(3).normal(0, 0.02, (5, LENGTHS.size))  # random controls
     out = ms.logistic_bootstrap(LENGTHS, flat, np.random.default_rng(0), n_boot=30)
     assert math.isnan(out["transition"]) and math.isnan(out["ci_low"]) and math.isnan(out["ci_high"])
-    assert "does not cross 0.5" in out["ci_reason"]
+    assert "optimiser's midpoint bound" in out["ci_reason"]  # flat: the fit runs to its bound
+    # a curve that bends inside the search range but crosses 0.5 only beyond the last length
+    late = expit(-0.15 * (LENGTHS - 75.0))[None, :] + np.random.default_rng(4).normal(0, 0.01, (5, LENGTHS.size))
+    out = ms.logistic_bootstrap(LENGTHS, late, np.random.default_rng(0), n_boot=30)
+    assert math.isnan(out["transition"]) and math.isnan(out["ci_low"]) and math.isnan(out["ci_high"])
+    assert out["midpoint"] == pytest.approx(75.0, abs=3) and "does not cross 0.5" in out["ci_reason"]
     one = ms.logistic_bootstrap(np.array([4.0]), np.array([[0.3]]), np.random.default_rng(0), n_boot=30)
     assert math.isnan(one["transition"]) and one["ci_method"] == "none"
     assert "fewer than 2 distinct lengths" in one["ci_reason"]
+
+
+@pytest.mark.parametrize("sign", [-1.0, 1.0], ids=["judgment-like falling", "continuation-like rising"])
+def test_the_transition_interval_over_eight_units_covers_near_its_nominal_level(sign):
+    """Synthetic studies with a known |x|*: 8 units (rotations x variants), each crossing 0.5
+    at its own point drawn symmetrically around 30 (so the mean curve crosses at 30), plus
+    noise. The expanded percentile interval at 90% covers 30 near 90% of the time (the
+    plain percentile interval of 8 units covered about 84%)."""
+    lengths = np.arange(1, 61, dtype=float)
+    n_studies, covered = 50, 0
+    for study in range(n_studies):
+        g = np.random.default_rng(1000 + study)
+        mids = 30.0 + g.normal(0, 3.0, 8)
+        units = expit(sign * 0.3 * (lengths[None, :] - mids[:, None])) + g.normal(0, 0.03, (8, lengths.size))
+        out = ms.logistic_bootstrap(lengths, units, np.random.default_rng(study), n_boot=150, level=0.9,
+                                    min_units=8)
+        assert out["ci_method"] == "units"
+        covered += out["ci_low"] <= 30.0 <= out["ci_high"]
+    assert 0.8 <= covered / n_studies <= 0.98
+
+
+def test_an_interval_from_fewer_units_than_asked_is_refused():
+    lengths = np.arange(1, 61, dtype=float)
+    units = expit(0.3 * (lengths[None, :] - 30.0)) + np.random.default_rng(0).normal(0, 0.03, (5, lengths.size))
+    out = ms.logistic_bootstrap(lengths, units, np.random.default_rng(1), n_boot=50, min_units=8)
+    assert out["transition"] == pytest.approx(30.0, abs=1.0)  # the fit is reported ...
+    assert math.isnan(out["ci_low"]) and math.isnan(out["slope_low"]) and out["ci_method"] == "none"
+    assert out["ci_reason"] == "5 unit(s), fewer than the 8 an interval needs"  # ... its interval refused
+    assert ms.expanded_alpha(0.9, 8) < 0.05 and ms.expanded_alpha(0.9, 10_000) == pytest.approx(0.05, abs=1e-3)

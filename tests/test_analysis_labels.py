@@ -9,18 +9,22 @@ import pandas as pd
 import pytest
 from iclscope.analysis.candidates import restricted_log_softmax
 from iclscope.analysis.label_metrics import (
+    adjusted_pooled_difference,
+    calibrated_logprobs,
     contextual_calibration,
     label_mass,
     moving_average,
-    net_of_twins,
     paired_difference,
     pooled_paired_difference,
+    pooled_unit_effects,
     pooled_windows,
     position_curves,
     position_metrics,
     summary_positions,
 )
-from iclscope.analysis.stats import bootstrap_ci_columns, paired_pooled_ci
+from iclscope.analysis.stats import (
+    MIN_CONTROL_UNITS, bootstrap_ci, bootstrap_ci_columns, cross_fitted_control_variate, paired_pooled_ci,
+)
 
 
 def random_logprobs(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
@@ -274,11 +278,11 @@ def test_summary_positions() -> None:
 
 def test_pooled_windows() -> None:
     w = pooled_windows(17, 8)
-    assert w["positions_2_N"] == list(range(2, 18))
+    assert w["positions_2_to_last"] == list(range(2, 18))
     assert w["last_quarter"] == [14, 15, 16, 17]
     # context of position 10 holds example 9, the first of the second mapping; 17 = 2N + 1
     assert w["second_mapping"] == list(range(10, 18))
-    assert pooled_windows(3, 1) == {"positions_2_N": [2, 3], "last_quarter": [3], "second_mapping": [3]}
+    assert pooled_windows(3, 1) == {"positions_2_to_last": [2, 3], "last_quarter": [3], "second_mapping": [3]}
     assert pooled_windows(4, 5)["second_mapping"] == []
     with pytest.raises(ValueError, match="n_examples"):
         pooled_windows(0, 1)
@@ -374,33 +378,97 @@ def test_pooled_paired_difference_pairs_repeats_and_positions() -> None:
         pooled_paired_difference(frame, "m", [], "a", "b", np.random.default_rng(0))
 
 
-def test_net_of_twins_subtracts_the_twin_at_each_repeat_and_position() -> None:
-    frame = pd.DataFrame({
-        "condition": ["a", "a", "a_cf", "a_cf", "b", "b_cf", "c"],
-        "repeat": [0, 0, 0, 0, 0, 0, 0],
-        "position": [1, 2, 1, 2, 1, 1, 1],
-        "x": [5.0, 7.0, 1.0, 2.0, 4.0, 4.5, 9.0],
-    })
-    net = net_of_twins(frame, "x").sort_values(["condition", "position"])
-    assert list(net.condition) == ["a", "a", "b"]  # c has no twin; twins are not conditions here
-    assert list(net.x) == [4.0, 5.0, -0.5]
+def twin_frame(g: np.random.Generator, n_repeats: int, effect: float, shared_sd: float, own_sd: float,
+               twin_weight: float = 1.0, twin_sd: float | None = None, n_positions: int = 10) -> pd.DataFrame:
+    """Conditions default / random and their twins: a label-sequence component ``shared``
+    enters the real prompt and (times ``twin_weight``) its twin; the twins' difference has
+    mean zero by construction."""
+    rows = []
+    for r in range(n_repeats):
+        for cond, value in (("default", effect), ("random", 0.0)):
+            shared = g.normal(0, shared_sd, size=n_positions)
+            for i in range(n_positions):
+                rows.append((cond, r, i + 1, value + shared[i] + g.normal(0, own_sd)))
+                rows.append((cond + "_cf", r, i + 1,
+                             twin_weight * shared[i] + g.normal(0, own_sd if twin_sd is None else twin_sd)))
+    return pd.DataFrame(rows, columns=["condition", "repeat", "position", "x"])
 
 
-def test_a_twin_that_shares_the_noise_narrows_the_pooled_ci() -> None:
+def test_a_twin_that_shares_the_noise_narrows_the_adjusted_ci() -> None:
     """The control variate's point: a label-sequence component common to a prompt and its
     content-free twin cancels, the effect stays."""
-    g = np.random.default_rng(0)
-    rows = []
-    for r in range(40):
-        for cond, effect in (("default", 0.3), ("random", 0.0)):
-            shared = g.normal(0, 3.0, size=10)  # what the label sequence alone does, per position
-            for i in range(10):
-                rows.append((cond, r, i + 1, effect + shared[i] + g.normal(0, 0.1)))
-                rows.append((cond + "_cf", r, i + 1, shared[i] + g.normal(0, 0.1)))
-    frame = pd.DataFrame(rows, columns=["condition", "repeat", "position", "x"])
+    frame = twin_frame(np.random.default_rng(0), 40, 0.3, 3.0, 0.1)
     window = list(range(1, 11))
     plain = pooled_paired_difference(frame, "x", window, "default", "random", np.random.default_rng(1))
-    net = pooled_paired_difference(net_of_twins(frame, "x"), "x", window, "default", "random",
-                                   np.random.default_rng(1))
-    assert net["ci_high"] - net["ci_low"] < 0.2 * (plain["ci_high"] - plain["ci_low"])
-    assert net["ci_low"] < 0.3 < net["ci_high"]
+    adjusted = adjusted_pooled_difference(frame, "x", window, "default", "random", np.random.default_rng(1))
+    assert adjusted["ci_high"] - adjusted["ci_low"] < 0.2 * (plain["ci_high"] - plain["ci_low"])
+    assert adjusted["ci_low"] < 0.3 < adjusted["ci_high"]
+    assert adjusted["beta"] == pytest.approx(1.0, abs=0.05) and adjusted["variance_ratio"] < 0.05
+    assert adjusted["n"] == 40
+
+
+def test_the_cross_fitted_coefficient_recovers_the_optimal_beta() -> None:
+    """y = mu + 0.4 c + noise: the variance-minimising coefficient is 0.4, and the adjusted
+    variance is var(y) (1 - rho^2)."""
+    g = np.random.default_rng(3)
+    c = g.normal(0, 2.0, size=4000)
+    y = 1.5 + 0.4 * c + g.normal(0, 1.0, size=4000)
+    cv = cross_fitted_control_variate(y, c)
+    assert cv.beta == pytest.approx(0.4, abs=0.02)
+    rho2 = (0.4 * 2.0) ** 2 / ((0.4 * 2.0) ** 2 + 1.0)
+    assert cv.variance_ratio == pytest.approx(1 - rho2, abs=0.03)
+    assert cv.adjusted.mean() == pytest.approx(1.5, abs=0.05)
+
+
+def test_a_fixed_coefficient_of_one_adds_variance_where_the_fitted_one_does_not() -> None:
+    """The twin that shares little with the prompt (2 cov < var(twin)): subtracting it
+    widens the interval; the cross-fitted coefficient stays near 0 and near ratio 1."""
+    frame = twin_frame(np.random.default_rng(5), 40, 0.3, 1.0, 0.5, twin_weight=0.1, twin_sd=1.5)
+    window = list(range(1, 11))
+    plain = pooled_paired_difference(frame, "x", window, "default", "random", np.random.default_rng(1))
+    y = pooled_unit_effects(frame, "x", window, "default", "random")
+    c = pooled_unit_effects(frame, "x", window, "default_cf", "random_cf")
+    assert np.var(y - c) > 1.2 * np.var(y)  # the old fixed-coefficient form
+    adjusted = adjusted_pooled_difference(frame, "x", window, "default", "random", np.random.default_rng(1))
+    assert adjusted["variance_ratio"] < 1.1
+    assert (adjusted["ci_high"] - adjusted["ci_low"]) < 1.1 * (plain["ci_high"] - plain["ci_low"])
+
+
+def test_the_adjusted_mean_is_unbiased_and_its_interval_covers() -> None:
+    """Over many synthetic studies with a known effect, the cross-fitted adjusted mean
+    averages to the effect (a coefficient fitted on the same units would be biased by
+    the sample's own control) and its 90% interval covers it near 90% of the time."""
+    g = np.random.default_rng(11)
+    estimates, covered = [], 0
+    n_studies = 400
+    for study in range(n_studies):
+        c = g.normal(0, 1.0, size=40)
+        y = 0.25 + 0.7 * c + g.normal(0, 0.5, size=40)
+        cv = cross_fitted_control_variate(y, c)
+        interval = bootstrap_ci(cv.adjusted, np.random.default_rng(study), n_boot=400, level=0.9)
+        estimates.append(interval.mean)
+        covered += interval.low <= 0.25 <= interval.high
+    se = np.std(estimates) / math.sqrt(n_studies)
+    assert abs(np.mean(estimates) - 0.25) < 3 * se
+    assert 0.84 <= covered / n_studies <= 0.95
+
+
+def test_a_control_from_too_few_units_gives_nan() -> None:
+    cv = cross_fitted_control_variate(np.arange(MIN_CONTROL_UNITS - 1.0), np.ones(MIN_CONTROL_UNITS - 1))
+    assert np.isnan(cv.beta) and np.isnan(cv.adjusted).all()
+    flat = cross_fitted_control_variate(np.arange(6.0), np.zeros(6))  # a constant control: beta 0
+    assert flat.beta == 0.0 and list(flat.adjusted) == list(np.arange(6.0)) and flat.variance_ratio == 1.0
+    with pytest.raises(ValueError, match="NaN"):
+        cross_fitted_control_variate(np.array([1.0, np.nan, 2, 3]), np.ones(4))
+
+
+def test_calibration_position_by_position_uses_each_positions_twin() -> None:
+    g = np.random.default_rng(2)
+    q, t = random_logprobs(g, 6, 3), random_logprobs(g, 6, 3)
+    got = calibrated_logprobs(q, t)
+    for i in range(6):
+        np.testing.assert_allclose(got[i], contextual_calibration(q[i:i + 1], t[i:i + 1])[0])
+    # a prompt whose only signal is its twin's bias comes out uniform
+    np.testing.assert_allclose(calibrated_logprobs(t, t), np.full((6, 3), -math.log(3)), atol=1e-12)
+    with pytest.raises(ValueError, match="one shape"):
+        calibrated_logprobs(q, t[:5])

@@ -17,6 +17,7 @@ from iclscope.extraction.generation import (
     parse_generation,
     sample_token,
 )
+from iclscope.extraction.constrained import generate_constrained
 from iclscope.extraction.run import run_generate
 from iclscope.models import load_prepared
 from iclscope.tables import read_table, table_metadata, write_table
@@ -38,7 +39,7 @@ HT = ["Heads", "Tails"]
         ("[Heads,, Tails]", HT, ("0", False)),  # an empty item does not parse
         ("[heads,tails ,  TAILS]", HT, ("011", True)),  # first letter, any case and spacing
         ("[H, T, Tai", HT, ("011", False)),  # a cut-off item still has its first letter
-        ("[Heads, Tails] and then [Tails, Heads]", HT, ("10", True)),  # the last list counts
+        ("[Heads, Tails] and then [Tails, Heads]", HT, ("01", True)),  # the list the text opens, not a later one
         ("[Heads, Tails] trailing text", HT, ("01", True)),
         ("[]", HT, ("", True)),
         ("no list at all", HT, ("", False)),
@@ -68,7 +69,10 @@ PROMPT = "Q: Generate ... of Tails.\n\nA: [Heads,"
         (PROMPT, " Tails, Banana, Tails]", "1", "0", False, 1, False),
         (PROMPT, "]", "", "0", True, 0, True),
         ("A: [He", "ads, Tails]", "1", "0", True, 1, True),  # an item the prompt started is forced
-        (PROMPT, " [Tails, Heads]", "10", "", True, 2, True),  # the model opened a new list
+        # the list is the one the prompt opened: a "[" the model writes is an item's text
+        (PROMPT, " [Tails, Heads]", "", "0", False, 0, False),
+        (PROMPT, " 49.5% [Tails]", "", "0", False, 0, False),
+        (PROMPT, " Tails, Each flip is [random]", "1", "0", False, 1, False),
         ("A: [", "Heads, Tails]", "01", "", True, 2, True),
     ],
 )
@@ -198,6 +202,91 @@ def test_greedy_equals_argmax_decoding_by_hand(tiny, prepared_tiny):
         assert (g.text, g.n_tokens) == greedy_by_hand(eager, tokenizer, r.text, 5), r.text
 
 
+# --------------------------------------------------------------------------- constrained sampling
+
+CONSTRAINED_PROMPT = ("Q: Generate a sequence of 1000 random samples from a weighted coin, with 70% probability of "
+                      "Heads and 30% probability of Tails.\n\nA: [Heads,")
+
+
+def piece_logp(model, tokenizer, prefix: str, piece: str) -> float:
+    """log P(piece | prefix) from one plain forward over prefix + piece (tokens in context)."""
+    head = tokenizer(prefix, add_special_tokens=True)["input_ids"]
+    whole = tokenizer(prefix + piece, add_special_tokens=True)["input_ids"]
+    assert whole[:len(head)] == head
+    with torch.no_grad():
+        logp = model(torch.tensor([whole])).logits[0].float().log_softmax(-1)
+    return sum(float(logp[len(head) - 1 + k, t]) for k, t in enumerate(whole[len(head):]))
+
+
+def test_constrained_sequences_are_well_formed_and_reach_n_flips(tiny):
+    model, tokenizer = tiny
+    reqs = [GenerationRequest("a", s, CONSTRAINED_PROMPT) for s in range(3)] + [GenerationRequest("b", 0, "Go: [")]
+    got = generate_constrained(model, tokenizer, reqs, seed=0, temperature=1.0, n_flips=7, symbols=HT,
+                               separator=", ")
+    for r, g in zip(reqs, got):
+        assert len(g.flips) == 7 and set(g.flips) <= {"0", "1"} and g.logp.shape == (7, 2)
+        parsed = parse_generation(r.text, g.text + "]", HT)  # the list holds exactly the sampled flips
+        assert parsed.flips == g.flips and parsed.parsed and parsed.clean and parsed.n_clean == 7
+    assert got[3].text.startswith(HT[int(got[3].flips[0])])  # after "[" no blank opens the first item
+    assert got[0].text.startswith(" ")
+
+
+@pytest.mark.parametrize("symbols", [HT, ["yes", "no"]])
+def test_constrained_probabilities_equal_a_per_prefix_forward(tiny, symbols):
+    """Each step's recorded log P(symbol | prefix) is the product over the symbol's tokens in
+    context (" Tails" is two tokens for this tokenizer) of a plain forward's probabilities."""
+    model, tokenizer = tiny
+    reqs = [GenerationRequest("a", 0, CONSTRAINED_PROMPT), GenerationRequest("b", 1, "Short: [Heads,")]
+    got = generate_constrained(model, tokenizer, reqs, seed=3, temperature=1.0, n_flips=5, symbols=symbols,
+                               separator=", ")
+    for r, g in zip(reqs, got):
+        text = r.text
+        for t in range(5):
+            base = text + ("" if t == 0 else ",")
+            for j, symbol in enumerate(symbols):
+                assert g.logp[t, j] == pytest.approx(piece_logp(model, tokenizer, base, " " + symbol), abs=1e-4)
+            text = base + " " + symbols[int(g.flips[t])]
+        assert text == r.text + g.text
+        assert g.p_second == pytest.approx(np.exp(g.logp[:, 1]) / np.exp(g.logp).sum(axis=1))
+
+
+def test_constrained_sampling_is_seeded_and_independent_of_the_batch(tiny):
+    model, tokenizer = tiny
+    reqs = [GenerationRequest(pid, s, prompt) for pid, prompt in (("a", CONSTRAINED_PROMPT), ("b", "Hi [Heads,"))
+            for s in range(3)]
+    kwargs = dict(seed=5, temperature=1.0, n_flips=6, symbols=["yes", "no"], separator=", ")
+    whole = generate_constrained(model, tokenizer, reqs, batch_size=8, **kwargs)
+    apart = generate_constrained(model, tokenizer, reqs[::-1], batch_size=2, **kwargs)[::-1]
+    assert [g.flips for g in whole] == [g.flips for g in apart]
+    for a, b in zip(whole, apart):
+        np.testing.assert_allclose(a.logp, b.logp, atol=1e-4)
+
+
+def test_constrained_flips_follow_the_recorded_probabilities(tiny_family_dir):
+    """Pearson's chi-square of the sampled second symbols against the recorded
+    probabilities, over 3200 steps binned by probability (a peaked tiny model, fixed seed)."""
+    from scipy.stats import chi2
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = tiny_family_dir("llama")
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    reqs = [GenerationRequest(f"p{k}", s, f"Round {k}: [yes,") for k in range(4) for s in range(40)]
+    got = generate_constrained(model, tokenizer, reqs, seed=11, temperature=1.0, n_flips=20, symbols=["yes", "no"],
+                               separator=", ", batch_size=40)
+    p = np.concatenate([g.p_second for g in got])
+    x = np.concatenate([[int(c) for c in g.flips] for g in got])
+    assert 0.05 < p.mean() < 0.95 and p.std() > 0.05  # probabilities that vary: a test with teeth
+    edges = np.quantile(p, np.linspace(0, 1, 9))
+    bins = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, 7)
+    stat = 0.0
+    for b in range(8):
+        expected, n = p[bins == b].sum(), (bins == b).sum()
+        observed = x[bins == b].sum()
+        stat += (observed - expected) ** 2 / expected + ((n - observed) - (n - expected)) ** 2 / (n - expected)
+    assert chi2.sf(stat, df=8) > 0.01, stat
+
+
 # --------------------------------------------------------------------------- chat_text
 
 
@@ -228,14 +317,22 @@ def test_run_generate_writes_the_generations_table(prepared_tiny, default_config
     tasks = tmp_path / "tasks.parquet"
     write_table(table, tasks, {})
     params = {"runtime": {"device": "cpu", "seed": 0, "batch_tokens": 512},
-              "generation": {"n_samples": 2, "temperature": 1.0, "max_new_tokens": 8},
-              "symbols": ["Heads", "Tails"]}
+              "generation": {"n_samples": 2, "temperature": 1.0, "max_new_tokens": 8, "n_flips": 4,
+                             "modes": ["constrained", "free"]},
+              "symbols": ["Heads", "Tails"], "separator": ", "}
     out = tmp_path / "generations.parquet"
     run_generate(str(prepared_tiny), str(tasks), params, str(out))
     got = read_table(out)
     assert got.schema.names == contracts.GENERATIONS.names
     assert got.schema.remove_metadata() == contracts.GENERATIONS
-    rows = got.to_pylist()
+    every = got.to_pylist()
+    assert [r["mode"] for r in every] == ["constrained"] * 4 + ["free"] * 4
+    for r in every[:4]:  # constrained: n_flips flips, well formed, per-step probabilities
+        assert len(r["flips"]) == 4 and r["parsed"] and r["clean"] and r["n_clean"] == 4 and r["forced_flips"] == "0"
+        assert len(r["step_logp_first"]) == len(r["step_logp_second"]) == len(r["step_p_second"]) == 4
+        assert r["raw"].startswith(" ") and r["n_tokens"] > 4
+    rows = every[4:]
+    assert all(r["step_p_second"] == [] for r in rows)
     task_rows = table.to_pylist()
     assert [(r["prompt_id"], r["sample"]) for r in rows] == [(t["prompt_id"], s) for t in task_rows for s in range(2)]
     assert [r["p_tails"] for r in rows] == [20.0, 20.0, 50.0, 50.0]

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from iclscope.findings import (
-    DEPTH_BANDS, FINDINGS, NET_SUFFIX, Headline, bullet_groups, depth_band, fmt, render_markdown,
+    DEPTH_BANDS, FINDINGS, Headline, label_effect_form, bullet_groups, depth_band, fmt, render_markdown,
 )
 from iclscope.report import markdown_to_html
 
@@ -64,7 +64,7 @@ def test_rendered_text_states_only_row_cells():
         Headline("binary", "sharpness", "continuation 0011 d=2", 0.75, 0.5, 1.25, 0, "binary/model_selection.parquet",
                  note="best account: soft"),
         Headline("binary", "baseline_bic_wins", "markov", 9.0, n=13, source="binary/baselines.parquet"),
-        Headline("labels", "default - random", "sentiment positions_2_N", 0.41, 0.2, 0.63, 40,
+        Headline("labels", "default - random", "sentiment positions_2_to_last", 0.41, 0.2, 0.63, 40,
                  "labels/sentiment/summary.parquet", note="nats"),
         Headline("labels", "follows_flipped_late", "novel", 0.125, math.nan, math.nan, 1,
                  "labels/novel/positions.parquet", note="share of predictions"),
@@ -132,12 +132,25 @@ def recompute(root: Path, row) -> float:
         assert _close(row.ci_low, float(low)) and _close(row.ci_high, float(high))
         return float(value)
     if q == "sequences_kept":
-        model = table[table["source"] == "model"]
-        assert row.n == int(model["n_total"].sum()) and unit == f"generation {model['parse'].iloc[0]}"
+        mode = unit.split()[0]
+        model = table[(table["source"] == "model") & (table["mode"] == mode)]
+        assert row.n == int(model["n_total"].sum())
+        assert unit == ("constrained sampling" if mode == "constrained"
+                        else f"free sampling, {model['parse'].iloc[0]} parse")
         return float(model["n_used"].sum())
     if q in ("baseline_bic_wins", "baseline_summed_bic"):
-        base = table[(table["source"] == unit)].dropna(subset=["bic"])
+        source, mode = unit.removesuffix(" samples").split(", ")
+        base = table[(table["source"] == source) & (table["mode"] == mode)].dropna(subset=["bic"])
         return float((base["bic_rank"] == 1).sum()) if q == "baseline_bic_wins" else float(base["bic"].sum())
+    if q in ("baseline_kl_wins", "baseline_mean_kl"):
+        source, mode = unit.removesuffix(" probabilities").split(", ")
+        base = table[(table["source"] == source) & (table["mode"] == mode)].dropna(subset=["prob_kl"])
+        return float((base["prob_kl_rank"] == 1).sum()) if q == "baseline_kl_wins" else float(base["prob_kl"].mean())
+    if q == "run_continuation_change":
+        seen = table[table["run_length"] > 0]
+        long = seen.assign(long=seen["run_length"] >= 3).pivot_table(
+            index=["p_tails", "sample"], columns="long", values="p_same", aggfunc="mean")
+        return float((long[True] - long[False]).dropna().mean())
     if q.startswith("gain_"):
         metric = q.removeprefix("gain_")
         task, shots = unit.split(" k=")
@@ -154,21 +167,29 @@ def recompute(root: Path, row) -> float:
         return float(late.groupby("repeat")["correct_context"].mean().mean())
     if q.startswith("repeats_for_ci_width_"):
         dataset, position_name, pair = unit.split(" ", 2)
-        kind = "pooled_difference_net" if pair.endswith(NET_SUFFIX) else "pooled_difference"
-        a, b = pair.removesuffix(NET_SUFFIX).split(" - ")
-        hit = table[(table["condition"] == a) & (table["condition_b"] == b) & (table["metric"] == "logp_true")
+        a, b, kind, metric = label_effect_form(pair)
+        hit = table[(table["condition"] == a) & (table["condition_b"] == b) & (table["metric"] == metric)
                     & (table["position_name"] == position_name) & (table["kind"] == kind)]
         assert len(hit) == 1 and int(hit["n"].iloc[0]) == row.n
         width = float(hit["ci_high"].iloc[0] - hit["ci_low"].iloc[0])
+        if not math.isfinite(width):  # no interval (too few repeats): nothing to scale
+            return 0.0
         return float(max(row.n, math.ceil(row.n * (width / float(q.rsplit("_", 1)[1])) ** 2)))
+    if q in ("control_variance_ratio", "control_beta"):  # the adjusted effect's control variate
+        dataset, position_name, pair = unit.split(" ", 2)
+        a, b, kind, metric = label_effect_form(pair)
+        hit = table[(table["condition"] == a) & (table["condition_b"] == b) & (table["metric"] == metric)
+                    & (table["position_name"] == position_name) & (table["kind"] == kind)]
+        assert len(hit) == 1 and kind == "pooled_difference_adjusted" and int(hit["n"].iloc[0]) == row.n
+        return float(hit["variance_ratio" if q == "control_variance_ratio" else "beta"].iloc[0])
     if row.study == "labels":  # effects copied from the summary table
         dataset, position_name = unit.split(" ", 1)
         if "-" not in q:
             raise AssertionError(f"unknown study C quantity {q!r}")
-        kind = "pooled_difference_net" if q.endswith(NET_SUFFIX) else (
-            "difference" if q == "flip_df - flip_fd" and position_name == "after_2N" else "pooled_difference")
-        a, b = q.removesuffix(NET_SUFFIX).split(" - ")
-        hit = table[(table["condition"] == a) & (table["condition_b"] == b) & (table["metric"] == "logp_true")
+        a, b, kind, metric = label_effect_form(q)
+        if q == "flip_df - flip_fd" and position_name == "after_2N":
+            kind = "difference"
+        hit = table[(table["condition"] == a) & (table["condition_b"] == b) & (table["metric"] == metric)
                     & (table["position_name"] == position_name) & (table["kind"] == kind)]
         assert len(hit) == 1 and (hit["dataset"] == dataset).all()
         assert _close(row.ci_low, float(hit["ci_low"].iloc[0])) and _close(row.ci_high, float(hit["ci_high"].iloc[0]))

@@ -13,9 +13,10 @@ import pyarrow as pa
 import pytest
 import torch
 from iclscope import contracts
+from iclscope.analysis import baselines as bl
 from iclscope.analysis import model_selection as ms
 from iclscope.studies import binary as sb
-from iclscope.tables import read_table, table_metadata, write_table
+from iclscope.tables import read_table, table_metadata, typed_table, write_table
 from iclscope.tasks import build_task
 from scipy.special import expit
 
@@ -92,7 +93,7 @@ def test_continuation_products_equal_a_brute_force_loop():
                           "flips": ["01101101", "11011011"]})
     reads = synthetic_continuation(tasks, seed=3)
     got = sb.continuation_curves(reads, tasks, max_depth=3)
-    assert list(got.columns) == ["concept", "rotation", "length", "depth", "p_continue", "prompt_id"]
+    assert list(got.columns) == ["concept", "rotation", "variant", "length", "depth", "p_continue", "prompt_id"]
     lp = {(r.prompt_id, r.readout, r.candidate): r.logprob for r in reads.itertuples()}
     expected = {}
     for pid, rot, flips in zip(tasks["prompt_id"], tasks["rotation"], tasks["flips"]):
@@ -114,7 +115,28 @@ def test_continuation_products_equal_a_brute_force_loop():
     assert row["p_continue"] == pytest.approx(np.mean(pair))
     assert row["p_continue_sum"] == pytest.approx(sum(pair))
     assert (row["p_continue_min"], row["p_continue_max"]) == pytest.approx((min(pair), max(pair)))
-    assert row["n_rotations"] == 2
+    assert row["n_rotations"] == 2 and row["n_units"] == 2
+
+
+def test_units_are_rotations_times_variants():
+    """Two rotations in two variants: four units; the paper's sum is over rotations (per
+    variant, then averaged over variants), the mean and range over all four units."""
+    tasks = pd.DataFrame({"prompt_id": ["a0", "a1", "b0", "b1"], "concept": ["01"] * 4,
+                          "rotation": [0, 1, 0, 1], "variant": [0, 0, 1, 1],
+                          "flips": ["0101", "1010", "0101", "1010"]})
+    got = sb.continuation_curves(synthetic_continuation(tasks, seed=5), tasks, max_depth=1)
+    at = got[(got["length"] == 1)].set_index(["rotation", "variant"])["p_continue"]
+    row = sb.combine_rotations(got).query("length == 1").iloc[0]
+    assert row["n_units"] == 4 and row["n_rotations"] == 2
+    assert row["p_continue"] == pytest.approx(at.mean())
+    assert row["p_continue_sum"] == pytest.approx(np.mean([at[0, v] + at[1, v] for v in (0, 1)]))
+    assert (row["p_continue_min"], row["p_continue_max"]) == pytest.approx((at.min(), at.max()))
+    selection = sb.continuation_selection(got, seed=0, n_boot=20, min_units=4)
+    lm = selection[selection["account"] == "lm"].iloc[0]
+    assert lm["n_units"] == 4
+    refused = sb.continuation_selection(got, seed=0, n_boot=20, min_units=8)
+    reason = refused[refused["account"] == "lm"].iloc[0]["ci_reason"]
+    assert reason.startswith("4 unit(s), fewer than the 8 an interval needs")
 
 
 def test_continuation_rejects_missing_flips_and_handles_empty():
@@ -145,8 +167,60 @@ def synthetic_generations(n_flips: int = 30) -> pd.DataFrame:
                 n_clean = n_flips - 1  # an item like "tails" before flip n_flips: strict drops it
             rows.append({"prompt_id": f"binary_generation:p_tails={p:g}", "p_tails": p, "sample": s,
                          "raw": "", "flips": flips, "parsed": parsed, "n_tokens": 100, "forced_flips": "0",
-                         "n_clean": n_clean, "clean": n_clean == len(flips), "rendered_prompt": "Q: ... [Heads,"})
+                         "n_clean": n_clean, "clean": n_clean == len(flips), "rendered_prompt": "Q: ... [Heads,",
+                         "mode": "free", "step_logp_first": [], "step_logp_second": [], "step_p_second": []})
     return pd.DataFrame(rows)
+
+
+def synthetic_constrained(n_flips: int = 30, n_samples: int = 12) -> pd.DataFrame:
+    """Constrained sequences drawn from a gambler's-fallacy process, with its per-step
+    probabilities as the model's (the baselines fitted to them must find it)."""
+    gen = np.random.default_rng(2)
+    rows = []
+    for p in (20.0, 50.0):
+        process = bl.GamblersFallacy(p / 100)
+        for s, x in enumerate(process.sample(n_samples, n_flips, gen)):
+            q = process.probs(x)
+            flips = "".join(map(str, x))
+            rows.append({"prompt_id": f"binary_generation:p_tails={p:g}", "p_tails": p, "sample": s,
+                         "raw": "", "flips": flips, "parsed": True, "n_tokens": 2 * n_flips, "forced_flips": "0",
+                         "n_clean": n_flips, "clean": True, "rendered_prompt": "Q: ... [Heads,", "mode": "constrained",
+                         "step_logp_first": np.log(np.clip(1 - q, 1e-9, 1)).tolist(),
+                         "step_logp_second": np.log(np.clip(q, 1e-9, 1)).tolist(), "step_p_second": q.tolist()})
+    return pd.DataFrame(rows)
+
+
+def test_constrained_sequences_are_all_kept_and_fitted_to_their_probabilities():
+    gens = pd.concat([synthetic_generations(), synthetic_constrained()], ignore_index=True)
+    metrics, base = sb.analyse_generations(gens, 30, SEED, windows=(5,))
+    assert set(metrics["mode"]) == {"free", "constrained"} and set(base["mode"]) == {"free", "constrained"}
+    constrained = base[base["mode"] == "constrained"].set_index(["p_tails", "source"])
+    assert (constrained.xs("model", level="source")["n_used"] == 12).all()  # nothing dropped
+    fitted = constrained.drop(index="model", level="source")
+    best = fitted[fitted["prob_kl_rank"] == 1]
+    assert set(best.index.get_level_values("source")) == {"gamblers_fallacy"}
+    assert (best["prob_kl"] < 1e-6).all() and (fitted["prob_kl"] >= 0).all()
+    for p in (20.0, 50.0):
+        assert json.loads(best.loc[(p, "gamblers_fallacy"), "prob_params"])["p"] == pytest.approx(p / 100, abs=1e-4)
+    free = base[base["mode"] == "free"]
+    assert free["prob_kl"].isna().all() and free["prob_params"].isna().all()
+    # the free mode's numbers are what they were without the other mode
+    alone = sb.analyse_generations(synthetic_generations(), 30, SEED, windows=(5,))[1]
+    typed = lambda df: typed_table(df.reset_index(drop=True), contracts.BINARY_BASELINES)  # noqa: E731
+    assert typed(free).equals(typed(alone))
+
+
+def test_generation_steps_follow_the_history_the_model_saw():
+    row = synthetic_constrained(n_flips=4, n_samples=1).iloc[[0]].assign(
+        forced_flips="0", flips="0110", step_p_second=[[0.2, 0.3, 0.6, 0.9]])
+    steps = sb.generation_steps(row, 4)
+    assert list(steps.columns) == contracts.GENERATION_STEPS.names
+    # history before each step: "0", "00", "001", "0011" (the prompt's flip first)
+    assert steps["run_symbol"].tolist() == [0, 0, 1, 1] and steps["run_length"].tolist() == [1, 2, 1, 2]
+    assert steps["running_mean"].tolist() == pytest.approx([0, 0, 1 / 3, 0.5])
+    assert steps["p_same"].tolist() == pytest.approx([0.8, 0.7, 0.6, 0.9])
+    assert steps["flip"].tolist() == [0, 1, 1, 0] and steps["step"].tolist() == [1, 2, 3, 4]
+    assert sb.generation_steps(synthetic_generations(), 30).empty  # free sequences have no probabilities
 
 
 def test_crop_generations_counts_short_and_unparsed():
@@ -284,6 +358,7 @@ def analysed(tmp_path_factory) -> dict[str, str]:
 def test_analyse_end_to_end_writes_every_table_with_provenance(analysed):
     outs = analysed
     schemas = {"generation_metrics": contracts.BINARY_GENERATION_METRICS, "baselines": contracts.BINARY_BASELINES,
+               "generation_steps": contracts.GENERATION_STEPS,
                "judgment": contracts.JUDGMENT, "judgment_summary": contracts.JUDGMENT_SUMMARY,
                "continuation": contracts.CONTINUATION,
                "model_selection": contracts.MODEL_SELECTION}
@@ -299,9 +374,10 @@ def test_analyse_end_to_end_writes_every_table_with_provenance(analysed):
         frames[name] = table.to_pandas()
     assert table.num_rows > 0
     assert set(frames["generation_metrics"]["source"]) == {"model", "bernoulli", "gamblers_fallacy", "markov"}
-    assert len(frames["judgment"]) == 2 * 9 + 3 * 9
+    assert len(frames["judgment"]) == 2 * 9 * 8 + 3 * 9  # a concept in 8 replicate variants; 3 controls
     cont = frames["continuation"]
     assert set(cont["depth"]) == {1, 2, 3} and cont["n_rotations"].max() == 3
+    assert cont.groupby("concept")["n_units"].max().to_dict() == {"01": 2 * 8, "011": 3 * 8}
     assert cont.groupby("concept")["length"].max().to_dict() == {"01": 23, "011": 23}
     sel = frames["model_selection"]
     jsel = sel[sel["curve"] == "judgment"]
@@ -315,7 +391,9 @@ def test_analyse_end_to_end_writes_every_table_with_provenance(analysed):
     assert lm.loc["01", "transition"] == pytest.approx(4.0, abs=0.5)
     assert lm.loc["011", "transition"] == pytest.approx(6.0, abs=0.5)
     assert math.isnan(lm.loc["random", "transition"])  # the controls never cross
-    assert "does not cross 0.5" in lm.loc["random", "ci_reason"]
+    # flat: the fit runs to the optimiser's bound, and says so
+    assert "optimiser's midpoint bound" in lm.loc["random", "ci_reason"]
+    assert math.isnan(lm.loc["random", "slope"]) and math.isnan(lm.loc["random", "midpoint"])
     # every interval holds its estimate; a missing one says why (these noiseless synthetic curves
     # leave the bootstrap nothing to vary, so most have none: "do not vary")
     with_ci = sel[sel["ci_low"].notna()]
@@ -347,7 +425,7 @@ def test_analyse_and_plot_survive_no_parsed_generations_and_no_readouts(tmp_path
 
 def test_plot_writes_the_figures_with_filled_captions(analysed, tmp_path):
     captions = sb.plot(analysed, PARAMS, str(tmp_path / "figures"))
-    assert set(captions) == {"generation.png", "judgment.png", "continuation.png"}
+    assert set(captions) == {"generation.png", "generation_steps.png", "judgment.png", "continuation.png"}
     for name, text in captions.items():
         assert "{" not in text and text
         assert (tmp_path / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -370,7 +448,7 @@ def test_p_random_on_the_tiny_model_matches_the_logits(prepared_tiny):
     rows = tasks.to_pylist()
     extracted = extract(model, tokenizer, rows, [plan_for("binary_judgment", r) for r in rows], ["mean"], 512)
     got = sb.p_random(extracted.readouts.to_pandas(), tasks.to_pandas()).set_index("prompt_id")
-    assert len(got) == len(rows) == 4
+    assert len(got) == len(rows) == 2 * 8 + 2  # two lengths in 8 replicate variants, one control per length
 
     texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
     initial = {c: [i for i, t in enumerate(texts) if t.lstrip()[:1].lower() == c] for c in "rn"}

@@ -182,11 +182,14 @@ def test_pooled_rows_equal_a_direct_computation(extracted, tmp_path):
     positions = read_table(outs["positions"]).to_pandas()
     pooled = summary[summary.kind == "pooled_difference"]
     assert set(zip(pooled.condition, pooled.condition_b, pooled.position_name)) == {
-        ("default", "random", "positions_2_N"), ("default", "random", "last_quarter"),
-        ("default", "flipped", "positions_2_N"), ("default", "flipped", "last_quarter"),
+        ("default", "random", "positions_2_to_last"), ("default", "random", "last_quarter"),
+        ("default", "flipped", "positions_2_to_last"), ("default", "flipped", "last_quarter"),
         ("flip_df", "flip_fd", "second_mapping")}
-    assert set(pooled.metric) == set(study.METRICS) and (pooled.n == LABELS["repeats"]).all()
-    windows = {"positions_2_N": range(2, 8), "last_quarter": range(7, 8), "second_mapping": range(5, 8)}
+    assert (pooled.n == LABELS["repeats"]).all()
+    for (a, b), metrics in pooled.groupby(["condition", "condition_b"]).metric:
+        twinned = (a, b) == ("default", "random")  # calibrated scores where both have a twin
+        assert set(metrics) == set(study.METRICS) | (set(study.CALIBRATED_METRICS) if twinned else set())
+    windows = {"positions_2_to_last": range(2, 8), "last_quarter": range(7, 8), "second_mapping": range(5, 8)}
     for r in pooled.itertuples(index=False):
         inside = positions[positions.position.isin(list(windows[r.position_name]))]
         a = inside[inside.condition == r.condition].set_index(["repeat", "position"])[r.metric].astype(float)
@@ -197,7 +200,7 @@ def test_pooled_rows_equal_a_direct_computation(extracted, tmp_path):
         assert r.position == max(windows[r.position_name])
     values = summary[(summary.kind == "pooled_value") & (summary.metric == "logp_label_mass")]
     assert set(values.condition) == set(positions.condition)
-    one = values[(values.condition == "default") & (values.position_name == "positions_2_N")].iloc[0]
+    one = values[(values.condition == "default") & (values.position_name == "positions_2_to_last")].iloc[0]
     sub = positions[(positions.condition == "default") & (positions.position >= 2)]
     assert one["mean"] == pytest.approx(sub.groupby("repeat").logp_label_mass.mean().mean(), abs=1e-5)
     curves = read_table(outs["curves"]).to_pandas()
@@ -223,28 +226,77 @@ def test_conditions_with_fewer_repeats_pair_on_the_repeats_they_share(extracted,
     assert "mean over 4 (alternating: 2, flip_df: 2, flip_fd: 2) repeats" in captions["curves.png"]
 
 
-def test_net_of_content_free_rows_equal_a_direct_computation(extracted, tmp_path):
+def test_adjusted_rows_equal_a_direct_cross_fitted_computation(extracted, tmp_path):
     outs = analyse(extracted, tmp_path, n_boot=200)
     summary = read_table(outs["summary"]).to_pandas()
-    positions = read_table(outs["positions"]).to_pandas()
-    net = summary[summary.kind == "pooled_difference_net"]
+    # the analysis works on float64 positions (the table stores float32)
+    positions = study.positions_table(read_table(extracted / "tasks.parquet").to_pandas(),
+                                      read_table(extracted / "readouts.parquet").to_pandas())
+    adjusted = summary[summary.kind == "pooled_difference_adjusted"]
     control = summary[summary.kind == "pooled_difference_content_free"]
     # only default - random has both twins (flipped has none here)
-    assert set(zip(net.condition, net.condition_b)) == {("default", "random")}
-    assert set(net.position_name) == {"positions_2_N", "last_quarter"} and set(net.metric) == set(study.METRICS)
-    windows = {"positions_2_N": range(2, 8), "last_quarter": range(7, 8)}
-    for r in net.itertuples(index=False):
+    assert set(zip(adjusted.condition, adjusted.condition_b)) == {("default", "random")}
+    assert set(adjusted.position_name) == {"positions_2_to_last", "last_quarter"}
+    assert set(adjusted.metric) == set(study.METRICS)
+    assert set(control.metric) == set(study.METRICS)
+    windows = {"positions_2_to_last": range(2, 8), "last_quarter": range(7, 8)}
+    for r in adjusted.itertuples(index=False):
         inside = positions[positions.position.isin(list(windows[r.position_name]))]
 
-        def side(cond):
-            return inside[inside.condition == cond].set_index(["repeat", "position"])[r.metric].astype(float)
+        def pooled(a, b):
+            def side(cond):
+                return inside[inside.condition == cond].set_index(["repeat", "position"])[r.metric].astype(float)
+            return (side(a) - side(b)).groupby(level="repeat").mean().to_numpy()
 
-        per_repeat = ((side("default") - side("default_cf")) - (side("random") - side("random_cf"))).groupby(
-            level="repeat").mean()
-        assert r.mean == pytest.approx(per_repeat.mean(), abs=1e-5)
+        y, c = pooled("default", "random"), pooled("default_cf", "random_cf")
+        folds = np.arange(len(y)) % 2  # 4 repeats: two folds of two
+        expected = np.empty(len(y))
+        for f in (0, 1):
+            other = folds != f
+            slope = np.polyfit(c[other], y[other], 1)[0] if np.ptp(c[other]) > 0 else 0.0
+            expected[folds == f] = y[folds == f] - slope * c[folds == f]
+        assert r.mean == pytest.approx(expected.mean(), abs=1e-9)
+        full = np.polyfit(c, y, 1)[0] if np.ptp(c) > 0 else 0.0
+        assert r.beta == pytest.approx(full, abs=1e-9)
+        assert r.variance_ratio == pytest.approx(np.var(expected, ddof=1) / np.var(y, ddof=1), rel=1e-9, nan_ok=True)
         assert r.ci_low - 1e-9 <= r.mean <= r.ci_high + 1e-9 and r.n == LABELS["repeats"]
-        plain = summary[(summary.kind == "pooled_difference") & (summary.metric == r.metric)
-                        & (summary.position_name == r.position_name) & (summary.condition == "default")
-                        & (summary.condition_b == "random")].iloc[0]
-        twin = control[(control.metric == r.metric) & (control.position_name == r.position_name)].iloc[0]
-        assert r.mean == pytest.approx(plain["mean"] - twin["mean"], abs=1e-5)  # net = plain - control
+    others = summary[summary.kind != "pooled_difference_adjusted"]
+    assert others.beta.isna().all() and others.variance_ratio.isna().all()
+
+
+def test_calibrated_scores_use_the_twin_at_the_same_repeat_and_position(extracted, tmp_path):
+    from iclscope.analysis.label_metrics import contextual_calibration
+
+    outs = analyse(extracted, tmp_path, n_boot=200)
+    positions = read_table(outs["positions"]).to_pandas()
+    tasks = read_table(extracted / "tasks.parquet").to_pandas()
+    readouts = read_table(extracted / "readouts.parquet").to_pandas()
+    has = positions.groupby("condition").logp_true_calibrated.apply(lambda v: v.notna().all())
+    assert {c for c, ok in has.items() if ok} == {"default", "random"}  # the conditions with twins
+    assert positions[~positions.condition.isin(["default", "random"])].logp_true_calibrated.isna().all()
+    assert positions[~positions.condition.isin(["default", "random"])].correct_calibrated.isna().all()
+
+    def logps(condition, repeat, i):
+        row = tasks[(tasks.condition == condition) & (tasks.repeat == repeat)].iloc[0]
+        reads = readouts[(readouts.prompt_id == row.prompt_id) & (readouts.readout == f"answer_{i}")]
+        return np.array([[reads[reads.candidate == w].logprob.item() for w in row.label_words]]), row
+
+    for repeat, i in ((0, 1), (2, 5), (3, 7)):
+        q, row = logps("random", repeat, i)
+        t, _ = logps("random_cf", repeat, i)
+        calibrated = contextual_calibration(q, t)[0]
+        got = positions[(positions.condition == "random") & (positions.repeat == repeat)
+                        & (positions.position == i)].iloc[0]
+        true = row.true_class[i - 1]
+        assert got.logp_true_calibrated == pytest.approx(calibrated[true], abs=1e-5)
+        assert bool(got.correct_calibrated) == (int(np.argmax(calibrated)) == true)
+    curves = read_table(outs["curves"]).to_pandas()
+    calibrated_curves = curves[curves.metric.isin(study.CALIBRATED_METRICS)]
+    assert set(calibrated_curves.condition) == {"default", "random"}
+    summary = read_table(outs["summary"]).to_pandas()
+    pooled = summary[(summary.kind == "pooled_difference") & summary.metric.isin(study.CALIBRATED_METRICS)]
+    assert set(zip(pooled.condition, pooled.condition_b)) == {("default", "random")}
+    off = analyse(extracted, tmp_path, prefix="off_", n_boot=200, calibrate=False)
+    off_positions = read_table(off["positions"]).to_pandas()
+    assert off_positions.logp_true_calibrated.isna().all()
+    assert not set(read_table(off["curves"]).to_pandas().metric) & set(study.CALIBRATED_METRICS)

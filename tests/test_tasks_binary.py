@@ -18,16 +18,18 @@ from iclscope.tasks.binary import (
     join_pieces,
     render_flips,
     repeat_concept,
+    replicate_variants,
     rotation_duplicates,
 )
 from iclscope.tasks.common import TaskError, span_text
 
-CFG = {
+CFG = {  # one variant (no replicate symbols or templates): the single-prompt designs
     "symbols": ["Heads", "Tails"],
     "separator": ", ",
+    "replicates": {"symbols": []},
     "generation": {"p_tails": [5, 49.5, 50]},
-    "judgment": {"concepts": ["01", "0011"], "lengths": [1, 3, 10], "n_random": 3},
-    "continuation": {"concepts": ["001", "110"], "max_length": 12, "max_depth": 5},
+    "judgment": {"concepts": ["01", "0011"], "lengths": [1, 3, 10], "n_random": 3, "prompt_variants": []},
+    "continuation": {"concepts": ["001", "110"], "max_length": 12, "max_depth": 5, "prompt_variants": []},
 }
 
 
@@ -160,6 +162,53 @@ def test_continuation_rotations():
         assert row["text"].endswith("[" + spans["sequence"])
 
 
+# ---------------------------------------------------------------- replicate variants
+
+
+def test_replicate_variants_cross_symbol_pairs_with_templates():
+    cfg = cfg_with(replicates={"symbols": [["H", "T"], ["Heads", "Tails"], ["0", "1"]]},
+                   judgment={"prompt_variants": ["Flips: [{flips}]. Made by a"]},
+                   continuation={"prompt_variants": ["Coins: [{flips}"]})
+    variants = replicate_variants(cfg, "judgment")
+    # binary.symbols first, a repeated pair once; each pair with both templates
+    assert [(v, pair) for v, pair, _ in variants] == [
+        (0, ("Heads", "Tails")), (1, ("Heads", "Tails")), (2, ("H", "T")), (3, ("H", "T")),
+        (4, ("0", "1")), (5, ("0", "1"))]
+    assert [t.startswith("Flips") for _, _, t in variants] == [False, True] * 3
+    rows = build_judgment(cfg, seed=0).to_pylist()
+    concept_rows = [r for r in rows if r["concept"] == "0011" and r["length"] == 10]
+    assert sorted(r["sample"] for r in concept_rows) == list(range(6))  # a concept's units: its variants
+    for r in concept_rows:
+        _, pair, template = variants[r["variant"]]
+        assert r["sample"] == r["variant"] and r["symbols"] == list(pair)
+        assert spans_of(r)["sequence"] == render_flips("0011001100", pair, ", ")
+        assert r["text"].startswith(template.split("[")[0])
+    controls = [r for r in rows if r["concept"] == "random" and r["length"] == 10]
+    assert [r["variant"] for r in controls] == [0, 1, 2]  # the controls take the variants in turn
+    assert len({r["prompt_id"] for r in rows}) == len(rows)
+    cont = build_continuation(cfg, seed=0).to_pylist()
+    assert Counter(r["concept"] for r in cont) == {"001": 3 * 6, "110": 3 * 6}
+    assert len({r["prompt_id"] for r in cont}) == len(cont)
+    for r in cont:
+        assert r["symbols"] == list(variants[r["variant"]][1])
+        assert r["text"].endswith("[" + render_flips(r["flips"], r["symbols"], ", "))
+
+
+def test_the_default_design_gives_every_curve_eight_units():
+    from iclscope.config import with_defaults
+
+    cfg = with_defaults("binary", {})
+    assert len(replicate_variants(cfg, "judgment")) == 8 == len(replicate_variants(cfg, "continuation"))
+    assert cfg["judgment"]["n_random"] >= 8
+
+
+def test_bad_replicates_are_named():
+    with pytest.raises(TaskError, match=r"binary.replicates.symbols\[1\] must differ"):
+        build_judgment(cfg_with(replicates={"symbols": [["H", "T"], ["x", "x"]]}), seed=0)
+    with pytest.raises(TaskError, match=r"binary.continuation.prompt_variants\[0\]"):
+        build_continuation(cfg_with(continuation={"prompt_variants": ["no flips here"]}), seed=0)
+
+
 # ---------------------------------------------------------------- determinism
 
 
@@ -211,9 +260,10 @@ def test_validation_errors_name_the_key(build, cfg, key):
 
 
 def test_defaults_when_sections_absent():
-    assert build_judgment({}, seed=0).num_rows == 5 * 18 + 5 * 18
+    # 5 concepts x 18 lengths x 8 variants (4 symbol pairs x 2 templates), 8 controls per length
+    assert build_judgment({}, seed=0).num_rows == 5 * 18 * 8 + 8 * 18
     # default concepts (01), (011), (0011), (00111): distinct up to rotation, 2 + 3 + 4 + 5 rotations
-    assert build_continuation({}, seed=0).num_rows == 14
+    assert build_continuation({}, seed=0).num_rows == 14 * 8
 
 
 def test_canonical_rotation_and_rotation_duplicates():
@@ -230,5 +280,5 @@ def test_continuation_refuses_rotation_equivalent_concepts_naming_both():
         build_continuation(cfg, seed=0)
     # the judgment does not average over rotations (it reads rotation 0): rotations stay allowed there
     table = build_judgment({"judgment": {"concepts": ["001", "100"], "lengths": [3], "n_random": 0}}, seed=0)
-    assert table.column("flips").to_pylist() == ["001", "100"]
+    assert sorted(set(table.column("flips").to_pylist())) == ["001", "100"]
     assert build_generation({}, seed=0).num_rows == 13

@@ -121,14 +121,14 @@ def test_whole_pipeline_runs_on_the_tiny_model(finished_run):
     from iclscope.tables import read_table, table_metadata
 
     report = (run_dir / "results/report.html").read_text()
-    assert report.count("<img") == 3 + 5 + 2 and "Study C" in report and "bootstrap" in report
+    assert report.count("<img") == 4 + 5 + 3 and "Study C" in report and "bootstrap" in report  # A, B, C figures
     readouts = read_table(run_dir / "results/tiny/extract/labels_sentiment/readouts.parquet")
     # (3 conditions + content-free twins of default and flipped) x 2 repeats x 7 positions x 2 label words
     assert readouts.num_rows == (3 + 2) * 2 * 7 * 2
     positions = read_table(run_dir / "results/tiny/labels/sentiment/positions.parquet")
     assert positions.num_rows == (3 + 2) * 2 * 7
     summary = read_table(run_dir / "results/tiny/labels/sentiment/summary.parquet").to_pandas()
-    assert {"pooled_difference_net", "pooled_difference_content_free"} <= set(summary["kind"])
+    assert {"pooled_difference_adjusted", "pooled_difference_content_free"} <= set(summary["kind"])
     embeddings = read_table(run_dir / "results/tiny/extract/reading/embeddings.parquet")
     assert set(embeddings.column("layer").to_pylist()) == {0, 1, 2}
     rsa = read_table(run_dir / "results/tiny/representations/rsa.parquet")

@@ -90,11 +90,18 @@ READOUTS = pa.schema([
 # strict keeps flips[:n_clean]); clean = every generated item was exactly a symbol word;
 # rendered_prompt = exactly the text the model read (chat template and system line applied),
 # which differs from the task table's `text` for instruct models
+# mode = how the sequence was sampled (GENERATION_MODES): ``free`` (the paper's: the model writes
+# what it likes, parsed afterwards) or ``constrained`` (only symbol-then-separator continuations
+# allowed, n_flips of them); step_logp_first / step_logp_second (constrained only, one entry per
+# generated flip): the model's exact log P(symbol | prefix) of each symbol, step_p_second the
+# second symbol's probability renormalised over the two (temperature 1); empty for free rows
+GENERATION_MODES = ("constrained", "free")
 GENERATIONS = pa.schema([
     ("prompt_id", pa.string()), ("p_tails", pa.float64()), ("sample", pa.int32()),
     ("raw", pa.string()), ("flips", pa.string()), ("parsed", pa.bool_()), ("n_tokens", pa.int32()),
     ("forced_flips", pa.string()), ("n_clean", pa.int32()), ("clean", pa.bool_()),
-    ("rendered_prompt", pa.string()),
+    ("rendered_prompt", pa.string()), ("mode", pa.string()), ("step_logp_first", pa.list_(pa.float32())),
+    ("step_logp_second", pa.list_(pa.float32())), ("step_p_second", pa.list_(pa.float64())),
 ])
 
 LABEL_POSITIONS = pa.schema([
@@ -102,7 +109,7 @@ LABEL_POSITIONS = pa.schema([
     ("position", pa.int32()), ("true_label", pa.string()), ("context_label", pa.string()),
     ("logp_true", pa.float32()), ("logp_context", pa.float32()), ("correct", pa.bool_()),
     ("correct_context", pa.bool_()), ("entropy", pa.float32()), ("logp_label_mass", pa.float32()),
-    ("scoring", pa.string()),
+    ("scoring", pa.string()), ("logp_true_calibrated", pa.float32()), ("correct_calibrated", pa.bool_()),
 ])
 
 CURVE = pa.schema([
@@ -114,6 +121,7 @@ LABEL_SUMMARY = pa.schema([
     ("dataset", pa.string()), ("kind", pa.string()), ("metric", pa.string()), ("position_name", pa.string()),
     ("position", pa.int32()), ("condition", pa.string()), ("condition_b", pa.string()),
     ("mean", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()), ("n", pa.int64()),
+    ("beta", pa.float64()), ("variance_ratio", pa.float64()),
 ])
 
 # study A: every column is documented in iclscope.studies.binary
@@ -131,7 +139,7 @@ def binary_generation_metrics_schema(windows: tuple[int, ...] = REPEAT_WINDOWS) 
         ("mean", pa.float64()), ("alternation", pa.float64()), ("longest_run", pa.int32()),
         ("gzip_net", pa.int32()), ("running_std", pa.float64()), ("running_min", pa.float64()),
         ("running_max", pa.float64()), *[(f"repeats_w{w}", pa.int32()) for w in windows],
-        ("forced_flips", pa.string()),
+        ("forced_flips", pa.string()), ("mode", pa.string()),
     ])
 
 
@@ -146,6 +154,21 @@ BINARY_BASELINES = pa.schema([
     # symbol word; n_used_<mode> = sequences each parse mode keeps (n_used = the configured mode's)
     ("parse", pa.string()), ("n_clean", pa.int32()), ("n_used_strict", pa.int32()),
     ("n_used_first_letter", pa.int32()),
+    # the generation mode (GENERATION_MODES) the row's sequences come from; prob_*: the baseline
+    # fitted to the model's per-step probabilities (constrained mode only, else null/NaN):
+    # its parameters, mean cross-entropy and KL(model || baseline) per step (nats), mean
+    # |P_model - P_baseline|, and its rank by KL (1 = explains the probabilities best)
+    ("mode", pa.string()), ("prob_params", pa.string()), ("prob_cross_entropy", pa.float64()),
+    ("prob_kl", pa.float64()), ("prob_mae", pa.float64()), ("prob_kl_rank", pa.int32()),
+])
+# study A, constrained mode: one row per generated flip, with the model's probability of the
+# second symbol at that step and the history it saw (the prompt's own flips included):
+# run_symbol / run_length = the symbol and length of the run the history ends with,
+# running_mean = its fraction of second symbols, p_same = the probability of continuing the run
+GENERATION_STEPS = pa.schema([
+    ("p_tails", pa.float64()), ("sample", pa.int32()), ("step", pa.int32()), ("flip", pa.int8()),
+    ("p_second", pa.float64()), ("run_symbol", pa.int8()), ("run_length", pa.int32()),
+    ("running_mean", pa.float64()), ("p_same", pa.float64()),
 ])
 JUDGMENT = pa.schema([
     ("concept", pa.string()), ("length", pa.int32()), ("sample", pa.int32()), ("p_random", pa.float64()),
@@ -160,7 +183,7 @@ JUDGMENT_SUMMARY = pa.schema([
 CONTINUATION = pa.schema([
     ("concept", pa.string()), ("length", pa.int32()), ("depth", pa.int32()), ("p_continue", pa.float64()),
     ("p_continue_sum", pa.float64()), ("p_continue_min", pa.float64()), ("p_continue_max", pa.float64()),
-    ("n_rotations", pa.int32()),
+    ("n_rotations", pa.int32()), ("n_units", pa.int32()),
 ])
 MODEL_SELECTION = pa.schema([
     ("curve", pa.string()), ("concept", pa.string()), ("account", pa.string()),

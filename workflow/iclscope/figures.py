@@ -28,7 +28,7 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
 
 def no_data(ax: Any, text: str = "no data") -> None:
     """Mark a panel whose data is missing, instead of leaving it silently empty."""
-    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=14, color="grey", transform=ax.transAxes)
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=14 if len(text) < 30 else 9, color="grey", transform=ax.transAxes)
     ax.set_xticks([])
     ax.set_yticks([])
 

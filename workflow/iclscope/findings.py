@@ -145,23 +145,65 @@ def binary_headlines(root: Path, seed: int, n_boot: int = 1000, level: float = 0
 
     src = "binary/baselines.parquet"
     base = _read(root, src, ["p_tails", "source", "bic", "bic_rank"])
-    model_rows = base[base["source"] == "model"]
-    if {"n_used", "n_total"} <= set(model_rows.columns) and not model_rows.empty:
-        # how much of the generation study stands on data: few kept sequences, no baseline fits
-        parse = str(model_rows["parse"].iloc[0]) if "parse" in model_rows.columns else "first_letter"
-        out.append(Headline("binary", "sequences_kept", f"generation {parse}", float(model_rows["n_used"].sum()),
-                            n=int(model_rows["n_total"].sum()), source=src,
-                            note="sampled sequences long enough to analyse"))
-    base = base[base["source"] != "model"].dropna(subset=["bic"])
-    if not base.empty:
-        wins = base[base["bic_rank"] == 1].groupby("source").size()
-        n_conditions = int(base["p_tails"].nunique())
-        for source, total in base.groupby("source")["bic"].sum().sort_values().items():
-            out.append(Headline("binary", "baseline_bic_wins", str(source), float(wins.get(source, 0)),
-                                n=n_conditions, source=src))
-            out.append(Headline("binary", "baseline_summed_bic", str(source), float(total),
-                                n=n_conditions, source=src))
+    if "mode" not in base.columns:
+        base = base.assign(mode="free")
+    for mode, part in base.groupby("mode", sort=True):
+        model_rows = part[part["source"] == "model"]
+        if {"n_used", "n_total"} <= set(model_rows.columns) and not model_rows.empty:
+            # how much of the generation study stands on data: few kept sequences, no baseline fits
+            parse = str(model_rows["parse"].iloc[0]) if "parse" in model_rows.columns else "first_letter"
+            unit = "constrained sampling" if mode == "constrained" else f"free sampling, {parse} parse"
+            out.append(Headline("binary", "sequences_kept", unit, float(model_rows["n_used"].sum()),
+                                n=int(model_rows["n_total"].sum()), source=src,
+                                note="sampled sequences long enough to analyse"))
+        fitted = part[part["source"] != "model"].dropna(subset=["bic"])
+        if not fitted.empty:
+            wins = fitted[fitted["bic_rank"] == 1].groupby("source").size()
+            n_conditions = int(fitted["p_tails"].nunique())
+            for source, total in fitted.groupby("source")["bic"].sum().sort_values().items():
+                unit = f"{source}, {mode} samples"
+                out.append(Headline("binary", "baseline_bic_wins", unit, float(wins.get(source, 0)),
+                                    n=n_conditions, source=src))
+                out.append(Headline("binary", "baseline_summed_bic", unit, float(total), n=n_conditions,
+                                    source=src))
+        on_probs = part.dropna(subset=["prob_kl"]) if "prob_kl" in part.columns else part.iloc[0:0]
+        if not on_probs.empty:
+            wins = on_probs[on_probs["prob_kl_rank"] == 1].groupby("source").size()
+            n_conditions = int(on_probs["p_tails"].nunique())
+            for source, kl in on_probs.groupby("source")["prob_kl"].mean().sort_values().items():
+                unit = f"{source}, {mode} probabilities"
+                out.append(Headline("binary", "baseline_kl_wins", unit, float(wins.get(source, 0)),
+                                    n=n_conditions, source=src))
+                out.append(Headline("binary", "baseline_mean_kl", unit, float(kl), n=n_conditions, source=src))
+    out += _run_headlines(root, seed, n_boot, level)
     return out
+
+
+# a run this long or longer against a single flip: the gambler's-fallacy contrast
+LONG_RUN = 3
+
+
+def _run_headlines(root: Path, seed: int, n_boot: int, level: float) -> list[Headline]:
+    """The gambler's-fallacy signature of the constrained sequences: per sequence, the mean
+    probability of continuing a run of LONG_RUN or more flips less that of continuing a run
+    of one, bootstrapped over sequences (negative: the model expects long runs to end)."""
+    src = "binary/generation_steps.parquet"
+    if not (root / src).exists():
+        return []
+    steps = _read(root, src, ["p_tails", "sample", "run_length", "p_same"])
+    steps = steps[steps["run_length"] > 0]
+    if steps.empty:
+        return []
+    long = steps["run_length"] >= LONG_RUN
+    per = steps.assign(long=long).groupby(["p_tails", "sample", "long"])["p_same"].mean().unstack("long")
+    if True not in per.columns or False not in per.columns:
+        return []
+    diffs = (per[True] - per[False]).dropna()
+    mean, low, high, n = _boot(diffs.tolist(), seed, "run_continuation", n_boot=n_boot, level=level)
+    return [Headline("binary", "run_continuation_change", f"runs of {LONG_RUN}+ - runs of 1", mean, low, high, n,
+                     src, note=("per constrained sequence, P(continuing the run) after a long run less "
+                                "after a single flip (lengths as the unit says); negative: the gambler's fallacy, "
+                                "positive: a hot hand"))]
 
 
 # ----------------------------------------------------------------------------- study B
@@ -280,8 +322,26 @@ N_BOOT, LEVEL = 1000, 0.95
 
 # the precision a label-sensitivity effect should reach (nats, full CI width)
 TARGET_CI_WIDTH = 0.2
-# the quantity suffix of study C effects net of their content-free twins
-NET_SUFFIX = " net of content-free"
+# the quantity suffixes of study C effects adjusted by their content-free twins (a
+# cross-fitted control variate) and after contextual calibration with them
+ADJUSTED_SUFFIX = " adjusted by content-free"
+CALIBRATED_SUFFIX = " calibrated"
+# study C effect quantity -> (summary kind, metric)
+LABEL_EFFECT_FORMS = {
+    "": ("pooled_difference", "logp_true"),
+    ADJUSTED_SUFFIX: ("pooled_difference_adjusted", "logp_true"),
+    CALIBRATED_SUFFIX: ("pooled_difference", "logp_true_calibrated"),
+}
+
+
+def label_effect_form(quantity: str) -> tuple[str, str, str, str]:
+    """``"default - random adjusted by content-free"`` -> (a, b, summary kind, metric)."""
+    for suffix in (ADJUSTED_SUFFIX, CALIBRATED_SUFFIX):
+        if quantity.endswith(suffix):
+            a, b = quantity.removesuffix(suffix).split(" - ")
+            return (a, b, *LABEL_EFFECT_FORMS[suffix])
+    a, b = quantity.split(" - ")
+    return (a, b, *LABEL_EFFECT_FORMS[""])
 
 
 def repeats_for_width(width: float, n: int, target: float) -> int:
@@ -300,19 +360,32 @@ def label_headlines(root: Path, datasets: Sequence[str], seed: int, n_boot: int 
     for ds in datasets:
         src = f"labels/{ds}/summary.parquet"
         summary = _read(root, src, ["kind", "metric", "position_name", "condition", "condition_b", "mean",
-                                    "ci_low", "ci_high", "n"])
-        for kind, suffix, note in (
-                ("pooled_difference", "", "log-likelihood of the true label, nats, paired by repeat"),
-                ("pooled_difference_net", NET_SUFFIX,
-                 "log-likelihood of the true label, nats, paired by repeat, minus the same difference "
-                 "between the conditions' content-free twins (a control variate: the same expected effect "
-                 "for random, and for flipped with class-balanced draws)")):
-            pooled = summary[(summary["kind"] == kind) & (summary["metric"] == "logp_true")]
+                                    "ci_low", "ci_high", "n", "beta", "variance_ratio"])
+        notes = {
+            "": "log-likelihood of the true label, nats, paired by repeat",
+            ADJUSTED_SUFFIX: "log-likelihood of the true label, nats, paired by repeat, minus beta times the same "
+                             "difference between the conditions' content-free twins (a control variate of mean "
+                             "zero; beta cross-fitted over repeats)",
+            CALIBRATED_SUFFIX: "log-likelihood of the true label after contextual calibration with the "
+                               "condition's content-free twin at each position, nats, paired by repeat",
+        }
+        for suffix, (kind, metric) in LABEL_EFFECT_FORMS.items():
+            pooled = summary[(summary["kind"] == kind) & (summary["metric"] == metric)]
             for r in pooled.itertuples(index=False):
                 effect = f"{r.condition} - {r.condition_b}{suffix}"
                 out.append(Headline("labels", effect, f"{ds} {r.position_name}", float(r.mean), float(r.ci_low),
-                                    float(r.ci_high), int(r.n), src, note=note))
-                if r.condition != "default":
+                                    float(r.ci_high), int(r.n), src, note=notes[suffix]))
+                if suffix == ADJUSTED_SUFFIX:
+                    out.append(Headline("labels", "control_beta", f"{ds} {r.position_name} {effect}",
+                                        float(r.beta), n=int(r.n), source=src,
+                                        note="the control variate's coefficient cov / var of the twins' "
+                                             "difference, estimated on all repeats"))
+                    out.append(Headline("labels", "control_variance_ratio", f"{ds} {r.position_name} {effect}",
+                                        float(r.variance_ratio), n=int(r.n), source=src,
+                                        note="variance over repeats of the adjusted effect over that of the plain "
+                                             "one: below one the twins removed spread (read the adjusted form), "
+                                             "near one they share no noise with the prompts (the forms agree)"))
+                if r.condition != "default" or suffix == CALIBRATED_SUFFIX:
                     continue
                 # the label-sensitivity effects: how precise are they?
                 out.append(Headline("labels", f"repeats_for_ci_width_{fmt(TARGET_CI_WIDTH)}",
@@ -392,14 +465,21 @@ def sentence(rows: Sequence[Any]) -> str:
         text = (f"`{u}`: transition point |x|* {est} ({ci})" if not math.isnan(r.estimate)
                 else f"`{u}`: no transition point |x|* within the lengths fitted")
         for s in rows[1:]:
-            text += f", logistic slope {fmt(s.estimate)} ({_interval(s)})"
+            text += (f", logistic slope {fmt(s.estimate)} ({_interval(s)})" if not math.isnan(s.estimate)
+                     else ", no logistic slope estimated")
         return text + f"; {r.note}."
     if q == "sequences_kept":
         return f"`{u}`: {est} of {fmt(r.n)} {r.note}."
     if q == "baseline_bic_wins":
-        text = f"`{u}` baseline has the lowest BIC in {est} of {fmt(r.n)} p(Tails) conditions"
+        text = f"`{u}`: the baseline has the lowest BIC in {est} of {fmt(r.n)} p(Tails) conditions"
         for s in rows[1:]:
             text += f"; its BIC summed over them is {fmt(s.estimate)}"
+        return text + "."
+    if q == "baseline_kl_wins":
+        text = (f"`{u}`: fitted to the model's per-step probabilities, the baseline comes closest (lowest KL) "
+                f"in {est} of {fmt(r.n)} p(Tails) conditions")
+        for s in rows[1:]:
+            text += f"; its mean KL per step is {fmt(s.estimate)} nats"
         return text + "."
     if q.startswith("gain_"):
         return f"`{u}`: change in `{q[5:]}` after ICL {est}{tail}, {r.note}."
@@ -413,7 +493,8 @@ def sentence(rows: Sequence[Any]) -> str:
 
 
 # quantities read in the same bullet as the one before them (same study, source and unit)
-_JOINED = {"sharpness": "transition", "baseline_summed_bic": "baseline_bic_wins"}
+_JOINED = {"sharpness": "transition", "baseline_summed_bic": "baseline_bic_wins",
+           "baseline_mean_kl": "baseline_kl_wins"}
 
 
 def bullet_groups(frame: pd.DataFrame) -> list[list[int]]:

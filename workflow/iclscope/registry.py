@@ -32,8 +32,9 @@ STUDIES: dict[str, Study] = {
     for s in (
         Study(
             "binary", "Study A: binary-sequence dynamics",
-            ("generation_metrics", "baselines", "judgment", "judgment_summary", "continuation", "model_selection"),
-            ("generation.png", "judgment.png", "continuation.png"),
+            ("generation_metrics", "baselines", "generation_steps", "judgment", "judgment_summary", "continuation",
+             "model_selection"),
+            ("generation.png", "generation_steps.png", "judgment.png", "continuation.png"),
             key_tables=("baselines", "judgment_summary", "model_selection"),
         ),
         Study(
@@ -46,7 +47,7 @@ STUDIES: dict[str, Study] = {
         Study(
             "labels", "Study C: label relationships",
             ("positions", "curves", "summary"),
-            ("curves.png", "halfway.png"),
+            ("curves.png", "halfway.png", "calibrated.png"),
             per_dataset=True,
             key_tables=("summary",),
         ),

@@ -11,9 +11,11 @@ recorded by the caller). From these:
 * :func:`label_mass` is the un-renormalised log-probability mass of the label words,
 * :func:`paired_difference` compares two conditions at one position, paired by repeat,
 * :func:`pooled_paired_difference` compares them pooled over a window of positions,
-* :func:`net_of_twins` subtracts each condition's content-free twin (a control variate),
+* :func:`adjusted_pooled_difference` adjusts a pooled effect by its content-free twins'
+  difference, a control variate with a cross-fitted coefficient,
 * :func:`summary_positions` / :func:`pooled_windows` name the positions summaries report,
-* :func:`contextual_calibration` applies Zhao et al. (2021) with content-free inputs.
+* :func:`contextual_calibration` applies Zhao et al. (2021) with content-free inputs, and
+  :func:`calibrated_logprobs` applies it position by position with each position's twin.
 
 Class indices always refer to the label words *of the prompt at hand*, in class order: in an
 arbitrary-label condition index i is the replacement word for class i, so "true class" means
@@ -31,15 +33,19 @@ from scipy.special import logsumexp
 
 from iclscope.analysis.candidates import restricted_log_softmax
 from iclscope.contracts import CONTENT_FREE_SUFFIX
-from iclscope.analysis.stats import bootstrap_ci, bootstrap_ci_columns, paired_pooled_ci
+from iclscope.analysis.stats import (
+    bootstrap_ci, bootstrap_ci_columns, cross_fitted_control_variate, paired_unit_means,
+)
 
 __all__ = [
+    "adjusted_pooled_difference",
+    "calibrated_logprobs",
     "contextual_calibration",
     "label_mass",
     "moving_average",
-    "net_of_twins",
     "paired_difference",
     "pooled_paired_difference",
+    "pooled_unit_effects",
     "pooled_windows",
     "position_curves",
     "position_metrics",
@@ -313,7 +319,7 @@ def summary_positions(n_examples: int, flip_at: int) -> dict[str, int]:
 def pooled_windows(n_examples: int, flip_at: int) -> dict[str, list[int]]:
     """Windows of 1-based positions over which summaries pool effects.
 
-    * ``positions_2_N``: 2..n_examples, every position with at least one example in context
+    * ``positions_2_to_last``: 2..n_examples, every position with at least one example in context
       (position 1 predicts from an empty context, identical across label conditions);
     * ``last_quarter``: the last ``max(n_examples // 4, 1)`` positions, where learning from
       the context has had the most examples;
@@ -327,33 +333,21 @@ def pooled_windows(n_examples: int, flip_at: int) -> dict[str, list[int]]:
     n, flip_at = int(n_examples), int(flip_at)
     quarter = max(n // 4, 1)
     return {
-        "positions_2_N": list(range(2, n + 1)),
+        "positions_2_to_last": list(range(2, n + 1)),
         "last_quarter": list(range(n - quarter + 1, n + 1)),
         "second_mapping": list(range(flip_at + 2, min(2 * flip_at + 1, n) + 1)),
     }
 
 
-def pooled_paired_difference(
-    frame: pd.DataFrame,
-    metric: str,
-    positions: Sequence[int],
-    condition_a: str,
-    condition_b: str,
-    rng: np.random.Generator,
-    n_boot: int = 1000,
-    level: float = 0.95,
-) -> dict[str, float]:
-    """Mean difference ``a - b`` of ``metric`` pooled over ``positions``, paired by repeat.
+def pooled_unit_effects(frame: pd.DataFrame, metric: str, positions: Sequence[int], condition_a: str,
+                        condition_b: str) -> pd.Series:
+    """Per repeat, the mean over the window's ``positions`` of ``a[r, i] - b[r, i]`` (cells
+    missing or NaN on either side skipped), for the repeats present in both conditions
+    with at least one such cell; indexed by repeat, ascending.
 
     ``frame``: long table with ``condition``, ``repeat``, ``position`` and ``metric`` for one
-    dataset and model. Per repeat r the effect is the mean over the window's positions of
-    ``a[r, i] - b[r, i]`` (cells missing or NaN on either side skipped): repeat r of both
-    conditions shows the same example draws, so each position is paired too. The estimate is
-    the mean over repeats present in both, the CI a percentile bootstrap over those repeats
-    (:func:`~iclscope.analysis.stats.paired_pooled_ci`): repeats are the independent units,
-    positions of one repeat share one context and are not.
-
-    Returns ``{"mean", "ci_low", "ci_high", "n"}`` (``n``: repeats paired, int).
+    dataset and model. Repeat r of both conditions shows the same example draws, so each
+    position is paired too.
     """
     _require_columns(frame, ["condition", "repeat", "position", metric])
     window = sorted({int(p) for p in positions})
@@ -377,10 +371,64 @@ def pooled_paired_difference(
         values = sub.assign(_v=_numeric(sub[metric], metric))
         sides.append(values.pivot(index="repeat", columns="position", values="_v").reindex(columns=window))
     repeats = sides[0].index.intersection(sides[1].index).sort_values()
-    a = sides[0].loc[repeats].to_numpy(dtype=float)
-    b = sides[1].loc[repeats].to_numpy(dtype=float)
-    interval, n = paired_pooled_ci(a, b, rng, n_boot=n_boot, level=level)
-    return {"mean": interval.mean, "ci_low": interval.low, "ci_high": interval.high, "n": n}
+    effects = pd.Series(paired_unit_means(sides[0].loc[repeats].to_numpy(dtype=float),
+                                          sides[1].loc[repeats].to_numpy(dtype=float)), index=repeats)
+    return effects.dropna()
+
+
+def pooled_paired_difference(
+    frame: pd.DataFrame,
+    metric: str,
+    positions: Sequence[int],
+    condition_a: str,
+    condition_b: str,
+    rng: np.random.Generator,
+    n_boot: int = 1000,
+    level: float = 0.95,
+) -> dict[str, float]:
+    """Mean difference ``a - b`` of ``metric`` pooled over ``positions``, paired by repeat.
+
+    Per repeat the effect is :func:`pooled_unit_effects`; the estimate is their mean, the
+    CI a percentile bootstrap over repeats: repeats are the independent units, positions
+    of one repeat share one context and are not.
+
+    Returns ``{"mean", "ci_low", "ci_high", "n"}`` (``n``: repeats paired, int).
+    """
+    effects = pooled_unit_effects(frame, metric, positions, condition_a, condition_b).to_numpy()
+    interval = bootstrap_ci(effects, rng, n_boot=n_boot, level=level)
+    return {"mean": interval.mean, "ci_low": interval.low, "ci_high": interval.high, "n": len(effects)}
+
+
+def adjusted_pooled_difference(
+    frame: pd.DataFrame,
+    metric: str,
+    positions: Sequence[int],
+    condition_a: str,
+    condition_b: str,
+    rng: np.random.Generator,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    suffix: str = CONTENT_FREE_SUFFIX,
+    folds: int = 5,
+) -> dict[str, float]:
+    """The pooled ``a - b`` effect adjusted by its content-free twins' difference, a control
+    variate of mean zero by design, with a cross-fitted coefficient
+    (:func:`~iclscope.analysis.stats.cross_fitted_control_variate`).
+
+    Per repeat y = the pooled a - b, c = the pooled ``a + suffix`` - ``b + suffix`` (repeats
+    having both); the estimate is the mean of ``y - beta * c`` with a percentile bootstrap
+    over repeats. Returns ``{"mean", "ci_low", "ci_high", "n", "beta", "variance_ratio"}``:
+    ``beta`` estimated on all repeats, ``variance_ratio`` = var(adjusted) / var(y) as
+    measured (below 1: the control removed spread).
+    """
+    y = pooled_unit_effects(frame, metric, positions, condition_a, condition_b)
+    c = pooled_unit_effects(frame, metric, positions, condition_a + suffix, condition_b + suffix)
+    both = y.index.intersection(c.index).sort_values()
+    control = cross_fitted_control_variate(y.loc[both].to_numpy(), c.loc[both].to_numpy(), folds=folds)
+    interval = bootstrap_ci(control.adjusted, rng, n_boot=n_boot, level=level)
+    return {"mean": interval.mean, "ci_low": interval.low, "ci_high": interval.high,
+            "n": int((~np.isnan(control.adjusted)).sum()), "beta": control.beta,
+            "variance_ratio": control.variance_ratio}
 
 
 def contextual_calibration(query_logprobs: np.ndarray, content_free_logprobs: np.ndarray) -> np.ndarray:
@@ -412,26 +460,16 @@ def contextual_calibration(query_logprobs: np.ndarray, content_free_logprobs: np
         return restricted_log_softmax(restricted_log_softmax(q) - log_p_cf)
 
 
-def net_of_twins(frame: pd.DataFrame, metric: str, suffix: str = CONTENT_FREE_SUFFIX) -> pd.DataFrame:
-    """Each condition ``c`` that has a twin ``c + suffix`` in ``frame``, with ``metric`` replaced
-    by ``c - twin`` at the same repeat and position (rows without a twin value are dropped).
-
-    ``frame``: long table with ``condition``, ``repeat``, ``position`` and ``metric``. Feeding
-    the result to :func:`pooled_paired_difference` for conditions a and b gives, per repeat,
-    the window mean of ``(a - a_twin) - (b - b_twin)``: the a - b effect net of the content-free
-    twins' difference. When ``E[a_twin - b_twin] = 0`` (default vs random with independent
-    random labels; default vs flipped with class-balanced draws) its expectation is the plain
-    effect's, with the variance the twins share with the real prompts removed.
-    """
-    _require_columns(frame, ["condition", "repeat", "position", metric])
-    present = set(frame["condition"])
-    parts = []
-    for cond in sorted(c for c in present if not c.endswith(suffix) and c + suffix in present):
-        real = frame[frame["condition"] == cond].set_index(["repeat", "position"])
-        twin = frame[frame["condition"] == cond + suffix].set_index(["repeat", "position"])[metric]
-        joined = real.join(twin.rename("_twin"), how="inner")
-        joined[metric] = joined[metric].astype(float) - joined["_twin"].astype(float)
-        parts.append(joined.drop(columns="_twin").reset_index())
-    if not parts:
-        return frame.iloc[0:0].copy()
-    return pd.concat(parts, ignore_index=True)
+def calibrated_logprobs(query_logprobs: np.ndarray, twin_logprobs: np.ndarray) -> np.ndarray:
+    """Contextual calibration position by position: row i of ``query_logprobs`` (n, K)
+    calibrated with row i of ``twin_logprobs`` (n, K), the content-free twin's label-word
+    log-probabilities at the same position, i.e. after the same shown labels. Returns (n, K)
+    calibrated log-probabilities over the label set."""
+    q = np.asarray(query_logprobs, dtype=float)
+    t = np.asarray(twin_logprobs, dtype=float)
+    if q.shape != t.shape or q.ndim != 2:
+        raise ValueError(f"query_logprobs, twin_logprobs: expected two (n, K) arrays of one shape, "
+                         f"got {q.shape} and {t.shape}")
+    if not len(q):
+        return q.copy()
+    return np.concatenate([contextual_calibration(q[i:i + 1], t[i:i + 1]) for i in range(len(q))])

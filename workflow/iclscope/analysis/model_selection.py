@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -285,14 +285,29 @@ def _logistic(x: np.ndarray, midpoint: float, slope: float, sign: float) -> np.n
     return expit(sign * slope * (x - midpoint))
 
 
-def fit_logistic(lengths: np.ndarray, curve: np.ndarray) -> tuple[float, float]:
-    """Least-squares logistic in |x|; returns (midpoint, slope), slope >= 0.
+class LogisticFit(NamedTuple):
+    """A least-squares logistic (see :func:`logistic_fit`)."""
+
+    midpoint: float
+    slope: float
+    # which of the optimiser's bounds the fit rests on: None, "midpoint" (beyond the lengths
+    # by a full span: the curve barely bends where observed), "slope_low" (flat) or
+    # "slope_high" (a step sharper than the lengths resolve)
+    bound: str | None
+    midpoint_bounds: tuple[float, float]
+    slope_bounds: tuple[float, float]
+
+
+def logistic_fit(lengths: np.ndarray, curve: np.ndarray) -> LogisticFit:
+    """Least-squares logistic in |x|, slope >= 0, and whether it rests on a bound.
 
     The direction comes from the sign of the least-squares line through (lengths, curve):
     a falling curve is fitted by 1 / (1 + exp(slope * (x - midpoint))), a rising one (or a flat
-    one, sign 0 treated as rising) by 1 / (1 + exp(-slope * (x - midpoint))). The slope is bounded
-    by 50 / (smallest gap between lengths); a fit at that bound means a step sharper than the
-    grid resolves. ``lengths`` (m,) with m >= 2 distinct values, ``curve`` (m,) finite.
+    one, sign 0 treated as rising) by 1 / (1 + exp(-slope * (x - midpoint))). The midpoint is
+    bounded to one span of the lengths beyond either end, the slope to [1e-3 / span,
+    50 / (smallest gap between lengths)]. A fit resting on a bound is not an estimate: the
+    optimum lies beyond it, and its value only says where the search stopped.
+    ``lengths`` (m,) with m >= 2 distinct values, ``curve`` (m,) finite.
     """
     x, y = _as_curve(lengths, curve, "curve")
     ux = np.unique(x)
@@ -316,7 +331,24 @@ def fit_logistic(lengths: np.ndarray, curve: np.ndarray) -> tuple[float, float]:
         x0=[mids[i], log_ss[j]],
         bounds=([ux[0] - span, log_s_lo], [ux[-1] + span, log_s_hi]),
     )
-    return float(res.x[0]), float(math.exp(res.x[1]))
+    active = res.active_mask
+    bound = ("midpoint" if active[0] != 0 else "slope_low" if active[1] < 0
+             else "slope_high" if active[1] > 0 else None)
+    if bound is None:
+        # a step the lengths cannot resolve: the optimiser stops on a flat plateau below the
+        # bound (the fit no longer improves), where the steepest slope fits at least as well
+        sse_fit = float(np.sum(res.fun ** 2))
+        sse_step = float(np.sum((_logistic(x, res.x[0], math.exp(log_s_hi), sign) - y) ** 2))
+        if sse_step <= sse_fit * (1 + 1e-6) + 1e-12:
+            bound = "slope_high"
+    return LogisticFit(float(res.x[0]), float(math.exp(res.x[1])), bound,
+                       (float(ux[0] - span), float(ux[-1] + span)), (math.exp(log_s_lo), math.exp(log_s_hi)))
+
+
+def fit_logistic(lengths: np.ndarray, curve: np.ndarray) -> tuple[float, float]:
+    """(midpoint, slope) of :func:`logistic_fit`, wherever the optimiser stopped."""
+    fit = logistic_fit(lengths, curve)
+    return fit.midpoint, fit.slope
 
 
 def logistic_sign(lengths: np.ndarray, curve: np.ndarray) -> float:
@@ -331,18 +363,37 @@ def logistic_curve(lengths: np.ndarray, curve: np.ndarray, midpoint: float, slop
     return _logistic(x, midpoint, slope, logistic_sign(x, curve))
 
 
-def _quantiles(values: np.ndarray, level: float) -> tuple[float, float]:
+def expanded_alpha(level: float, n_units: int) -> float:
+    """The tail probability of the expanded percentile interval (Hesterberg 2015, "What
+    teachers should know about the bootstrap"): the percentile interval of n resampled
+    units is too narrow for small n (the bootstrap's spread is the plug-in one, and it
+    ignores that the spread itself is estimated), so the tails are moved to where a normal
+    quantile equals sqrt(n / (n - 1)) times Student's t with n - 1 degrees of freedom."""
+    alpha = (1.0 - level) / 2.0
+    if n_units < 2:
+        return alpha
+    from scipy.stats import norm, t
+
+    return float(norm.cdf(-math.sqrt(n_units / (n_units - 1)) * t.ppf(1.0 - alpha, n_units - 1)))
+
+
+def _quantiles(values: np.ndarray, level: float, n_units: int = 0) -> tuple[float, float]:
+    """Percentile interval of ``values``; expanded for ``n_units`` resampled units."""
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     if values.size == 0:
         return float("nan"), float("nan")
-    alpha = (1.0 - level) / 2.0
+    alpha = expanded_alpha(level, n_units) if n_units else (1.0 - level) / 2.0
     low, high = np.quantile(values, [alpha, 1.0 - alpha])
     return float(low), float(high)
 
 
 # with n units there are C(2n - 1, n) distinct resamples: 3 for n = 2, 10 for n = 3
 MIN_BOOT_UNITS = 3
+# fewest units an interval is computed from (8 units: 6435 distinct resamples; the
+# replicates of 3-5 rotations alone gave a few dozen, and residual resampling of one
+# sequence ignores that neighbouring lengths' residuals are correlated)
+MIN_INTERVAL_UNITS = 8
 CI_METHODS = ("units", "residuals", "none")
 # replicate midpoints spread less than this fraction of the length range count as not varying
 REPLICATE_TOLERANCE = 1e-6
@@ -394,6 +445,7 @@ def logistic_bootstrap(
     rng: np.random.Generator,
     n_boot: int = 1000,
     level: float = 0.95,
+    min_units: int = 1,
 ) -> dict[str, float | str | None]:
     """|x|* on the fitted curve: logistic fit of the unit-mean curve with bootstrap intervals.
 
@@ -404,10 +456,15 @@ def logistic_bootstrap(
 
     Returns a dict with ``midpoint``, ``slope`` (the fit), ``transition`` (= midpoint when it lies
     within [min(lengths), max(lengths)], else NaN: the fitted curve does not cross 0.5 where
-    observed), ``ci_low``/``ci_high`` (percentile interval of the replicates' midpoints),
+    observed), ``ci_low``/``ci_high`` (percentile interval of the replicates' midpoints,
+    expanded for the number of units resampled: :func:`expanded_alpha`),
     ``midpoint_low``/``midpoint_high`` (the same interval), ``slope_low``/``slope_high``,
     ``ci_method`` (``units``, ``residuals`` or ``none``) and ``ci_reason`` (None when the transition
-    interval exists, else why not). An interval is reported only when it contains its estimate:
+    interval exists and the slope is estimated, else why not). A fit resting on the optimiser's
+    midpoint bound or lower slope bound (:func:`logistic_fit`) reports nothing but the reason;
+    one at the upper slope bound (a step) keeps its midpoint, not its slope. An interval is
+    reported only when at least ``min_units`` units stand behind it (fewer: the fit alone, with
+    the reason), contains its estimate and stays clear of the optimiser's bounds:
     the transition interval is NaN (with a reason) when there is no transition, when the
     replicates do not vary (spread below :data:`REPLICATE_TOLERANCE` of the length range), or when the estimate falls outside the percentile interval (a biased
     bootstrap); the slope interval is NaN when it does not contain the slope.
@@ -425,18 +482,43 @@ def logistic_bootstrap(
     if np.unique(x).size < 2:
         out["ci_reason"] = f"fewer than 2 distinct lengths ({np.unique(x).size})"
         return out
-    mid, slope = fit_logistic(x, units.mean(axis=0))
-    out["midpoint"], out["slope"] = mid, slope
+    fit = logistic_fit(x, units.mean(axis=0))
+    mid, slope = fit.midpoint, fit.slope
     lo_x, hi_x = float(x.min()), float(x.max())
+    if fit.bound in ("midpoint", "slope_low"):
+        # the optimum lies beyond the search's bounds: neither number is an estimate
+        where = ("midpoint" if fit.bound == "midpoint" else "slope")
+        out["ci_reason"] = (f"logistic fit rests on the optimiser's {where} bound (midpoint {mid:.3g}, slope "
+                            f"{slope:.3g}; the curve barely bends within the lengths [{lo_x:g}, {hi_x:g}]): "
+                            "neither midpoint nor slope is identified")
+        return out
+    out["midpoint"], out["slope"] = mid, slope
     inside = lo_x <= mid <= hi_x
     if inside:
         out["transition"] = mid
+    if units.shape[0] < min_units:
+        out["ci_reason"] = (f"{units.shape[0]} unit(s), fewer than the {min_units} an interval needs"
+                            + ("" if inside else f"; fitted curve does not cross 0.5 within the lengths "
+                               f"[{lo_x:g}, {hi_x:g}] (logistic midpoint {mid:.3g})"))
+        if fit.bound == "slope_high":
+            out["slope"] = float("nan")
+            out["ci_reason"] += f"; slope at the optimiser's upper bound {slope:.3g} (a step): not estimated"
+        return out
     method, fits = bootstrap_replicates(x, units, rng, n_boot)
     out["ci_method"] = method
-    m_low, m_high = _quantiles(fits[:, 0], level)
-    s_low, s_high = _quantiles(fits[:, 1], level)
-    if s_low <= slope <= s_high:
-        out["slope_low"], out["slope_high"] = s_low, s_high
+    n_resampled = units.shape[0] if method == "units" else 0
+    m_low, m_high = _quantiles(fits[:, 0], level, n_resampled)
+    s_low, s_high = _quantiles(fits[:, 1], level, n_resampled)
+    if fit.bound == "slope_high":  # a step: where it is is estimated, how sharp only bounded below
+        out["slope"] = float("nan")
+        slope_note = (f"; slope at the optimiser's upper bound {slope:.3g} (a step sharper than the lengths "
+                      "resolve): not estimated")
+    else:
+        slope_note = ""
+        # an interval reaching a bound is cut by the search, not by the data
+        if s_low <= slope <= s_high and fit.slope_bounds[0] < s_low and s_high < fit.slope_bounds[1]:
+            out["slope_low"], out["slope_high"] = s_low, s_high
+    reaches = not (fit.midpoint_bounds[0] < m_low and m_high < fit.midpoint_bounds[1])
     if not inside:
         out["ci_reason"] = (f"fitted curve does not cross 0.5 within the lengths [{lo_x:g}, {hi_x:g}] "
                             f"(logistic midpoint {mid:.3g})")
@@ -445,9 +527,14 @@ def logistic_bootstrap(
     elif not m_low <= mid <= m_high:
         out["ci_reason"] = (f"estimate {mid:.3g} outside the bootstrap percentile interval "
                             f"[{m_low:.3g}, {m_high:.3g}] ({method}; biased bootstrap)")
+    elif reaches:
+        out["ci_reason"] = (f"bootstrap percentile interval [{m_low:.3g}, {m_high:.3g}] reaches the optimiser's "
+                            f"midpoint bound ({method}): open-ended")
     else:
         out["ci_low"], out["ci_high"] = m_low, m_high
         out["midpoint_low"], out["midpoint_high"] = m_low, m_high
+    if slope_note:
+        out["ci_reason"] = (out["ci_reason"] or "transition interval reported") + slope_note
     return out
 
 
@@ -478,6 +565,7 @@ def curve_selection(
     generator: np.random.Generator,
     n_boot: int = 1000,
     level: float = 0.95,
+    min_units: int = 1,
 ) -> list[dict[str, Any]]:
     """Model-selection rows of one curve (the ``model_selection`` table of study A).
 
@@ -501,7 +589,7 @@ def curve_selection(
 
     lm = _nan_row(**fixed, account="lm", n_params=2)
     try:
-        fit = logistic_bootstrap(x, pr_units, generator, n_boot, level)
+        fit = logistic_bootstrap(x, pr_units, generator, n_boot, level, min_units=min_units)
         lm.update(fit)
         if np.isfinite(fit["midpoint"]):
             logistic = logistic_curve(x, pr, fit["midpoint"], fit["slope"])

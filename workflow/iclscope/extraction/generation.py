@@ -72,16 +72,24 @@ def generate(
     device = input_device(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     eos = tokenizer.eos_token_id
+    return in_batches(tokenizer, requests, batch_size, "generate", lambda reqs, encoded, index: _generate_batch(
+        model, tokenizer, reqs, encoded, index, seed, temperature, max_new_tokens, stop, pad_id, eos, device))
+
+
+def in_batches(tokenizer: Any, requests: Sequence[GenerationRequest], batch_size: int, label: str,
+               run_batch: Any) -> list[Any]:
+    """Encode the requests, run ``run_batch(requests, encoded, index)`` (a dict index ->
+    result) on batches of ``batch_size``, longest prompts first (the least padding), and
+    return the results in request order, with progress."""
     encoded = [tokenizer(r.text, add_special_tokens=True)["input_ids"] for r in requests]
     order = sorted(range(len(requests)), key=lambda i: (-len(encoded[i]), i))
-    out: dict[int, Generated] = {}
-    with progress.bar(len(order), "generate", unit="seq") as bar:
+    out: dict[int, Any] = {}
+    with progress.bar(len(order), label, unit="seq") as bar:
         for start in range(0, len(order), batch_size):
             index = order[start : start + batch_size]
-            out.update(_generate_batch(model, tokenizer, [requests[i] for i in index], [encoded[i] for i in index],
-                                       index, seed, temperature, max_new_tokens, stop, pad_id, eos, device))
+            out.update(run_batch([requests[i] for i in index], [encoded[i] for i in index], index))
             bar.update(len(index))
-            log.info("generated %d/%d sequences", min(start + batch_size, len(order)), len(order))
+            log.info("%s: %d/%d sequences", label, min(start + batch_size, len(order)), len(order))
     return [out[i] for i in range(len(requests))]
 
 
@@ -165,10 +173,11 @@ class ParsedGeneration:
     clean: bool
 
 
-def _items(text: str) -> tuple[list[tuple[int, str]], bool]:
-    """Items of the last ``[``-list in ``text`` as (absolute offset of the first non-blank
-    character, stripped item), and whether the list was closed; a trailing empty item dropped."""
-    start = text.rfind("[") + 1
+def _items(text: str, opening: int) -> tuple[list[tuple[int, str]], bool]:
+    """Items of the list opened by the ``[`` at ``opening`` (-1: from the start) as
+    (absolute offset of the first non-blank character, stripped item), and whether the list
+    was closed; a trailing empty item dropped."""
+    start = opening + 1
     body = text[start:]
     closed = "]" in body
     body = body.split("]", 1)[0]
@@ -194,9 +203,13 @@ def parse_generation(prompt: str, generated: str, symbols: Sequence[str]) -> Par
 
     An item is forced when its first non-blank character lies in ``prompt`` (so a prompt
     ending in ``"[Heads,"`` forces one flip, ``"[He"`` too); items wholly generated are the
-    model's. Randomness metrics must use only the model's flips.
+    model's. Randomness metrics must use only the model's flips. The list is the one the
+    prompt opens (its last ``[``): a ``[`` the model writes later (``" 49.5% [Tails]"``)
+    is an item's text, not a new list.
     """
-    items, closed = _items(prompt + generated)
+    text = prompt + generated
+    opening = prompt.rfind("[") if "[" in prompt else text.find("[")
+    items, closed = _items(text, opening)
     codes: list[str] = []
     for _, item in items:
         code = _code(item, symbols)
@@ -229,34 +242,40 @@ def generation_record(task_row: Mapping[str, Any], rendered_prompt: str, generat
         "prompt_id": generated.prompt_id, "p_tails": float(task_row["p_tails"]), "sample": generated.sample,
         "raw": generated.text, "flips": p.flips, "parsed": p.parsed, "n_tokens": generated.n_tokens,
         "forced_flips": p.forced_flips, "n_clean": p.n_clean, "clean": p.clean,
-        "rendered_prompt": rendered_prompt,
+        "rendered_prompt": rendered_prompt, "mode": "free", "step_logp_first": [], "step_logp_second": [],
+        "step_p_second": [],
+    }
+
+
+def constrained_record(task_row: Mapping[str, Any], rendered_prompt: str, sequence: Any,
+                       symbols: Sequence[str]) -> dict[str, Any]:
+    """One ``generations`` row of a format-constrained sequence
+    (:class:`iclscope.extraction.constrained.ConstrainedSequence`): well formed by
+    construction, every flip the model's, with its per-step probabilities."""
+    forced = parse_generation(task_row["text"], "", symbols).forced_flips
+    return {
+        "prompt_id": sequence.prompt_id, "p_tails": float(task_row["p_tails"]), "sample": sequence.sample,
+        "raw": sequence.text, "flips": sequence.flips, "parsed": True, "n_tokens": sequence.n_tokens,
+        "forced_flips": forced, "n_clean": len(sequence.flips), "clean": True, "rendered_prompt": rendered_prompt,
+        "mode": "constrained", "step_logp_first": sequence.logp[:, 0].tolist(),
+        "step_logp_second": sequence.logp[:, 1].tolist(), "step_p_second": sequence.p_second.tolist(),
     }
 
 
 def parse_flips(text: str, symbols: Sequence[str]) -> tuple[str, bool]:
-    """Flips (a 0/1 string) from a generated list such as ``"[Heads, Tails, Tai"``.
+    """Flips (a 0/1 string) from a list such as ``"[Heads, Tails, Tai"``.
 
-    Items are read from the last ``[`` on, split at commas and matched by their first
-    letter (case-insensitive) to the symbols' first letters, or exactly when the symbols
-    share a first letter. Returns the flips up to the first item that matches no symbol
-    and whether every item parsed and the list was closed with ``]``.
+    Items are read from the first ``[`` on (the list the text opens; a later ``[`` is part
+    of an item), split at commas and matched by their first letter (case-insensitive) to the
+    symbols' first letters, or exactly when the symbols share a first letter. Returns the
+    flips up to the first item that matches no symbol and whether every item parsed and the
+    list was closed with ``]``.
     """
-    body = text[text.rfind("[") + 1 :]
-    closed = "]" in body
-    body = body.split("]", 1)[0]
-    items = [item.strip() for item in body.split(",")]
-    if items and items[-1] == "":
-        items = items[:-1]  # a trailing comma (the prompt ends with one)
-    by_letter = {s[0].lower(): str(i) for i, s in enumerate(symbols)}
-    exact = len(by_letter) < len(symbols)
+    items, closed = _items(text, text.find("["))
     flips = []
-    for item in items:
-        if exact:
-            code = next((str(i) for i, s in enumerate(symbols) if item == s), None)
-        else:
-            code = by_letter.get(item[:1].lower()) if item else None
+    for _, item in items:
+        code = _code(item, symbols)
         if code is None:
             return "".join(flips), False
         flips.append(code)
     return "".join(flips), closed
-

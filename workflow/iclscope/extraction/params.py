@@ -35,4 +35,5 @@ def extract_params(model_cfg: Mapping[str, Any], task: str, config: Mapping[str,
 def generate_params(model_cfg: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
     """The params of a model's generation job (the rule's ``params``)."""
     return {"runtime": {**runtime_params(model_cfg), "seed": config["seed"]},
-            "generation": config["binary"]["generation"], "symbols": config["binary"]["symbols"]}
+            "generation": config["binary"]["generation"], "symbols": config["binary"]["symbols"],
+            "separator": config["binary"]["separator"]}

@@ -16,7 +16,8 @@ import pyarrow as pa
 from iclscope import contracts, provenance
 from iclscope.architectures import input_device
 from iclscope.extraction.engine import ExtractionError, extract
-from iclscope.extraction.generation import GenerationRequest, chat_text, generate, generation_record
+from iclscope.extraction.generation import (GenerationRequest, chat_text, constrained_record, generate,
+                                           generation_record)
 from iclscope.extraction.plan import plan_for
 from iclscope.tables import read_table, table_metadata, write_table
 
@@ -82,11 +83,15 @@ def run_extract(model_dir: str, tasks_path: str, params: Mapping[str, Any], outs
 
 
 def run_generate(model_dir: str, tasks_path: str, params: Mapping[str, Any], out: str) -> None:
-    """Sample ``n_samples`` continuations per generation prompt; write raw text and flips.
+    """Sample ``n_samples`` sequences per generation prompt in each of the configured modes
+    (``binary.generation.modes``: ``constrained``, ``free``); write raw text, flips and, for
+    constrained sequences, the per-step probabilities.
 
     ``params``: ``runtime`` (the model's runtime keys), ``generation`` (config
-    ``binary.generation``) and ``symbols`` (how 0 and 1 are written).
+    ``binary.generation``), ``symbols`` (how 0 and 1 are written) and ``separator``.
     """
+    from iclscope.extraction.constrained import generate_constrained
+
     gen = params["generation"]
     symbols = params.get("symbols", ["Heads", "Tails"])
     runtime = params["runtime"]
@@ -101,16 +106,30 @@ def run_generate(model_dir: str, tasks_path: str, params: Mapping[str, Any], out
             requests.append(GenerationRequest(row["prompt_id"], sample, text))
             meta_rows.append((row, text))
     seed = int(runtime.get("seed", 0))
-    done = generate(model, tokenizer, requests, seed=seed, temperature=float(gen["temperature"]),
-                    max_new_tokens=int(gen["max_new_tokens"]), stop="]",
-                    batch_size=max(1, int(runtime.get("batch_tokens", 4096)) // 64))
-    records = {name: [] for name in contracts.GENERATIONS.names}
-    for (row, text), g in zip(meta_rows, done):
-        # the prompt opens the list and may hold its first flips ("[Heads,"): kept apart as forced_flips
-        for name, value in generation_record(row, text, g, symbols).items():
+    batch_size = max(1, int(runtime.get("batch_tokens", 4096)) // 64)
+    records: dict[str, list] = {name: [] for name in contracts.GENERATIONS.names}
+
+    def add(record: Mapping[str, Any]) -> None:
+        for name, value in record.items():
             records[name].append(value)
+
+    for mode in gen.get("modes", ["free"]):
+        if mode == "constrained":
+            done = generate_constrained(model, tokenizer, requests, seed=seed, temperature=float(gen["temperature"]),
+                                        n_flips=int(gen["n_flips"]), symbols=symbols,
+                                        separator=params.get("separator", ", "), batch_size=batch_size)
+            for (row, text), sequence in zip(meta_rows, done):
+                add(constrained_record(row, text, sequence, symbols))
+        else:
+            done = generate(model, tokenizer, requests, seed=seed, temperature=float(gen["temperature"]),
+                            max_new_tokens=int(gen["max_new_tokens"]), stop="]", batch_size=batch_size)
+            # the prompt opens the list and may hold its first flips ("[Heads,"): kept apart as forced_flips
+            for (row, text), g in zip(meta_rows, done):
+                add(generation_record(row, text, g, symbols))
     table = pa.table(records, schema=contracts.GENERATIONS)
     meta = provenance.metadata("generations", params, seed=seed, model=card,
                                extra={"symbols": list(symbols), "inputs": sorted({t for _, t in meta_rows})})
     write_table(table, out, meta)
-    log.info("generations: %d sequences (%d parsed) -> %s", table.num_rows, sum(records["parsed"]), out)
+    for mode in gen.get("modes", ["free"]):
+        kept = sum(p for m, p in zip(records["mode"], records["parsed"]) if m == mode)
+        log.info("generations (%s): %d sequences (%d parsed) -> %s", mode, records["mode"].count(mode), kept, out)

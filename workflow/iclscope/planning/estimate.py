@@ -89,6 +89,10 @@ class JobPlan:
     device_memory: float = 0.0  # of one device of the kind planned for
     parts: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # where ``seconds`` is an upper bound (free generation stops when the list closes, which
+    # only the run can tell): the time if every bounded sequence stopped at once
+    seconds_floor: float | None = None
+    output_bytes_floor: float | None = None  # the same for the bytes written
 
     @property
     def total_output_bytes(self) -> float:
@@ -265,65 +269,132 @@ def plan_extract(shape: ModelShape, tokenizer: Any, rows: Sequence[Mapping[str, 
 # --------------------------------------------------------------------------- generation
 
 
+@dataclass(frozen=True)
+class _ModeSteps:
+    """How one generation mode decodes: ``steps`` forwards of ``fed`` tokens a row, the LM
+    head read at ``reads`` of them; ``exact`` unless ``steps`` is only a bound; whether a
+    prompt shared by several samples is read once (``shared_prefill``)."""
+    steps: int
+    fed: int
+    reads: int
+    exact: bool
+    shared_prefill: bool
+
+
+def _generation_steps(tokenizer: Any, texts: Sequence[str], generation: Mapping[str, Any],
+                      params: Mapping[str, Any]) -> dict[str, _ModeSteps]:
+    """Per generation mode, how it decodes.
+
+    Constrained sampling feeds, ``n_flips`` times whatever the model would write, the last
+    flip's final symbol token, the separator and every symbol's tokens but its last, and
+    reads the head before each symbol token; free sampling feeds and reads one token a step
+    until the list closes, which only the run can tell: ``max_new_tokens`` is its bound."""
+    from iclscope.extraction.constrained import PieceTokens
+
+    out = {}
+    for mode in generation.get("modes", ["free"]):
+        if mode == "constrained":
+            pieces = PieceTokens(tokenizer, list(params.get("symbols", ["Heads", "Tails"])),
+                                 params.get("separator", ", "))
+            sep, cands, _ = pieces.step(texts[0] + pieces.step(texts[0], True)[2][0], False)
+            branches = sum(len(c) - 1 for c in cands)
+            out[mode] = _ModeSteps(int(generation["n_flips"]), 1 + len(sep) + branches, 1 + branches, True, True)
+        else:
+            out[mode] = _ModeSteps(int(generation["max_new_tokens"]), 1, 1, False, False)
+    return out
+
+
 def plan_generate(shape: ModelShape, tokenizer: Any, rows: Sequence[Mapping[str, Any]], *, model: str,
                   device: Device, dtype: str, batch_tokens: int, generation: Mapping[str, Any],
                   assume: Assumptions, card: Mapping[str, Any], params: Mapping[str, Any],
                   command: str, sizes: bool = True) -> JobPlan:
-    """The cost of sampling ``generation["n_samples"]`` continuations of every generation
-    prompt, each for at most ``max_new_tokens`` steps (an upper bound where sequences
-    close their list early), with a KV cache, in batches as :func:`run_generate` forms them."""
+    """The cost of sampling ``generation["n_samples"]`` sequences of every generation prompt
+    in each mode, with a KV cache, in batches as :func:`run_generate` forms them: constrained
+    sequences take exactly ``n_flips`` steps, free ones at most ``max_new_tokens`` (an upper
+    bound where a sequence closes its list early)."""
     import numpy as np
 
     from iclscope.extraction.generation import chat_text
 
-    n_samples, steps = int(generation["n_samples"]), int(generation["max_new_tokens"])
+    n_samples = int(generation["n_samples"])
     texts = [chat_text(tokenizer, row["text"], row.get("system")) for row in rows]
-    lengths = sorted((len(tokenizer(t, add_special_tokens=True)["input_ids"]) for t in texts for _ in range(n_samples)),
-                     reverse=True)
+    lengths = [len(tokenizer(t, add_special_tokens=True)["input_ids"]) for t in texts]
+    # the requests in run_generate's order (prompt by prompt, each sample), sorted longest first
+    requests = sorted(((lengths[p], p) for p in range(len(texts)) for _ in range(n_samples)),
+                      key=lambda r: -r[0])
+    modes = _generation_steps(tokenizer, texts, generation, params)
     batch_size = max(1, batch_tokens // 64)
     size = DTYPE_BYTES[dtype]
     weights = shape.weight_bytes(dtype)
-    flops = compute = 0.0
+    flops = compute = floor = 0.0
     peak_work = 0.0
     padded = 0
-    batches = [lengths[i:i + batch_size] for i in range(0, len(lengths), batch_size)]
+    batches = [requests[i:i + batch_size] for i in range(0, len(requests), batch_size)]
     peak = device.peak(dtype)
-    for batch in batches:
-        b, width = len(batch), batch[0]
-        padded += b * width
-        prefill = shape.linear_flops(b * width) + shape.attention_flops(b * width * width) + shape.head_flops(b)
-        flops += prefill
-        compute += prefill / (peak * assume.mfu)
-        for s in range(steps):
-            step = shape.linear_flops(b) + shape.attention_flops(b * (width + s + 1)) + shape.head_flops(b)
-            moved = weights + shape.kv_bytes(b * (width + s + 1), dtype)
-            flops += step
-            compute += max(step / (peak * assume.decode_mfu), moved / device.bandwidth)
-        act = b * width * size * (assume.act_hidden * shape.hidden + assume.act_intermediate * shape.intermediate)
-        peak_work = max(peak_work, act + shape.kv_bytes(b * (width + steps), dtype) + b * shape.vocab * 8.0)
+    for how in modes.values():
+        # a step of one token a row reaches decode_mfu; one feeding several is a small
+        # prefill: its extra tokens are costed at the prefill's mfu
+        step_mfu = assume.decode_mfu + (assume.mfu - assume.decode_mfu) * (1 - 1 / how.fed)
+        for batch in batches:
+            b, width = len(batch), batch[0][0]
+            read = len({p for _, p in batch}) if how.shared_prefill else b
+            padded += read * width
+            prefill = (shape.linear_flops(read * width) + shape.attention_flops(read * width * width)
+                       + shape.head_flops(read))
+            flops += prefill
+            compute += prefill / (peak * assume.mfu)
+            floor += prefill / (peak * assume.mfu)
+            for s in range(how.steps):
+                cached = width + (s + 1) * how.fed
+                step = (shape.linear_flops(b * how.fed) + shape.attention_flops(b * how.fed * cached)
+                        + shape.head_flops(b * how.reads))
+                moved = weights + shape.kv_bytes(b * cached, dtype)
+                flops += step
+                seconds = max(step / (peak * step_mfu), moved / device.bandwidth)
+                compute += seconds
+                floor += seconds if how.exact else 0.0
+            act = read * width * size * (assume.act_hidden * shape.hidden + assume.act_intermediate * shape.intermediate)
+            # the cache grows by concatenation: at the last step the old and the grown copy coexist
+            peak_work = max(peak_work, act + 2 * shape.kv_bytes(b * (width + how.steps * how.fed), dtype)
+                            + b * how.reads * shape.vocab * 8.0)
     device_bytes = weights + peak_work
+    steps = max(how.steps for how in modes.values())
+    notes = [f"free sequences counted at max_new_tokens = {how.steps} steps (an upper bound)"
+             for how in modes.values() if not how.exact]
 
-    # the generations table: every sequence's text runs to the step bound
+    # the generations table: a constrained sequence holds n_flips flips and their per-step
+    # log-probabilities; a free one is counted at the step bound (its text is the model's)
     rng = np.random.default_rng(0)
     words = list(params.get("symbols", ["Heads", "Tails"]))
-    flips = max(1, steps // 2)
     from iclscope import provenance
 
     meta = provenance.metadata("generations", params, seed=0, model=card,
                                extra={"symbols": words, "inputs": sorted(set(texts))})
     meta[provenance.PREFIX + "command"] = command
 
-    def table_rows():
-        for row, text in zip(rows, texts):
-            for sample in range(n_samples):
-                drawn = rng.integers(0, 2, flips)
-                yield {"prompt_id": row["prompt_id"], "p_tails": row["prompt_id"], "sample": sample,
-                       "raw": ", ".join(words[i] for i in drawn) + "]", "flips": "".join(map(str, drawn)),
-                       "parsed": True, "n_tokens": steps, "forced_flips": "0", "n_clean": flips, "clean": True,
-                       "rendered_prompt": text}
+    def table_rows(shortest: bool = False):
+        """Rows like the run's; a free sequence at half its step bound in flips (one flip
+        when ``shortest``: the floor of what it can write)."""
+        for mode, how in modes.items():
+            mode_steps, fed, exact = how.steps, how.fed, how.exact
+            flips = mode_steps if mode == "constrained" else (1 if shortest else max(1, mode_steps // 2))
+            for row, text in zip(rows, texts):
+                for sample in range(n_samples):
+                    drawn = rng.integers(0, 2, flips)
+                    per_step = [rng.uniform(-5, 0, flips).astype(np.float32).tolist() for _ in range(2)] \
+                        if mode == "constrained" else [[], []]
+                    yield {"prompt_id": row["prompt_id"], "p_tails": row["prompt_id"], "sample": sample,
+                           "raw": ", ".join(words[i] for i in drawn) + ("" if exact else "]"),
+                           "flips": "".join(map(str, drawn)), "parsed": True, "n_tokens": mode_steps * fed,
+                           "forced_flips": "0", "n_clean": flips, "clean": True, "rendered_prompt": text,
+                           "mode": mode, "step_logp_first": per_step[0], "step_logp_second": per_step[1],
+                           "step_p_second": [float(np.exp(x)) for x in per_step[1]]}
 
-    n_rows = len(rows) * n_samples
+    n_rows = len(rows) * n_samples * len(modes)
     output = {"generations": table_bytes(contracts.GENERATIONS, table_rows(), n_rows, meta)} if sizes else {}
+    bounded = not all(how.exact for how in modes.values())
+    output_floor = (table_bytes(contracts.GENERATIONS, table_rows(shortest=True), n_rows, meta)
+                    if sizes and bounded else None)
     held = n_rows * (assume.row_host_bytes + steps * 8.0)
     host = assume.base_host_bytes + held + (device_bytes if device.kind == "cpu"
                                             else assume.cuda_host_bytes)
@@ -331,11 +402,15 @@ def plan_generate(shape: ModelShape, tokenizer: Any, rows: Sequence[Mapping[str,
     seconds = assume.startup_seconds + load + compute
     return JobPlan(
         model=model, job="generate", task=GENERATION_TASK, shard="1/1", device=device.name, dtype=dtype,
-        prompts=n_rows, distinct_prompts=len(rows), prompt_tokens=sum(lengths), branch_tokens=0,
-        padded_tokens=padded + n_rows * steps, batches=len(batches), head_rows=n_rows * (steps + 1),
+        prompts=n_rows, distinct_prompts=len(rows), prompt_tokens=n_samples * sum(lengths), branch_tokens=0,
+        padded_tokens=padded + sum(len(requests) * how.steps * how.fed for how in modes.values()),
+        batches=len(batches) * len(modes),
+        head_rows=sum(len(requests) * (how.steps * how.reads + 1) for how in modes.values()),
         flops=flops, device_bytes=device_bytes, host_bytes=host, output_bytes=output, seconds=seconds,
         device_memory=device.memory_bytes,
         parts={"weights_bytes": weights, "work_bytes": peak_work, "held_bytes": held,
                "startup_s": assume.startup_seconds, "load_s": load, "compute_s": compute},
-        notes=[f"every sequence counted at max_new_tokens = {steps} steps (an upper bound)"],
+        notes=notes,
+        seconds_floor=assume.startup_seconds + load + floor if bounded else None,
+        output_bytes_floor=output_floor,
     )

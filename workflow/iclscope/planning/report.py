@@ -112,8 +112,13 @@ def against(plans: Sequence[JobPlan], results: str | Path) -> list[dict[str, Any
             ("bytes", planned_bytes[(p.model, p.task)] if written is not None else None, written),
         ):
             ratio = estimate / value if estimate is not None and value else None
-            row[key] = {"estimate": estimate, "measured": value, "ratio": ratio,
-                        "within": None if ratio is None else abs(ratio - 1) <= TOLERANCE[key]}
+            within = None if ratio is None else abs(ratio - 1) <= TOLERANCE[key]
+            floor = {"seconds": p.seconds_floor, "bytes": p.output_bytes_floor}.get(key)
+            if ratio is not None and floor is not None:
+                # an upper bound holds when the run took no longer, nor less than its exact part
+                within = floor / (1 + TOLERANCE[key]) <= value <= estimate * (1 + TOLERANCE[key])
+            row[key] = {"estimate": estimate, "measured": value, "ratio": ratio, "within": within,
+                        "bound": floor is not None}
         rows.append(row)
     return rows
 
@@ -127,7 +132,7 @@ def format_against(rows: Sequence[Mapping[str, Any]], results: str | Path) -> st
     def pair(cell: Mapping[str, Any], scale: float, fmt: str) -> tuple[str, str]:
         if cell["ratio"] is None:
             return "-", "-"
-        mark = "" if cell["within"] else " !"
+        mark = ("" if cell["within"] else " !") + (" (bound)" if cell.get("bound") else "")
         return (f"{fmt.format(cell['estimate'] / scale)}/{fmt.format(cell['measured'] / scale)}",
                 f"{cell['ratio']:.2f}{mark}")
 
@@ -150,7 +155,7 @@ def markdown_against(rows: Sequence[Mapping[str, Any]]) -> str:
     def cell(c: Mapping[str, Any], scale: float, unit: str, fmt: str) -> str:
         if c["ratio"] is None:
             return "-"
-        mark = "" if c["within"] else " (outside)"
+        mark = ("" if c["within"] else " (outside)") + (" (an upper bound)" if c.get("bound") else "")
         return (f"{fmt.format(c['estimate'] / scale)} / {fmt.format(c['measured'] / scale)} {unit}: "
                 f"{c['ratio']:.2f}{mark}")
 

@@ -7,9 +7,19 @@ table (see :mod:`iclscope.tasks.common`) with these extra columns:
 task                   extra columns
 =====================  ==========================================================
 binary_generation      p_tails (float64), system (string, nullable)
-binary_judgment        concept, length (int32), sample (int32), flips
-binary_continuation    concept, rotation (int32), length (int32), flips, max_depth (int32)
+binary_judgment        concept, length (int32), sample (int32), flips, variant (int32),
+                       symbols (list<str>)
+binary_continuation    concept, rotation (int32), length (int32), flips, max_depth (int32),
+                       symbols (list<str>), variant (int32)
 =====================  ==========================================================
+
+Judgment and continuation prompts come in replicate variants that change what should not
+matter: every symbol pair (``binary.symbols`` first, then ``binary.replicates.symbols``)
+with every prompt template (the task's ``prompt``, then its ``prompt_variants``); variant
+``v`` = pair index x templates + template index. They are the units a transition's
+interval resamples: a judgment concept's curve has one unit per variant (``sample`` = the
+variant), a continuation concept's one per (rotation, variant); the judgment's random
+controls are units themselves (sample s is written in variant s mod the variants).
 
 Flips are strings of ``'0'``/``'1'``; flip 0 is written ``symbols[0]`` (default
 ``Heads``), flip 1 ``symbols[1]`` (``Tails``), joined by ``separator`` (``", "``).
@@ -99,23 +109,47 @@ def rotation_duplicates(concepts: Sequence[str]) -> list[tuple[str, str]]:
 
 def _symbols(cfg: Mapping[str, Any]) -> tuple[tuple[str, str], str]:
     """Validated ``(symbols, separator)``."""
-    symbols = cfg["symbols"]
     separator = cfg["separator"]
     if not isinstance(separator, str):
         raise TaskError(f"binary.separator must be a string, got {separator!r}")
+    return _pair(cfg["symbols"], separator, "binary.symbols"), separator
+
+
+def _pair(symbols: Any, separator: str, key: str) -> tuple[str, str]:
     if (
         not isinstance(symbols, (list, tuple))
         or len(symbols) != 2
         or not all(isinstance(s, str) and s for s in symbols)
     ):
-        raise TaskError(f"binary.symbols must be two non-empty strings, got {symbols!r}")
+        raise TaskError(f"{key} must be two non-empty strings, got {symbols!r}")
     if symbols[0] == symbols[1]:
-        raise TaskError(f"binary.symbols must differ, got two times {symbols[0]!r}")
+        raise TaskError(f"{key} must differ, got two times {symbols[0]!r}")
     for s in symbols:
         # a separator inside a symbol would make the rendered sequence ambiguous
         if separator and separator in s:
-            raise TaskError(f"binary.symbols: {s!r} contains the separator {separator!r}")
-    return (symbols[0], symbols[1]), separator
+            raise TaskError(f"{key}: {s!r} contains the separator {separator!r}")
+    return symbols[0], symbols[1]
+
+
+def replicate_variants(cfg: Mapping[str, Any], task: str) -> list[tuple[int, tuple[str, str], str]]:
+    """``(variant, symbols, template)`` of every replicate of ``task`` (``judgment`` or
+    ``continuation``): each symbol pair (``binary.symbols``, then the distinct pairs of
+    ``binary.replicates.symbols``) with each template (``binary.<task>.prompt``, then
+    ``binary.<task>.prompt_variants``)."""
+    cfg = with_defaults("binary", cfg)
+    (first, separator) = _symbols(cfg)
+    pairs = [first]
+    for k, pair in enumerate((cfg.get("replicates") or {}).get("symbols", [])):
+        checked = _pair(pair, separator, f"binary.replicates.symbols[{k}]")
+        if checked not in pairs:
+            pairs.append(checked)
+    task_cfg = cfg[task]
+    templates = [task_cfg["prompt"], *task_cfg.get("prompt_variants", [])]
+    for k, template in enumerate(templates[1:]):
+        if not isinstance(template, str) or "{flips}" not in template:
+            raise TaskError(f"binary.{task}.prompt_variants[{k}] must be a template with {{flips}}, got {template!r}")
+    return [(i * len(templates) + j, pair, template)
+            for i, pair in enumerate(pairs) for j, template in enumerate(templates)]
 
 
 def _positive_int(value: Any, key: str) -> int:
@@ -226,14 +260,16 @@ def _flip_prompt(
 
 
 def build_judgment(cfg: Mapping[str, Any], seed: int) -> pa.Table:
-    """A3: each concept repeated to each length, plus ``n_random`` Bernoulli(0.5) controls
-    per length (concept ``"random"``).
+    """A3: each concept repeated to each length in every replicate variant, plus
+    ``n_random`` Bernoulli(0.5) controls per length (concept ``"random"``).
 
-    Extra columns: ``concept``, ``length`` (int32), ``sample`` (int32; 0 for concepts),
-    ``flips`` (0/1 string). Condition = concept. Spans ``sequence`` and ``flip_{t}``.
+    Extra columns: ``concept``, ``length`` (int32), ``sample`` (int32; a concept's variant,
+    a control's draw), ``flips`` (0/1 string), ``variant`` (int32), ``symbols``. Condition =
+    concept. Spans ``sequence`` and ``flip_{t}``.
     """
     cfg = with_defaults("binary", cfg)
-    symbols, separator = _symbols(cfg)
+    _, separator = _symbols(cfg)
+    variants = replicate_variants(cfg, "judgment")
     jud = cfg["judgment"]
     concepts = _concepts(jud["concepts"], "binary.judgment.concepts")
     lengths = _lengths(jud["lengths"], "binary.judgment.lengths")
@@ -242,13 +278,16 @@ def build_judgment(cfg: Mapping[str, Any], seed: int) -> pa.Table:
         raise TaskError(
             f"binary.judgment.n_random must be a non-negative integer, got {n_random!r}"
         )
-    items = [(c, L, 0, repeat_concept(c, L)) for c in concepts for L in lengths]
+    # a concept's units are its variants (sample = variant); a random control is a unit itself
+    items = [(c, L, v, v, repeat_concept(c, L)) for c in concepts for L in lengths for v, _, _ in variants]
     items += [
-        (RANDOM_CONCEPT, L, s, random_flips(seed, L, s)) for L in lengths for s in range(n_random)
+        (RANDOM_CONCEPT, L, s, s % len(variants), random_flips(seed, L, s))
+        for L in lengths for s in range(n_random)
     ]
     records = []
-    for concept, length, sample, flips in items:
-        prompt = _flip_prompt(jud["prompt"], flips, symbols, separator, "binary.judgment.prompt")
+    for concept, length, sample, variant, flips in items:
+        _, symbols, template = variants[variant]
+        prompt = _flip_prompt(template, flips, symbols, separator, "binary.judgment.prompt")
         records.append(
             {
                 "prompt_id": f"binary_judgment:{concept}:L{length:04d}:s{sample:02d}",
@@ -261,6 +300,8 @@ def build_judgment(cfg: Mapping[str, Any], seed: int) -> pa.Table:
                 "length": length,
                 "sample": sample,
                 "flips": flips,
+                "variant": variant,
+                "symbols": list(symbols),
             }
         )
     extra = [
@@ -268,12 +309,15 @@ def build_judgment(cfg: Mapping[str, Any], seed: int) -> pa.Table:
         pa.field("length", pa.int32(), nullable=False),
         pa.field("sample", pa.int32(), nullable=False),
         pa.field("flips", pa.string(), nullable=False),
+        pa.field("variant", pa.int32(), nullable=False),
+        pa.field("symbols", pa.list_(pa.string()), nullable=False),
     ]
     return task_table(records, extra)
 
 
 def build_continuation(cfg: Mapping[str, Any], seed: int) -> pa.Table:
-    """A4: each concept at each phase rotation, repeated to ``max_length`` flips.
+    """A4: each concept at each phase rotation in every replicate variant, repeated to
+    ``max_length`` flips.
 
     The analysis averages (and sums) over phase rotations, so concepts that are rotations of
     each other are refused (:func:`rotation_duplicates`).
@@ -284,11 +328,12 @@ def build_continuation(cfg: Mapping[str, Any], seed: int) -> pa.Table:
 
     Extra columns: ``concept``, ``rotation`` (int32), ``length`` (int32, = max_length),
     ``flips``, ``max_depth`` (int32), ``symbols`` (list<str>: how 0 and 1 are written,
-    the candidates read before every flip). Condition = concept. Spans ``sequence``,
-    ``flip_{t}``.
+    the candidates read before every flip), ``variant`` (int32). Condition = concept.
+    Spans ``sequence``, ``flip_{t}``.
     """
     cfg = with_defaults("binary", cfg)
-    symbols, separator = _symbols(cfg)
+    _, separator = _symbols(cfg)
+    variants = replicate_variants(cfg, "continuation")
     con = cfg["continuation"]
     concepts = _concepts(con["concepts"], "binary.continuation.concepts", rotations=True)
     max_length = _positive_int(con["max_length"], "binary.continuation.max_length")
@@ -297,25 +342,25 @@ def build_continuation(cfg: Mapping[str, Any], seed: int) -> pa.Table:
     for concept in concepts:
         for rotation in range(len(concept)):
             flips = repeat_concept(concept, max_length, rotation)
-            prompt = _flip_prompt(
-                con["prompt"], flips, symbols, separator, "binary.continuation.prompt"
-            )
-            records.append(
-                {
-                    "prompt_id": f"binary_continuation:{concept}:r{rotation:02d}",
-                    "task": "binary_continuation",
-                    "condition": concept,
-                    "n_shots": 0,
-                    "text": prompt.text,
-                    "spans": list(prompt.spans),
-                    "concept": concept,
-                    "rotation": rotation,
-                    "length": max_length,
-                    "flips": flips,
-                    "max_depth": max_depth,
-                    "symbols": list(symbols),
-                }
-            )
+            for variant, symbols, template in variants:
+                prompt = _flip_prompt(template, flips, symbols, separator, "binary.continuation.prompt")
+                records.append(
+                    {
+                        "prompt_id": f"binary_continuation:{concept}:r{rotation:02d}:v{variant:02d}",
+                        "task": "binary_continuation",
+                        "condition": concept,
+                        "n_shots": 0,
+                        "text": prompt.text,
+                        "spans": list(prompt.spans),
+                        "concept": concept,
+                        "rotation": rotation,
+                        "length": max_length,
+                        "flips": flips,
+                        "max_depth": max_depth,
+                        "symbols": list(symbols),
+                        "variant": variant,
+                    }
+                )
     extra = [
         pa.field("concept", pa.string(), nullable=False),
         pa.field("rotation", pa.int32(), nullable=False),
@@ -323,5 +368,6 @@ def build_continuation(cfg: Mapping[str, Any], seed: int) -> pa.Table:
         pa.field("flips", pa.string(), nullable=False),
         pa.field("max_depth", pa.int32(), nullable=False),
         pa.field("symbols", pa.list_(pa.string()), nullable=False),
+        pa.field("variant", pa.int32(), nullable=False),
     ]
     return task_table(records, extra)

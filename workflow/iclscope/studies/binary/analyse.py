@@ -18,7 +18,7 @@ from iclscope import contracts, progress, provenance
 from iclscope.analysis import baselines as bl
 from iclscope.analysis import binary_metrics as bm
 from iclscope.analysis.candidates import restricted_log_softmax
-from iclscope.analysis.model_selection import curve_selection
+from iclscope.analysis.model_selection import MIN_INTERVAL_UNITS, curve_selection
 from iclscope.analysis.stats import bootstrap_ci
 from iclscope.seeding import rng
 from iclscope.studies.binary.settings import (
@@ -125,21 +125,25 @@ def judgment_summary(judgment: pd.DataFrame, seed: int, n_boot: int = 1000, leve
 
 
 def continuation_curves(readouts: pd.DataFrame, tasks: pd.DataFrame, max_depth: int) -> pd.DataFrame:
-    """P(the next d flips continue the concept | first n flips), per prompt (rotation).
+    """P(the next d flips continue the concept | first n flips), per prompt (rotation and
+    replicate variant).
 
     ``readouts``: rows with readout ``flip_t`` (t = 1..length), candidates ``0`` / ``1``,
     ``logprob`` = log P(symbol as flip t | prompt, flips 1..t-1). ``tasks``: the
-    ``binary_continuation`` table (prompt_id, concept, rotation, flips).
+    ``binary_continuation`` table (prompt_id, concept, rotation, flips; ``variant``, 0
+    where absent).
     With q_t from :func:`restricted_log_q`, P(continue d | |x| = n) = prod_{t=n+1}^{n+d} q_t for
     n = 0..len(flips) - d and d = 1..min(max_depth, len(flips)) (from cumulative sums of log q).
-    Returns columns concept, rotation, length (= n), depth, p_continue, prompt_id.
+    Returns columns concept, rotation, variant, length (= n), depth, p_continue, prompt_id.
     A prompt without readouts is dropped with a warning; one missing some flip raises ValueError.
     """
     _require(readouts, ["prompt_id", "readout", "candidate", "logprob"], "continuation readouts")
     _require(tasks, ["prompt_id", "concept", "rotation", "flips"], "continuation tasks")
     if not isinstance(max_depth, (int, np.integer)) or max_depth < 1:
         raise ValueError(f"max_depth must be a positive int, got {max_depth!r}")
-    cols = ["concept", "rotation", "length", "depth", "p_continue", "prompt_id"]
+    cols = ["concept", "rotation", "variant", "length", "depth", "p_continue", "prompt_id"]
+    if "variant" not in tasks.columns:
+        tasks = tasks.assign(variant=0)
     t = readouts["readout"].map(contracts.flip_index)
     reads = readouts[t.notna()].assign(t=t[t.notna()].astype(int))
     by_prompt = {pid: g for pid, g in reads.groupby("prompt_id", sort=False)}
@@ -159,35 +163,43 @@ def continuation_curves(readouts: pd.DataFrame, tasks: pd.DataFrame, max_depth: 
         for d in range(1, min(int(max_depth), n) + 1):
             lengths = np.arange(0, n - d + 1)
             parts.append(pd.DataFrame({
-                "concept": row.concept, "rotation": int(row.rotation), "length": lengths, "depth": d,
+                "concept": row.concept, "rotation": int(row.rotation), "variant": int(row.variant),
+                "length": lengths, "depth": d,
                 "p_continue": np.exp(csum[lengths + d] - csum[lengths]), "prompt_id": row.prompt_id,
             }))
     if not parts:
-        dtypes = ["object", "int32", "int32", "int32", "float64", "object"]
+        dtypes = ["object", "int32", "int32", "int32", "int32", "float64", "object"]
         return pd.DataFrame({c: pd.Series(dtype=dt) for c, dt in zip(cols, dtypes)})
     out = pd.concat(parts, ignore_index=True)
-    return out.astype({"rotation": "int32", "length": "int32", "depth": "int32"})[cols]
+    return out.astype({"rotation": "int32", "variant": "int32", "length": "int32", "depth": "int32"})[cols]
 
 
 def combine_rotations(curves: pd.DataFrame) -> pd.DataFrame:
-    """Combine a concept's phase rotations at each (|x|, depth).
+    """Combine a concept's units (phase rotations x replicate variants) at each (|x|, depth).
 
     Each rotation is a different sequence of the same concept, so the rotations are
-    averaged at equal |x|: p_continue = mean over rotations (the probability under a phase
-    drawn uniformly); p_continue_sum = the sum (the paper's "summed over phase rotations",
-    = k x mean when all k rotations are present); min / max over rotations; n_rotations.
+    averaged at equal |x|: p_continue = mean over units (the probability under a phase and
+    a variant drawn uniformly); p_continue_sum = the sum over rotations (the paper's "summed
+    over phase rotations", = k x mean when all k rotations are present), averaged over the
+    variants; min / max over units; n_rotations, n_units.
     ``curves``: output of :func:`continuation_curves`. Returns the ``continuation`` table.
     """
     if curves.empty:
         return contracts.CONTINUATION.empty_table().to_pandas()
-    g = curves.groupby(["concept", "length", "depth"], sort=True)["p_continue"]
-    out = g.agg(p_continue="mean", p_continue_sum="sum", p_continue_min="min", p_continue_max="max",
-                n_rotations="count").reset_index()
+    if "variant" not in curves.columns:
+        curves = curves.assign(variant=0)
+    keys = ["concept", "length", "depth"]
+    g = curves.groupby(keys, sort=True)
+    out = g["p_continue"].agg(p_continue="mean", p_continue_min="min", p_continue_max="max",
+                              n_units="count").reset_index()
+    summed = curves.groupby([*keys, "variant"], sort=True)["p_continue"].sum().groupby(level=keys).mean()
+    out["p_continue_sum"] = summed.to_numpy()
+    out["n_rotations"] = g["rotation"].nunique().to_numpy()
     incomplete = out.loc[out["n_rotations"] != out["concept"].str.len(), "concept"].unique()
     if len(incomplete):
         log.warning("continuation: concepts %s lack some phase rotations; averaged over those present",
                     list(incomplete))
-    out = out.astype({"length": "int32", "depth": "int32", "n_rotations": "int32"})
+    out = out.astype({"length": "int32", "depth": "int32", "n_rotations": "int32", "n_units": "int32"})
     return _frame(contracts.CONTINUATION, out)
 
 
@@ -245,11 +257,11 @@ def crop_generations(
     return kept[["p_tails", "sample", "flips", "forced_flips"]], counts.astype({c: "int32" for c in ints})
 
 
-def metrics_frame(seqs: pd.DataFrame, source: str, windows: Sequence[int]) -> pd.DataFrame:
+def metrics_frame(seqs: pd.DataFrame, source: str, windows: Sequence[int], mode: str = "free") -> pd.DataFrame:
     """:func:`binary_metrics.sequence_metrics` of every row of ``seqs`` (p_tails, sample, flips,
     optional forced_flips: kept as a column, never part of the metrics).
 
-    Returns the ``generation_metrics`` columns with ``source`` set to ``source``; ``repeats_w{w}``
+    Returns the ``generation_metrics`` columns with ``source`` and ``mode`` set; ``repeats_w{w}``
     are nullable Int32 (missing where w >= the sequence length).
     """
     schema = contracts.binary_generation_metrics_schema(tuple(windows))
@@ -258,7 +270,7 @@ def metrics_frame(seqs: pd.DataFrame, source: str, windows: Sequence[int]) -> pd
     forced = seqs["forced_flips"] if "forced_flips" in seqs.columns else [None] * len(seqs)
     rows = [
         {"source": source, "p_tails": float(p), "sample": int(s), "flips": f, **bm.sequence_metrics(f, windows),
-         "forced_flips": ff}
+         "forced_flips": ff, "mode": mode}
         for p, s, f, ff in zip(seqs["p_tails"], seqs["sample"], seqs["flips"], forced)
     ]
     df = pd.DataFrame(rows)
@@ -275,64 +287,135 @@ def analyse_generations(
     levenshtein: str = "normalized",
     parse: str = "first_letter",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Randomness metrics of the model's sequences and of fitted baselines' samples (A1, A2).
+    """Randomness metrics of the model's sequences and of fitted baselines' samples (A1, A2),
+    for each generation mode apart (column ``mode``; a table without one is ``free``).
 
-    Per p_tails: crop (:func:`crop_generations` with ``parse``), fit every baseline to the used sequences
-    (:func:`baselines.compare_baselines`, log-likelihood of the model's sequences under each),
-    draw n_used sequences of n_flips flips from each fitted baseline with
-    ``rng(seed, "baseline", name, p_tails)`` and compute the same metrics, plus the mean
-    pairwise Levenshtein ratio of each set.
+    Per mode and p_tails: crop (:func:`crop_generations` with ``parse``), fit every baseline to
+    the used sequences (:func:`baselines.compare_baselines`, log-likelihood of the model's
+    sequences under each), draw n_used sequences of n_flips flips from each fitted baseline with
+    ``rng(seed, "baseline", name, p_tails)`` (and the mode, for constrained) and compute the
+    same metrics, plus the mean pairwise Levenshtein ratio of each set. For constrained
+    sequences every baseline is also fitted to the model's per-step probabilities
+    (:func:`baselines.compare_baselines_on_probs`: the ``prob_*`` columns).
     Returns (generation_metrics, baselines) as documented in the module docstring.
     """
-    kept, counts = crop_generations(generations, n_flips, parse)
+    if "mode" not in generations.columns:
+        generations = generations.assign(mode="free")
+    present = set(generations["mode"])
     windows = tuple(int(w) for w in windows)
-    metric_parts = [metrics_frame(kept, MODEL, windows)]
+    metric_parts, rows = [], []
+    for mode in [m for m in contracts.GENERATION_MODES if m in present]:
+        part = generations[generations["mode"] == mode]
+        metrics, baselines = _analyse_mode(part, mode, n_flips, seed, windows, levenshtein, parse)
+        metric_parts.append(metrics)
+        rows += baselines
+    schema = contracts.binary_generation_metrics_schema(windows)
+    kept = [m for m in metric_parts if not m.empty]
+    metrics = pd.concat(kept, ignore_index=True) if kept else schema.empty_table().to_pandas()
+    return _frame(schema, metrics), _frame(contracts.BINARY_BASELINES, rows)
+
+
+def _step_probs(part: pd.DataFrame, n_flips: int) -> dict[tuple[float, int], np.ndarray]:
+    """(p_tails, sample) -> the first ``n_flips`` per-step probabilities of the second symbol."""
+    if "step_p_second" not in part.columns:
+        return {}
+    return {(float(p), int(s)): np.asarray(list(q)[:n_flips], dtype=float)
+            for p, s, q in zip(part["p_tails"], part["sample"], part["step_p_second"]) if q is not None and len(q)}
+
+
+def _analyse_mode(part: pd.DataFrame, mode: str, n_flips: int, seed: int, windows: tuple[int, ...],
+                  levenshtein: str, parse: str) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """:func:`analyse_generations` for the sequences of one mode."""
+    kept, counts = crop_generations(part, n_flips, parse)
+    probs = _step_probs(part, n_flips) if mode == "constrained" else {}
+    metric_parts = [metrics_frame(kept, MODEL, windows, mode)]
     rows: list[dict[str, Any]] = []
     nan = float("nan")
+    no_probs = {"prob_params": None, "prob_cross_entropy": nan, "prob_kl": nan, "prob_mae": nan, "prob_kl_rank": None}
     for c in counts.itertuples(index=False):
         p = float(c.p_tails)
-        seqs = kept.loc[kept["p_tails"] == p, "flips"].tolist()
+        used = kept[kept["p_tails"] == p]
+        seqs = used["flips"].tolist()
         base = {"p_tails": p, "n_total": c.n_total, "n_short": c.n_short, "n_unparsed": c.n_unparsed,
                 "n_used": c.n_used, "n_flips": int(n_flips), "parse": parse, "n_clean": c.n_clean,
-                "n_used_strict": c.n_used_strict, "n_used_first_letter": c.n_used_first_letter}
-        rows.append({**base, "source": MODEL, "params": "", "n_params": 0, "loglik": nan, "loglik_per_flip": nan,
-                     "bic": nan, "bic_rank": 0, "delta_bic": nan,
+                "n_used_strict": c.n_used_strict, "n_used_first_letter": c.n_used_first_letter, "mode": mode}
+        rows.append({**base, **no_probs, "source": MODEL, "params": "", "n_params": 0, "loglik": nan,
+                     "loglik_per_flip": nan, "bic": nan, "bic_rank": 0, "delta_bic": nan,
                      "mean_levenshtein": bm.mean_pairwise_levenshtein(seqs, levenshtein)})
         if not seqs:
-            log.warning("generation p_tails=%g: no sequence with %d flips; baselines not fitted", p, n_flips)
+            log.warning("generation (%s) p_tails=%g: no sequence with %d flips; baselines not fitted", mode, p,
+                        n_flips)
             for name, cls in bl.BASELINES.items():
-                rows.append({**base, "source": name, "params": "", "n_params": cls.n_params, "loglik": nan,
-                             "loglik_per_flip": nan, "bic": nan, "bic_rank": 0, "delta_bic": nan,
+                rows.append({**base, **no_probs, "source": name, "params": "", "n_params": cls.n_params,
+                             "loglik": nan, "loglik_per_flip": nan, "bic": nan, "bic_rank": 0, "delta_bic": nan,
                              "mean_levenshtein": nan})
             continue
         fits = bl.compare_baselines(seqs)
         best = min(f["bic"] for f in fits)
+        on_probs = {}
+        step = [probs.get((p, int(s))) for s in used["sample"]]
+        if probs and all(q is not None and len(q) == len(f) for q, f in zip(step, seqs)):
+            on_probs = {r["baseline"]: r for r in bl.compare_baselines_on_probs(seqs, step)}
         for fit in fits:
             name = fit["baseline"]
             model = bl.BASELINES[name](**fit["params"])
-            drawn = model.sample(len(seqs), int(n_flips), rng(seed, "baseline", name, p))
+            keys = ("baseline", name, p) if mode == "free" else ("baseline", name, p, mode)
+            drawn = model.sample(len(seqs), int(n_flips), rng(seed, *keys))
             strings = [bm.to_string(x) for x in drawn]
             sampled = pd.DataFrame({"p_tails": p, "sample": np.arange(len(strings)), "flips": strings})
-            metric_parts.append(metrics_frame(sampled, name, windows))
-            rows.append({**base, "source": name, "params": json.dumps(fit["params"], sort_keys=True),
+            metric_parts.append(metrics_frame(sampled, name, windows, mode))
+            fitted = on_probs.get(name)
+            prob = no_probs if fitted is None else {
+                "prob_params": json.dumps(fitted["params"], sort_keys=True),
+                "prob_cross_entropy": fitted["cross_entropy"], "prob_kl": fitted["kl"], "prob_mae": fitted["mae"],
+                "prob_kl_rank": fitted["kl_rank"]}
+            rows.append({**base, **prob, "source": name, "params": json.dumps(fit["params"], sort_keys=True),
                          "n_params": fit["n_params"], "loglik": fit["loglik"],
                          "loglik_per_flip": fit["loglik_per_flip"], "bic": fit["bic"],
                          "bic_rank": fit["bic_rank"], "delta_bic": fit["bic"] - best,
                          "mean_levenshtein": bm.mean_pairwise_levenshtein(strings, levenshtein)})
     if kept.empty:
-        log.warning("generation: no sequence has %d parsed flips; metrics tables are empty", n_flips)
-    schema = contracts.binary_generation_metrics_schema(windows)
-    metrics = pd.concat([m for m in metric_parts if not m.empty], ignore_index=True) if any(
-        not m.empty for m in metric_parts) else schema.empty_table().to_pandas()
-    return _frame(schema, metrics), _frame(contracts.BINARY_BASELINES, rows)
+        log.warning("generation (%s): no sequence has %d parsed flips; metrics tables are empty", mode, n_flips)
+    parts = [m for m in metric_parts if not m.empty]
+    return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()), rows
+
+
+def generation_steps(generations: pd.DataFrame, n_flips: int) -> pd.DataFrame:
+    """One row per generated flip of the constrained sequences (:data:`contracts.GENERATION_STEPS`):
+    the model's probability of the second symbol at that step, and the history it saw (the
+    prompt's own flips first): the run it ends with, its fraction of second symbols, and
+    ``p_same``, the probability of continuing that run (below ``p_same`` of short runs for
+    long ones: the gambler's fallacy; above: a hot hand)."""
+    if "mode" not in generations.columns:
+        return contracts.GENERATION_STEPS.empty_table().to_pandas()
+    part = generations[generations["mode"] == "constrained"].sort_values(["p_tails", "sample"], kind="stable")
+    rows = []
+    for p, s, forced, flips, q in zip(part["p_tails"], part["sample"], part["forced_flips"], part["flips"],
+                                       part["step_p_second"]):
+        history = [int(c) for c in (forced or "")]
+        for t, (flip, p_second) in enumerate(zip(str(flips)[:n_flips], list(q)[:n_flips]), start=1):
+            if history:
+                symbol, run = history[-1], 1
+                while run < len(history) and history[-1 - run] == symbol:
+                    run += 1
+                mean = float(np.mean(history))
+                same = float(p_second) if symbol == 1 else 1.0 - float(p_second)
+            else:  # nothing seen yet: no run to continue
+                symbol, run, mean, same = -1, 0, float("nan"), float("nan")
+            rows.append({"p_tails": float(p), "sample": int(s), "step": t, "flip": int(flip),
+                         "p_second": float(p_second), "run_symbol": symbol, "run_length": run,
+                         "running_mean": mean, "p_same": same})
+            history.append(int(flip))
+    return _frame(contracts.GENERATION_STEPS, rows)
 
 
 # --------------------------------------------------------------------------- A5 model selection
 
 
-def judgment_selection(judgment: pd.DataFrame, seed: int, n_boot: int = 1000, level: float = 0.95) -> pd.DataFrame:
-    """Model selection of every judgment curve: each concept (k = len(concept), residual
-    bootstrap) and the random controls (``lm`` row only, bootstrap over samples).
+def judgment_selection(judgment: pd.DataFrame, seed: int, n_boot: int = 1000, level: float = 0.95,
+                       min_units: int = MIN_INTERVAL_UNITS) -> pd.DataFrame:
+    """Model selection of every judgment curve: each concept (k = len(concept); units: its
+    replicate variants) and the random controls (``lm`` row only; units: the samples).
 
     ``judgment``: output of :func:`p_random`. Seeds: ``rng(seed, "model_selection",
     "judgment", concept)``.
@@ -347,28 +430,30 @@ def judgment_selection(judgment: pd.DataFrame, seed: int, n_boot: int = 1000, le
         k = 0 if concept == RANDOM else len(concept)
         gen = rng(seed, "model_selection", "judgment", concept)
         rows += curve_selection("judgment", str(concept), wide.columns.to_numpy(float), wide.to_numpy(float),
-                                k, 0, gen, n_boot, level)
+                                k, 0, gen, n_boot, level, min_units=min_units)
     return _selection_frame(rows)
 
 
 def continuation_selection(
-    curves: pd.DataFrame, seed: int, n_boot: int = 1000, level: float = 0.95
+    curves: pd.DataFrame, seed: int, n_boot: int = 1000, level: float = 0.95, min_units: int = MIN_INTERVAL_UNITS
 ) -> pd.DataFrame:
-    """Model selection of every continuation curve (concept x depth), bootstrap over rotations.
+    """Model selection of every continuation curve (concept x depth), bootstrap over units
+    (phase rotations x replicate variants).
 
-    ``curves``: per-rotation output of :func:`continuation_curves`. Seeds:
+    ``curves``: per-prompt output of :func:`continuation_curves`. Seeds:
     ``rng(seed, "model_selection", "continuation", concept, depth)``.
     """
     rows: list[dict[str, Any]] = []
     groups = curves.groupby(["concept", "depth"], sort=True)
     for (concept, depth), g in progress.track(groups, groups.ngroups, "bootstrap continuation curves", unit="curve"):
-        wide = g.pivot_table(index="rotation", columns="length", values="p_continue", aggfunc="mean")
+        units = ["rotation", "variant"] if "variant" in g.columns else ["rotation"]
+        wide = g.pivot_table(index=units, columns="length", values="p_continue", aggfunc="mean")
         wide = wide.dropna(axis=1).sort_index(axis=1)
         if wide.shape[1] == 0:
             continue
         gen = rng(seed, "model_selection", "continuation", concept, int(depth))
         rows += curve_selection("continuation", str(concept), wide.columns.to_numpy(float), wide.to_numpy(float),
-                                len(concept), int(depth), gen, n_boot, level)
+                                len(concept), int(depth), gen, n_boot, level, min_units=min_units)
     return _selection_frame(rows)
 
 
@@ -413,10 +498,11 @@ def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[
     n_boot, level = int(settings["n_boot"]), float(settings["ci_level"])
 
     generations = _read(inputs["generations"], "generations",
-                        ["prompt_id", "p_tails", "sample", "flips", "parsed", "forced_flips", "n_clean", "clean"])
-    metrics, baselines = analyse_generations(generations, int(cfg["generation"]["n_flips"]), seed,
-                                             settings["windows"], settings["levenshtein"],
-                                             cfg["generation"]["parse"])
+                        ["prompt_id", "p_tails", "sample", "flips", "parsed", "forced_flips", "n_clean", "clean",
+                         "mode", "step_p_second"])
+    n_flips = int(cfg["generation"]["n_flips"])
+    metrics, baselines = analyse_generations(generations, n_flips, seed, settings["windows"],
+                                             settings["levenshtein"], cfg["generation"]["parse"])
 
     jtasks = _read(inputs["judgment_tasks"], "judgment tasks", ["prompt_id", "concept", "length", "sample"])
     jreads = _read(inputs["judgment_readouts"], "judgment readouts")
@@ -424,8 +510,8 @@ def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[
     if judgment.empty:
         log.warning("judgment: no prompt has readouts; judgment tables are empty")
 
-    ctasks = _read(inputs["continuation_tasks"], "continuation tasks",
-                   ["prompt_id", "concept", "rotation", "length", "flips"])
+    ctasks = _read(inputs["continuation_tasks"], "continuation tasks")
+    ctasks = ctasks[[c for c in ("prompt_id", "concept", "rotation", "variant", "length", "flips") if c in ctasks]]
     creads = _read(inputs["continuation_readouts"], "continuation readouts")
     curves = continuation_curves(creads, ctasks, int(cfg["continuation"]["max_depth"]))
     continuation = combine_rotations(curves)
@@ -433,7 +519,9 @@ def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[
         log.warning("continuation: no prompt has readouts; continuation tables are empty")
 
     log.info("model selection: %d bootstrap replicates per curve", n_boot)
-    parts = [judgment_selection(judgment, seed, n_boot, level), continuation_selection(curves, seed, n_boot, level)]
+    min_units = int(settings["min_units"])
+    parts = [judgment_selection(judgment, seed, n_boot, level, min_units),
+             continuation_selection(curves, seed, n_boot, level, min_units)]
     parts = [p for p in parts if not p.empty]
     selection = _selection_frame(pd.concat(parts, ignore_index=True)) if parts else _selection_frame([])
 
@@ -446,8 +534,10 @@ def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[
         "judgment_summary": contracts.JUDGMENT_SUMMARY,
         "continuation": contracts.CONTINUATION,
         "model_selection": contracts.MODEL_SELECTION,
+        "generation_steps": contracts.GENERATION_STEPS,
     }
-    frames = {"generation_metrics": metrics, "baselines": baselines, "judgment": judgment,
+    frames = {"generation_metrics": metrics, "baselines": baselines,
+              "generation_steps": generation_steps(generations, n_flips), "judgment": judgment,
               "judgment_summary": judgment_summary(judgment, seed, n_boot, level),
               "continuation": continuation, "model_selection": selection}
     for name, df in frames.items():

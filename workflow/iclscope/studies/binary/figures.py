@@ -34,19 +34,29 @@ PLOTTED_METRICS = {
 FIGURES: dict[str, str] = {
     "generation.png": (
         "Randomness metrics of the model's coin-flip sequences ({n_samples} samples per p(Tails) at "
-        "temperature {temperature}, cropped to the first {n_flips} flips, shorter ones dropped) against "
-        "equally many samples from each baseline fitted to them (Bernoulli, gambler's fallacy with window 5, "
-        "Markov chain); black crosses mark the requested p(Tails)."
+        "temperature {temperature}, {n_flips} flips), one column per generation mode ({modes}: constrained = "
+        "only a symbol and the separator may come next, so every sequence reaches {n_flips} flips; free = the "
+        "paper's sampling, cropped to {n_flips} flips, shorter ones dropped), against equally many samples from "
+        "each baseline fitted to them (Bernoulli, gambler's fallacy with window 5, Markov chain); black crosses "
+        "mark the requested p(Tails), n the model's sequences kept."
+    ),
+    "generation_steps.png": (
+        "The model's probability of the second symbol at every step of its constrained sequences ({n_samples} "
+        "per p(Tails), {n_flips} flips): left, its mean per requested p(Tails) (crosses: what the prompt asks "
+        "for; dots: the fraction actually sampled); right, the probability of continuing the run the sequence "
+        "ends with against that run's length (the prompt's flips included; mean and 95% range over sequences' "
+        "means): falling with the run's length is the gambler's fallacy, rising a hot hand."
     ),
     "judgment.png": (
         "p(random) = P(r...) / (P(r...) + P(n...)) at the answer position against the sequence length |x| "
-        "for the concepts {judgment_concepts} repeated to |x|, and the mean of {n_random} Bernoulli(0.5) "
+        "for the concepts {judgment_concepts} repeated to |x| (mean over the replicate variants), and the mean of "
+        "{n_random} Bernoulli(0.5) "
         "controls per length with its {ci_percent}% bootstrap CI; dashed: the fitted soft model-selection curve."
     ),
     "continuation.png": (
         "P(the next d flips continue the concept | its first |x| flips), d = 1..{max_depth}, averaged over the "
-        "concept's phase rotations (band: range over rotations) from one teacher-forced pass over {max_length} "
-        "flips; dashed: fitted soft model-selection curve; dotted verticals: |x|* where the logistic fitted to the "
+        "concept's phase rotations in every replicate variant (symbol pairs x prompt templates; band: range over "
+        "them) from one teacher-forced pass over {max_length} flips each; dashed: fitted soft model-selection curve; dotted verticals: |x|* where the logistic fitted to the "
         "implied p(random) crosses 0.5."
     ),
 }
@@ -62,6 +72,7 @@ def captions(params: Mapping[str, Any]) -> dict[str, str]:
         "n_samples": cfg["generation"]["n_samples"],
         "temperature": f"{cfg['generation']['temperature']:g}",
         "n_flips": cfg["generation"]["n_flips"],
+        "modes": ", ".join(cfg["generation"]["modes"]),
         "judgment_concepts": ", ".join(f"({c})" for c in cfg["judgment"]["concepts"]),
         "n_random": cfg["judgment"]["n_random"],
         "ci_percent": f"{100 * float(settings['ci_level']):g}",
@@ -104,8 +115,9 @@ def generation_columns(metrics: pd.DataFrame, requested: Sequence[float] = ()) -
 
 
 def _plot_generation(metrics: pd.DataFrame, path: Path, requested: Sequence[float] = ()) -> None:
-    """Box plots per requested p(Tails); every requested p gets a column, the model's n above
-    it, and "no sequences" where none was long enough (so nothing is dropped silently)."""
+    """Box plots per requested p(Tails), one column per generation mode; every requested p
+    gets a column, the model's n above it, and "no sequences" where none was long enough
+    (so nothing is dropped silently)."""
     import seaborn as sns
     from matplotlib.figure import Figure
 
@@ -115,41 +127,96 @@ def _plot_generation(metrics: pd.DataFrame, path: Path, requested: Sequence[floa
         _no_data(fig.add_subplot(), "Generated sequences: randomness metrics")
         save_figure(fig, path)
         return
-    columns = generation_columns(metrics, requested)
-    ps = list(columns)
-    order = [f"{p:g}" for p in ps]
-    if metrics.empty:  # only the requested grid: empty boxes, marked below
-        metrics = pd.DataFrame({"p_tails": pd.Series(dtype=float), "source": pd.Series(dtype=str),
-                                **{n: pd.Series(dtype=float) for n in names}})
-    sources = [MODEL, *[s for s in bl.BASELINES if s in set(metrics["source"])]]
-    data = metrics.assign(p=metrics["p_tails"].map(lambda p: f"{p:g}"))
-    fig = Figure(figsize=(max(8.0, 0.9 * len(ps) + 3.0), 2.6 * len(names)))
-    axes = fig.subplots(len(names), 1, sharex=True)
+    if "mode" not in metrics.columns:
+        metrics = metrics.assign(mode="free")
+    modes = [m for m in ("constrained", "free") if m in set(metrics["mode"])] or ["free"]
+    sources = [MODEL, *[s for s in bl.BASELINES if s in set(metrics.get("source", []))]]
     palette = dict(zip(sources, sns.color_palette("colorblind", len(sources))))
-    for i, (ax, name) in enumerate(zip(axes, names)):
-        sns.boxplot(data=data, x="p", y=name, hue="source", order=order, hue_order=sources, palette=palette,
-                    ax=ax, fliersize=1.5, linewidth=0.8, legend=(i == 0))
-        if name == "mean":
-            ax.scatter(range(len(ps)), [p / 100 for p in ps], marker="x", color="black", zorder=5,
-                       label="requested p(Tails)")
-        ax.set_ylabel(PLOTTED_METRICS[name])
-        ax.set_xlabel("")
-        ax.set_xlim(-0.5, len(ps) - 0.5)
-        ax.grid(axis="y", alpha=0.3)
-        for j, p in enumerate(ps):
-            n = columns[p]
-            if n == 0:  # a requested p with no sequence long enough: say so, do not drop it
-                ax.axvspan(j - 0.45, j + 0.45, color="0.92", zorder=0)
-                ax.text(j, 0.5, "no sequences", rotation=90, ha="center", va="center", fontsize=8,
-                        color="0.4", transform=ax.get_xaxis_transform())
-            elif i == 0:
-                ax.text(j, 1.02, f"n={n}", ha="center", va="bottom", fontsize=8,
-                        transform=ax.get_xaxis_transform())
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), title="source", fontsize=9)
-    axes[-1].set_xticks(range(len(ps)), order)  # categorical even when no box was drawn
-    axes[-1].set_xlabel("p(Tails) requested in the prompt (%)")
+    width = max(8.0, 0.9 * len(generation_columns(metrics, requested)) + 3.0)
+    fig = Figure(figsize=(width * len(modes), 2.6 * len(names)))
+    grid = fig.subplots(len(names), len(modes), sharex="col", squeeze=False)
+    for col, mode in enumerate(modes):
+        part = metrics[metrics["mode"] == mode]
+        columns = generation_columns(part, requested)
+        ps = list(columns)
+        order = [f"{p:g}" for p in ps]
+        if part.empty:  # only the requested grid: empty boxes, marked below
+            part = pd.DataFrame({"p_tails": pd.Series(dtype=float), "source": pd.Series(dtype=str),
+                                 **{n: pd.Series(dtype=float) for n in names}})
+        data = part.assign(p=part["p_tails"].map(lambda p: f"{p:g}"))
+        axes = grid[:, col]
+        for i, (ax, name) in enumerate(zip(axes, names)):
+            sns.boxplot(data=data, x="p", y=name, hue="source", order=order, hue_order=sources, palette=palette,
+                        ax=ax, fliersize=1.5, linewidth=0.8, legend=(i == 0 and col == len(modes) - 1))
+            if name == "mean":
+                ax.scatter(range(len(ps)), [p / 100 for p in ps], marker="x", color="black", zorder=5,
+                           label="requested p(Tails)")
+            ax.set_ylabel(PLOTTED_METRICS[name] if col == 0 else "")
+            ax.set_xlabel("")
+            ax.set_xlim(-0.5, len(ps) - 0.5)
+            ax.grid(axis="y", alpha=0.3)
+            for j, p in enumerate(ps):
+                n = columns[p]
+                if n == 0:  # a requested p with no sequence long enough: say so, do not drop it
+                    ax.axvspan(j - 0.45, j + 0.45, color="0.92", zorder=0)
+                    ax.text(j, 0.5, "no sequences", rotation=90, ha="center", va="center", fontsize=8,
+                            color="0.4", transform=ax.get_xaxis_transform())
+                elif i == 0:
+                    ax.text(j, 1.02, f"n={n}", ha="center", va="bottom", fontsize=8,
+                            transform=ax.get_xaxis_transform())
+        axes[0].set_title(f"{mode} sampling", pad=16)
+        axes[-1].set_xticks(range(len(ps)), order)  # categorical even when no box was drawn
+        axes[-1].set_xlabel("p(Tails) requested in the prompt (%)")
+    if grid[0, -1].get_legend_handles_labels()[0]:
+        grid[0, -1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), title="source", fontsize=9)
     fig.suptitle("Generated sequences: model vs fitted baselines (n = the model's sequences per p)", y=1.01)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+# runs this long or longer are pooled in the run-length panel
+LONGEST_RUN_SHOWN = 6
+
+
+def _plot_generation_steps(steps: pd.DataFrame, path: Path, requested: Sequence[float] = ()) -> None:
+    """Draws the ``generation_steps`` table: mean p(second symbol) per requested p(Tails),
+    and p(continuing the run) against the run's length."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.2))
+    left, right = fig.subplots(1, 2)
+    if steps.empty:
+        _no_data(left, "p(second symbol) per step")
+        _no_data(right, "continuing a run")
+        save_figure(fig, path)
+        return
+    by_p = steps.groupby("p_tails").agg(p=("p_second", "mean"), sampled=("flip", "mean")).reset_index()
+    left.plot([0, 1], [0, 1], color="0.7", lw=1, ls="--", label="p = requested")
+    left.plot(by_p["p_tails"] / 100, by_p["p"], marker="o", label="model's p(second symbol), mean over steps")
+    left.scatter(by_p["p_tails"] / 100, by_p["sampled"], color="black", s=12, zorder=5, label="fraction sampled")
+    left.scatter([p / 100 for p in requested], [p / 100 for p in requested], marker="x", color="black", zorder=4)
+    left.set_xlabel("p(Tails) requested in the prompt")
+    left.set_ylabel("p(second symbol)")
+    left.set_xlim(0, 1)
+    left.set_ylim(0, 1)
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8, loc="upper left")
+    seen = steps[steps["run_length"] > 0].assign(run=lambda d: d["run_length"].clip(upper=LONGEST_RUN_SHOWN))
+    per_seq = seen.groupby(["run", "p_tails", "sample"])["p_same"].mean().reset_index()
+    stats = per_seq.groupby("run")["p_same"].agg(["mean", lambda x: x.quantile(0.025), lambda x: x.quantile(0.975),
+                                                  "size"])
+    stats.columns = ["mean", "low", "high", "n"]
+    x = stats.index.to_numpy()
+    right.fill_between(x, stats["low"], stats["high"], alpha=0.2)
+    right.plot(x, stats["mean"], marker="o")
+    for xi, n in zip(x, stats["n"]):
+        right.text(xi, 1.02, f"n={n}", ha="center", fontsize=7, transform=right.get_xaxis_transform())
+    right.set_xticks(x, [f"{int(v)}" if v < LONGEST_RUN_SHOWN else f"{LONGEST_RUN_SHOWN}+" for v in x])
+    right.set_xlabel("length of the run the history ends with")
+    right.set_ylabel("p(continuing the run)")
+    right.set_ylim(0, 1)
+    right.grid(alpha=0.3)
+    fig.suptitle("Constrained sampling: the model's probabilities step by step", y=1.02)
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -258,6 +325,7 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
     selection = _load(tables, "model_selection")
     requested = with_defaults("binary", params.get("binary", {}))["generation"]["p_tails"]
     _plot_generation(_load(tables, "generation_metrics"), out / "generation.png", requested)
+    _plot_generation_steps(_load(tables, "generation_steps"), out / "generation_steps.png", requested)
     _plot_judgment(_load(tables, "judgment_summary"), selection, out / "judgment.png")
     _plot_continuation(_load(tables, "continuation"), selection, out / "continuation.png")
     filled = captions(params)

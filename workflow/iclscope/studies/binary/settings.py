@@ -12,7 +12,8 @@ from iclscope.contracts import PARSE_MODES
 RANDOM = "random"
 MODEL = "model"
 INPUTS = ("judgment_tasks", "continuation_tasks", "generations", "judgment_readouts", "continuation_readouts")
-OUTPUTS = ("generation_metrics", "baselines", "judgment", "judgment_summary", "continuation", "model_selection")
+OUTPUTS = ("generation_metrics", "baselines", "generation_steps", "judgment", "judgment_summary", "continuation",
+           "model_selection")
 
 
 def analysis_settings(binary: Mapping[str, Any]) -> dict[str, Any]:

@@ -34,6 +34,13 @@ FIGURES = {
         "agreement with the true labels; right: with the in-context labels. Following the most recent "
         "mapping shows as a switch after N."
     ),
+    "calibrated.png": (
+        "Study C, dataset {dataset}: contextual calibration (Zhao et al. 2021) with each condition's "
+        "content-free twin at the same repeat and position (the same shown labels, inputs replaced): "
+        "accuracy and log-likelihood of the true label after calibration (solid) and before (dashed), "
+        "mean over the repeats with {level:.0%} bootstrap bands, for the twinned conditions "
+        "{calibrated_conditions}. Calibration removes the preference the shown labels alone induce."
+    ),
 }
 MAIN_CONDITIONS = ("default", "random", "flipped")
 HALFWAY_CONDITIONS = ("default", "flip_df", "flip_fd", "alternating")
@@ -105,6 +112,28 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
     fig.tight_layout()
     save_figure(fig, out / "halfway.png")
 
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    calibrated = sorted(set(curves.loc[curves["metric"] == "logp_true_calibrated", "condition"]))
+    for ax, metric, title in ((axes[0], "correct", "accuracy vs true labels"),
+                              (axes[1], "logp_true", "log p(true label), renormalised")):
+        for condition in calibrated:
+            color = palette.get(condition, "0.4")
+            before = curves[(curves["metric"] == metric) & (curves["condition"] == condition)]
+            after = curves[(curves["metric"] == f"{metric}_calibrated") & (curves["condition"] == condition)]
+            _band(ax, after, f"{condition}, calibrated", color=color, linewidth=2)
+            ax.plot(before.sort_values("position")["position"], before.sort_values("position")["mean"],
+                    color=color, linewidth=1, linestyle="--", label=f"{condition}, raw")
+        if metric == "correct":
+            ax.axhline(0.5, color="black", linewidth=0.8, linestyle=":")
+        ax.set(title=title, xlabel="in-context example (position)", ylabel=words(metric))
+        if not calibrated:
+            no_data(ax, "no condition has a content-free twin (labels.content_free) or calibrate is off")
+    if calibrated:
+        axes[0].legend(loc="best", fontsize=8)
+    fig.suptitle(f"{dataset}: calibrated with the content-free twins")
+    fig.tight_layout()
+    save_figure(fig, out / "calibrated.png")
+
     # captions name what this run drew, not every condition the study knows
     ran = set(curves["condition"].unique()) if len(curves) else set()
     arbitrary = sorted(c for c in ran if c.startswith("arbitrary"))
@@ -112,7 +141,8 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
               "level": float(settings["level"]), "flip_at": flip_at,
               "main_conditions": ", ".join(c for c in MAIN_CONDITIONS if c in ran) or "none",
               "arbitrary": (f"; arbitrary replacement words in grey ({', '.join(arbitrary)})" if arbitrary else ""),
-              "halfway_conditions": ", ".join(c for c in HALFWAY_CONDITIONS if c in ran) or "none"}
+              "halfway_conditions": ", ".join(c for c in HALFWAY_CONDITIONS if c in ran) or "none",
+              "calibrated_conditions": ", ".join(calibrated) or "none"}
     return {name: caption.format(**values) for name, caption in FIGURES.items()}
 
 

@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 METRICS = ("logp_true", "logp_context", "correct", "correct_context", "entropy", "logp_label_mass")
+# the same scores after contextual calibration with the condition's content-free twin at the
+# same repeat and position (NaN for conditions without a twin, or with labels.analysis.calibrate off)
+CALIBRATED_METRICS = ("logp_true_calibrated", "correct_calibrated")
 # (condition a, condition b, named position) pairs reported as paired differences
 DIFFERENCES = (
     ("default", "random", "last"),
@@ -15,16 +18,16 @@ DIFFERENCES = (
 )
 # (condition a, condition b, window) pairs reported as pooled paired differences
 POOLED_DIFFERENCES = (
-    ("default", "random", "positions_2_N"),
+    ("default", "random", "positions_2_to_last"),
     ("default", "random", "last_quarter"),
-    ("default", "flipped", "positions_2_N"),
+    ("default", "flipped", "positions_2_to_last"),
     ("default", "flipped", "last_quarter"),
     ("flip_df", "flip_fd", "second_mapping"),
 )
 # windows over which each condition's pooled value is reported
-POOLED_VALUE_WINDOWS = ("positions_2_N", "last_quarter")
+POOLED_VALUE_WINDOWS = ("positions_2_to_last", "last_quarter")
 SUMMARY_COLUMNS = ["kind", "metric", "position_name", "position", "condition", "condition_b", "mean", "ci_low",
-                   "ci_high", "n"]
+                   "ci_high", "n", "beta", "variance_ratio"]
 
 
 def analysis_settings(labels: Mapping[str, Any]) -> dict[str, Any]:
