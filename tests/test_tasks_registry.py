@@ -56,8 +56,10 @@ def test_data_files_are_declared(cfg, repo, tmp_path):
     "name, rows",
     [
         ("binary_generation", 13),
-        ("binary_judgment", 5 * 18 + 5 * 18),
-        ("binary_continuation", 2 + 3 + 4 + 5),  # one row per rotation of concepts of periods 2-5
+        # 8 replicate variants (4 symbol pairs x 2 templates) of each concept and length, 8 controls
+        ("binary_judgment", 5 * 18 * 8 + 8 * 18),
+        # one row per rotation and variant of concepts of periods 2-5
+        ("binary_continuation", (2 + 3 + 4 + 5) * 8),
         ("regression", 4 * 3 * 4 * 2),  # conditions x variants x shot counts
         ("reading", 4 * 4 * 4 * 2),
         # default and flipped and their content-free twins: 40 repeats; random and its twin:
