@@ -56,7 +56,7 @@ rule compare:
         "../envs/analysis.yaml"
     params:
         spec=lambda wildcards: findings_spec(),
-        cards=" ".join(f"{m}={model_dir(m)}/card.json" for m in MODELS),
+        cards=named({m: f"{model_dir(m)}/card.json" for m in MODELS}),
         results=lambda wildcards, output: str(Path(output.table).parents[1]),
         out_dir=lambda wildcards, output: str(Path(output.table).parent),
         captions=lambda wildcards, output: Captions(output.captions),

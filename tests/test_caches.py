@@ -171,3 +171,39 @@ def test_audit_compares_data_and_names_provenance_only_differences(tmp_path):
     assert provenance_differences(a, b) == ["t.parquet: same data, provenance differs (git_commit)"]
     assert compare(a, c) == [f"t.parquet: contents differ ({a[0]['sha256'][:12]} vs {c[0]['sha256'][:12]})"]
     assert provenance_differences(a, c) == []
+
+
+# --------------------------------------------------------------------------- quoting
+
+
+def test_paths_with_spaces_and_shell_metacharacters_reach_commands_as_one_argument(workdir, tiny_model_dir):
+    """Folders named with spaces, quotes, `$(...)` and `;` reach every job's command as single
+    arguments (each shell command of a dry run splits, as a shell would, into the intended
+    arguments), including the comparison job's name=path pairs."""
+    resources = "res dir $(touch pwned); it's"
+    results = "out `x` & co"
+    cfg = small_config(tiny_model_dir)
+    cfg["models"] = [{"name": n, "path": str(tiny_model_dir), "batch_tokens": 512} for n in ("tinya", "tinyb")]
+    cfg.update(resources_dir=resources, results_dir=results)
+    run_dir = workdir(cfg)
+    proc = snakemake("-n", "-p", "--cores", "2", cwd=run_dir)
+    out = proc.stdout + proc.stderr
+    commands = [line.split("Shell command: ", 1)[1] for line in out.splitlines() if "Shell command: " in line]
+    assert len(commands) > 20
+    import shlex
+
+    seen_cards = False
+    for command in commands:
+        args = shlex.split(command)
+        for token in args:
+            # a folder name is never split, and nothing of it becomes a command of its own
+            for name, marker in ((resources, "$(touch"), (results, "`x`")):
+                if marker in token:
+                    assert name in token, f"{token!r} split from {name!r} in: {command}"
+        assert "touch" not in args and "pwned);" not in args
+        if " compare " in f" {command} ":
+            cards = args[args.index("--cards") + 1: args.index("--params")]
+            assert cards == [f"tinya={resources}/models/tinya/card.json", f"tinyb={resources}/models/tinyb/card.json"]
+            seen_cards = True
+    assert seen_cards
+    assert not (run_dir / "pwned").exists()

@@ -217,3 +217,37 @@ def test_layer_index_beyond_a_model_is_refused(tiny_model_dir, default_config):
         validate_config(cfg)
     cfg["representations"]["analysis"] = {"figure_layer": 2}
     validate_config(cfg)
+
+
+def test_replicates_and_rotations_are_checked_for_both_binary_tasks():
+    cfg = minimal(binary={
+        "judgment": {"concepts": ["011", "101"], "prompt_variants": ["no field"]},
+        "continuation": {"concepts": ["01", "10"]},
+        "replicates": {"symbols": [["x", "x"], ["a, b", "c"]]},
+    })
+    text = "\n".join(problems_of(cfg))
+    for expected in [
+        "`binary.judgment.concepts`: '011' and '101' are phase rotations of each other",
+        "`binary.continuation.concepts`: '01' and '10' are phase rotations of each other",
+        "`binary.judgment.prompt_variants[0]`: must contain ['{flips}']",
+        "`binary.replicates.symbols[0]`: the two symbols must differ",
+        "`binary.replicates.symbols[1]`: a symbol contains the separator",
+    ]:
+        assert expected in text, f"{expected!r} not in:\n{text}"
+
+
+def test_a_model_named_like_a_run_output_is_refused():
+    text = "\n".join(problems_of({"models": [{"name": "report.html", "embedded": "smollm2-135m-instruct"}]}))
+    assert "`models[0].name`: 'report.html' is reserved" in text
+
+
+def test_validate_config_reads_an_override_over_the_default_config(repo, tmp_path, monkeypatch, capsys):
+    from iclscope.cli import main
+
+    monkeypatch.chdir(repo)
+    override = tmp_path / "more.yaml"
+    override.write_text("binary: {judgment: {n_random: 3}}\n")  # no models: valid only over the default
+    assert main(["validate-config", "--config", str(override)]) == 0
+    assert f"config/config.yaml + {override}: valid" in capsys.readouterr().out
+    assert main(["validate-config", "--alone", "--config", str(override)]) == 2
+    assert "'models' is a required property" in capsys.readouterr().err

@@ -301,3 +301,13 @@ def test_warnings_a_step_logs_reach_its_tables_and_the_findings(tmp_path):
     text = render_markdown(frame, "m", warnings=warnings)
     assert f"- `a.parquet`: `{message}`" in text
     bullets_match_rows(text, frame)  # quoted warnings are not findings bullets
+
+
+def test_a_headline_from_one_unit_has_no_interval():
+    one = Headline("labels", "follows_flipped_late", "d", 0.0419, 0.0419, 0.0419, 1, "x")
+    assert math.isnan(one.ci_low) and math.isnan(one.ci_high) and one.estimate == 0.0419
+    two = Headline("labels", "follows_flipped_late", "d", 0.5, 0.2, 0.8, 2, "x")
+    assert (two.ci_low, two.ci_high) == (0.2, 0.8)
+    from dataclasses import asdict
+
+    assert "no interval" in render_markdown(pd.DataFrame([{**asdict(one), "model": "m"}]), "m")

@@ -276,3 +276,26 @@ def test_gemma_prepares_to_identical_logits(tmp_path):
     model, tok, _ = load_prepared(tmp_path / "gemma", device="cpu")
     assert tok(PROMPT).input_ids == tokenizer(PROMPT).input_ids
     torch.testing.assert_close(logits(model, tok), logits(source, tokenizer), rtol=0, atol=0)
+
+
+def test_truncated_weights_name_the_file_and_the_fix(prepared, tmp_path):
+    """A cut-off safetensors file (a copy interrupted, a disk full) or GGUF ends in a
+    ModelError naming the file and what to do, not in a library traceback."""
+    import shutil
+
+    out, _ = prepared
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ModelError, match=r"model\.safetensors.*truncated or corrupt.*delete .* and run snakemake"):
+        load_prepared(copy, device="cpu")
+    gguf = embedded_gguf("smollm2-135m-instruct")
+    cut = tmp_path / "cut.gguf"
+    with open(gguf, "rb") as src:
+        cut.write_bytes(src.read(50_000_000))
+    with pytest.raises(ModelError, match=r"cut\.gguf .*truncated or corrupt"):
+        gguf_summary(cut)
+    with pytest.raises(ModelError, match=r"cut\.gguf .*truncated or corrupt"):
+        prepare_model({"name": "cut", "path": str(cut)}, tmp_path / "prepared")
+    assert not (tmp_path / "prepared").exists()

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from iclscope.provenance import file_sha256
-from iclscope.tables import TableError, corrupt, table_metadata
+from iclscope.tables import TableError, corrupt, read_table, table_metadata
 
 PROVENANCE_KEYS = ("kind", "config_hash", "seed", "model", "weights_sha256", "version", "git_commit")
 
@@ -28,7 +28,7 @@ def data_sha256(path: Path) -> str:
     hold the same data under different provenance (e.g. written at another git commit)."""
     import pyarrow as pa
 
-    table = pq.read_table(path).replace_schema_metadata(None)
+    table = read_table(path).replace_schema_metadata(None)  # verified against its checksums
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table.combine_chunks())
@@ -48,6 +48,7 @@ def scan(root: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
         try:
             rows = pq.ParquetFile(path).metadata.num_rows
             meta = table_metadata(path)
+            data = data_sha256(path)
         except TableError as err:
             problems.append(str(err))
             continue
@@ -55,7 +56,7 @@ def scan(root: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
             problems.append(str(corrupt(path, err)))
             continue
         entries.append({"path": str(path.relative_to(root)), "sha256": file_sha256(path),
-                        "data_sha256": data_sha256(path), "rows": rows,
+                        "data_sha256": data, "rows": rows,
                         **{k: meta.get(k, "") for k in PROVENANCE_KEYS}})
     return entries, problems
 

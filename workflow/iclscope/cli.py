@@ -27,8 +27,12 @@ def cmd_validate_config(args: argparse.Namespace) -> None:
     from iclscope.config import load_config
     from iclscope.tasks import task_names
 
-    cfg = load_config(args.config)
-    print(f"{args.config}: valid")
+    files = list(args.config)
+    base = Path("config/config.yaml")
+    if not args.alone and base.exists() and all(Path(f).resolve() != base.resolve() for f in files):
+        files.insert(0, str(base))  # an override file is read as snakemake --configfile reads it
+    cfg = load_config(*files)
+    print(f"{' + '.join(files)}: valid")
     print("models:", ", ".join(m["name"] for m in cfg["models"]))
     print("tasks: ", ", ".join(task_names(cfg)))
 
@@ -308,7 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate-config", help="validate a config and list models and tasks",
                        description="Check a config against config/schema.yaml and the cross-key rules "
                                    "(every problem listed by key), then list its models and tasks.")
-    p.add_argument("--config", default="config/config.yaml", help="the config file (default: %(default)s)")
+    p.add_argument("--config", nargs="+", default=["config/config.yaml"],
+                   help="config files, each merged over the one before; files other than config/config.yaml "
+                        "are merged over it, as snakemake --configfile does (default: %(default)s)")
+    p.add_argument("--alone", action="store_true", help="check the files without config/config.yaml beneath")
     p.set_defaults(func=cmd_validate_config)
 
     p = sub.add_parser("prepare-model", help="convert a configured model into a fast-loading folder",

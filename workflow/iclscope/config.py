@@ -101,7 +101,8 @@ def validate_config(
 
 
 # folders under results/ that are not models: the cross-model stage and the task tables
-RESERVED_MODEL_NAMES = ("compare", "tasks", "logs", "benchmarks", "bench")
+# folders and files a run writes beside results/{model}/: a model named so would collide
+RESERVED_MODEL_NAMES = ("compare", "tasks", "logs", "benchmarks", "bench", "report.html")
 
 
 def _check_models(models: list[dict[str, Any]], root: Path) -> list[str]:
@@ -183,10 +184,25 @@ def _check_binary(cfg: dict[str, Any]) -> list[str]:
         problems += _check_template(cfg[part]["prompt"], f"binary.{part}.prompt", {"flips"}, {"flips"})
     from iclscope.tasks.binary import rotation_duplicates  # here: tasks.binary imports this module
 
-    # continuation curves are averaged over phase rotations: rotations of one concept are one concept
-    for a, b in rotation_duplicates(cfg["continuation"]["concepts"]):
-        problems.append(f"config key `binary.continuation.concepts`: {a!r} and {b!r} are phase rotations "
-                        "of each other (one concept once averaged over rotations); keep one")
+    # continuation curves are averaged over phase rotations: rotations of one concept are one concept;
+    # a judgment concept's account is fitted by its period (011 and 101 are one hypothesis), and
+    # the concepts' mean p(random) drop would count such a concept twice
+    for part, why in (("continuation", "one concept once averaged over rotations"),
+                      ("judgment", "one hypothesis of the model-selection accounts, counted twice in the "
+                                   "concepts' mean")):
+        for a, b in rotation_duplicates(cfg[part]["concepts"]):
+            problems.append(f"config key `binary.{part}.concepts`: {a!r} and {b!r} are phase rotations "
+                            f"of each other ({why}); keep one")
+    for part in ("judgment", "continuation"):
+        for k, template in enumerate(cfg[part].get("prompt_variants", [])):
+            problems += _check_template(template, f"binary.{part}.prompt_variants[{k}]", {"flips"}, {"flips"})
+    separator = cfg["separator"].strip()
+    for k, pair in enumerate(cfg.get("replicates", {}).get("symbols", [])):
+        if pair[0] == pair[1]:
+            problems.append(f"config key `binary.replicates.symbols[{k}]`: the two symbols must differ "
+                            f"(both {pair[0]!r})")
+        if separator and any(separator in s for s in pair):
+            problems.append(f"config key `binary.replicates.symbols[{k}]`: a symbol contains the separator")
     if not cfg["judgment"]["concepts"] and cfg["judgment"]["n_random"] == 0:
         problems.append("config key `binary.judgment`: no concepts and n_random = 0 leave nothing to judge")
     return problems

@@ -54,6 +54,12 @@ class Headline:
     relative_depth: float = math.nan
     note: str = ""
 
+    def __post_init__(self) -> None:
+        # one unit has no spread to show: its "interval" would be the point itself
+        if self.n == 1 and not (math.isnan(self.ci_low) and math.isnan(self.ci_high)):
+            object.__setattr__(self, "ci_low", math.nan)
+            object.__setattr__(self, "ci_high", math.nan)
+
 
 def fmt(value: float) -> str:
     """How findings print a number (the tests parse the markdown with the same rule)."""
@@ -87,8 +93,12 @@ def _read(root: Path, rel: str, columns: Sequence[str]) -> pd.DataFrame:
 
 
 def _boot(values: Iterable[float], seed: int, *keys: object, n_boot: int, level: float) -> tuple[float, float, float, int]:
+    """Mean and bootstrap CI over units; no interval from fewer than two units (a single
+    unit's "interval" is the point itself)."""
     arr = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
     ci = bootstrap_ci(arr, rng(seed, "findings", *keys), n_boot=n_boot, level=level)
+    if len(arr) < 2:
+        return ci.mean, float("nan"), float("nan"), len(arr)
     return ci.mean, ci.low, ci.high, len(arr)
 
 

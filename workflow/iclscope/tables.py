@@ -2,10 +2,18 @@
 
 Writes are atomic (a temporary file in the same folder, then a rename), so an
 interrupted job never leaves a half-written table that Snakemake would take as done.
+
+Every table carries two checksums written with it, so a file damaged on disk is found
+instead of read: a CRC of every Parquet data page (checked whenever a page is read), and
+the sha256 of every column's data (``column_sha256`` in the provenance, checked by
+:func:`read_table` for the columns it reads and by ``iclscope audit`` for all of them). A
+mismatch names the file, the command that wrote it and how to rebuild it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -15,7 +23,10 @@ from typing import Any, Iterator, Mapping, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from iclscope.provenance import read_metadata
+from iclscope.provenance import PREFIX, read_metadata
+
+# provenance key of the per-column data checksums
+CHECKSUM_KEY = "column_sha256"
 
 
 class TableError(RuntimeError):
@@ -58,25 +69,96 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def _canonical(kind: pa.DataType) -> pa.DataType:
+    """``kind`` with list children named as Arrow names them by default (a Parquet round
+    trip renames ``item`` to ``element``): what a checksum sees is the values' layout."""
+    if pa.types.is_fixed_size_list(kind):
+        return pa.list_(_canonical(kind.value_type), kind.list_size)
+    if pa.types.is_large_list(kind):
+        return pa.large_list(_canonical(kind.value_type))
+    if pa.types.is_list(kind):
+        return pa.list_(_canonical(kind.value_type))
+    if pa.types.is_struct(kind):
+        return pa.struct([pa.field(f.name, _canonical(f.type), f.nullable) for f in kind])
+    return kind
+
+
+def _ipc_bytes(name: str, array: pa.Array) -> bytes:
+    schema = pa.schema([pa.field(name, array.type)])
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema) as writer:
+        writer.write_table(pa.Table.from_arrays([array], schema=schema))
+    return sink.getvalue().to_pybytes()
+
+
+def column_sha256(table: pa.Table) -> dict[str, str]:
+    """sha256 of each column's data: its name, type, which rows are null and the values of
+    the others (not how it is chunked, nor the bytes under a null, which a Parquet round
+    trip zeroes)."""
+    import pyarrow.compute as pc
+
+    out = {}
+    for field, column in zip(table.schema, table.columns):
+        kind = _canonical(field.type)
+        values = column.combine_chunks().cast(kind)
+        valid = pc.is_valid(values)
+        digest = hashlib.sha256(_ipc_bytes("valid", valid))
+        digest.update(_ipc_bytes(field.name, values.filter(valid)))
+        out[field.name] = digest.hexdigest()
+    return out
+
+
 def write_table(table: pa.Table, path: str | os.PathLike, meta: Mapping[str, str]) -> Path:
-    """Write ``table`` with file-level ``meta`` to ``path`` atomically; returns the path."""
+    """Write ``table`` with file-level ``meta`` (and its checksums) to ``path`` atomically;
+    returns the path."""
     merged = dict(table.schema.metadata or {})
     merged.update({k.encode(): v.encode() for k, v in meta.items()})
+    merged[(PREFIX + CHECKSUM_KEY).encode()] = json.dumps(column_sha256(table), sort_keys=True).encode()
     table = table.replace_schema_metadata(merged)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=64 * 1024)
+        pq.write_table(table, tmp, compression="zstd", row_group_size=64 * 1024, write_page_checksum=True)
     return Path(path)
 
 
+def damaged(path: str | os.PathLike, what: str) -> TableError:
+    """The error for a table whose data no longer matches what was written."""
+    meta = {}
+    try:
+        meta = table_metadata(path)
+    except TableError:
+        pass
+    wrote = f" (written by `{meta['command']}`)" if meta.get("command") else ""
+    return TableError(f"table {path}{wrote}: {what}: the file was damaged after it was written; "
+                      f"{rebuild_hint(path)}")
+
+
+def verify_checksums(path: str | os.PathLike, table: pa.Table) -> None:
+    """Compare ``table`` (read from ``path``, all or some columns) with the column
+    checksums recorded when it was written (none recorded: nothing to compare)."""
+    recorded = read_metadata(table.schema.metadata).get(CHECKSUM_KEY)
+    if not recorded:
+        return
+    try:
+        expected = json.loads(recorded)
+    except ValueError as err:
+        raise damaged(path, f"its recorded checksums are unreadable ({err})") from err
+    for name, digest in column_sha256(table).items():
+        if name in expected and expected[name] != digest:
+            raise damaged(path, f"column {name!r} does not match its checksum")
+
+
 def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
-    """Read a table, turning a missing or corrupt file into a :class:`TableError` naming it."""
+    """Read a table, turning a missing, corrupt or damaged file into a :class:`TableError`
+    naming it (page CRCs and the read columns' checksums are verified)."""
     path = Path(path)
     if not path.exists():
         raise TableError(f"table {path} does not exist")
     try:
-        return pq.read_table(path, columns=columns)
+        table = pq.read_table(path, columns=columns, page_checksum_verification=True)
     except (pa.ArrowInvalid, OSError) as err:
         raise corrupt(path, err) from err
+    verify_checksums(path, table)
+    return table
 
 
 def recorded_model(paths: Sequence[str | os.PathLike]) -> dict[str, str] | None:

@@ -475,13 +475,15 @@ def iter_layers(path: str, spans: Iterable[str], poolings: Iterable[str], batch_
     poolings = pa.array(sorted(set(poolings)), pa.string())
     columns = ["prompt_id", "layer", "span", "pooling", "vector"]
     try:
-        layers = pq.read_table(path, columns=["layer"]).column("layer").to_numpy()
+        layers = read_table(path, columns=["layer"]).column("layer").to_numpy()
         if np.all(np.diff(layers) >= 0):
-            batches: Iterable[pa.RecordBatch] = pq.ParquetFile(path).iter_batches(batch_size=batch_size,
-                                                                                  columns=columns)
+            # streamed: each page's CRC is checked as it is read (the column checksums need
+            # the whole column, which streaming never holds)
+            batches: Iterable[pa.RecordBatch] = pq.ParquetFile(path, page_checksum_verification=True).iter_batches(
+                batch_size=batch_size, columns=columns)
         else:
             log.warning("%s is not sorted by layer: reading it whole", path)
-            batches = pq.read_table(path, columns=columns).sort_by("layer").to_batches(batch_size)
+            batches = read_table(path, columns=columns).sort_by("layer").to_batches(batch_size)
     except (pa.ArrowInvalid, OSError) as err:
         raise TableError(f"table {path} is corrupt or truncated: {err}") from err
     pending: dict[int, list[pa.RecordBatch]] = {}
