@@ -4,6 +4,7 @@ tables are named with how to rebuild them (README, "Reproducibility")."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from conftest import small_config, snakemake
-from test_workflow import changed_config, planned
+from test_workflow import changed_config, job_counts, planned
 
 from iclscope.audit import manifest, scan
 from iclscope.config import validate_config
@@ -41,23 +42,33 @@ def test_gathered_tables_are_byte_identical_for_any_number_of_shards(prepared_ti
                                                                     tmp_path, monkeypatch):
     """`shards` is a speed setting: 1, 2 or 3 shards gather to the same bytes (rows in the
     unsharded order, no split-dependent provenance), so nothing downstream sees a change.
-    (With one prompt per batch, as here: batches of several prompts are composed from a
-    shard's prompts, and another composition may change float32 results in the last bits.)"""
+    Batches hold several prompts here: a shard runs whole batches of the unsharded plan,
+    so each prompt is computed beside the same prompts whatever the number of shards
+    (batches composed from a shard's own prompts changed float32 results in the last bits)."""
+    import torch
+
     monkeypatch.setattr(sys, "argv", ["__main__.py", "extract", "--shard", "1", "--shards", "1"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # see conftest.ONE_THREAD_MODEL_JOBS: the tiny model's products on one thread
     cfg = validate_config(default_config, root=repo)
     table = build_task("reading", task_params("reading", cfg), repo)
     tasks = tmp_path / "tasks.parquet"
     write_table(pa.Table.from_pylist(table.to_pylist()[:7], schema=table.schema), tasks, {})
-    params = {"device": "cpu", "dtype": "float32", "batch_tokens": 1, "seed": 0, "pooling": ["mean", "last"]}
+    params = {"device": "cpu", "dtype": "float32", "batch_tokens": 256, "seed": 0, "pooling": ["mean", "last"]}
     gathered = {}
-    for n in (1, 2, 3):
-        shards = []
-        for k in range(n):
-            out = outputs(tmp_path / f"{n}" / f"shards/{k + 1}-of-{n}")
-            run_extract(str(prepared_tiny), str(tasks), params, out, shard=k, n_shards=n)
-            shards += out
-        gathered[n] = outputs(tmp_path / f"{n}" / "gathered")
-        gather(shards, gathered[n])
+    try:
+        for n in (1, 2, 3):
+            shards = []
+            for k in range(n):
+                out = outputs(tmp_path / f"{n}" / f"shards/{k + 1}-of-{n}")
+                stats = run_extract(str(prepared_tiny), str(tasks), params, out, shard=k, n_shards=n)
+                assert n == 1 or stats["batches"] >= 1
+                shards += out
+            gathered[n] = outputs(tmp_path / f"{n}" / "gathered")
+            gather(shards, gathered[n])
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads(table_metadata(gathered[1][0])["stats"])["prompts"] == 7
     for j, name in enumerate(TABLES):
         assert read_table(gathered[1][j]).num_rows > 0
         assert sha256(gathered[1][j]) == sha256(gathered[2][j]) == sha256(gathered[3][j]), name
@@ -122,7 +133,7 @@ def test_speed_settings_moves_and_shards_rerun_only_what_they_must(workdir, tiny
     cfg["labels"]["datasets"] = [{"name": "films", "source": "file", "path": "films.csv",
                                   "label_words": ["bad", "good"]}]
     cfg["labels"]["conditions"] = ["default", "flipped"]
-    cfg["models"][0]["batch_tokens"] = 1  # one prompt per batch: the same batches whatever the shards
+    cfg["models"][0]["batch_tokens"] = 256  # several prompts a batch: shards run whole batches of one plan
     run_dir = workdir(cfg)
     (run_dir / "films.csv").write_text(FILMS)
     snakemake("--cores", "2", cwd=run_dir)
@@ -152,7 +163,11 @@ def test_speed_settings_moves_and_shards_rerun_only_what_they_must(workdir, tiny
         assert "prepare_model" not in counts and "build_tasks" not in counts
         snakemake("--cores", "2", "--until", "gather_extract", cwd=run_dir)
         assert {p: sha256(p) for p in gathered} == gathered  # byte-identical, newer
-        assert planned(run_dir) == {}  # so no analysis reruns
+        assert planned(run_dir) == {}  # so no analysis reruns ...
+        # ... because Snakemake compares their checksums (the profile's max-checksum-file-size
+        # reaches the embeddings tables): comparing none would rerun the analysis
+        unchecked = snakemake("-n", "--cores", "1", "--max-checksum-file-size", "1", cwd=run_dir).stdout
+        assert "analyse_labels" in job_counts(unchecked)
     assert {p: sha256(p) for p in downstream} == downstream
 
 
@@ -207,3 +222,33 @@ def test_paths_with_spaces_and_shell_metacharacters_reach_commands_as_one_argume
             seen_cards = True
     assert seen_cards
     assert not (run_dir / "pwned").exists()
+
+
+def test_every_shard_runs_whole_batches_of_the_unsharded_plan(prepared_tiny, default_config, repo, tmp_path,
+                                                              monkeypatch):
+    """The prompts computed together in one forward are the same for any number of shards
+    (so float32 results cannot change with `shards`): the shards' batches, together, are
+    the unsharded run's batches."""
+    from iclscope.extraction import engine
+
+    cfg = validate_config(default_config, root=repo)
+    table = build_task("reading", task_params("reading", cfg), repo)
+    tasks = tmp_path / "tasks.parquet"
+    write_table(pa.Table.from_pylist(table.to_pylist()[:11], schema=table.schema), tasks, {})
+    seen: list[tuple[str, ...]] = []
+    real = engine._run_batch
+
+    def recording(model, batch, *args, **kwargs):
+        seen.append(tuple(p.prompt.prompt_id for p in batch))
+        return real(model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "_run_batch", recording)
+    params = {"device": "cpu", "dtype": "float32", "batch_tokens": 200, "seed": 0, "pooling": ["last"]}
+    compositions = {}
+    for n in (1, 2, 3):
+        seen.clear()
+        for k in range(n):
+            run_extract(str(prepared_tiny), str(tasks), params, outputs(tmp_path / f"{n}-{k}"), shard=k, n_shards=n)
+        compositions[n] = sorted(seen)
+    assert len(compositions[1]) >= 3 and max(len(b) for b in compositions[1]) > 1
+    assert compositions[1] == compositions[2] == compositions[3]

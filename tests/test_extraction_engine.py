@@ -469,7 +469,9 @@ def sharded_run(prepared_tiny, cfg, repo, tmp_path_factory):
 
 def test_sharded_run_gathers_to_the_unsharded_tables(sharded_run):
     assert sharded_run["stats"]["prompts"] == 7
-    assert [s["prompts"] for s in sharded_run["shard_stats"]] == [4, 3]
+    # every other batch of the unsharded plan: the shards' prompts add up, each has some
+    assert sum(s["prompts"] for s in sharded_run["shard_stats"]) == 7
+    assert all(s["prompts"] > 0 for s in sharded_run["shard_stats"])
     keys_values = [(EMB_KEYS, ["vector"]), (ATT_KEYS, ["mass"]), (READ_KEYS, ["logprob", "first_token_logprob"])]
     for j, (keys, values) in enumerate(keys_values):
         a, b = read_table(sharded_run["whole"][j]), read_table(sharded_run["gathered"][j])
@@ -507,7 +509,7 @@ def test_gathered_tables_keep_the_provenance(sharded_run, prepared_tiny):
         assert meta.get("weights_sha256") == card["weights_sha256"], (path, sorted(meta))
         assert meta.get("task") == "reading"
         assert meta.get("config_hash") == provenance.config_hash(RUN_PARAMS)
-        split = ("shard", "command", "stats")  # what depends on the split
+        split = ("shard", "command", "stats", "column_sha256")  # what depends on the split, and the data's checksums
         assert {k: v for k, v in meta.items() if k not in split} == {
             k: v for k, v in table_metadata(first[j]).items() if k not in split}
         # the shard-independent counts are the sums over the shards

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from iclscope import provenance
 from iclscope.errors import ExtractionError
-from iclscope.tables import read_table, table_metadata, write_table
+from iclscope.tables import CHECKSUM_KEY, read_table, table_metadata, write_table
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ def gather(inputs: Sequence[str], outs: Sequence[str]) -> None:
 # Per-shard metadata that depends on how the task was split (or batched), not on the
 # results: left out of a gathered table, so that it is byte-identical whatever `shards`.
 SPLIT_KEYS = ("shard", "stats", "command")
+# recorded afresh for the gathered data when it is written
+DATA_KEYS = (CHECKSUM_KEY,)
 # the shard-independent counts kept from the shards' engine statistics (summed)
 SUMMED_STATS = ("prompts", "real_tokens")
 
@@ -52,7 +54,7 @@ def gather_one(inputs: Sequence[str], out: str) -> None:
     if keys:
         table = table.sort_by(keys)  # a stable sort: a shard's order kept within a prompt
     first = table_metadata(inputs[0])
-    meta = {provenance.PREFIX + k: v for k, v in first.items() if k not in SPLIT_KEYS}
+    meta = {provenance.PREFIX + k: v for k, v in first.items() if k not in SPLIT_KEYS + DATA_KEYS}
     meta[provenance.PREFIX + "shard"] = "gathered"
     meta[provenance.PREFIX + "stats"] = provenance.canonical_json(_summed_stats(inputs))
     meta[provenance.PREFIX + "command"] = unsharded_command(first.get("command", ""))

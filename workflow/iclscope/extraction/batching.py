@@ -52,6 +52,16 @@ def plan_batches(lengths: Sequence[int], batch_tokens: int, min_efficiency: floa
     return batches
 
 
+def shard_batches(batches: Sequence[Sequence[int]], shard: int, n_shards: int) -> list[list[int]]:
+    """Batches ``shard, shard + n, shard + 2n ...`` (0-based) of a whole task's plan: a
+    shard runs whole batches of the unsharded plan, so every prompt is computed beside the
+    same prompts (the same padding and matrix shapes) however many shards there are, and
+    the gathered tables equal an unsharded run's; batches of similar length mix."""
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard {shard} is not in 0..{n_shards - 1}")
+    return [list(b) for j, b in enumerate(batches) if j % n_shards == shard]
+
+
 def collate(
     sequences: Sequence[Sequence[int]], index: Sequence[int], pad_id: int, side: str = "right"
 ) -> Batch:

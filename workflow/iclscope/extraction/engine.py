@@ -32,7 +32,7 @@ from iclscope.errors import ExtractionError
 from iclscope.architectures import base_model, input_device
 from iclscope import progress
 from iclscope.extraction.attention import AttentionCapture, capturing, window_positions
-from iclscope.extraction.batching import plan_batches
+from iclscope.extraction.batching import shard_batches, plan_batches
 from iclscope.extraction.branches import BranchedSequence, branch_mask
 from iclscope.extraction.budgets import HEAD_BYTES, chunk_count
 from iclscope.extraction.plan import END, PromptPlan, ReadPoint
@@ -345,11 +345,15 @@ def extract(
     batch_tokens: int,
     max_length: int | None = None,
     min_efficiency: float = 0.9,
+    shard: int = 0,
+    n_shards: int = 1,
 ) -> Extracted:
     """Run ``model`` over the task rows following their plans; returns the three tables.
 
     Batches hold at most ``batch_tokens`` padded tokens and at least ``min_efficiency``
     real tokens per padded token (see :func:`~iclscope.extraction.batching.plan_batches`).
+    Shard ``shard`` of ``n_shards`` runs every n-th batch of the whole task's plan
+    (:func:`~iclscope.extraction.batching.shard_batches`) and tables its prompts only.
 
     Raises :class:`ExtractionError` for an empty input, a too-long prompt, a span or
     candidate that cannot be mapped, or non-finite values (naming the prompts).
@@ -364,13 +368,18 @@ def extract(
     device = input_device(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     lengths = [len(p.sequence.ids) for p in prepared]
-    batches = plan_batches(lengths, batch_tokens, min_efficiency)
+    try:
+        batches = shard_batches(plan_batches(lengths, batch_tokens, min_efficiency), shard, n_shards)
+    except ValueError as err:
+        raise ExtractionError(str(err)) from err
+    kept = [i for b in batches for i in b]
     hidden = int(model.config.hidden_size)
-    real_tokens = sum(lengths)
+    real_tokens = sum(lengths[i] for i in kept)
     padded_tokens = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    n_prompts = sum(len(copies[prepared[i].prompt.prompt_id]) for i in kept)
     log.info("%d prompts (%d distinct), %d tokens (%d in candidate branches) in %d batches, "
-             "padding efficiency %.3f", len(rows), len(prepared), real_tokens,
-             sum(p.sequence.n_branch for p in prepared), len(batches), real_tokens / padded_tokens)
+             "padding efficiency %.3f", n_prompts, len(kept), real_tokens,
+             sum(prepared[i].sequence.n_branch for i in kept), len(batches), real_tokens / max(padded_tokens, 1))
 
     order: list[int] = []
     results: list[tuple[Sequence[PreparedPrompt], _BatchResult]] = []
@@ -393,7 +402,7 @@ def extract(
         attention=_attention_table(results, copies),
         readouts=_readout_table(results, copies),
         # no timings: tables must be byte-identical across runs
-        stats={"prompts": len(rows), "distinct_prompts": len(prepared), "real_tokens": real_tokens,
+        stats={"prompts": n_prompts, "distinct_prompts": len(kept), "real_tokens": real_tokens,
                "padded_tokens": padded_tokens, "batches": len(batches)},
     )
     return tables

@@ -24,13 +24,6 @@ from iclscope.tables import read_table, table_metadata, write_table
 log = logging.getLogger(__name__)
 
 EXTRACT_TABLES = ("embeddings", "attention", "readouts")
-def shard_rows(rows: Sequence[Mapping[str, Any]], shard: int, n_shards: int) -> list[Mapping[str, Any]]:
-    """Rows ``shard, shard + n, shard + 2n ...`` (0-based): shards of similar length mix."""
-    if not 0 <= shard < n_shards:
-        raise ExtractionError(f"shard {shard} is not in 0..{n_shards - 1}")
-    return [row for i, row in enumerate(rows) if i % n_shards == shard]
-
-
 def _load(model_dir: str, params: Mapping[str, Any], attention: bool):
     from iclscope.extraction.attention import register
     from iclscope.models import load_prepared
@@ -64,14 +57,15 @@ def run_extract(model_dir: str, tasks_path: str, params: Mapping[str, Any], outs
     if not rows:
         raise ExtractionError(f"task table {tasks_path} has no prompts")
     task = rows[0]["task"]
-    rows = shard_rows(rows, shard, n_shards)
+    if not 0 <= shard < n_shards:
+        raise ExtractionError(f"shard {shard} is not in 0..{n_shards - 1}")
     model, tokenizer, card = _load(model_dir, params, attention=True)
     max_length = getattr(model.config, "max_position_embeddings", None)
-    log.info("%s: %d prompts (shard %d of %d) on %s", task, len(rows), shard + 1, n_shards,
-             input_device(model))
+    log.info("%s: shard %d of %d of %d prompts on %s", task, shard + 1, n_shards, len(rows), input_device(model))
     plans = [plan_for(task, row) for row in rows]
+    # a shard runs every n-th batch of the whole task's plan: results never depend on `shards`
     result = extract(model, tokenizer, rows, plans, params.get("pooling", ["max", "mean", "last"]),
-                     int(params.get("batch_tokens", 4096)), max_length)
+                     int(params.get("batch_tokens", 4096)), max_length, shard=shard, n_shards=n_shards)
     extra = {"task": task, "shard": f"{shard + 1}/{n_shards}", "tasks_config_hash": table_metadata(tasks_path).get(
         "config_hash", ""), "stats": result.stats}
     tables = {"embeddings": result.embeddings, "attention": result.attention, "readouts": result.readouts}

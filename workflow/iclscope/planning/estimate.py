@@ -213,17 +213,22 @@ def plan_extract(shape: ModelShape, tokenizer: Any, rows: Sequence[Mapping[str, 
                  n_shards: int = 1, sizes: bool = True) -> JobPlan:
     """The cost of extracting shard ``shard`` of ``n_shards`` of a task's ``rows``
     (``sizes=False``: without the tables' bytes, which take a second to estimate)."""
-    from iclscope.extraction.batching import plan_batches
+    from iclscope.extraction.batching import plan_batches, shard_batches
     from iclscope.extraction.engine import distinct_prompts, prepare_prompts
     from iclscope.extraction.plan import plan_for
-    from iclscope.extraction.run import shard_rows
 
-    rows = shard_rows(rows, shard, n_shards)
     plans = [plan_for(task, row) for row in rows]
     distinct, copies = distinct_prompts(rows, plans)
-    prepared = prepare_prompts([rows[i] for i in distinct], [plans[i] for i in distinct], tokenizer,
-                               shape.context_length, resolve_initials=False)
-    batch_index = plan_batches([len(p.sequence.ids) for p in prepared], batch_tokens)
+    everything = prepare_prompts([rows[i] for i in distinct], [plans[i] for i in distinct], tokenizer,
+                                 shape.context_length, resolve_initials=False)
+    # the shard's batches of the whole task's plan, as the engine runs them
+    whole = shard_batches(plan_batches([len(p.sequence.ids) for p in everything], batch_tokens), shard, n_shards)
+    kept = [i for b in whole for i in b]
+    position = {i: k for k, i in enumerate(kept)}
+    prepared = [everything[i] for i in kept]
+    batch_index = [[position[i] for i in b] for b in whole]
+    copies = {p.prompt.prompt_id: copies[p.prompt.prompt_id] for p in prepared}
+    n_prompts = sum(len(c) for c in copies.values())
     batches = batch_costs(prepared, batch_index)
 
     flops = sum(shape.linear_flops(b.padded) + shape.attention_flops(b.pairs) + shape.head_flops(b.head_rows)
@@ -239,7 +244,7 @@ def plan_extract(shape: ModelShape, tokenizer: Any, rows: Sequence[Mapping[str, 
         for k in index:
             batch_of[k] = i
     layout = ExtractionLayout(shape, prepared, copies, batch_of, poolings)
-    job = {"params": params, "card": card, "task": task, "prompts": len(rows), "command": command,
+    job = {"params": params, "card": card, "task": task, "prompts": n_prompts, "command": command,
            "tokens": sum(len(p.sequence.ids) for p in prepared)}
     output = extraction_bytes(layout, {t: _extract_metadata(t, job) for t in ("embeddings", "attention", "readouts")}
                               ) if sizes else {}
@@ -255,7 +260,7 @@ def plan_extract(shape: ModelShape, tokenizer: Any, rows: Sequence[Mapping[str, 
     seconds = assume.startup_seconds + load + compute
     return JobPlan(
         model=model, job="extract", task=task, shard=f"{shard + 1}/{n_shards}", device=device.name, dtype=dtype,
-        prompts=len(rows), distinct_prompts=len(prepared),
+        prompts=n_prompts, distinct_prompts=len(prepared),
         prompt_tokens=sum(p.sequence.n_prompt for p in prepared),
         branch_tokens=sum(p.sequence.n_branch for p in prepared),
         padded_tokens=sum(b.padded for b in batches), batches=len(batches),
