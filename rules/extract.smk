@@ -31,7 +31,7 @@ rule extract:
     shell:
         "python -m iclscope extract --model-dir {params.model_dir:q} --tasks {input.tasks:q}"
         " --params {params.spec:q} --batch-tokens {resources.batch_tokens}"
-        " --shard {wildcards.shard:q} --shards {wildcards.n:q}"
+        " --shard {wildcards.shard} --shards {wildcards.n}"
         " --out {output:q} > {log:q} 2>&1"
 
 

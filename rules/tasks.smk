@@ -16,4 +16,4 @@ rule build_tasks:
     params:
         spec=task_spec,
     shell:
-        "python -m iclscope build-tasks --task {wildcards.task:q} --params {params.spec:q} --out {output:q} > {log:q} 2>&1"
+        "python -m iclscope build-tasks --task {wildcards.task} --params {params.spec:q} --out {output:q} > {log:q} 2>&1"
