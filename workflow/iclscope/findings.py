@@ -166,25 +166,23 @@ def binary_headlines(root: Path, seed: int, n_boot: int = 1000, level: float = 0
             out.append(Headline("binary", "sequences_kept", unit, float(model_rows["n_used"].sum()),
                                 n=int(model_rows["n_total"].sum()), source=src,
                                 note="sampled sequences long enough to analyse"))
-        fitted = part[part["source"] != "model"].dropna(subset=["bic"])
-        if not fitted.empty:
-            wins = fitted[fitted["bic_rank"] == 1].groupby("source").size()
+        # per baseline: in how many p(Tails) conditions it ranks first, and its total score;
+        # fitted to the samples (BIC summed) and to the per-step probabilities (KL averaged)
+        for score, rank, agg, fitted_to, wins_q, total_q in (
+                ("bic", "bic_rank", "sum", "samples", "baseline_bic_wins", "baseline_summed_bic"),
+                ("prob_kl", "prob_kl_rank", "mean", "probabilities", "baseline_kl_wins", "baseline_mean_kl")):
+            if score not in part.columns:
+                continue
+            fitted = part[part["source"] != "model"].dropna(subset=[score])
+            if fitted.empty:
+                continue
+            wins = fitted[fitted[rank] == 1].groupby("source").size()
             n_conditions = int(fitted["p_tails"].nunique())
-            for source, total in fitted.groupby("source")["bic"].sum().sort_values().items():
-                unit = f"{source}, {mode} samples"
-                out.append(Headline("binary", "baseline_bic_wins", unit, float(wins.get(source, 0)),
-                                    n=n_conditions, source=src))
-                out.append(Headline("binary", "baseline_summed_bic", unit, float(total), n=n_conditions,
+            for source, total in fitted.groupby("source")[score].agg(agg).sort_values().items():
+                unit = f"{source}, {mode} {fitted_to}"
+                out.append(Headline("binary", wins_q, unit, float(wins.get(source, 0)), n=n_conditions,
                                     source=src))
-        on_probs = part.dropna(subset=["prob_kl"]) if "prob_kl" in part.columns else part.iloc[0:0]
-        if not on_probs.empty:
-            wins = on_probs[on_probs["prob_kl_rank"] == 1].groupby("source").size()
-            n_conditions = int(on_probs["p_tails"].nunique())
-            for source, kl in on_probs.groupby("source")["prob_kl"].mean().sort_values().items():
-                unit = f"{source}, {mode} probabilities"
-                out.append(Headline("binary", "baseline_kl_wins", unit, float(wins.get(source, 0)),
-                                    n=n_conditions, source=src))
-                out.append(Headline("binary", "baseline_mean_kl", unit, float(kl), n=n_conditions, source=src))
+                out.append(Headline("binary", total_q, unit, float(total), n=n_conditions, source=src))
     out += _run_headlines(root, seed, n_boot, level)
     return out
 

@@ -113,6 +113,25 @@ def _window_means(x: np.ndarray, window: int) -> np.ndarray:
         return (csum[t] - csum[lo]) / count
 
 
+def _history_probs(seqs: Sequence[np.ndarray], window: int):
+    """p -> the gambler's-fallacy P(x_t = 1) at every step of the concatenated ``seqs``
+    (window means do not depend on p: computed once; a sequence's first step gets p)."""
+    m = np.concatenate([_window_means(s, window) for s in seqs])
+    first = np.isnan(m)
+    m = np.nan_to_num(m)
+    return lambda p: np.where(first, p, np.clip(2.0 * p - m, 0.0, 1.0))
+
+
+def _minimise_on_unit(negll) -> float:
+    """argmin of ``negll`` over p in [0, 1]: the function need not be unimodal (it is
+    clipped), so a 201-point grid picks the bracket and a bounded Brent search refines it."""
+    grid = np.linspace(0.0, 1.0, 201)
+    best = int(np.argmin([negll(p) for p in grid]))
+    lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+    res = minimize_scalar(negll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
+    return float(res.x) if res.fun <= negll(grid[best]) else float(grid[best])
+
+
 @dataclass(frozen=True)
 class GamblersFallacy:
     """p_t = clip(p + (p - mean(x_{t-w..t-1})), 0, 1): recent excess of ones lowers P(1).
@@ -148,20 +167,8 @@ class GamblersFallacy:
         """
         seqs = _check_seqs(seqs)
         x = np.concatenate(seqs)
-        # window means do not depend on p: compute once; t = 0 of each sequence is marked NaN
-        m = np.concatenate([_window_means(s, window) for s in seqs])
-        first = np.isnan(m)
-
-        def negll(p: float) -> float:
-            probs = np.where(first, p, np.clip(2.0 * p - np.nan_to_num(m), 0.0, 1.0))
-            return -_bernoulli_ll(x, probs)
-
-        grid = np.linspace(0.0, 1.0, 201)
-        best = int(np.argmin([negll(p) for p in grid]))
-        lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
-        res = minimize_scalar(negll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
-        p = float(res.x) if res.fun <= negll(grid[best]) else float(grid[best])
-        return cls(p=p, window=window)
+        steps = _history_probs(seqs, window)
+        return cls(p=_minimise_on_unit(lambda p: -_bernoulli_ll(x, steps(p))), window=window)
 
     @classmethod
     def fit_probs(cls, seqs: Sequence[np.ndarray | str], probs: Sequence[np.ndarray], window: int = 5) -> Self:
@@ -169,18 +176,8 @@ class GamblersFallacy:
         sampled history (the same grid and bounded search as :meth:`fit`)."""
         seqs, probs = _check_probs(seqs, probs)
         q = np.concatenate(probs)
-        m = np.concatenate([_window_means(s, window) for s in seqs])
-        first = np.isnan(m)
-
-        def negll(p: float) -> float:
-            return -_soft_ll(q, np.where(first, p, np.clip(2.0 * p - np.nan_to_num(m), 0.0, 1.0)))
-
-        grid = np.linspace(0.0, 1.0, 201)
-        best = int(np.argmin([negll(p) for p in grid]))
-        lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
-        res = minimize_scalar(negll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-6})
-        p = float(res.x) if res.fun <= negll(grid[best]) else float(grid[best])
-        return cls(p=p, window=window)
+        steps = _history_probs(seqs, window)
+        return cls(p=_minimise_on_unit(lambda p: -_soft_ll(q, steps(p))), window=window)
 
     def sample(self, n_seqs: int, length: int, rng: np.random.Generator) -> list[np.ndarray]:
         """``n_seqs`` int8 arrays of shape (length,), generated flip by flip (vectorised over seqs)."""

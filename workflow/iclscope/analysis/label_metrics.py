@@ -34,7 +34,7 @@ from scipy.special import logsumexp
 from iclscope.analysis.candidates import restricted_log_softmax
 from iclscope.contracts import CONTENT_FREE_SUFFIX
 from iclscope.analysis.stats import (
-    bootstrap_ci, bootstrap_ci_columns, cross_fitted_control_variate, paired_unit_means,
+    bootstrap_ci, bootstrap_ci_columns, cross_fitted_control_variate, paired_pooled_ci, paired_unit_means,
 )
 
 __all__ = [
@@ -339,16 +339,10 @@ def pooled_windows(n_examples: int, flip_at: int) -> dict[str, list[int]]:
     }
 
 
-def pooled_unit_effects(frame: pd.DataFrame, metric: str, positions: Sequence[int], condition_a: str,
-                        condition_b: str) -> pd.Series:
-    """Per repeat, the mean over the window's ``positions`` of ``a[r, i] - b[r, i]`` (cells
-    missing or NaN on either side skipped), for the repeats present in both conditions
-    with at least one such cell; indexed by repeat, ascending.
-
-    ``frame``: long table with ``condition``, ``repeat``, ``position`` and ``metric`` for one
-    dataset and model. Repeat r of both conditions shows the same example draws, so each
-    position is paired too.
-    """
+def _paired_windows(frame: pd.DataFrame, metric: str, positions: Sequence[int], condition_a: str,
+                    condition_b: str) -> tuple[pd.Index, np.ndarray, np.ndarray]:
+    """The repeats present in both conditions (ascending) and their (repeats, window) values
+    of ``metric`` in a and in b, aligned by repeat and position (missing cells NaN)."""
     _require_columns(frame, ["condition", "repeat", "position", metric])
     window = sorted({int(p) for p in positions})
     if not window:
@@ -371,9 +365,21 @@ def pooled_unit_effects(frame: pd.DataFrame, metric: str, positions: Sequence[in
         values = sub.assign(_v=_numeric(sub[metric], metric))
         sides.append(values.pivot(index="repeat", columns="position", values="_v").reindex(columns=window))
     repeats = sides[0].index.intersection(sides[1].index).sort_values()
-    effects = pd.Series(paired_unit_means(sides[0].loc[repeats].to_numpy(dtype=float),
-                                          sides[1].loc[repeats].to_numpy(dtype=float)), index=repeats)
-    return effects.dropna()
+    return repeats, sides[0].loc[repeats].to_numpy(dtype=float), sides[1].loc[repeats].to_numpy(dtype=float)
+
+
+def pooled_unit_effects(frame: pd.DataFrame, metric: str, positions: Sequence[int], condition_a: str,
+                        condition_b: str) -> pd.Series:
+    """Per repeat, the mean over the window's ``positions`` of ``a[r, i] - b[r, i]`` (cells
+    missing or NaN on either side skipped), for the repeats present in both conditions
+    with at least one such cell; indexed by repeat, ascending.
+
+    ``frame``: long table with ``condition``, ``repeat``, ``position`` and ``metric`` for one
+    dataset and model. Repeat r of both conditions shows the same example draws, so each
+    position is paired too.
+    """
+    repeats, a, b = _paired_windows(frame, metric, positions, condition_a, condition_b)
+    return pd.Series(paired_unit_means(a, b), index=repeats).dropna()
 
 
 def pooled_paired_difference(
@@ -389,14 +395,14 @@ def pooled_paired_difference(
     """Mean difference ``a - b`` of ``metric`` pooled over ``positions``, paired by repeat.
 
     Per repeat the effect is :func:`pooled_unit_effects`; the estimate is their mean, the
-    CI a percentile bootstrap over repeats: repeats are the independent units, positions
-    of one repeat share one context and are not.
+    CI a percentile bootstrap over repeats (:func:`~iclscope.analysis.stats.paired_pooled_ci`):
+    repeats are the independent units, positions of one repeat share one context and are not.
 
     Returns ``{"mean", "ci_low", "ci_high", "n"}`` (``n``: repeats paired, int).
     """
-    effects = pooled_unit_effects(frame, metric, positions, condition_a, condition_b).to_numpy()
-    interval = bootstrap_ci(effects, rng, n_boot=n_boot, level=level)
-    return {"mean": interval.mean, "ci_low": interval.low, "ci_high": interval.high, "n": len(effects)}
+    _, a, b = _paired_windows(frame, metric, positions, condition_a, condition_b)
+    interval, n = paired_pooled_ci(a, b, rng, n_boot=n_boot, level=level)
+    return {"mean": interval.mean, "ci_low": interval.low, "ci_high": interval.high, "n": n}
 
 
 def adjusted_pooled_difference(
