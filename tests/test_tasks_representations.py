@@ -372,3 +372,44 @@ def test_the_builders_name_exactly_the_spans_and_fields_config_validation_knows(
         assert built <= set(TASK_SPANS[task]), (task, built - set(TASK_SPANS[task]))
         assert set(TASK_SPANS[task]) - built <= {"instruction"}  # only the optional instruction may be absent
         assert set(CONDITION_FIELDS[task]) <= set(table.column_names)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_reading_examples_sentence_order_balanced_within_each_prompt(seed):
+    """Issue 23.3: within a prompt, the solved examples' queried person comes first in exactly
+    half of every even number of examples (read from the text, not only the column), so the
+    context cannot teach "the answer is in the first sentence"."""
+    cfg = cfg_with("reading", n_shots=[0, 3, 4])
+    rows = build_reading(cfg, seed=seed, root=ROOT).to_pylist()
+    seen_odd = []
+    for r in rows:
+        k = r["n_shots"]
+        orders = r["examples_relevant_first"]
+        assert len(orders) == k
+        from_text = []
+        for i in range(1, k + 1):
+            example = spans_of(r)[f"example_{i}"]
+            story, question = example.split("\nQuestion: What does ", 1)
+            person = question.split(" like", 1)[0]
+            first_sentence = story.removeprefix("Story: ").split(".", 1)[0]
+            from_text.append(first_sentence.startswith(person))
+        assert from_text == orders
+        if k % 2 == 0:
+            assert sum(orders) * 2 == k
+        else:
+            assert abs(2 * sum(orders) - k) == 1
+            seen_odd.append(orders[-1])
+    # the odd example's order is drawn, not fixed
+    assert set(seen_odd) == {True, False}
+
+
+def test_balanced_example_orders_prefixes():
+    import numpy as np
+
+    from iclscope.tasks.representations import balanced_example_orders
+
+    for n in range(0, 9):
+        orders = balanced_example_orders(n, np.random.default_rng(n))
+        assert len(orders) == n
+        for j in range(0, n + 1, 2):
+            assert sum(orders[:j]) * 2 == j

@@ -15,7 +15,9 @@ Controls built into the draws (each tested in tests/test_tasks_representations.p
 * reading: ``n_variants`` must be even and ``relevant_first`` is True for exactly half the
   variants of every condition (so within every (condition, n_shots)); solved examples share
   no name and no activity with the query's story, so neither the correct activity nor the
-  distractor's activity ever appears in the context (no copying, no priming of either).
+  distractor's activity ever appears in the context (no copying, no priming of either);
+  the solved examples' own sentence order is balanced within each prompt
+  (:func:`balanced_example_orders`), so the context does not teach a position.
 
 regression (B1)
     Condition = line ``y = a*x + b`` (``a={a:g},b={b:g}``). Extra columns: slope,
@@ -29,7 +31,8 @@ regression (B1)
     instruction (when non-empty).
 reading (B2)
     Condition = ``{name}|{activity}``. Extra columns: name, activity, distractor_name,
-    distractor_activity, relevant_first (bool), variant (int32), answer (= activity),
+    distractor_activity, relevant_first (bool), examples_relevant_first (list<bool>: each
+    solved example's own order, of the k in the prompt), variant (int32), answer (= activity),
     candidates (list<str>, all activities in use, sorted), candidate_texts (each as the
     answer template writes it after the question, e.g. ``" bake bread"``).
     Spans: relevant, distractor, story, question, question_name, examples (k > 0),
@@ -359,6 +362,17 @@ def balanced_orders(n_variants: int, g: np.random.Generator) -> list[bool]:
     return [bool(v) for v in g.permutation(order)]
 
 
+def balanced_example_orders(n_examples: int, g: np.random.Generator) -> list[bool]:
+    """``relevant_first`` of each solved example of one prompt: every consecutive pair of
+    examples holds one of each order (seeded which comes first), so the first 2j examples are
+    exactly balanced and an odd count is off by one (its last example's order is drawn)."""
+    orders: list[bool] = []
+    for _ in range((n_examples + 1) // 2):
+        first = bool(g.integers(2))
+        orders += [first, not first]
+    return orders[:n_examples]
+
+
 def _story_prompt(
     rd: Mapping[str, Any],
     name: str,
@@ -461,6 +475,11 @@ def build_reading(cfg: Mapping[str, Any], seed: int, root: Path) -> pa.Table:
             ]
             # a prefix of a permutation: the examples for small k are those of large k
             order = rng(seed, "reading", condition, variant, "examples").permutation(len(disjoint))
+            # the examples' own sentence order, balanced within the prompt (every even prefix
+            # exactly): an unbalanced context would teach "the answer is in the first sentence"
+            example_orders = balanced_example_orders(
+                n_examples, rng(seed, "reading", condition, variant, "example_orders")
+            )
             examples = []
             for i, j in enumerate(order[:n_examples]):
                 ex_name, ex_activity = disjoint[int(j)]
@@ -468,7 +487,7 @@ def build_reading(cfg: Mapping[str, Any], seed: int, root: Path) -> pa.Table:
                 ex_distractor = _draw_story(
                     g, ex_name, ex_activity, names, activities, story_names, story_activities
                 )
-                ex_first = bool(g.integers(2))
+                ex_first = example_orders[i]
                 answer = fill_template(
                     rd["answer_template"],
                     {"activity": ex_activity},
@@ -495,6 +514,7 @@ def build_reading(cfg: Mapping[str, Any], seed: int, root: Path) -> pa.Table:
                         "distractor_name": distractor_name,
                         "distractor_activity": distractor_activity,
                         "relevant_first": relevant_first,
+                        "examples_relevant_first": example_orders[:k],
                         "variant": variant,
                         "answer": activity,
                         "candidates": candidates,
@@ -507,6 +527,7 @@ def build_reading(cfg: Mapping[str, Any], seed: int, root: Path) -> pa.Table:
         pa.field("distractor_name", pa.string(), nullable=False),
         pa.field("distractor_activity", pa.string(), nullable=False),
         pa.field("relevant_first", pa.bool_(), nullable=False),
+        pa.field("examples_relevant_first", pa.list_(pa.bool_()), nullable=False),
         pa.field("variant", pa.int32(), nullable=False),
         pa.field("answer", pa.string(), nullable=False),
         pa.field("candidates", pa.list_(pa.string()), nullable=False),
