@@ -251,3 +251,35 @@ def test_validate_config_reads_an_override_over_the_default_config(repo, tmp_pat
     assert f"config/config.yaml + {override}: valid" in capsys.readouterr().out
     assert main(["validate-config", "--alone", "--config", str(override)]) == 2
     assert "'models' is a required property" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        ({"binary": {"judgment": {"concepts": []}}}, "binary.judgment.concepts"),
+        ({"binary": {"continuation": {"concepts": []}}}, "binary.continuation.concepts"),
+        ({"binary": {"judgment": {"lengths": []}}}, "binary.judgment.lengths"),
+        ({"binary": {"generation": {"modes": []}}}, "binary.generation.modes"),
+        ({"binary": {"analysis": {"windows": []}}}, "binary.analysis.windows"),
+        ({"binary": {"symbols": []}}, "binary.symbols"),
+        ({"labels": {"conditions": []}}, "labels.conditions"),
+        ({"labels": {"datasets": []}}, "labels.datasets"),
+        ({"labels": {"conditions": ["default", "arbitrary"], "arbitrary_labels": []}}, "labels.arbitrary_labels"),
+        ({"labels": {"datasets": [{"name": "d", "source": "novel", "label_words": []}]}},
+         "labels.datasets[0].label_words"),
+        ({"labels": {"datasets": [{"name": "d", "source": "novel", "classes": []}]}}, "labels.datasets[0].classes"),
+        ({"studies": []}, "studies"),
+        ({"models": []}, "models"),
+    ],
+)
+def test_empty_lists_are_refused_with_their_key(change, key):
+    """A list where empty makes no sense (concepts, lengths, conditions, ...) stops validation,
+    naming its key, before the Snakefile plans anything."""
+    cfg = minimal(**change) if "models" not in change else change
+    problems = problems_of(cfg)
+    assert any(f"`{key}`" in p and ("empty" in p or "too short" in p) for p in problems), problems
+
+
+def test_empty_concepts_pass_when_study_a_does_not_run():
+    cfg = validate_config(minimal(studies=["labels"], binary={"judgment": {"concepts": []}}))
+    assert cfg["binary"]["judgment"]["concepts"] == []

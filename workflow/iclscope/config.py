@@ -390,6 +390,9 @@ def _check_labels(cfg: dict[str, Any], root: Path) -> list[str]:
             f"{2 * cfg['flip_at'] + 1} for {flips} (the prediction after 2N examples), "
             f"got n_examples = {cfg['n_examples']}"
         )
+    if "arbitrary" in cfg["conditions"] and not cfg["arbitrary_labels"]:
+        problems.append("config key `labels.arbitrary_labels`: empty, but `labels.conditions` names `arbitrary`; "
+                        "give at least one list of replacement label words (or drop the condition)")
     for j, words in enumerate(cfg["arbitrary_labels"]):
         if len(set(words)) != len(words) or any(not w.strip() for w in words):
             problems.append(f"config key `labels.arbitrary_labels[{j}]`: words must be distinct and non-empty")
@@ -439,8 +442,10 @@ def _check_data(cfg: dict[str, Any], root: Path) -> list[str]:
     class) and their label words (one per class)."""
     problems = []
     studies = set(cfg["studies"])
-    if "binary" in studies and not cfg["binary"]["continuation"]["concepts"]:
-        problems.append("config key `binary.continuation.concepts`: empty; give at least one 0/1 concept")
+    if "binary" in studies:
+        for task in ("judgment", "continuation"):
+            if not cfg["binary"][task]["concepts"]:
+                problems.append(f"config key `binary.{task}.concepts`: empty; give at least one 0/1 concept")
     if "labels" not in studies:
         return problems
     from iclscope.datasets import load_dataset
