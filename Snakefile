@@ -4,10 +4,17 @@ import shlex
 import sys
 from pathlib import Path
 
+from snakemake.utils import min_version
+
+# the oldest Snakemake this workflow is tested with (pyproject.toml: snakemake>=9.0,<10)
+min_version("9.0")
+
 # The package lives in workflow/: importable here (to build the DAG) and, through the
 # shell prefix, in every job whatever environment runs it (a venv, a conda env from
-# envs/, a cluster node). Rules run `python -m iclscope`.
-PACKAGE_DIR = str(Path(workflow.basedir) / "workflow")
+# envs/, a cluster node). Rules run `python -m iclscope`. The folder is found from this
+# file, not from the main Snakefile, so the workflow also runs as a module of another
+# workflow (`module iclscope: snakefile: ...`; docs/module.md).
+PACKAGE_DIR = str(Path(str(workflow.current_basedir)).resolve() / "workflow")
 sys.path.insert(0, PACKAGE_DIR)
 # (no braces: Snakemake formats the prefix; an empty trailing entry is the run
 # directory, which `python -m` puts on the path anyway)

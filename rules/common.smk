@@ -3,6 +3,7 @@ import shlex
 
 # report() marks an output for `snakemake --report` (imported under another name: snakefmt
 # reads a bare `report` as the workflow's report directive)
+from snakemake.exceptions import WorkflowError
 from snakemake.io import report as report_output
 
 from iclscope.extraction import params as extraction_params
@@ -91,6 +92,16 @@ def runtime_params(wildcards):
     Speed-only settings are not here: `batch_tokens` reaches the jobs as a resource
     (results do not depend on batch composition), `shards` as the shard wildcards."""
     return extraction_params.runtime_params(MODELS[wildcards.model])
+
+
+def all_cores():
+    """The threads of a model job: every core of the run (`--cores`), so model jobs run one
+    at a time. A command that runs no job and gives no --cores (`snakemake --report
+    report.html`, `--lint`) gets 1: the value then plans nothing."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1
 
 
 # the model jobs' scheduler requests come from their plans (iclscope.planning.requests)

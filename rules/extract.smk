@@ -19,7 +19,7 @@ rule extract:
         f"{BENCH}/{{model}}/extract/{{task}}.{{shard}}-of-{{n}}.tsv"
     conda:
         "../envs/torch.yaml"
-    threads: workflow.cores
+    threads: all_cores()
     resources:
         mem_mb=planned_mem_mb,
         runtime=planned_runtime,
@@ -35,10 +35,8 @@ rule extract:
         " --out {output:q} > {log:q} 2>&1"
 
 
-localrules:
-    gather_extract,
-
-
+# a local job (also when the workflow is a module of another: a rule's own flag travels
+# with it, where a localrules directive names the rule before a module renames it)
 rule gather_extract:
     input:
         shard_tables,
@@ -46,6 +44,7 @@ rule gather_extract:
         extracted("{model}", "{task}"),
     log:
         f"{LOGS}/{{model}}/gather/{{task}}.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
     shell:
@@ -64,7 +63,7 @@ rule generate:
         f"{BENCH}/{{model}}/generate.tsv"
     conda:
         "../envs/torch.yaml"
-    threads: workflow.cores
+    threads: all_cores()
     resources:
         mem_mb=planned_mem_mb,
         runtime=planned_runtime,
@@ -90,7 +89,7 @@ rule bench_extract:
         f"{LOGS}/{{model}}/bench_extract.log",
     conda:
         "../envs/torch.yaml"
-    threads: workflow.cores
+    threads: all_cores()
     resources:
         gpu=1,
     params:
