@@ -341,13 +341,17 @@ def test_multi_token_candidates_are_exact_sums(captured, eager, task_rows):
     lengths = set()
     for row in rows:
         step = max(1, len(row["candidates"]) // 6)  # a spread of the (many) regression candidates
+        end = row.get("answer_end", "")  # regression: the candidate and the first token after it
         for label, text in list(zip(row["candidates"], row["candidate_texts"]))[::step]:
-            tokens, parts = scored_continuation(eager, tokenizer, row["text"], text)
+            tokens, parts = scored_continuation(eager, tokenizer, row["text"], text + end)
+            if end:
+                n = len(tokenizer(row["text"] + text)["input_ids"]) - len(tokenizer(row["text"])["input_ids"])
+                tokens, parts = tokens[: n + 1], parts[: n + 1]
             lengths.add(len(tokens))
             logprob, first = got[(row["prompt_id"], "answer", label)]
             assert logprob == pytest.approx(sum(parts), abs=ATOL), (row["prompt_id"], label)
             assert first == pytest.approx(parts[0], abs=ATOL)
-    assert min(lengths) >= 2 and max(lengths) >= 4  # " bake bread" (2), " -34\n" (4)
+    assert min(lengths) >= 2 and max(lengths) >= 4  # " bake bread" (2), " -34" + "\n" (4)
 
 
 # --------------------------------------------------------------------------- 6. initials

@@ -343,13 +343,15 @@ def test_duplicate_in_data_file_names_the_file(tmp_path):
 def test_answer_candidates_follow_the_templates():
     from iclscope.tasks.representations import answer_affixes, number_candidates
 
-    assert answer_affixes("Input: {x}\nOutput: {y}\n", "Input: {x}\nOutput:", "\n") == (" ", "\n")
-    assert answer_affixes("x={x} y={y}", "x={x} y=", "; ") == ("", ";")
+    # the end runs from after {y} through the separator to the next example's {x}
+    assert answer_affixes("Input: {x}\nOutput: {y}\n", "Input: {x}\nOutput:", "\n") == (" ", "\n\nInput: ")
+    assert answer_affixes("x={x} y={y}", "x={x} y=", "; ") == ("", "; x=")
     assert number_candidates([-3.0, 5.0]) == list(range(-5, 8))
     table = build_regression(CFG, 0).to_pylist()
     row = table[0]
     assert len(row["candidates"]) == len(row["candidate_texts"])
-    assert all(t == f" {c}\n" for c, t in zip(row["candidates"], row["candidate_texts"]))
+    assert all(t == f" {c}" for c, t in zip(row["candidates"], row["candidate_texts"]))
+    assert {r["answer_end"] for r in table} == {"\n\nInput: "}
     targets = {r["answer"] for r in table}
     assert targets <= set(row["candidates"])
     reading = build_reading(CFG, 0, ROOT).to_pylist()[0]

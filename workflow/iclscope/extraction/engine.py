@@ -84,18 +84,20 @@ class CandidateTokenizer:
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
-        self._cache: dict[tuple[str, str], list[int]] = {}
+        self._cache: dict[tuple[str, str, str], list[int]] = {}
         self._initials: dict[str, list[int]] = {}
 
-    def after(self, prompt: TokenizedPrompt, text: str, read_pos: int, candidate: str) -> list[int]:
+    def after(self, prompt: TokenizedPrompt, text: str, read_pos: int, candidate: str, end: str = "") -> list[int]:
+        """The candidate's tokens after the read token, plus the first token of ``end``
+        when given (see :func:`~iclscope.extraction.readouts.candidate_tokens`)."""
         first = max(0, read_pos - TAIL_TOKENS + 1)
         while first < read_pos and prompt.offsets[first][1] <= prompt.offsets[first][0]:
             first += 1  # skip zero-width special tokens
         tail = text[prompt.offsets[first][0] : prompt.offsets[read_pos][1]]
-        key = (tail, candidate)
+        key = (tail, candidate, end)  # the end text decides the last token scored
         if key not in self._cache:
             try:
-                self._cache[key] = candidate_tokens(self.tokenizer, tail, candidate)
+                self._cache[key] = candidate_tokens(self.tokenizer, tail, candidate, end)
             except ValueError as err:
                 raise ExtractionError(f"prompt {prompt.prompt_id!r}: {err}") from err
         return self._cache[key]
@@ -143,7 +145,7 @@ def prepare_prompts(
                 read.initial_sets = [cands.initial(letter) if resolve_initials else [] for letter in point.labels]
             else:
                 texts = point.texts if point.texts is not None else point.labels
-                tokens = [cands.after(prompt, row["text"], pos, gap + t) for t in texts]
+                tokens = [cands.after(prompt, row["text"], pos, gap + t, point.end) for t in texts]
                 read.steps = seq.add_candidates(pos, tokens)
             reads.append(read)
         # branch tokens take positions after their read point, not after the prompt

@@ -26,7 +26,10 @@ class ReadPoint:
     ``labels`` name the candidates in the readouts table; ``texts`` are what each adds
     after the prefix (``None`` = the text between the read token and span ``before``
     followed by the label, e.g. ``" " + "positive"``). With ``initials`` the candidates
-    are sets of vocabulary tokens starting with each label (A3's r / n).
+    are sets of vocabulary tokens starting with each label (A3's r / n). ``end``: the text
+    that follows a candidate in the examples (B1's ``answer_end``); each candidate is then
+    scored with the first token of ``end`` as tokenised in context, the terminator the
+    model really sees after an answer (``"\n"`` or ``"\n\n"`` depending on the tokenizer).
     """
 
     name: str
@@ -34,6 +37,7 @@ class ReadPoint:
     labels: tuple[str, ...]
     texts: tuple[str, ...] | None = None
     initials: bool = False
+    end: str = ""
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,9 @@ def _span_names(row: Mapping[str, Any]) -> list[str]:
 def _representation_plan(row: Mapping[str, Any]) -> PromptPlan:
     # study B: every span but the per-example ones (their union is the `examples` span)
     spans = tuple(n for n in _span_names(row) if example_index(n) is None)
-    answer = ReadPoint(ANSWER_READOUT, None, tuple(row["candidates"]), tuple(row["candidate_texts"]))
+    # regression rows say what follows an answer (its terminator is scored); reading's do not
+    answer = ReadPoint(ANSWER_READOUT, None, tuple(row["candidates"]), tuple(row["candidate_texts"]),
+                       end=row.get("answer_end") or "")
     return PromptPlan(pool=(*spans, END), attend=spans, reads=(answer,))
 
 

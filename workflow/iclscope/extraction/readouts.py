@@ -33,20 +33,37 @@ def logprobs_at(model: torch.nn.Module, final_hidden: torch.Tensor, rows: torch.
     return torch.log_softmax(logits.float(), dim=-1)
 
 
-def candidate_tokens(tokenizer: Any, prefix: str, candidate: str) -> list[int]:
+def candidate_tokens(tokenizer: Any, prefix: str, candidate: str, end: str = "") -> list[int]:
     """The tokens ``candidate`` adds after ``prefix``, as tokenised together in context.
 
-    Raises ``ValueError`` if the candidate tokenises to nothing or merges with the end of
-    the prefix (then its tokens cannot be separated from the prefix's).
+    With ``end`` (the text that follows the candidate in the examples) the three are
+    tokenised together and the first token covering the start of ``end`` is scored too:
+    the terminator as the model's tokenizer writes it after an answer. Raises
+    ``ValueError`` if the candidate tokenises to nothing, merges with the end of the prefix
+    or its last token merges with ``end`` (then its tokens cannot be separated).
     """
     head = tokenizer(prefix, add_special_tokens=False)["input_ids"]
-    whole = tokenizer(prefix + candidate, add_special_tokens=False)["input_ids"]
+    body = tokenizer(prefix + candidate, add_special_tokens=False)["input_ids"]
+    whole = tokenizer(prefix + candidate + end, add_special_tokens=False)["input_ids"] if end else body
     if whole[: len(head)] != head:
         raise ValueError(f"candidate {candidate!r} merges with the end of the prefix {prefix[-20:]!r}")
-    tokens = whole[len(head):]
-    if not tokens:
+    if len(body) == len(head):
         raise ValueError(f"candidate {candidate!r} tokenizes to nothing after {prefix[-20:]!r}")
-    return tokens
+    if not end:
+        return whole[len(head):]
+    # the candidate's own tokens must survive unchanged when ``end`` follows it
+    if whole[: len(body)] != body or len(whole) == len(body):
+        raise ValueError(
+            f"candidate {candidate!r} cannot be separated from the end text {end!r} that follows it: "
+            f"its last token merges with it (alone {_token_texts(tokenizer, body[len(head):])}, "
+            f"followed by it {_token_texts(tokenizer, whole[len(head): len(body)])})"
+        )
+    return whole[len(head): len(body) + 1]
+
+
+def _token_texts(tokenizer: Any, ids: list[int]) -> list[str]:
+    """Token strings, for error messages."""
+    return [tokenizer.decode([i]) for i in ids]
 
 
 def tokens_with_initial(tokenizer: Any, initial: str) -> list[int]:

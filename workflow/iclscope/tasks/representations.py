@@ -25,8 +25,14 @@ regression (B1)
     a*x+b), answer (target as written in examples), examples_x (list<int64>),
     examples_y (list<float64>) of the k examples in the prompt, candidates (list<str>:
     every integer answer from a little below the smallest target to a little above the
-    largest) and candidate_texts (each candidate as it would follow the prompt, with
-    the example template's spacing and line end, e.g. ``" -7\n"``).
+    largest), candidate_texts (each candidate as it would follow the prompt, with the
+    example template's spacing, e.g. ``" -7"``) and answer_end (what follows an answer in
+    the examples, up to the next example's x: the template's text after {y}, the example
+    separator and the template's text before {x}, e.g. ``"\n\nInput: "``). A candidate is
+    scored as its tokens plus the first token of answer_end, both tokenised in context, so
+    its probability includes the end of the number (``" 1"`` is not ``" 12"``) with the
+    terminator the model's tokenizer really writes after an answer (``"\n"`` for SmolLM2,
+    whose pre-tokenizer splits ``"\n\nInput"`` into two ``"\n"``; ``"\n\n"`` for Gemma 3).
     Spans: query (the query x), query_line, examples (k > 0), example_{i} (i = 1..k),
     instruction (when non-empty).
 reading (B2)
@@ -261,29 +267,33 @@ def build_regression(cfg: Mapping[str, Any], seed: int) -> pa.Table:
         pa.field("examples_y", pa.list_(pa.float64()), nullable=False),
         pa.field("candidates", pa.list_(pa.string()), nullable=False),
         pa.field("candidate_texts", pa.list_(pa.string()), nullable=False),
+        pa.field("answer_end", pa.string(), nullable=False),
     ]
     candidates = number_candidates([r["target"] for r in records])
-    prefix, terminator = answer_affixes(reg["example_template"], reg["query_template"], separator)
+    prefix, end = answer_affixes(reg["example_template"], reg["query_template"], separator)
     for record in records:
         record["candidates"] = [format_number(c) for c in candidates]
-        record["candidate_texts"] = [f"{prefix}{format_number(c)}{terminator}" for c in candidates]
+        record["candidate_texts"] = [f"{prefix}{format_number(c)}" for c in candidates]
+        record["answer_end"] = end
     return task_table(records, extra)
 
 
 def answer_affixes(example_template: str, query_template: str, separator: str) -> tuple[str, str]:
-    """What comes between the query prompt and the answer ``{y}``, and what ends it.
+    """What comes between the query prompt and the answer ``{y}``, and what follows an
+    answer in the examples up to the next example's ``{x}``.
 
-    With the defaults (``"Input: {x}\nOutput: {y}\n"`` after ``"Input: {x}\nOutput:"``)
-    that is ``(" ", "\n")``: a candidate answer is scored as ``" -7\n"`` so that its
-    probability includes the end of the number (``" 1"`` is not ``" 12"``).
+    With the defaults (``"Input: {x}\nOutput: {y}\n"`` after ``"Input: {x}\nOutput:"``,
+    separator ``"\n"``) that is ``(" ", "\n\nInput: ")``. The end reaches into the next
+    example because a tokenizer may split the same whitespace differently at the end of a
+    text (SmolLM2: ``"\n\n"`` alone is one token, before ``"Input"`` two); the readout
+    scores only its first token.
     """
     after_x = example_template.split("{x}", 1)[-1]
     before_y, _, after_y = after_x.partition("{y}")
     query_tail = query_template.split("{x}", 1)[-1]
     prefix = before_y[len(query_tail):] if before_y.startswith(query_tail) else " "
-    end = after_y or separator
-    terminator = end[: end.index("\n") + 1] if "\n" in end else end[:1]
-    return prefix, terminator
+    lead = example_template.split("{x}", 1)[0]  # how the next example starts
+    return prefix, after_y + separator + lead
 
 
 def number_candidates(targets: Sequence[float]) -> list[int]:
