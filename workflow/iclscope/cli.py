@@ -304,9 +304,34 @@ def cmd_cluster_profile(args: argparse.Namespace) -> None:
     print(out)
 
 
+def cmd_docs(args: argparse.Namespace) -> int:
+    from iclscope.docs_reference import REGENERATE, generate, shown, stale_pages, write_pages
+
+    pages = generate()
+    for g in pages:
+        if g.text is None:
+            print(f"{shown(g.page)}: not checked: its source {g.source} is absent (run the pipeline to produce it)")
+    if args.check:
+        stale = stale_pages(pages)
+        for line in stale:
+            print(f"stale: {line}")
+        if stale:
+            print(f"regenerate with: {REGENERATE}")
+            return 1
+        print("generated pages are current")
+        return 0
+    for path in write_pages(pages):
+        print(f"wrote {shown(path)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from iclscope import __version__
+
     parser = argparse.ArgumentParser(prog="iclscope", description=__doc__.splitlines()[0])
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("--version", action="version", version=f"iclscope {__version__}",
+                        help="print the package version (pyproject.toml's, the one in every table's provenance)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("validate-config", help="validate a config and list models and tasks",
@@ -393,11 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "quote-findings",
-        help="copy generated findings.md files into a document's marked blocks (the README)",
+        help="copy generated findings.md files into a document's marked blocks (e.g. a paper draft)",
         description="Replace each <!-- findings:NAME --> ... <!-- /findings:NAME --> block of a document "
                     "with the generated findings file named for it.",
     )
-    p.add_argument("document", help="the document to update, e.g. README.md")
+    p.add_argument("document", help="the document to update, e.g. paper.md")
     p.add_argument("findings", nargs="+", metavar="NAME=FINDINGS_MD",
                    help="block name and findings file, e.g. smollm2-135m=results/smollm2-135m/findings.md")
     p.set_defaults(func=cmd_quote_findings)
@@ -500,6 +525,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the folder the profile goes to (snakemake --profile OUT)")
     p.add_argument("--profile", default="profiles/slurm", help="the shipped profile's folder (default: %(default)s)")
     p.set_defaults(func=cmd_cluster_profile)
+
+    p = sub.add_parser("docs", help="write the generated documentation pages (config, tables, CLI, findings)",
+                       description="Generate docs/reference/{config,tables,cli}.md from config/schema.yaml, "
+                                   "iclscope.contracts and this parser, and docs/findings/*.md from the findings.md "
+                                   "of finished runs under results/ (pages whose run is absent are left as they "
+                                   "are). With --check, write nothing and exit 1 if a page is stale.")
+    p.add_argument("--check", action="store_true", help="only report stale pages (exit 1 if any)")
+    p.set_defaults(func=cmd_docs)
     return parser
 
 
