@@ -296,3 +296,55 @@ def test_geometric_mean_not_dominated_by_a_near_zero_denominator() -> None:
     assert sym.mean == pytest.approx(0.0)
     with pytest.raises(ValueError, match="finite"):
         geometric_mean_ratio(np.array([np.inf, 0.0]), np.random.default_rng(0))
+
+
+# ----------------------------------------------------------------------------- issue 23.6
+
+
+def test_chance_selectivity_puts_a_control_below_chance_at_chance() -> None:
+    """Shuffled targets on held-out conditions score far below chance (R^2 << 0); the old
+    score - control would credit a noise probe with a large 'selectivity', the chance-floored
+    one gives it about nothing."""
+    from iclscope.analysis.probes import chance_selectivity
+
+    X, y, groups = planted_regression(3, n_groups=8, per_group=4)
+    noise = np.random.default_rng(5).normal(size=X.shape)
+    null = probe_permutation_control("ridge", noise, y, groups, np.random.default_rng(0), n_shuffles=100)
+    assert null.control_mean < -0.5  # the control sits far below chance (R^2 0)
+    assert null.chance == 0.0
+    assert null.selectivity == pytest.approx(chance_selectivity(null.score, null.controls, 0.0))
+    assert null.selectivity <= max(null.score, 0.0)
+    assert abs(null.selectivity) < 0.2 < null.score - null.control_mean
+    # a planted signal keeps a clear selectivity, below its own score
+    res = probe_permutation_control("ridge", X, y, groups, np.random.default_rng(0), n_shuffles=100)
+    assert 0.5 < res.selectivity <= res.score
+    # accuracy: chance is the largest class's share, and the floor applies to the control only
+    assert chance_selectivity(0.4, np.array([0.1, 0.2]), 0.25) == pytest.approx(0.4 - 0.25)
+    assert chance_selectivity(0.1, np.array([0.1, 0.5]), 0.25) == pytest.approx(0.25 - 0.375)
+
+
+def test_classifier_chance_is_the_majority_share() -> None:
+    from iclscope.analysis.probes import chance_level
+
+    assert chance_level("classifier", np.array(["a", "a", "b", "c"])) == 0.5
+    assert chance_level("ridge", np.array([1.0, 2.0])) == 0.0
+
+
+@pytest.mark.parametrize("kind", ["ridge", "classifier"])
+def test_shuffles_continue_where_p_sits_at_its_resolution(kind) -> None:
+    if kind == "ridge":
+        X, y, groups = planted_regression(0, n_groups=20, per_group=3)
+    else:
+        X, y, groups = planted_classes(0)
+    base = probe_permutation_control(kind, X, y, groups, np.random.default_rng(0), n_shuffles=20)
+    assert base.p_value == pytest.approx(1 / 21)  # at the floor of 20 shuffles
+    more = probe_permutation_control(kind, X, y, groups, np.random.default_rng(0), n_shuffles=20,
+                                     n_shuffles_max=300)
+    assert more.n_shuffles == 300 and more.controls.shape == (300,)
+    np.testing.assert_array_equal(more.controls[:20], base.controls)  # the first shuffles unchanged
+    assert more.p_value == pytest.approx(1 / 301) and more.score == base.score
+    # a probe whose p is above the floor keeps its shuffles
+    noise = np.random.default_rng(9).normal(size=X.shape)
+    null = probe_permutation_control(kind, noise, y, groups, np.random.default_rng(0), n_shuffles=20,
+                                     n_shuffles_max=300)
+    assert null.n_shuffles == 20 and null.p_value > 1 / 21

@@ -151,15 +151,6 @@ def recompute(root: Path, row) -> float:
         long = seen.assign(long=seen["run_length"] >= 3).pivot_table(
             index=["p_tails", "sample"], columns="long", values="p_same", aggfunc="mean")
         return float((long[True] - long[False]).dropna().mean())
-    if q.startswith("gain_"):
-        metric = q.removeprefix("gain_")
-        task, shots = unit.split(" k=")
-        before, after = (int(x) for x in shots.split("->"))
-        t = table[table["task"] == task]
-        keys = ["condition", "variant"] + (["relevant_first"] if "relevant_first" in t.columns else [])
-        side = {k: t[t["n_shots"] == k].groupby(keys, dropna=False)[metric].mean() for k in (before, after)}
-        pairs = pd.concat(side, axis=1, join="inner").dropna()
-        return float((pairs[after] - pairs[before]).mean())
     if q == "follows_flipped_late":
         flipped = table[table["condition"] == "flipped"]
         n_pos = int(table["position"].max())
@@ -194,36 +185,77 @@ def recompute(root: Path, row) -> float:
         assert len(hit) == 1 and (hit["dataset"] == dataset).all()
         assert _close(row.ci_low, float(hit["ci_low"].iloc[0])) and _close(row.ci_high, float(hit["ci_high"].iloc[0]))
         return float(hit["mean"].iloc[0])
-    # study B per depth band: mean over the band's layers of a per-layer value
-    *what, band = unit.split()
-    if q == "repr_behaviour_r":
-        task, measure = what
-        t = table[(table["task"] == task) & (table["measure"] == measure)]
-        per_layer = t.groupby("layer")["mean"].mean().dropna()
-        n_layers = int(t["layer"].max())
+    if row.study == "representations":
+        return recompute_study_b(root, row)
+    raise AssertionError(f"unknown quantity {q!r}")
+
+
+ORDER = {"": None, " (relevant first)": True, " (relevant second)": False}
+
+
+def recompute_study_b(root: Path, row) -> float:
+    """Study B's effects from the per-layer and per-prompt tables (not the effects table):
+    gains from the behaviour table (distinct prompts), band means of normalised alignment,
+    head-mean log attention ratio and repr-behaviour correlations. The interval is checked
+    to be the effects table's (its units are tested in tests/test_study_representations.py)."""
+    base = root / "representations"
+    q, unit = row.quantity, row.unit
+    flag = None
+    for suffix, value in ORDER.items():
+        if suffix and unit.endswith(suffix):
+            unit, flag = unit.removesuffix(suffix), value
+    eff = pd.read_parquet(root / row.source)
+    eff = eff[eff["headline"]]
+    if q.startswith("gain_"):
+        metric = q.removeprefix("gain_")
+        task, shots = unit.split(" k=")
+        before, after = (int(x) for x in shots.split("->"))
+        b = pd.read_parquet(base / "behaviour.parquet")
+        b = b[b["task"] == task]
+        if flag is not None:
+            b = b[b["relevant_first"] == flag]
+        value = b[metric].astype(float)
+        unit_mean = {k: value[b["n_shots"] == k].groupby(b["distinct_prompt_id"]).mean().mean() for k in (before, after)}
+        hit = eff[(eff["task"] == task) & (eff["quantity"] == "gain") & (eff["measure"] == metric)]
+        estimate = unit_mean[after] - unit_mean[before]
     else:
-        t = table[table["task"] == what[0]]
-        if q in ("alignment_change", "alignment_after"):
-            t = t[t["hypothesis"] == what[1]]
-            if "comparator" in t.columns:
-                t = t[t["comparator"] == table["comparator"].iloc[0]]
-            value = "alignment" if "alignment" in t.columns else "spearman"
-            pooling = "mean" if "mean" in set(t["pooling"]) else sorted(t["pooling"].unique())[0]
-            t = t[t["pooling"] == pooling]
-            t = t[t["span"] == sorted(t["span"].unique())[0]]
+        parts = unit.split()
+        task, band = parts[0], parts[-1]
+        measure = " ".join(parts[1:-1])
+        hit = eff[(eff["task"] == task) & (eff["quantity"] == q) & (eff["band"] == band)]
+        if measure:
+            hit = hit[hit["measure"] == measure]
+        layers = range(int(hit["layer_low"].iloc[0]), int(hit["layer_high"].iloc[0]) + 1)
+        if q == "repr_behaviour_r":
+            r = hit.iloc[0]
+            t = pd.read_parquet(base / "repr_vs_behaviour.parquet")
+            t = t[(t["task"] == task) & (t["measure"] == measure) & (t["behaviour"] == r.behaviour)
+                  & t["layer"].isin(layers) & (t["n_shots_after"] == r.n_shots_after)]
+            t = t[(t["pooling"].isna() if pd.isna(r.pooling) else t["pooling"] == r.pooling) & (t["span"] == r.span)]
+            estimate = t["mean"].mean()
         else:
-            t = t[t["head"] == -1]
-            if "relevant_first" in t.columns and t["relevant_first"].isna().any():
-                t = t[t["relevant_first"].isna()]
-            value = q.removeprefix("attention_").removesuffix("_change")
-        shots = sorted(t["n_shots"].unique())
-        wide = t.pivot_table(index="layer", columns="n_shots", values=value, dropna=False)
-        per_layer = (wide[shots[-1]] if q == "alignment_after" else wide[shots[-1]] - wide[shots[0]]).dropna()
-        if q == "alignment_after":  # reported only where nothing is defined before ICL
-            assert wide[shots[0]].isna().all()
-        n_layers = int(t["layer"].max())
-    in_band = [v for layer, v in per_layer.items() if _band_of(int(layer), n_layers) == band]
-    return float(np.mean(in_band))
+            if q.startswith("alignment"):
+                r = hit.iloc[0]
+                t = pd.read_parquet(base / "rsa.parquet")
+                t = t[(t["task"] == task) & (t["hypothesis"] == measure) & (t["comparator"] == r.comparator)
+                      & (t["pooling"] == r.pooling) & (t["span"] == r.span)]
+                value = "alignment_normalised"
+            else:
+                t = pd.read_parquet(base / "attention_ratio.parquet")
+                t = t[(t["task"] == task) & (t["head"] == -1)]
+                value = "log_ratio"
+            t = t[(t["relevant_first"].isna() if flag is None else t["relevant_first"] == flag) & t["layer"].isin(layers)]
+            shots = sorted(t["n_shots"].unique())
+            wide = t.pivot_table(index="layer", columns="n_shots", values=value, dropna=False)
+            per_layer = wide[shots[-1]] if q == "alignment_after" else wide[shots[-1]] - wide[shots[0]]
+            if q == "alignment_after":  # reported only where nothing is defined before ICL
+                assert wide[shots[0]].isna().all()
+            estimate = per_layer.dropna().mean()
+    hit = hit[hit["relevant_first"].isna()] if flag is None else hit[hit["relevant_first"] == flag]
+    assert len(hit) == 1, (row.quantity, row.unit)
+    assert _close(row.ci_low, float(hit["ci_low"].iloc[0])) and _close(row.ci_high, float(hit["ci_high"].iloc[0]))
+    assert row.n == int(hit["n_units"].iloc[0])
+    return float(estimate)
 
 
 @pytest.mark.slow

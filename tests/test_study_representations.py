@@ -263,10 +263,17 @@ def test_analyse_finds_the_planted_slope(analysed):
                    & (probes["layer"] == PLANT_LAYER)].set_index("n_shots")
     assert slope.loc[4, "score"] > 0.8 > slope.loc[0, "score"]
     assert slope.loc[4, "score"] > slope.loc[4, "control_score"] + 3 * slope.loc[4, "control_sd"]
-    assert slope.loc[4, "p_value"] == pytest.approx(1 / 21)  # beats all 20 shuffles
+    # it beats all 20 shuffles, so they continue to n_shuffles_max (default 1000): p at 1/1001
+    assert slope.loc[4, "n_shuffles"] == 1000 and slope.loc[4, "p_value"] == pytest.approx(1 / 1001)
     assert ((probes["p_value"] > 0) & (probes["p_value"] <= 1)).all()
-    assert (probes["n_shuffles"] == 20).all() and (probes["control_sd"] > 0).all()
-    np.testing.assert_allclose(probes["selectivity"], probes["score"] - probes["control_score"])
+    assert probes["n_shuffles"].isin([20, 1000]).all() and (probes["control_sd"] > 0).all()
+    np.testing.assert_allclose(probes["p_resolution"], 1 / (1 + probes["n_shuffles"]))
+    # only where no shuffle reached the score were shuffles added
+    assert ((probes["n_shuffles"] == 1000) <= (probes["p_value"] <= 1 / 1001 + 1e-12)).all()
+    # chance-floored selectivity: never above the score's own margin over chance
+    assert (probes["selectivity"] <= np.maximum(probes["score"], probes["chance"]) - probes["chance"] + 1e-12).all()
+    assert (probes.loc[probes["metric"] == "r2", "chance"] == 0).all()
+    np.testing.assert_allclose(probes.loc[probes["metric"] == "accuracy", "chance"], 0.25)  # 4 names, balanced
     assert set(probes.loc[probes["task"] == "reading", "metric"]) == {"accuracy"}
     assert set(probes.loc[probes["task"] == "reading", "probe"]) == {"ridge_classifier"}
     assert set(probes.loc[probes["task"] == "regression", "probe"]) == {"ridge"}
@@ -433,3 +440,97 @@ def test_repr_vs_behaviour_uses_the_configured_correlation_whatever_the_rsa_comp
     assert rep.analysis_settings({})["correlation"] == "pearson"
     reading = t["repr_vs_behaviour"][t["repr_vs_behaviour"]["task"] == "reading"].reset_index(drop=True)
     pd.testing.assert_frame_equal(reading[pearson.columns], pearson)
+
+
+# ----------------------------------------------------------------------------- effects (issue 23)
+
+
+def _band_layers(band: str, n_layers: int) -> list[int]:
+    from iclscope.analysis.depth import depth_band
+
+    return [x for x in range(n_layers + 1) if depth_band(x, n_layers) == band]
+
+
+def test_effects_are_band_means_with_unit_intervals(analysed):
+    """Every effect's estimate is recomputed from the per-layer tables; intervals come from
+    resampled units (never layers); reading reports each story order beside the pool."""
+    _, _, t = analysed
+    eff, rsa_t, rvb, beh = t["effects"], t["rsa"], t["repr_vs_behaviour"], t["behaviour"]
+    n_layers = int(rsa_t["layer"].max())
+    # (the synthetic embeddings differ between copies of a prompt, so alignment before ICL is
+    # defined here for regression too; on a model, alignment_after replaces it)
+    assert set(eff["quantity"]) == {"gain", "alignment_change", "attention_log_ratio_change", "repr_behaviour_r"}
+    finite = eff.dropna(subset=["ci_low"])
+    assert len(finite) > 0.8 * len(eff)
+    assert ((finite["ci_low"] <= finite["estimate"] + 1e-12) & (finite["estimate"] <= finite["ci_high"] + 1e-12)).all()
+    # regression's zero-shot prompts are shared by every condition: its gains resample them apart
+    gains = eff[eff["quantity"] == "gain"]
+    reg = gains[gains["task"] == "regression"]
+    assert reg["units"].str.contains("resampled apart").all() and (reg["n_units"] == 3).all()
+    assert (gains.loc[gains["task"] == "reading", "units"] == "prompt pairs").all()
+    assert set(gains.loc[gains["task"] == "reading", "relevant_first"].dropna()) == {True, False}
+    for r in reg.itertuples():
+        b = beh[(beh["task"] == "regression")]
+        value = b["correct"].astype(float) if r.measure == "correct" else b[r.measure]
+        mean = {k: value[b["n_shots"] == k].mean() for k in (r.n_shots_before, r.n_shots_after)}
+        assert r.estimate == pytest.approx(mean[r.n_shots_after] - mean[r.n_shots_before])
+    # alignment: the band mean of the rsa table's normalised alignment of the declared readout
+    align = eff[eff["quantity"].str.startswith("alignment")]
+    assert (align["pooling"] == "mean").all() and (align["span"] == "end").all() and (align["comparator"] == "tau_a").all()
+    assert set(align["quantity"]) == {"alignment_change"}
+    assert set(align.loc[align["task"] == "reading", "relevant_first"].dropna()) == {True, False}
+    assert align["units"].str.startswith("variants within each of").all()
+    for r in align.itertuples():
+        flag = r.relevant_first if r.relevant_first is not None and not pd.isna(r.relevant_first) else None
+        sel = rsa_t[(rsa_t["task"] == r.task) & (rsa_t["hypothesis"] == r.measure) & (rsa_t["pooling"] == "mean")
+                    & (rsa_t["span"] == "end") & (rsa_t["comparator"] == "tau_a")
+                    & (rsa_t["relevant_first"].isna() if flag is None else rsa_t["relevant_first"] == flag)
+                    & rsa_t["layer"].isin(_band_layers(r.band, n_layers))]
+        wide = sel.pivot_table(index="layer", columns="n_shots", values="alignment_normalised")
+        value = wide[r.n_shots_after] if r.quantity == "alignment_after" else wide[r.n_shots_after] - wide[r.n_shots_before]
+        assert r.estimate == pytest.approx(value.mean())
+    np.testing.assert_allclose(rsa_t["alignment_normalised"], rsa_t["alignment"] / rsa_t["ceiling"])
+    # the planted slope direction (regression, after ICL, layer 2) shows in the late band's alignment
+    # correlations: one headline readout per task, measure and band; all readouts reported
+    corr = eff[eff["quantity"] == "repr_behaviour_r"]
+    assert (corr["units"] == "conditions").all()
+    heads = corr[corr["headline"]]
+    assert not heads.duplicated(["task", "measure", "band", "n_shots_after"]).any()
+    assert set(heads.loc[heads["task"] == "regression", "behaviour"]) == {"expected_error"}
+    assert set(heads.loc[heads["task"] == "reading", "behaviour"]) == {"nll"}
+    assert len(corr) > len(heads)
+    for r in corr.sample(10, random_state=0).itertuples():
+        sel = rvb[(rvb["task"] == r.task) & (rvb["measure"] == r.measure) & (rvb["behaviour"] == r.behaviour)
+                  & (rvb["layer"].isin(_band_layers(r.band, n_layers)))]
+        sel = sel[(sel["pooling"].isna() if r.pooling is None else sel["pooling"] == r.pooling)
+                  & (sel["span"] == r.span)]
+        assert r.estimate == pytest.approx(sel["mean"].mean())
+    # position split of RSA rows for reading only
+    assert set(rsa_t.loc[rsa_t["task"] == "regression", "relevant_first"].dropna()) == set()
+    assert set(rsa_t.loc[rsa_t["task"] == "reading", "relevant_first"].dropna()) == {True, False}
+
+
+def test_headline_readout_is_validated():
+    settings = rep.analysis_settings(config(headline={"span": {"reading": "story"}}))
+    with pytest.raises(ValueError, match=r"headline\.span 'story' for task 'reading'"):
+        rep.headline_readout(settings, "reading")
+    settings = rep.analysis_settings(config(headline={"behaviour": "nll"}))
+    assert rep.headline_readout(settings, "regression")["behaviour"] == "nll"  # refused when analysed
+    assert rep.headline_readout(rep.analysis_settings(config()), "regression") == {
+        "pooling": "mean", "span": "end", "behaviour": "expected_error"}
+
+
+def test_duplicated_prompts_do_not_narrow_behaviour_intervals():
+    """A prompt written once per condition is one unit: the summary's interval is the one of
+    the distinct prompts (issue 23.2)."""
+    g = np.random.default_rng(0)
+    base = pd.DataFrame({"task": "regression", "prompt_id": [f"p{i}" for i in range(6)], "n_shots": 0,
+                         "correct": g.random(6) > 0.5, "error": g.random(6), "logp_correct": -g.random(6),
+                         "expected_error": g.random(6), "relevant_first": None})
+    base["distinct_prompt_id"] = base["prompt_id"]
+    copies = pd.concat([base.assign(prompt_id=base["prompt_id"] + f"c{c}") for c in range(12)], ignore_index=True)
+    once = rep.summarise_behaviour(base, seed=1, n_boot=500)
+    many = rep.summarise_behaviour(copies, seed=1, n_boot=500)
+    pd.testing.assert_frame_equal(once, many)
+    naive = rep.summarise_behaviour(copies.assign(distinct_prompt_id=copies["prompt_id"]), seed=1, n_boot=500)
+    assert (naive["ci_high"] - naive["ci_low"]).sum() < 0.6 * (once["ci_high"] - once["ci_low"]).sum()

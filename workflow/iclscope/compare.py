@@ -48,7 +48,8 @@ FIGURES = {
         "random and flipped conditions, one colour per model; dataset {datasets}."
     ),
     "depth_profiles.png": (
-        "Study B: change after ICL (k = {shots}) of hypothesis alignment and of the attention log ratio, "
+        "Study B: change after ICL (k = {shots}) of hypothesis alignment (divided by its comparator's ceiling) "
+        "and of the attention log ratio, "
         "against relative depth (layer / number of layers), so models of different depth line up."
     ),
 }
@@ -286,8 +287,10 @@ def write_compare(results: str | Path, models: Sequence[str], cards: Mapping[str
         rsa = _optional(results / m / "representations/rsa.parquet")
         att = _optional(results / m / "representations/attention_ratio.parquet")
         prof: dict[str, pd.Series] = {}
+        if rsa is not None and "relevant_first" in rsa.columns:
+            rsa = rsa[rsa["relevant_first"].isna()]  # every prompt (the story orders are split rows)
         if rsa is not None and not rsa.empty:
-            value = "alignment" if "alignment" in rsa.columns else "spearman"
+            value = next(c for c in ("alignment_normalised", "alignment", "spearman") if c in rsa.columns)
             # the readout the per-model findings read (same pooling, span and comparator)
             task = "reading" if (rsa["task"] == "reading").any() else str(rsa["task"].iloc[0])
             sub = one_readout(rsa[rsa["task"] == task], task, None, "mean")

@@ -205,6 +205,8 @@ BEHAVIOUR = pa.schema([
     ("expected", pa.float64()), ("expected_error", pa.float64()), ("logp_correct", pa.float64()),
     ("n_candidates", pa.int32()),
     ("relevant_first", pa.bool_()),  # reading: story order; null for tasks without one
+    # the first prompt_id with this prompt's text: rows sharing it are one observation
+    ("distinct_prompt_id", pa.string()),
 ])
 BEHAVIOUR_SUMMARY = pa.schema([
     ("task", pa.string()), ("n_shots", pa.int32()), ("metric", pa.string()),
@@ -218,6 +220,9 @@ RSA = pa.schema([
     ("n_permutations", pa.int32()),
     # one row per comparator: alignment = its value, p_value its permutation p; spearman kept in every row
     ("comparator", pa.string()), ("alignment", pa.float64()),
+    # the comparator's best value against this hypothesis, and alignment / ceiling (1 = perfect)
+    ("ceiling", pa.float64()), ("alignment_normalised", pa.float64()),
+    ("relevant_first", pa.bool_()),  # null = every prompt; true / false = one story order's prompts
 ])
 # the similarity matrices behind RSA, long; shared = hypothesis fields the two conditions share
 SIMILARITY = pa.schema([
@@ -232,6 +237,8 @@ PROBES = pa.schema([
     ("span", pa.string()), ("n_prompts", pa.int32()), ("n_conditions", pa.int32()),
     # control_score = mean over n_shuffles group-level shuffles; p_value = permutation p of score
     ("control_sd", pa.float64()), ("p_value", pa.float64()), ("n_shuffles", pa.int32()),
+    # selectivity = max(score, chance) - mean(max(control, chance)); p_resolution = 1 / (1 + n_shuffles)
+    ("chance", pa.float64()), ("p_resolution", pa.float64()),
 ])
 ATTENTION_RATIO = pa.schema([
     ("task", pa.string()), ("layer", pa.int16()), ("n_shots", pa.int32()), ("ratio", pa.float64()),
@@ -240,6 +247,17 @@ ATTENTION_RATIO = pa.schema([
     # ratio / ci_* = geometric mean over prompts = exp(log_ratio / log_ci_*); relevant_first null = pooled
     ("log_ratio", pa.float64()), ("log_ci_low", pa.float64()), ("log_ci_high", pa.float64()),
     ("relevant_first", pa.bool_()),
+])
+# study B's stated effects with intervals over their experimental units
+# (iclscope.studies.representations.effects): quantity gain / alignment_change / alignment_after /
+# attention_log_ratio_change / repr_behaviour_r; band null for gains; relevant_first null = pooled
+EFFECTS = pa.schema([
+    ("task", pa.string()), ("quantity", pa.string()), ("measure", pa.string()), ("pooling", pa.string()),
+    ("span", pa.string()), ("behaviour", pa.string()), ("comparator", pa.string()), ("relevant_first", pa.bool_()),
+    ("band", pa.string()), ("layer_low", pa.int16()), ("layer_high", pa.int16()), ("relative_depth", pa.float64()),
+    ("n_shots_before", pa.int32()), ("n_shots_after", pa.int32()),
+    ("estimate", pa.float64()), ("ci_low", pa.float64()), ("ci_high", pa.float64()),
+    ("n_units", pa.int32()), ("units", pa.string()), ("headline", pa.bool_()),
 ])
 # mean = the correlation across conditions of the two changes after ICL (B7)
 REPR_VS_BEHAVIOUR = pa.schema([

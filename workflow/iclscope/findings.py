@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from iclscope.analysis.depth import DEPTH_BANDS, depth_band
 from iclscope.analysis.stats import bootstrap_ci
 from iclscope.seeding import rng
 from iclscope.tables import TableError, read_table, table_metadata
@@ -35,8 +36,6 @@ FINDINGS = pa.schema([
     ("relative_depth", pa.float64()), ("source", pa.string()), ("note", pa.string()),
 ])
 
-# relative depth bands (layer / n_layers, 0 = embedding output): models of different depth line up
-DEPTH_BANDS = (("early", 0.0, 1 / 3), ("middle", 1 / 3, 2 / 3), ("late", 2 / 3, 1.0 + 1e-9))
 
 
 @dataclass(frozen=True)
@@ -73,15 +72,6 @@ def fmt(value: float) -> str:
     if abs(value) >= 100:
         return f"{value:.0f}"
     return f"{value:.3g}"
-
-
-def depth_band(layer: int, n_layers: int) -> str:
-    """The relative-depth band (early/middle/late) of ``layer`` in a model of ``n_layers``."""
-    rel = layer / max(n_layers, 1)
-    for name, low, high in DEPTH_BANDS:
-        if low <= rel < high:
-            return name
-    raise ValueError(f"layer {layer} outside 0..{n_layers}")
 
 
 def _read(root: Path, rel: str, columns: Sequence[str]) -> pd.DataFrame:
@@ -216,95 +206,62 @@ def _run_headlines(root: Path, seed: int, n_boot: int, level: float) -> list[Hea
 
 # ----------------------------------------------------------------------------- study B
 
-def _n_layers(frame: pd.DataFrame) -> int:
-    return int(frame["layer"].max())
+# how a unit names the prompts it rests on: relevant_first -> suffix (null = every prompt)
+ORDER_SUFFIX = {None: "", True: " (relevant first)", False: " (relevant second)"}
 
 
-def _before_after(frame: pd.DataFrame) -> tuple[int, int]:
-    shots = sorted(int(k) for k in frame["n_shots"].unique())
-    return shots[0], shots[-1]
+def _order_of(value: Any) -> bool | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) or pd.isna(value) else bool(value)
 
 
-def _band_rows(per_layer: pd.Series, n_layers: int, study: str, quantity: str, unit: str, src: str,
-               seed: int, n_boot: int, level: float) -> list[Headline]:
-    """Mean of a per-layer quantity within each depth band, bootstrapped over the band's layers."""
-    rows = []
-    bands = {name: [] for name, _, _ in DEPTH_BANDS}
-    for layer, value in per_layer.items():
-        bands[depth_band(int(layer), n_layers)].append(float(value))
-    for (name, low, high) in DEPTH_BANDS:
-        if bands[name]:
-            mean, lo, hi, n = _boot(bands[name], seed, quantity, unit, name, n_boot=n_boot, level=level)
-            rows.append(Headline(study, quantity, f"{unit} {name}", mean, lo, hi, n, src,
-                                 relative_depth=(low + min(high, 1.0)) / 2, note="CI over the band's layers"))
-    return rows
+def effect_unit(row: Any) -> str:
+    """The findings' unit of a study B effect (parsed back by the tests): task, what, band,
+    story order."""
+    order = ORDER_SUFFIX[_order_of(row.relevant_first)]
+    if row.quantity == "gain":
+        return f"{row.task} k={row.n_shots_before}->{row.n_shots_after}{order}"
+    what = "" if row.quantity == "attention_log_ratio_change" else f" {row.measure}"
+    return f"{row.task}{what} {row.band}{order}"
 
 
-def representation_headlines(root: Path, seed: int, n_boot: int = 1000, level: float = 0.95,
-                             span: Mapping[str, str] | None = None, pooling: str = "mean") -> list[Headline]:
-    """Study B: behaviour gain after ICL (paired by condition and variant), and per depth
-    band the change in hypothesis alignment, in the attention ratio, and the correlation
-    of representation change with behaviour change."""
-    out: list[Headline] = []
-    src = "representations/behaviour.parquet"
-    beh = _read(root, src, ["task", "condition", "variant", "n_shots", "correct", "expected_error", "logp_correct"])
-    for task, g in beh.groupby("task", sort=True):
-        before, after = _before_after(g)
-        for metric in ("correct", "logp_correct", "expected_error"):
-            values = g[metric].astype(float)
-            if values.isna().all():
-                continue
-            keys = ["condition", "variant"] + (["relevant_first"] if "relevant_first" in g.columns else [])
-            # dropna=False: relevant_first is null for regression (no sentence order there)
-            side = {k: g[g["n_shots"] == k].assign(v=values).groupby(keys, dropna=False)["v"].mean()
-                    for k in (before, after)}
-            pairs = pd.concat(side, axis=1, join="inner").dropna()
-            diffs = (pairs[after] - pairs[before]).to_list()
-            mean, lo, hi, n = _boot(diffs, seed, "behaviour", task, metric, n_boot=n_boot, level=level)
-            out.append(Headline("representations", f"gain_{metric}", f"{task} k={before}->{after}", mean, lo, hi,
-                                n, src, note="paired by condition and variant"))
+def effect_quantity(row: Any) -> str:
+    return f"gain_{row.measure}" if row.quantity == "gain" else str(row.quantity)
 
-    src = "representations/rsa.parquet"
-    rsa = _read(root, src, ["task", "layer", "n_shots", "hypothesis", "spearman", "pooling", "span"])
-    measure = next((c for c in ("alignment", "spearman") if c in rsa.columns), "spearman")
-    if "comparator" in rsa.columns and len(rsa):
-        rsa = rsa[rsa["comparator"] == primary_comparator(rsa)]
-    for (task, hyp), g in rsa.groupby(["task", "hypothesis"], sort=True):
-        g = one_readout(g, task, span, pooling)
-        if g.empty:
-            continue
-        before, after = _before_after(g)
-        wide = g.pivot_table(index="layer", columns="n_shots", values=measure, dropna=False)
-        if wide[before].isna().all():
-            # before ICL every condition reads the same prompts (regression: the same query x),
-            # so no alignment is defined to change from: report the alignment after ICL
-            out += _band_rows(wide[after].dropna(), _n_layers(g), "representations", "alignment_after",
-                              f"{task} {hyp}", src, seed, n_boot, level)
-            continue
-        change = (wide[after] - wide[before]).dropna()
-        out += _band_rows(change, _n_layers(g), "representations", "alignment_change", f"{task} {hyp}", src,
-                          seed, n_boot, level)
 
-    src = "representations/attention_ratio.parquet"
-    att = _read(root, src, ["task", "layer", "n_shots", "head"])
-    value = next((c for c in ("log_ratio", "ratio") if c in att.columns), "ratio")
-    att = att[att["head"] == -1]
-    if "relevant_first" in att.columns:
-        att = att[att["relevant_first"].isna()] if att["relevant_first"].isna().any() else att
-    for task, g in att.groupby("task", sort=True):
-        before, after = _before_after(g)
-        wide = g.pivot_table(index="layer", columns="n_shots", values=value, dropna=False)
-        change = (wide[after] - wide[before]).dropna()
-        out += _band_rows(change, _n_layers(g), "representations", f"attention_{value}_change", task, src,
-                          seed, n_boot, level)
+def effect_note(row: Any) -> str:
+    """What an effect is, read from its row: the readout, the normalisation, what the
+    interval resampled."""
+    # counts in code spans: every number the findings state outside code is a table cell
+    units = f"CI: bootstrap over `{row.units}`"
+    if row.quantity == "gain":
+        return f"{units}"
+    layers = f"layers `{row.layer_low}-{row.layer_high}` averaged in every resample"
+    if row.quantity.startswith("alignment"):
+        return (f"{row.comparator} / its ceiling, {row.pooling} pooling of span {row.span} (pre-declared); "
+                f"{units}, {layers}")
+    if row.quantity == "repr_behaviour_r":
+        readout = "" if row.pooling is None else f"{row.pooling} pooling of span {row.span}, "
+        return (f"{readout}behaviour {row.behaviour} (pre-declared: representations.analysis.headline); "
+                f"{units}, {layers}")
+    return f"{units}, {layers}"
 
-    src = "representations/repr_vs_behaviour.parquet"
-    rvb = _read(root, src, ["task", "layer", "measure", "mean"])
-    for (task, m), g in rvb.groupby(["task", "measure"], sort=True):
-        per_layer = g.groupby("layer")["mean"].mean().dropna()
-        if not per_layer.empty:
-            out += _band_rows(per_layer, int(g["layer"].max()), "representations", "repr_behaviour_r",
-                              f"{task} {m}", src, seed, n_boot, level)
+
+def representation_headlines(root: Path) -> list[Headline]:
+    """Study B: the effects table's headline rows (its pre-declared readout), each with its
+    interval over the experimental units: behaviour gains after ICL, and per depth band the
+    change of normalised alignment, of the attention log ratio, and the correlation of
+    representation change with behaviour change; tasks with a story order also per order."""
+    src = "representations/effects.parquet"
+    eff = _read(root, src, ["task", "quantity", "measure", "band", "relevant_first", "estimate", "ci_low",
+                            "ci_high", "n_units", "units", "headline"])
+    eff = eff[eff["headline"].astype(bool)]
+    out = []
+    for row in eff.itertuples(index=False):
+        depth = float(row.relative_depth) if row.relative_depth is not None and not pd.isna(row.relative_depth) \
+            else math.nan
+        out.append(Headline("representations", effect_quantity(row), effect_unit(row), float(row.estimate),
+                            float(row.ci_low), float(row.ci_high), int(row.n_units), src, relative_depth=depth,
+                            note=effect_note(row)))
     return out
 
 
@@ -433,7 +390,7 @@ def headlines(root: str | Path, model: str, studies: Sequence[str], datasets: Se
     rows: list[Headline] = []
     makers: dict[str, Callable[[], list[Headline]]] = {
         "binary": lambda: binary_headlines(root, seed, n_boot, level),
-        "representations": lambda: representation_headlines(root, seed, n_boot, level),
+        "representations": lambda: representation_headlines(root),
         "labels": lambda: label_headlines(root, datasets, seed, n_boot, level),
     }
     for study in studies:

@@ -40,9 +40,9 @@ STUDIES: dict[str, Study] = {
         Study(
             "representations", "Study B: representations before and after ICL",
             ("behaviour", "behaviour_summary", "rsa", "similarity", "probes", "attention_ratio",
-             "repr_vs_behaviour"),
-            ("rsa_matrices.png", "alignment.png", "probes.png", "attention_ratio.png", "behaviour.png"),
-            key_tables=("behaviour_summary", "probes", "attention_ratio"),
+             "repr_vs_behaviour", "effects"),
+            ("rsa_matrices.png", "alignment.png", "probes.png", "attention_ratio.png", "behaviour.png", "effects.png"),
+            key_tables=("behaviour_summary", "effects", "probes", "attention_ratio"),
         ),
         Study(
             "labels", "Study C: label relationships",

@@ -173,7 +173,11 @@ class PermutationProbe(NamedTuple):
     ``score``: the probe on the real targets; ``control_mean`` / ``control_sd``: mean and
     standard deviation (ddof=1) of the same probe over ``n_shuffles`` group-level shuffles;
     ``p_value``: ``(1 + #{control >= score}) / (1 + n_shuffles)`` (one-sided, in (0, 1]; NaN
-    when the score is NaN); ``controls``: the (n_shuffles,) control scores.
+    when the score is NaN), whose resolution (smallest possible value) is
+    ``1 / (1 + n_shuffles)``; ``controls``: the (n_shuffles,) control scores. ``chance``: the
+    score of a probe that knows nothing (R^2 0; accuracy: the largest class's share), and
+    ``selectivity``: the score above chance less the controls' mean score above chance
+    (:func:`chance_selectivity`).
     """
 
     score: float
@@ -182,6 +186,33 @@ class PermutationProbe(NamedTuple):
     p_value: float
     n_shuffles: int
     controls: np.ndarray
+    chance: float = float("nan")
+    selectivity: float = float("nan")
+
+
+def chance_level(kind: str, y: np.ndarray) -> float:
+    """What a probe that knows nothing scores: R^2 0 (predicting the mean), accuracy the share
+    of the most frequent class (always predicting it)."""
+    if kind == "ridge":
+        return 0.0
+    _, counts = np.unique(np.asarray(y), return_counts=True)
+    return float(counts.max() / counts.sum())
+
+
+def chance_selectivity(score: float, controls: np.ndarray, chance: float) -> float:
+    """Score above chance less the shuffled controls' mean score above chance.
+
+    Scores below chance are floored at it: held-out conditions make shuffled-target probes score
+    far *below* chance (R^2 of -1.5, accuracy 0.2 of 4 classes), and subtracting such a control
+    would credit a probe with more than it decodes. On this scale a probe that knows nothing has
+    selectivity 0 and the value never exceeds the score's own margin over chance.
+    """
+    if np.isnan(score):
+        return float("nan")
+    floored = np.maximum(np.asarray(controls, dtype=float), chance)
+    floored = floored[~np.isnan(floored)]
+    control = float(floored.mean()) if floored.size else chance
+    return max(float(score), chance) - control
 
 
 def _standardise_fold(X: np.ndarray, train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -287,6 +318,7 @@ def probe_permutation_control(
     alpha: float = 1.0,
     C: float = 1.0,
     classifier: str = "ridge",
+    n_shuffles_max: int | None = None,
 ) -> PermutationProbe:
     """A probe and its permutation control over ``n_shuffles`` group-level shuffles.
 
@@ -295,7 +327,10 @@ def probe_permutation_control(
     "logistic", :func:`logistic_probe`'s model with ``C``, refitted per shuffle and so about
     ``n_shuffles`` times slower). Each shuffle permutes the targets across groups
     (:func:`shuffle_by_group`, drawn in order from ``rng``); all use the same grouped folds as
-    the real probe. Returns :class:`PermutationProbe`.
+    the real probe. When no shuffle reaches the score (p at its resolution) and
+    ``n_shuffles_max`` is larger, shuffles continue from the same ``rng`` up to
+    ``n_shuffles_max`` (the first ``n_shuffles`` unchanged), so a strong probe's p is not
+    reported at a floor set by the shuffle count. Returns :class:`PermutationProbe`.
     """
     if kind not in ("ridge", "classifier"):
         raise ValueError(f"kind must be 'ridge' or 'classifier', got {kind!r}")
@@ -306,21 +341,30 @@ def probe_permutation_control(
     X = _check_xy(X, y, groups)
     folds = grouped_folds(groups, n_splits)
     y_arr = np.asarray(y)
-    columns = [y_arr] + [shuffle_by_group(y_arr, groups, rng) for _ in range(n_shuffles)]
-    if kind == "ridge":
-        Y = np.stack(columns, axis=1).astype(float)
-        scores = r2_columns(Y, ridge_predictions(X, Y, folds, alpha))
-    elif classifier == "ridge":
-        scores = ridge_classifier_accuracy(X, np.stack(columns, axis=1), folds, alpha)
-    else:
-        scores = np.array([_logistic_oof(X, c, folds, C) for c in columns])
+
+    def scores_of(columns: list[np.ndarray]) -> np.ndarray:
+        if kind == "ridge":
+            Y = np.stack(columns, axis=1).astype(float)
+            return r2_columns(Y, ridge_predictions(X, Y, folds, alpha))
+        if classifier == "ridge":
+            return ridge_classifier_accuracy(X, np.stack(columns, axis=1), folds, alpha)
+        return np.array([_logistic_oof(X, c, folds, C) for c in columns])
+
+    scores = scores_of([y_arr] + [shuffle_by_group(y_arr, groups, rng) for _ in range(n_shuffles)])
     score, controls = float(scores[0]), scores[1:]
+    if n_shuffles_max is not None and n_shuffles_max > n_shuffles and not np.isnan(score) \
+            and permutation_p_value(score, controls) == 1.0 / (1 + n_shuffles):
+        more = [shuffle_by_group(y_arr, groups, rng) for _ in range(n_shuffles_max - n_shuffles)]
+        controls = np.concatenate([controls, scores_of(more)])
     finite = controls[~np.isnan(controls)]
+    chance = chance_level(kind, y_arr)
     return PermutationProbe(
         score,
         float(finite.mean()) if finite.size else float("nan"),
         float(finite.std(ddof=1)) if finite.size > 1 else float("nan"),
         permutation_p_value(score, controls),
-        int(n_shuffles),
+        int(controls.size),
         controls,
+        chance,
+        chance_selectivity(score, controls, chance),
     )

@@ -8,9 +8,16 @@ matrices' upper triangles (the comparator); its significance comes from permutin
 Comparators (:data:`COMPARATORS`, names as rsatoolbox's ``compare`` methods): ``spearman``;
 ``pearson``; ``rho_a`` (rsatoolbox "rho-a": Spearman's rho without tie correction, the expected
 rho under random tie breaking, 12 * sum(centred ranks a * centred ranks b) / (n^3 - n)); ``tau_a``
-(Kendall's tau-a: (concordant - discordant pairs) / (n (n - 1) / 2), ties count as neither). A
-binary hypothesis matrix ties most of its entries, which Spearman's tie-corrected denominator
-rewards; rho-a and tau-a are the comparators Nili et al. (2014) and rsatoolbox recommend then.
+(Kendall's tau-a: (concordant - discordant pairs) / (n (n - 1) / 2), ties count as neither).
+
+With a two-valued (share / do not share) hypothesis and untied similarities, all four are
+increasing functions of one statistic, how often a sharing pair is more similar than a
+non-sharing one (the Mann-Whitney U of the two groups of pairs); Spearman, rho-a and tau-a are
+even proportional to each other, so their permutation p-values are identical. What differs is
+the scale: a comparator's best attainable value (its *ceiling*, :func:`comparator_ceiling`)
+depends on the share of pairs that share the field, so raw alignments of two hypotheses are
+not comparable. ``alignment / ceiling`` is: 1 when every sharing pair is more similar than
+every non-sharing pair, 0 at chance, whatever the hypothesis.
 """
 
 from __future__ import annotations
@@ -248,3 +255,70 @@ def _permuted_statistics(sim: np.ndarray, hyp: np.ndarray, perms: np.ndarray, me
     if method == "rho_a":
         return 12.0 * (permuted @ x_c) / (m**3 - m)
     return permuted @ x_c / (np.linalg.norm(x_c) * np.linalg.norm(y - y.mean()))
+
+
+def ceiling_similarity(hyp: np.ndarray) -> np.ndarray:
+    """The untied similarity matrix that best agrees with ``hyp``: ``hyp`` plus an increasing
+    sub-unit offset per pair, so ties of the hypothesis are broken and no sharing pair falls
+    below a non-sharing one (the order within a tie does not change any comparator against a
+    hypothesis that is constant on that tie)."""
+    hyp = np.asarray(hyp, dtype=float)
+    n = hyp.shape[0]
+    iu, ju = np.triu_indices(n, k=1)
+    levels = np.unique(hyp[iu, ju])
+    step = float(np.min(np.diff(levels))) if len(levels) > 1 else 1.0
+    # tiny offsets: the order breaks ties without moving values (Pearson reaches its sup, 1)
+    offsets = np.arange(len(iu)) / (len(iu) + 1) * step * 1e-6
+    best = hyp.copy()
+    best[iu, ju] += offsets
+    best[ju, iu] = best[iu, ju]
+    return best
+
+
+def comparator_ceiling(hyp: np.ndarray, method: str) -> float:
+    """The largest alignment ``method`` can reach against ``hyp`` with untied similarities
+    (:func:`ceiling_similarity`): e.g. for tau-a with a fraction f of sharing pairs about
+    2 f (1 - f), for Pearson 1. NaN when the hypothesis is constant."""
+    _check_method(method)
+    return alignment(ceiling_similarity(hyp), hyp, method)
+
+
+def batched_similarity(means: np.ndarray) -> np.ndarray:
+    """:func:`similarity_matrix` of each of a batch of condition-mean matrices (b, n_cond, d);
+    returns (b, n_cond, n_cond)."""
+    means = np.asarray(means, dtype=float)
+    centred = means - means.mean(axis=1, keepdims=True)
+    std = centred.std(axis=1, keepdims=True)
+    z = np.divide(centred, std, out=np.zeros_like(centred), where=std > 0)
+    norms = np.linalg.norm(z, axis=2, keepdims=True)
+    unit = np.divide(z, norms, out=np.zeros_like(z), where=norms > 0)
+    return unit @ unit.transpose(0, 2, 1)
+
+
+def batched_alignment(sims: np.ndarray, hyp: np.ndarray, method: str) -> np.ndarray:
+    """:func:`alignment` of each similarity matrix of a batch (b, n, n) with one ``hyp``
+    (n, n); returns (b,), NaN where a triangle is constant (tested against the loop)."""
+    _check_method(method)
+    sims = np.asarray(sims, dtype=float)
+    n = sims.shape[1]
+    iu, ju = np.triu_indices(n, k=1)
+    a = sims[:, iu, ju]  # (b, m)
+    b = np.asarray(hyp, dtype=float)[iu, ju]
+    m = len(b)
+    constant = np.ptp(a, axis=1) == 0
+    if m < 2 or np.ptp(b) == 0:
+        return np.full(len(a), np.nan)
+    if method == "tau_a":
+        sb = np.sign(b[:, None] - b[None, :])
+        out = np.einsum("kij,ij->k", np.sign(a[:, :, None] - a[:, None, :]), sb) / (m * (m - 1))
+    else:
+        x = a if method == "pearson" else rankdata(a, axis=1)
+        y = b if method == "pearson" else rankdata(b)
+        xc = x - x.mean(axis=1, keepdims=True)
+        yc = y - y.mean()
+        if method == "rho_a":
+            out = 12.0 * (xc @ yc) / (m**3 - m)
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out = (xc @ yc) / (np.linalg.norm(xc, axis=1) * np.linalg.norm(yc))
+    return np.where(constant, np.nan, out)

@@ -116,16 +116,17 @@ many tiny products run faster that way.
 
 from iclscope.studies.representations.analyse import (
     analyse, condition_alignment, condition_fields, iter_layers, known_fields, probe_fields,
-    prompt_attention_ratios, prompt_behaviour, rsa_by_condition, summarise_attention_ratios, summarise_behaviour,
+    prompt_attention_ratios, rsa_by_condition, summarise_attention_ratios,
 )
+from iclscope.studies.representations.behaviour import prompt_behaviour, summarise_behaviour
 from iclscope.studies.representations.figures import FIGURES, plot
 from iclscope.studies.representations.settings import (
-    END, OUTPUTS, READOUT, SCHEMAS, TASKS, analysis_settings, schema_defaults, task_setting,
+    END, OUTPUTS, READOUT, SCHEMAS, TASKS, analysis_settings, headline_readout, schema_defaults, task_setting,
 )
 
 __all__ = [
     "END", "FIGURES", "OUTPUTS", "READOUT", "SCHEMAS", "TASKS", "analyse", "analysis_settings",
     "condition_alignment", "condition_fields", "iter_layers", "known_fields", "plot", "probe_fields",
     "prompt_attention_ratios", "prompt_behaviour", "rsa_by_condition", "schema_defaults",
-    "summarise_attention_ratios", "summarise_behaviour", "task_setting",
+    "summarise_attention_ratios", "summarise_behaviour", "task_setting", "headline_readout",
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,6 @@ import pyarrow.parquet as pq
 
 from iclscope import contracts, provenance
 from iclscope.analysis import rsa as rsa_math
-from iclscope.analysis.candidates import restricted_log_softmax
 from iclscope.analysis.attention_ratio import (
     attention_ratio,
     change_correlation,
@@ -28,8 +27,14 @@ from iclscope.analysis.probes import probe_permutation_control
 from iclscope.analysis.stats import bootstrap_ci
 from iclscope.seeding import rng
 from iclscope.studies.representations.settings import (
-    _NOT_FIELDS, DISTRACTOR, END, INPUT_KINDS, OUTPUTS, READOUT, RELEVANT, SCHEMAS, TASKS, analysis_settings,
-    task_setting,
+    _NOT_FIELDS, DISTRACTOR, END, INPUT_KINDS, OUTPUTS, RELEVANT, SCHEMAS, TASKS, analysis_settings,
+    headline_readout, task_setting,
+)
+from iclscope.studies.representations.behaviour import (
+    behaviour_measures, distinct_prompt_ids, prompt_behaviour, summarise_behaviour,
+)
+from iclscope.studies.representations.effects import (
+    ORDERS, AlignmentBands, attention_band_rows, correlation_band_rows, gain_rows,
 )
 from iclscope.tables import TableError, read_table, recorded_model, typed_table, write_table
 
@@ -79,122 +84,6 @@ def _numeric(values: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
 
 
-# ----------------------------------------------------------------------------- behaviour (B1, B2)
-
-
-def prompt_behaviour(task: str, tasks: pd.DataFrame, readouts: pd.DataFrame) -> pd.DataFrame:
-    """Behaviour per prompt from the candidates' log-probabilities (columns: module docstring).
-
-    ``tasks``: the task table (``prompt_id, condition, n_shots, answer``, numeric tasks also
-    ``target``); ``readouts``: ``prompt_id, readout, candidate, logprob`` (rows of readout
-    ``answer`` are used). The model's answer is the argmax candidate (first on ties);
-    probabilities are renormalised over the candidates. Numeric tasks (a ``target`` column)
-    also get the probability-weighted expectation of the candidates' values. Raises
-    ValueError naming a prompt without ``answer`` readouts or missing columns.
-    """
-    for column in ("prompt_id", "condition", "n_shots", "answer"):
-        if column not in tasks.columns:
-            raise ValueError(f"task table of {task!r} has no column {column!r}")
-    for column in ("prompt_id", "readout", "candidate", "logprob"):
-        if column not in readouts.columns:
-            raise ValueError(f"readouts of {task!r} have no column {column!r}")
-    numeric = "target" in tasks.columns
-    answers = readouts[readouts["readout"] == READOUT]
-    groups = {pid: g for pid, g in answers.groupby("prompt_id", sort=False)}
-    rows = []
-    for row in tasks.itertuples(index=False):
-        pid = row.prompt_id
-        if pid not in groups:
-            raise ValueError(f"task {task!r}: prompt {pid!r} has no {READOUT!r} readouts")
-        g = groups[pid]
-        candidates = g["candidate"].astype(str).to_numpy()
-        logp = g["logprob"].to_numpy(dtype=float)
-        logp = restricted_log_softmax(logp)
-        best = int(np.argmax(logp))
-        correct_answer = str(row.answer)
-        hit = np.flatnonzero(candidates == correct_answer)
-        logp_correct = float(logp[hit[0]]) if hit.size else float("nan")
-        correct = bool(candidates[best] == correct_answer)
-        record = {
-            "task": task, "prompt_id": pid, "condition": row.condition, "n_shots": int(row.n_shots),
-            "variant": int(getattr(row, "variant", -1)), "answer": str(candidates[best]),
-            "correct_answer": correct_answer, "correct": correct, "logp_correct": logp_correct,
-            "n_candidates": len(candidates), "expected": float("nan"), "expected_error": float("nan"),
-            "relevant_first": (bool(row.relevant_first) if "relevant_first" in tasks.columns
-                               and not pd.isna(row.relevant_first) else None),
-        }
-        if numeric:
-            target = float(row.target)
-            try:
-                values = candidates.astype(float)
-            except ValueError:
-                raise ValueError(
-                    f"task {task!r}: prompt {pid!r} has non-numeric candidates, e.g. {candidates[:3].tolist()}"
-                ) from None
-            expected = float(np.exp(logp) @ values)
-            record.update(error=abs(values[best] - target), expected=expected,
-                          expected_error=abs(expected - target))
-        else:
-            record["error"] = 1.0 - float(correct)
-        rows.append(record)
-    columns = contracts.BEHAVIOUR.names
-    return pd.DataFrame(rows, columns=columns)
-
-
-def summarise_behaviour(behaviour: pd.DataFrame, seed: int, n_boot: int = 1000) -> pd.DataFrame:
-    """Mean behaviour with bootstrap CIs over prompts per task, n_shots and metric.
-
-    Metrics: accuracy (mean of ``correct``), error, logp_correct, and expected_error where
-    defined. Rows with ``relevant_first`` null pool all prompts; tasks whose prompts have a
-    story order (``relevant_first`` not null: reading) also get one row per order. Seeded by
-    ``rng(seed, "behaviour", task, n_shots, metric)`` (pooled) and ``rng(seed, "behaviour",
-    task, n_shots, metric, "first" | "second")``. Columns: ``task, n_shots, metric, mean,
-    ci_low, ci_high, n_prompts, relevant_first``.
-    """
-    rows = []
-    order = (behaviour["relevant_first"] if "relevant_first" in behaviour.columns
-             else pd.Series([None] * len(behaviour), index=behaviour.index))
-    parts: list[tuple[Any, tuple[str, ...], pd.DataFrame]] = [(None, (), behaviour)]
-    has_order = order.notna()
-    if has_order.any():
-        known = order[has_order].astype(bool)
-        parts += [(True, ("first",), behaviour.loc[known.index[known]]),
-                  (False, ("second",), behaviour.loc[known.index[~known]])]
-    for flag, tag, part in parts:
-        rows += _behaviour_rows(part, seed, n_boot, flag, tag)
-    out = pd.DataFrame(rows, columns=contracts.BEHAVIOUR_SUMMARY.names)
-    out["relevant_first"] = out["relevant_first"].astype(object)
-    return out
-
-
-def _behaviour_rows(behaviour: pd.DataFrame, seed: int, n_boot: int, flag: Any, tag: tuple[str, ...]) -> list[dict]:
-    rows = []
-    for (task, k), g in behaviour.groupby(["task", "n_shots"], sort=True):
-        metrics = {"accuracy": g["correct"].astype(float), "error": g["error"],
-                   "logp_correct": g["logp_correct"], "expected_error": g["expected_error"]}
-        for metric, values in metrics.items():
-            values = values.to_numpy(dtype=float)
-            values = values[~np.isnan(values)]
-            if values.size == 0:
-                continue
-            ci = bootstrap_ci(values, rng(seed, "behaviour", task, int(k), metric, *tag), n_boot=n_boot)
-            rows.append({"task": task, "n_shots": int(k), "metric": metric, "mean": ci.mean,
-                         "ci_low": ci.low, "ci_high": ci.high, "n_prompts": int(values.size),
-                         "relevant_first": flag})
-    return rows
-
-
-def behaviour_measures(behaviour: pd.DataFrame) -> dict[str, pd.Series]:
-    """Per-prompt behavioural errors used in B7 (lower is better), indexed like ``behaviour``:
-    ``error`` always, ``expected_error`` where defined (numeric tasks), else ``nll``."""
-    out = {"error": behaviour["error"].astype(float)}
-    if behaviour["expected_error"].notna().any():
-        out["expected_error"] = behaviour["expected_error"].astype(float)
-    else:
-        out["nll"] = -behaviour["logp_correct"].astype(float)
-    return out
-
-
 # ----------------------------------------------------------------------------- RSA (B4)
 
 
@@ -208,6 +97,7 @@ class RSAResult:
     similarity: np.ndarray
     alignments: dict[str, dict[str, tuple[float, float]]]
     spearman: dict[str, float]
+    ceilings: dict[str, dict[str, float]]  # hypothesis -> comparator -> its best attainable value
 
 
 def _check_conditions(labels: Sequence[Any], fields: pd.DataFrame, hypotheses: Sequence[str], what: str) -> None:
@@ -248,6 +138,7 @@ def rsa_by_condition(
     records = fields.loc[labels].to_dict("records")
     alignments: dict[str, dict[str, tuple[float, float]]] = {}
     spearman = {}
+    ceilings: dict[str, dict[str, float]] = {}
     for name in hypotheses:
         hyp = rsa_math.hypothesis_matrix(records, name)
         spearman[name] = rsa_math.alignment(sim, hyp, "spearman")
@@ -255,7 +146,19 @@ def rsa_by_condition(
             method: rsa_math.permutation_test(sim, hyp, rng(seed, "rsa", *key, name), n_permutations, method)
             for method in comparators
         }
-    return RSAResult([str(c) for c in labels], sim, alignments, spearman)
+        ceilings[name] = {method: _ceiling(hyp, method) for method in comparators}
+    return RSAResult([str(c) for c in labels], sim, alignments, spearman, ceilings)
+
+
+_CEILINGS: dict[tuple[bytes, str], float] = {}
+
+
+def _ceiling(hyp: np.ndarray, method: str) -> float:
+    """:func:`iclscope.analysis.rsa.comparator_ceiling`, computed once per hypothesis matrix."""
+    key = (np.asarray(hyp, dtype=np.int8).tobytes() + bytes([len(hyp)]), method)
+    if key not in _CEILINGS:
+        _CEILINGS[key] = rsa_math.comparator_ceiling(hyp, method)
+    return _CEILINGS[key]
 
 
 def condition_alignment(similarity: np.ndarray, labels: Sequence[str], fields: pd.DataFrame, field: str) -> np.ndarray:
@@ -289,6 +192,7 @@ def probe_fields(
     C: float = 1.0,
     n_shuffles: int = 100,
     classifier: str = "ridge",
+    n_shuffles_max: int | None = None,
 ) -> list[dict[str, Any]]:
     """Probe each field of ``targets`` from single prompts' ``vectors`` (n_prompts, d).
 
@@ -296,9 +200,12 @@ def probe_fields(
     "ridge" = closed-form ridge classifier with ``alpha``, or "logistic" with ``C``). Folds are
     grouped by condition; the control repeats the probe on ``n_shuffles`` shuffles of the
     targets between conditions (:func:`iclscope.analysis.probes.probe_permutation_control`),
-    seeded by ``rng(seed, "probe", *key, target)``. Returns one dict per target with ``target,
-    probe, metric, score, control_score`` (mean over shuffles), ``control_sd``, ``p_value``,
-    ``n_shuffles``. Raises ValueError with fewer than 3 conditions or an unknown field.
+    seeded by ``rng(seed, "probe", *key, target)``, continued up to ``n_shuffles_max`` where p
+    sits at its resolution. Returns one dict per target with ``target, probe, metric, score,
+    control_score`` (mean over shuffles), ``control_sd``, ``p_value``, ``n_shuffles``,
+    ``chance``, ``selectivity`` (chance-floored,
+    :func:`iclscope.analysis.probes.chance_selectivity`) and ``p_resolution``. Raises
+    ValueError with fewer than 3 conditions or an unknown field.
     """
     conditions = [str(c) for c in conditions]
     _check_conditions(sorted(set(conditions)), fields, targets, "probing")
@@ -309,12 +216,13 @@ def probe_fields(
         res = probe_permutation_control(
             "ridge" if numeric else "classifier", vectors, y.astype(float) if numeric else y.astype(str),
             conditions, rng(seed, "probe", *key, target), n_shuffles=n_shuffles, n_splits=n_splits,
-            alpha=alpha, C=C, classifier=classifier,
+            alpha=alpha, C=C, classifier=classifier, n_shuffles_max=n_shuffles_max,
         )
         kind = "ridge" if numeric else ("ridge_classifier" if classifier == "ridge" else "logistic")
         out.append({"target": target, "probe": kind, "metric": "r2" if numeric else "accuracy",
                     "score": res.score, "control_score": res.control_mean, "control_sd": res.control_sd,
-                    "p_value": res.p_value, "n_shuffles": res.n_shuffles})
+                    "p_value": res.p_value, "n_shuffles": res.n_shuffles, "chance": res.chance,
+                    "selectivity": res.selectivity, "p_resolution": 1.0 / (1 + res.n_shuffles)})
     return out
 
 
@@ -514,6 +422,7 @@ class _Collected:
     probes: list[dict[str, Any]]
     attention: list[pd.DataFrame]
     repr_vs_behaviour: list[dict[str, Any]]
+    effects: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _tasks_present(inputs: Mapping[str, str]) -> list[str]:
@@ -591,6 +500,8 @@ class _TaskFrame:
     shots: list[int]
     before: int
     afters: list[int]
+    readout: dict[str, str]  # the headline's pre-declared pooling, span and behaviour
+    n_layers: int = 0  # the deepest layer of the embeddings (0 = the embedding output)
 
     def per_condition(self, series: pd.Series) -> np.ndarray:
         return series.reindex(self.order).to_numpy(dtype=float)
@@ -613,6 +524,8 @@ def _task_frame(task: str, inputs: Mapping[str, str], settings: Mapping[str, Any
     if len(tasks) == 0:
         log.warning("%s: the task table %s is empty; skipping the task", task, paths["tasks"])
         return None
+    # prompts repeated across conditions (regression's zero-shot prompt) are one unit
+    tasks["distinct_prompt_id"] = distinct_prompt_ids(tasks)
     tasks = tasks.drop(columns=[c for c in ("text", "spans") if c in tasks.columns])
     fields = condition_fields(tasks, hypotheses)
     prompt_index = pd.Index(tasks["prompt_id"])
@@ -624,20 +537,27 @@ def _task_frame(task: str, inputs: Mapping[str, str], settings: Mapping[str, Any
         log.warning("%s: only n_shots=%d: no before/after comparison (B7)", task, shots[0])
     return _TaskFrame(task, hypotheses, rsa_spans, probe_span, paths, tasks, fields, list(fields.index),
                       prompt_index, prompt_shots,
-                      tasks["condition"].to_numpy(dtype=object), shots, shots[0], shots[1:])
+                      tasks["condition"].to_numpy(dtype=object), shots, shots[0], shots[1:],
+                      headline_readout(settings, task))
 
 
-def _behaviour_deltas(tf: _TaskFrame, collected: _Collected) -> dict[tuple[str, int], np.ndarray]:
-    """B1, B2: behaviour per prompt (collected), and each measure's change per condition from
-    ``before`` to every ``after`` shot count."""
+def _behaviour_deltas(tf: _TaskFrame, seed: int, n_boot: int,
+                      collected: _Collected) -> dict[tuple[str, int], np.ndarray]:
+    """B1, B2: behaviour per prompt and its gains after ICL (collected), and each measure's
+    change per condition from ``before`` to every ``after`` shot count."""
     readouts = read_table(tf.paths["readouts"], columns=["prompt_id", "readout", "candidate", "logprob"]).to_pandas()
     behaviour = prompt_behaviour(tf.task, tf.tasks, readouts)
     del readouts
     collected.behaviour.append(behaviour)
+    collected.effects += gain_rows(tf.task, behaviour, tf.before, tf.afters, seed, n_boot)
+    measures = behaviour_measures(behaviour)
+    if tf.afters and tf.readout["behaviour"] not in measures:
+        raise ValueError(f"representations.analysis.headline.behaviour {tf.readout['behaviour']!r} is not measured "
+                         f"for task {tf.task!r} (measures: {sorted(measures)})")
     return {
         (name, after): tf.per_condition(condition_change(values, behaviour["condition"], behaviour["n_shots"],
                                                          tf.before, after))
-        for name, values in behaviour_measures(behaviour).items() for after in tf.afters
+        for name, values in measures.items() for after in tf.afters
     }
 
 
@@ -659,6 +579,9 @@ def _attention_deltas(tf: _TaskFrame, seed: int, n_boot: int,
     order_of = (dict(zip(tasks["prompt_id"], tasks["relevant_first"].astype(bool)))
                 if "relevant_first" in tasks.columns else None)
     collected.attention.append(summarise_attention_ratios(ratios, shots_of, tf.task, seed, n_boot, order_of))
+    prompts = tasks[["prompt_id", "condition", "variant", "n_shots", "distinct_prompt_id"]
+                    + (["relevant_first"] if "relevant_first" in tasks.columns else [])]
+    collected.effects += attention_band_rows(tf.task, ratios, prompts, tf.n_layers, tf.before, tf.afters, seed, n_boot)
     mean_head = ratios[ratios["head"] == -1]
     pos = tf.prompt_index.get_indexer(mean_head["prompt_id"])
     if (pos < 0).any():
@@ -679,6 +602,7 @@ def _check_embeddings(tf: _TaskFrame, poolings: Sequence[str], spans: Sequence[s
     _check_present(poolings, index["pooling"].unique(), "pooling", "rsa_poolings/probe_pooling",
                    tf.paths["embeddings"])
     _check_present(spans, index["span"].unique(), "span", "rsa_spans/probe_span", tf.paths["embeddings"])
+    tf.n_layers = int(index["layer"].max()) if len(index) else 0
     log.info("%s: %d prompts, %d conditions, n_shots %s, %d layers", tf.task, len(tf.tasks), len(tf.fields),
              tf.shots, index["layer"].nunique())
 
@@ -696,9 +620,18 @@ class _LayerRows:
             raise ValueError(f"{tf.paths['embeddings']}: non-finite values at layer {lv.layer}")
         self.lv = lv
         self.shots, self.cond = tf.prompt_shots[pos], tf.prompt_cond[pos]
+        order = tf.tasks["relevant_first"].to_numpy() if "relevant_first" in tf.tasks.columns else None
+        self.first = order[pos] if order is not None else None
 
-    def select(self, span: str, pooling: str, k: int) -> np.ndarray:
-        return np.flatnonzero((self.lv.span == span) & (self.lv.pooling == pooling) & (self.shots == k))
+    def select(self, span: str, pooling: str, k: int, relevant_first: bool | None = None) -> np.ndarray:
+        mask = (self.lv.span == span) & (self.lv.pooling == pooling) & (self.shots == k)
+        if relevant_first is not None:
+            mask &= self.first == relevant_first
+        return np.flatnonzero(mask)
+
+    def orders(self) -> list[tuple[bool | None, str]]:
+        """Pooled, then each story order when the task has one."""
+        return list(ORDERS) if self.first is not None else [ORDERS[0]]
 
 
 def _layer_rsa(tf: _TaskFrame, rows: _LayerRows, settings: Mapping[str, Any], seed: int, collected: _Collected,
@@ -711,20 +644,27 @@ def _layer_rsa(tf: _TaskFrame, rows: _LayerRows, settings: Mapping[str, Any], se
     for pooling in list(settings["rsa_poolings"]):
         for span in tf.rsa_spans:
             for k in tf.shots:
-                sel = rows.select(span, pooling, k)
-                if sel.size == 0:
-                    continue
-                res = rsa_by_condition(lv.vectors[sel], rows.cond[sel], tf.fields, tf.hypotheses, seed,
-                                       (tf.task, layer, pooling, span, k), n_permutations, comparators)
-                sims[(pooling, span, k)] = res
-                similarity_entries.append((layer, pooling, span, k, res))
-                for name, by_method in res.alignments.items():
-                    for method, (value, p) in by_method.items():
-                        collected.rsa.append({
-                            "task": tf.task, "layer": layer, "n_shots": k, "hypothesis": name,
-                            "comparator": method, "alignment": value, "spearman": res.spearman[name],
-                            "p_value": p, "pooling": pooling, "span": span, "n_conditions": len(res.labels),
-                            "n_prompts": int(sel.size), "n_permutations": n_permutations})
+                for flag, tag in rows.orders():
+                    sel = rows.select(span, pooling, k, flag)
+                    if sel.size == 0:
+                        continue
+                    # the pooled rows keep their seeds; one story order's rows get their own
+                    key = (tf.task, layer, pooling, span, k) + (() if flag is None else (tag,))
+                    res = rsa_by_condition(lv.vectors[sel], rows.cond[sel], tf.fields, tf.hypotheses, seed,
+                                           key, n_permutations, comparators)
+                    if flag is None:
+                        sims[(pooling, span, k)] = res
+                        similarity_entries.append((layer, pooling, span, k, res))
+                    for name, by_method in res.alignments.items():
+                        for method, (value, p) in by_method.items():
+                            ceiling = res.ceilings[name][method]
+                            collected.rsa.append({
+                                "task": tf.task, "layer": layer, "n_shots": k, "hypothesis": name,
+                                "comparator": method, "alignment": value, "spearman": res.spearman[name],
+                                "p_value": p, "pooling": pooling, "span": span, "n_conditions": len(res.labels),
+                                "n_prompts": int(sel.size), "n_permutations": n_permutations,
+                                "ceiling": ceiling, "alignment_normalised": value / ceiling,
+                                "relevant_first": flag})
     return sims
 
 
@@ -740,18 +680,17 @@ def _layer_probes(tf: _TaskFrame, rows: _LayerRows, settings: Mapping[str, Any],
         scores = probe_fields(lv.vectors[sel], rows.cond[sel], tf.fields, tf.hypotheses, seed,
                               (tf.task, layer, k), int(settings["n_splits"]), float(settings["ridge_alpha"]),
                               float(settings["logistic_C"]), int(settings["n_shuffles"]),
-                              str(settings["classifier"]))
+                              str(settings["classifier"]), int(settings["n_shuffles_max"]))
         for s in scores:
             collected.probes.append({
-                "task": tf.task, "layer": layer, "n_shots": k, **s,
-                "selectivity": s["score"] - s["control_score"], "pooling": probe_pooling,
+                "task": tf.task, "layer": layer, "n_shots": k, **s, "pooling": probe_pooling,
                 "span": probe_span, "n_prompts": int(sel.size), "n_conditions": len(set(rows.cond[sel]))})
 
 
 def _layer_repr_vs_behaviour(tf: _TaskFrame, layer: int, sims: Mapping[tuple[str, str, int], RSAResult],
                              behaviour_deltas: Mapping[tuple[str, int], np.ndarray],
                              ratio_deltas: Mapping[tuple[int, int], np.ndarray], settings: Mapping[str, Any],
-                             seed: int, collected: _Collected) -> None:
+                             seed: int, collected: _Collected, deltas: dict) -> None:
     """B7 at one layer: per-condition changes of representation measures against behaviour."""
     n_boot, method = int(settings["n_boot"]), str(settings["correlation"])
     for after in tf.afters:
@@ -771,6 +710,7 @@ def _layer_repr_vs_behaviour(tf: _TaskFrame, layer: int, sims: Mapping[tuple[str
             for (behaviour_name, k_after), delta_b in behaviour_deltas.items():
                 if k_after != after:
                     continue
+                deltas.setdefault((measure, pooling, span, behaviour_name, after), {})[layer] = delta
                 gen = rng(seed, "repr_vs_behaviour", tf.task, layer, measure, pooling, span, behaviour_name, after)
                 collected.repr_vs_behaviour.append({
                     "task": tf.task, "layer": layer, "measure": measure, "pooling": pooling, "span": span,
@@ -785,19 +725,30 @@ def _analyse_task(task: str, inputs: Mapping[str, str], settings: Mapping[str, A
     tf = _task_frame(task, inputs, settings)
     if tf is None:
         return
-    behaviour_deltas = _behaviour_deltas(tf, collected)
-    ratio_deltas = _attention_deltas(tf, seed, int(settings["n_boot"]), collected)
+    n_boot = int(settings["n_boot"])
     poolings = [*settings["rsa_poolings"], str(settings["probe_pooling"])]
     spans = [*tf.rsa_spans, tf.probe_span]
     _check_embeddings(tf, poolings, spans)
+    behaviour_deltas = _behaviour_deltas(tf, seed, n_boot, collected)
+    ratio_deltas = _attention_deltas(tf, seed, n_boot, collected)
+    prompts = tf.tasks[["prompt_id", "condition", "variant", "n_shots"]
+                       + (["relevant_first"] if "relevant_first" in tf.tasks.columns else [])]
+    readout = tf.readout
+    bands = AlignmentBands(task, prompts, tf.fields, tf.hypotheses, readout["pooling"], readout["span"],
+                           str(settings["rsa_comparators"][0]), tf.n_layers, seed, n_boot)
     similarity_entries: list[tuple[int, str, str, int, RSAResult]] = []
+    deltas: dict[tuple[str, str | None, str | None, str, int], dict[int, np.ndarray]] = {}
     for lv in iter_layers(tf.paths["embeddings"], spans, poolings):
         rows = _LayerRows(tf, lv)
         sims = _layer_rsa(tf, rows, settings, seed, collected, similarity_entries)
         _layer_probes(tf, rows, settings, seed, collected)
-        _layer_repr_vs_behaviour(tf, lv.layer, sims, behaviour_deltas, ratio_deltas, settings, seed, collected)
+        _layer_repr_vs_behaviour(tf, lv.layer, sims, behaviour_deltas, ratio_deltas, settings, seed, collected, deltas)
+        bands.add_layer(lv.layer, *lv.select(readout["span"], readout["pooling"]))
         log.debug("%s: layer %d done", task, lv.layer)
     collected.similarity.append(_similarity_frame(task, similarity_entries, tf.fields))
+    collected.effects += bands.rows(tf.before, tf.afters)
+    collected.effects += correlation_band_rows(task, deltas, behaviour_deltas, tf.n_layers, tf.before, readout, seed,
+                                               n_boot, str(settings["correlation"]))
 
 
 class _single_thread:
@@ -845,6 +796,7 @@ def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[
         "probes": collected.probes,
         "attention_ratio": collected.attention,
         "repr_vs_behaviour": collected.repr_vs_behaviour,
+        "effects": collected.effects,
     }
     model = recorded_model([inputs[f"{task}_embeddings"] for task in tasks])
     extra = {"tasks": tasks, "settings": {k: v for k, v in settings.items()}}

@@ -28,7 +28,9 @@ FIGURES = {
     ),
     "alignment.png": (
         "Study B, alignment ({comparator} of similarity and hypothesis matrices, upper "
-        "triangles) by layer, before and after ICL ({pooling} pooling; line style = span); filled "
+        "triangles) divided by its ceiling (the comparator's best value against that hypothesis, so "
+        "hypotheses compare: 1 = every pair sharing the field more similar than every pair that does not, "
+        "0 = chance) by layer, before and after ICL ({pooling} pooling; line style = span); filled "
         "markers: one-sided permutation p < {significance} ({n_permutations} permutations of condition labels)."
     ),
     "probes.png": (
@@ -51,7 +53,18 @@ FIGURES = {
         "layer, with 95% bootstrap band; negative = larger representational gains go with larger "
         "error reductions."
     ),
+    "effects.png": (
+        "Study B, the findings' effects per depth band with 95% intervals over the experimental units "
+        "(never over layers): change after ICL of the normalised alignment (readout: {headline}; "
+        "variants resampled within conditions), of the head-mean log attention ratio (prompt pairs "
+        "resampled), the gain in accuracy (distinct prompts), and the pre-declared correlation of "
+        "representation change with behaviour change (conditions resampled); pooled (black) and per "
+        "position of the relevant sentence (first / second)."
+    ),
 }
+# how the effects figure marks the story orders: relevant_first -> (label, colour, offset)
+_ORDER_STYLE = {None: ("pooled", "black", 0.0), True: ("relevant first", "tab:blue", -0.2),
+                False: ("relevant second", "tab:orange", 0.2)}
 
 
 def _read_frame(tables: Mapping[str, str], name: str) -> pd.DataFrame:
@@ -206,15 +219,16 @@ def _draw_alignment(ctx: _FigureContext) -> None:
                     line = d[(d["span"] == span) & (d["n_shots"] == k)].sort_values("layer")
                     if line.empty:
                         continue
-                    ax.plot(line["layer"], line["alignment"], styles[s_i % len(styles)], color=colors[k],
+                    value = "alignment_normalised" if "alignment_normalised" in line.columns else "alignment"
+                    ax.plot(line["layer"], line[value], styles[s_i % len(styles)], color=colors[k],
                             label=f"{_shots_label(k, shots[0])}, span {span}")
                     good = line[line["p_value"] < sig]
-                    ax.scatter(good["layer"], good["alignment"], color=colors[k], s=18, zorder=3)
+                    ax.scatter(good["layer"], good[value], color=colors[k], s=18, zorder=3)
                     bad = line[~(line["p_value"] < sig)]
-                    ax.scatter(bad["layer"], bad["alignment"], facecolors="white", edgecolors=colors[k], s=18,
+                    ax.scatter(bad["layer"], bad[value], facecolors="white", edgecolors=colors[k], s=18,
                                zorder=3)
             ax.axhline(0, color="black", linewidth=0.8)
-            ax.set(title=f"{task}: hypothesis '{h}'", xlabel="layer", ylabel=f"alignment ({comparator})")
+            ax.set(title=f"{task}: hypothesis '{h}'", xlabel="layer", ylabel=f"{comparator} / its ceiling")
             ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"RSA alignment by layer ({pooling} pooling; filled: p < {sig})")
     save(fig, "alignment.png")
@@ -366,6 +380,61 @@ def _draw_behaviour(ctx: _FigureContext) -> list[str]:
     return behaviours_used
 
 
+_EFFECT_PANELS = (
+    ("alignment", "alignment change / ceiling"),
+    ("attention_log_ratio_change", "log attention ratio change"),
+    ("gain", "gain in accuracy"),
+    ("repr_behaviour_r", "r (repr. change, behaviour change)"),
+)
+
+
+def _effect_rows(eff: pd.DataFrame, task: str, panel: str) -> pd.DataFrame:
+    d = eff[eff["task"] == task]
+    if panel == "alignment":
+        return d[d["quantity"].isin(["alignment_change", "alignment_after"])]
+    if panel == "gain":
+        return d[(d["quantity"] == "gain") & (d["measure"] == "correct")]
+    d = d[d["quantity"] == panel]
+    return d[d["headline"].astype(bool)] if panel == "repr_behaviour_r" else d
+
+
+def _draw_effects(ctx: _FigureContext) -> str:
+    """Forest plots of the effects table: per task and quantity, each band (or the whole task
+    for gains) and measure, pooled and per story order, with its interval. Returns the
+    headline readout for the caption."""
+    eff = ctx.frames["effects"]
+    tasks, plt = ctx.tasks, ctx.plt
+    fig, axes = plt.subplots(len(tasks), len(_EFFECT_PANELS), figsize=(4.6 * len(_EFFECT_PANELS), 3.8 * len(tasks)),
+                             squeeze=False)
+    readouts = []
+    for i, task in enumerate(tasks):
+        for j, (panel, label) in enumerate(_EFFECT_PANELS):
+            ax = axes[i][j]
+            d = _effect_rows(eff, task, panel) if len(eff) else pd.DataFrame()
+            if d.empty:
+                no_data(ax, f"{task}: none")
+                continue
+            if panel == "alignment" and d["pooling"].notna().any():
+                readouts.append(f"{task}: {d['pooling'].dropna().iloc[0]} pooling of {d['span'].dropna().iloc[0]}")
+            d = d.assign(row=(d["measure"].astype(str) + (" " + d["band"].astype(str)).where(d["band"].notna(), "")))
+            names = list(dict.fromkeys(d.sort_values(["measure", "relative_depth"], na_position="first")["row"]))
+            for flag, (name, colour, offset) in _ORDER_STYLE.items():
+                part = d[d["relevant_first"].isna()] if flag is None else d[d["relevant_first"] == flag]
+                if part.empty:
+                    continue
+                y = np.array([names.index(r) for r in part["row"]]) + offset
+                ax.errorbar(part["estimate"], y, xerr=[part["estimate"] - part["ci_low"], part["ci_high"] - part["estimate"]],
+                            fmt="o", color=colour, markersize=4, capsize=2, label=name)
+            ax.axvline(0, color="grey", linewidth=0.8)
+            ax.set_yticks(np.arange(len(names)), names, fontsize=8)
+            ax.invert_yaxis()
+            ax.set(title=f"{task}: {label}", xlabel=label)
+            ax.legend(fontsize=7, loc="best")
+    fig.suptitle("Effects with intervals over prompts, variants or conditions (never layers)")
+    ctx.save(fig, "effects.png")
+    return "; ".join(readouts) or "none"
+
+
 def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> dict[str, str]:
     """Draw :data:`FIGURES` into ``out_dir`` from the tables written by :func:`analyse`
     (``tables``: out key -> path; missing or empty tables give "no data" panels). Returns
@@ -387,6 +456,8 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
     comparator = str(settings["rsa_comparators"][0])
     if len(rsa) and "comparator" in rsa.columns:
         rsa = rsa[rsa["comparator"] == comparator]
+    if len(rsa) and "relevant_first" in rsa.columns:
+        rsa = rsa[rsa["relevant_first"].isna()]  # the pooled rows (the effects figure shows the orders)
     tasks = [t for t in TASKS if any(len(f) and "task" in f.columns and (f["task"] == t).any()
                                      for f in frames.values())] or ["(none)"]
     span_of: dict[str, str | None] = {}
@@ -406,6 +477,7 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
     _draw_probes(ctx)
     _draw_attention_ratio(ctx)
     behaviours_used = _draw_behaviour(ctx)
+    headline = _draw_effects(ctx)
 
     values = {
         "layer": chosen_layer, "pooling": pooling, "significance": sig,
@@ -417,5 +489,6 @@ def plot(tables: Mapping[str, str], params: Mapping[str, Any], out_dir: str) -> 
         else "; ".join(f"{t}: {v}" for t, v in settings["probe_span"].items()),
         "spans": "; ".join(f"{t}: {s}" for t, s in span_of.items() if s is not None) or "none",
         "behaviours": "; ".join(behaviours_used) or "none",
+        "headline": headline,
     }
     return {name: caption.format(**values) for name, caption in FIGURES.items()}

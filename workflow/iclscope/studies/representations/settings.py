@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 TASKS = ("regression", "reading")
 INPUT_KINDS = ("tasks", "embeddings", "attention", "readouts")
 OUTPUTS = ("behaviour", "behaviour_summary", "rsa", "similarity", "probes", "attention_ratio",
-           "repr_vs_behaviour")
+           "repr_vs_behaviour", "effects")
 END = "end"  # the prompt's last token (the answer position): a pooled span and the attention query
 RELEVANT, DISTRACTOR = "relevant", "distractor"
 READOUT = contracts.ANSWER_READOUT
@@ -40,7 +40,10 @@ SCHEMAS = {
     "probes": contracts.PROBES,
     "attention_ratio": contracts.ATTENTION_RATIO,
     "repr_vs_behaviour": contracts.REPR_VS_BEHAVIOUR,
+    "effects": contracts.EFFECTS,
 }
+# behavioural measures of B7 (lower is better); nll for categorical, expected_error for numeric tasks
+BEHAVIOUR_MEASURES = ("error", "expected_error", "nll")
 
 
 # ----------------------------------------------------------------------------- settings
@@ -110,3 +113,34 @@ def task_setting(settings: Mapping[str, Any], key: str, task: str) -> Any:
     if key == "probe_span" and not isinstance(value, str):
         raise ValueError(f"representations.analysis.probe_span for task {task!r} must be one span name, got {value!r}")
     return value
+
+
+def headline_readout(settings: Mapping[str, Any], task: str) -> dict[str, str]:
+    """The pre-declared readout of ``task``'s headline effects: ``pooling``, ``span`` and
+    ``behaviour`` from ``representations.analysis.headline`` (a value for every task, or a
+    mapping whose missing tasks keep the schema's default). Raises ValueError naming the key
+    when the span is not an RSA span of the task, the pooling not an RSA pooling, or the
+    measure unknown."""
+    given = settings.get("headline") or {}
+    default = schema_defaults()["headline"]
+    out = {}
+    for key in ("pooling", "span", "behaviour"):
+        value = given.get(key, default[key])
+        if isinstance(value, Mapping):
+            fallback = default[key]
+            value = value.get(task, fallback.get(task) if isinstance(fallback, Mapping) else fallback)
+        if not isinstance(value, str):
+            raise ValueError(f"representations.analysis.headline.{key} for task {task!r} must be one name, "
+                             f"got {value!r}")
+        out[key] = value
+    spans = task_setting(settings, "rsa_spans", task)
+    if out["span"] not in spans:
+        raise ValueError(f"representations.analysis.headline.span {out['span']!r} for task {task!r} is not one of "
+                         f"its rsa_spans {spans}")
+    if out["pooling"] not in settings["rsa_poolings"]:
+        raise ValueError(f"representations.analysis.headline.pooling {out['pooling']!r} is not one of the "
+                         f"rsa_poolings {list(settings['rsa_poolings'])}")
+    if out["behaviour"] not in BEHAVIOUR_MEASURES:
+        raise ValueError(f"representations.analysis.headline.behaviour {out['behaviour']!r} for task {task!r} must "
+                         f"be one of {list(BEHAVIOUR_MEASURES)}")
+    return out

@@ -1,0 +1,157 @@
+"""Intervals that resample the experimental units: distinct prompts, prompt pairs, the
+variants within each condition, or the conditions of a correlation.
+
+Study B's designs share prompts between rows (every regression condition reads the same
+zero-shot prompt of a variant) and average neighbouring layers, which are strongly
+correlated; an interval over rows or layers would treat both as independent samples. Each
+function here resamples what was drawn independently and recomputes the whole statistic,
+band averages included, in every resample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from iclscope.analysis.attention_ratio import _rowwise_pearson
+from iclscope.analysis.stats import Interval, bootstrap_ci
+
+
+def percentile_interval(point: float, boots: np.ndarray, level: float) -> Interval:
+    """``point`` with the percentile interval of the finite ``boots`` (NaN without any)."""
+    boots = np.asarray(boots, dtype=float)
+    boots = boots[np.isfinite(boots)]
+    if boots.size == 0 or not np.isfinite(point):
+        return Interval(float(point), float("nan"), float("nan"))
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(boots, [alpha, 1.0 - alpha])
+    return Interval(float(point), float(low), float(high))
+
+
+def distinct_values(values: np.ndarray, units: Sequence[Hashable]) -> np.ndarray:
+    """One value per distinct unit, the mean of its rows, in order of first appearance.
+
+    Rows that share a unit are one observation: e.g. regression's zero-shot prompt is one
+    prompt, read once by the model, even though each condition scores its answer against its
+    own target. NaN rows are left out of their unit's mean (a unit of only NaN gives NaN).
+    """
+    values = np.asarray(values, dtype=float)
+    codes, uniques = pd.factorize(pd.Series(list(units), dtype=object), sort=False)
+    ok = ~np.isnan(values)
+    sums = np.bincount(codes[ok], weights=values[ok], minlength=len(uniques))
+    counts = np.bincount(codes[ok], minlength=len(uniques))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+class Difference(NamedTuple):
+    """An after - before difference with its interval and what was resampled."""
+
+    interval: Interval
+    n_units: int
+    units: str
+
+
+def difference_ci(
+    before: Sequence[float],
+    before_units: Sequence[Hashable],
+    after: Sequence[float],
+    after_units: Sequence[Hashable],
+    rng: np.random.Generator,
+    n_boot: int = 1000,
+    level: float = 0.95,
+) -> Difference:
+    """Mean change from ``before`` to ``after`` with a percentile bootstrap over distinct units.
+
+    Row i of ``before`` and row i of ``after`` belong to one pair (e.g. one condition and
+    variant, before and after ICL); ``*_units`` name the distinct prompt of each row. When
+    every distinct before prompt pairs with exactly one after prompt, the pairs are resampled
+    (the paired difference). When before prompts are shared by several pairs (regression's
+    zero-shot prompt, the same for every condition of a variant) pairing would resample one
+    prompt as many observations: the two sides' distinct prompts are resampled apart instead
+    (an unpaired difference of means). NaN rows are dropped first.
+    """
+    b, a = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
+    keep = ~(np.isnan(a) | np.isnan(b))
+    bu = [u for u, k in zip(before_units, keep) if k]
+    au = [u for u, k in zip(after_units, keep) if k]
+    b, a = b[keep], a[keep]
+    pairs = set(zip(bu, au))
+    if len(set(bu)) == len(pairs) == len(set(au)):
+        diffs = distinct_values(a - b, [f"{x}\x00{y}" for x, y in zip(bu, au)])
+        return Difference(bootstrap_ci(diffs, rng, n_boot=n_boot, level=level), len(diffs), "prompt pairs")
+    b_d, a_d = distinct_values(b, bu), distinct_values(a, au)
+    point = float(a_d.mean() - b_d.mean()) if a_d.size and b_d.size else float("nan")
+    if min(a_d.size, b_d.size) < 2:
+        return Difference(Interval(point, float("nan"), float("nan")), min(a_d.size, b_d.size),
+                          f"distinct prompts ({b_d.size} before, {a_d.size} after) resampled apart")
+    boots = (a_d[rng.integers(0, a_d.size, size=(n_boot, a_d.size))].mean(axis=1)
+             - b_d[rng.integers(0, b_d.size, size=(n_boot, b_d.size))].mean(axis=1))
+    return Difference(percentile_interval(point, boots, level), min(a_d.size, b_d.size),
+                      f"distinct prompts ({b_d.size} before, {a_d.size} after) resampled apart")
+
+
+def stratified_draws(rng: np.random.Generator, sizes: Sequence[int], n_boot: int) -> np.ndarray:
+    """Bootstrap draws within strata of equal size: (n_boot, n_strata, size) indices, each
+    stratum's units resampled with replacement among its own (every stratum stays present,
+    e.g. the variants of each condition, so every condition mean exists in every resample)."""
+    sizes = list(sizes)
+    if len(set(sizes)) != 1:
+        raise ValueError(f"strata of unequal sizes {sorted(set(sizes))}: draws need one size")
+    return rng.integers(0, sizes[0], size=(n_boot, len(sizes), sizes[0]))
+
+
+def band_correlation_ci(
+    delta_measure: np.ndarray,
+    delta_behaviour: np.ndarray,
+    rng: np.random.Generator,
+    n_boot: int = 1000,
+    method: str = "pearson",
+    level: float = 0.95,
+) -> tuple[Interval, int]:
+    """Mean over a band's layers of the correlation across conditions of two changes, with
+    a bootstrap over conditions that recomputes every layer's correlation and their mean.
+
+    ``delta_measure``: (n_layers, n_cond) per-layer changes; ``delta_behaviour``: (n_cond,).
+    Conditions with a NaN anywhere are dropped. Returns (interval, n_conditions); NaN with
+    fewer than 3 conditions.
+    """
+    from scipy.stats import rankdata
+
+    x = np.asarray(delta_measure, dtype=float)
+    y = np.asarray(delta_behaviour, dtype=float)
+    keep = ~(np.isnan(x).any(axis=0) | np.isnan(y))
+    x, y = x[:, keep], y[keep]
+    n = int(keep.sum())
+    if n < 3:
+        return Interval(float("nan"), float("nan"), float("nan")), n
+
+    def band_mean(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        # xs: (..., n_layers, n), ys: (..., n) -> mean over layers of the row correlations
+        if method == "spearman":
+            xs, ys = rankdata(xs, axis=-1), rankdata(ys, axis=-1)
+        r = _rowwise_pearson(xs, np.broadcast_to(ys[..., None, :], xs.shape))
+        with np.errstate(invalid="ignore"), _quiet():
+            return np.nanmean(r, axis=-1)
+
+    point = float(band_mean(x, y))
+    idx = rng.integers(0, n, size=(n_boot, n))
+    boots = band_mean(x[:, idx].transpose(1, 0, 2), y[idx])
+    return percentile_interval(point, boots, level), n
+
+
+class _quiet:
+    """Silence numpy's "mean of empty slice" (an all-NaN resample is dropped afterwards)."""
+
+    def __enter__(self) -> None:
+        import warnings
+
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+    def __exit__(self, *exc: object) -> None:
+        self._w.__exit__(*exc)
