@@ -60,7 +60,7 @@ def test_bench_extract_reports_every_task_and_the_whole(prepared_tiny, default_c
     weighted = {name: sum(t["table_tokens"] / t["tokens"] * t["seconds"][name] for t in per.values())
                 for name in ("bare", "iclscope")}
     assert summary["ratio_vs_bare_run_weighted"] == pytest.approx(weighted["bare"] / weighted["iclscope"])
-    # the README's table is read from the summary, targets judged from it
+    # the docs' table (docs/performance.md) is read from the summary, targets judged from it
     table = markdown_table(summary)
     verdict = "met" if summary["ratio_vs_bare"] >= 1.15 else "missed"
     assert f"| {summary['ratio_vs_bare']:.2f} | ≥ 1.15 ({verdict}) |" in table

@@ -1,5 +1,5 @@
 """What reruns and what does not: speed-only settings, moved projects, shards; damaged
-tables are named with how to rebuild them (README, "Reproducibility")."""
+tables are named with how to rebuild them (docs/reproducibility.md)."""
 
 from __future__ import annotations
 

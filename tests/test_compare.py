@@ -1,7 +1,7 @@
 """The compare stage: with two models, results/compare/ holds every model's headline
 quantities (from the same code as the per-model findings) with its card fields, the
 cross-model text and the overlay figures; adding a model reruns only its own jobs and the
-comparison (README, "Comparing models")."""
+comparison (docs/comparing.md)."""
 
 from __future__ import annotations
 

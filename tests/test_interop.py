@@ -1,5 +1,5 @@
 """Extracted tables read with pandas and xarray, and their layers found again with plain
-PyTorch hooks at the module paths the README gives for nnsight and TransformerLens."""
+PyTorch hooks at the module paths docs/outputs.md gives for nnsight and TransformerLens."""
 
 from __future__ import annotations
 

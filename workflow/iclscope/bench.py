@@ -314,7 +314,7 @@ def _target(s: Mapping[str, Any], key: str, shown: str) -> str:
 
 
 def markdown_table(s: Mapping[str, Any]) -> str:
-    """The README's table of an extraction benchmark summary (every number read from it)."""
+    """The docs' table (docs/performance.md) of an extraction benchmark summary (every number read from it)."""
     t = s["tokens_per_s"]
     per = {task: s["per_task"][task] for task in s["tasks"]}  # the order the tasks were given in
 

@@ -1,4 +1,4 @@
-"""Arrow schemas of the tables downstream of task construction (CONVENTIONS.md).
+"""Arrow schemas of the tables downstream of task construction (docs/outputs.md).
 
 The column names are binding; implementations may add columns. The ``tasks`` contract
 lives in :mod:`iclscope.tasks.common`.

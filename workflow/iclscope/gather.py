@@ -45,7 +45,7 @@ def gather_one(inputs: Sequence[str], out: str) -> None:
     Provenance is the first shard's, less what depends on the split (:data:`SPLIT_KEYS`):
     ``shard`` says ``gathered``, ``stats`` keeps the summed prompt and token counts and
     ``command`` is the unsharded command. So the table comes out byte-identical for any
-    number of shards, and Snakemake's checksum of it (see the README) finds nothing new
+    number of shards, and Snakemake's checksum of it (see docs/reproducibility.md) finds nothing new
     downstream when only `shards` changed.
     """
     tables = [read_table(p) for p in inputs]

@@ -148,7 +148,7 @@ def format_against(rows: Sequence[Mapping[str, Any]], results: str | Path) -> st
 
 
 def markdown_against(rows: Sequence[Mapping[str, Any]]) -> str:
-    """:func:`against`'s rows as a Markdown table (what the README quotes)."""
+    """:func:`against`'s rows as a Markdown table (what docs/performance.md quotes)."""
     out = ["| job | time estimate / measured | memory estimate / measured | bytes estimate / measured |",
            "|---|---|---|---|"]
 

@@ -1,6 +1,6 @@
 """The `tasks` table contract shared by every task builder.
 
-A task table has one row per prompt. Binding columns (CONVENTIONS.md):
+A task table has one row per prompt. Binding columns (docs/outputs.md, "The task-table contract"):
 
 =============  ===========================================  ==============================
 column         type                                         meaning

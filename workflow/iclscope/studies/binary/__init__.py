@@ -4,9 +4,9 @@ A package: :mod:`.settings` (names and the analysis settings), :mod:`.analyse` (
 extracted tables, computes and writes the tables below) and :mod:`.figures` (draws only
 what the tables hold).
 
-Reads the extraction step's tables, computes the analyses of STUDIES.md A1-A5 with the pure
-modules in :mod:`iclscope.analysis`, writes the result tables (:func:`analyse`) and draws the
-figures (:func:`plot`). The functions above ``analyse`` are pure: DataFrames in, DataFrames out.
+Reads the extraction step's tables, computes the analyses A1-A5 (docs/studies/binary.md)
+with the pure modules in :mod:`iclscope.analysis`, writes the result tables (:func:`analyse`)
+and draws the figures (:func:`plot`). The functions above ``analyse`` are pure: DataFrames in, DataFrames out.
 
 Conventions
 -----------
