@@ -1,10 +1,12 @@
-# iclscope: the two set-up commands of the README, plus a few helpers.
+# iclscope: the two set-up commands of the README (and docs/getting-started.md), plus a few helpers.
 #   make run    create .venv if needed and run the whole default pipeline
 #   make test   create .venv if needed and run the test suite
 #   make compare  also install the second embedded model and run both models (config/compare.yaml)
 #   make gpu-check  on a CUDA machine: CUDA tables against CPU fp32, and the extraction benchmark there
 #   make slurm-check  as root on Debian/Ubuntu: the pipeline through a real one-machine SLURM cluster
 #                     (cluster/onenode; tests/test_slurm.py); prints why and skips elsewhere
+#   make docs   the documentation site (MkDocs, Material theme) into site/, strictly: a stale
+#               generated page (iclscope docs --check), a broken link or a missing page fails
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
@@ -12,7 +14,7 @@ CORES ?= all
 # the rules call the `iclscope` command: put the environment's bin first on PATH
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: env env-compare run compare gpu-check slurm-check dry-run test lint format clean
+.PHONY: env env-compare run compare gpu-check slurm-check dry-run test docs lint format clean
 
 env: $(VENV)/.installed
 
@@ -41,7 +43,7 @@ compare: env-compare
 
 # on a machine with CUDA, after `make run` (it reads results/tasks/): extraction on CUDA in fp32
 # and bf16 against CPU fp32, held to stated tolerances (exit 1 beyond them), then the extraction
-# benchmark on CUDA (bf16); see README, Performance
+# benchmark on CUDA (bf16); see docs/performance.md
 gpu-check: env
 	$(RUN) iclscope bench device --device cuda --dtypes float32 bfloat16 \
 		--out results/bench/smollm2-135m/device-cuda.json
@@ -69,6 +71,12 @@ dry-run: env
 test: env
 	$(RUN) python -m pytest
 
+# the generated pages (docs/reference/, docs/findings/) must be current; `iclscope docs`
+# regenerates them. NO_MKDOCS_2_WARNING silences Material's notice about its successor.
+docs: env
+	$(RUN) iclscope docs --check
+	NO_MKDOCS_2_WARNING=1 $(RUN) mkdocs build --strict --site-dir site
+
 lint: env
 	$(RUN) snakemake --lint --cores 1
 	$(RUN) snakefmt --check Snakefile rules/
@@ -77,4 +85,4 @@ format: env
 	$(RUN) snakefmt Snakefile rules/
 
 clean:
-	rm -rf results resources .snakemake
+	rm -rf results resources .snakemake site

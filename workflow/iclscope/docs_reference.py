@@ -134,7 +134,7 @@ def config_keys(schema: Mapping[str, Any], prefix: str = "") -> list[ConfigKey]:
     for name, sub in schema.get("properties", {}).items():
         path = f"{prefix}.{name}" if prefix else name
         default = _code(sub["default"]) if "default" in sub else ("required" if name in required else "")
-        keys.append(ConfigKey(path, _schema_type(sub), default, _allowed(sub), _cell(sub.get("description", ""))))
+        keys.append(ConfigKey(path, _schema_type(sub), default, _allowed(sub), " ".join(str(sub.get("description", "")).split())))
         if "properties" in sub:
             keys += config_keys(sub, path)
         items = sub.get("items")
