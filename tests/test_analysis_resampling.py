@@ -9,7 +9,7 @@ import pytest
 
 from iclscope.analysis import rsa
 from iclscope.analysis.resampling import (
-    band_correlation_ci, difference_ci, distinct_values, stratified_draws,
+    band_correlation_ci, difference_ci, distinct_values, normal_interval, stratified_draws,
 )
 
 
@@ -72,6 +72,15 @@ def test_stratified_draws_keep_every_stratum():
     assert draws.shape == (100, 16, 4) and draws.min() >= 0 and draws.max() <= 3
     with pytest.raises(ValueError, match="unequal"):
         stratified_draws(np.random.default_rng(0), [4, 2], 10)
+    joint = stratified_draws(np.random.default_rng(0), [4] * 12, 50, joint=True)
+    assert (joint == joint[:, :1, :]).all() and len(np.unique(joint[:, 0, :], axis=0)) > 10
+
+
+def test_normal_interval_is_centred_on_the_estimate_even_when_the_bootstraps_are_not():
+    boots = np.random.default_rng(0).normal(-0.3, 0.1, size=4000)  # shifted below the estimate
+    ci = normal_interval(0.0, boots, 0.95)
+    assert ci.low == pytest.approx(-1.96 * boots.std(ddof=1), rel=1e-3) and ci.high == pytest.approx(-ci.low)
+    assert np.isnan(normal_interval(0.0, np.array([1.0]), 0.95).low)
 
 
 # ----------------------------------------------------------------------------- comparators (23.5)

@@ -479,7 +479,14 @@ def test_effects_are_band_means_with_unit_intervals(analysed):
     assert (align["pooling"] == "mean").all() and (align["span"] == "end").all() and (align["comparator"] == "tau_a").all()
     assert set(align["quantity"]) == {"alignment_change"}
     assert set(align.loc[align["task"] == "reading", "relevant_first"].dropna()) == {True, False}
-    assert align["units"].str.startswith("variants within each of").all()
+    # regression's variants share their query x across conditions: drawn jointly; reading's per condition
+    reg_units = align.loc[align["task"] == "regression", "units"]
+    assert reg_units.str.startswith("3 variants, drawn jointly for the 12 conditions").all()
+    assert (align.loc[align["task"] == "regression", "n_units"] == 3).all()
+    assert align.loc[align["task"] == "reading", "units"].str.startswith("variants within each of 16 conditions").all()
+    assert align["units"].str.endswith("normal interval from the bootstrap SE").all()
+    # centred on the estimate
+    np.testing.assert_allclose(align["estimate"] - align["ci_low"], align["ci_high"] - align["estimate"])
     for r in align.itertuples():
         flag = r.relevant_first if r.relevant_first is not None and not pd.isna(r.relevant_first) else None
         sel = rsa_t[(rsa_t["task"] == r.task) & (rsa_t["hypothesis"] == r.measure) & (rsa_t["pooling"] == "mean")

@@ -31,6 +31,21 @@ def percentile_interval(point: float, boots: np.ndarray, level: float) -> Interv
     return Interval(float(point), float(low), float(high))
 
 
+def normal_interval(point: float, boots: np.ndarray, level: float) -> Interval:
+    """``point`` plus or minus the normal quantile times the standard deviation of the finite
+    ``boots`` (the bootstrap standard error). For statistics of resampled means whose bootstrap
+    distribution is shifted away from the estimate (a resample's duplicates make condition means
+    noisier and RSA alignment smaller), where a percentile interval may not even contain it."""
+    from scipy.stats import norm
+
+    boots = np.asarray(boots, dtype=float)
+    boots = boots[np.isfinite(boots)]
+    if boots.size < 2 or not np.isfinite(point):
+        return Interval(float(point), float("nan"), float("nan"))
+    half = float(norm.ppf(0.5 + level / 2)) * float(boots.std(ddof=1))
+    return Interval(float(point), float(point) - half, float(point) + half)
+
+
 def distinct_values(values: np.ndarray, units: Sequence[Hashable]) -> np.ndarray:
     """One value per distinct unit, the mean of its rows, in order of first appearance.
 
@@ -94,13 +109,18 @@ def difference_ci(
                       f"distinct prompts ({b_d.size} before, {a_d.size} after) resampled apart")
 
 
-def stratified_draws(rng: np.random.Generator, sizes: Sequence[int], n_boot: int) -> np.ndarray:
+def stratified_draws(rng: np.random.Generator, sizes: Sequence[int], n_boot: int, joint: bool = False) -> np.ndarray:
     """Bootstrap draws within strata of equal size: (n_boot, n_strata, size) indices, each
     stratum's units resampled with replacement among its own (every stratum stays present,
-    e.g. the variants of each condition, so every condition mean exists in every resample)."""
+    e.g. the variants of each condition, so every condition mean exists in every resample).
+    ``joint``: one draw shared by every stratum, for units the design pairs across strata
+    (regression's variants: the same query x in every condition)."""
     sizes = list(sizes)
     if len(set(sizes)) != 1:
         raise ValueError(f"strata of unequal sizes {sorted(set(sizes))}: draws need one size")
+    if joint:
+        one = rng.integers(0, sizes[0], size=(n_boot, 1, sizes[0]))
+        return np.repeat(one, len(sizes), axis=1)
     return rng.integers(0, sizes[0], size=(n_boot, len(sizes), sizes[0]))
 
 

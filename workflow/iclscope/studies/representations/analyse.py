@@ -731,7 +731,7 @@ def _analyse_task(task: str, inputs: Mapping[str, str], settings: Mapping[str, A
     _check_embeddings(tf, poolings, spans)
     behaviour_deltas = _behaviour_deltas(tf, seed, n_boot, collected)
     ratio_deltas = _attention_deltas(tf, seed, n_boot, collected)
-    prompts = tf.tasks[["prompt_id", "condition", "variant", "n_shots"]
+    prompts = tf.tasks[["prompt_id", "condition", "variant", "n_shots", "distinct_prompt_id"]
                        + (["relevant_first"] if "relevant_first" in tf.tasks.columns else [])]
     readout = tf.readout
     bands = AlignmentBands(task, prompts, tf.fields, tf.hypotheses, readout["pooling"], readout["span"],

@@ -8,10 +8,13 @@ experimental units that were drawn independently, never over layers or repeated 
   head-mean log attention ratio (relevant / distractor), resampling prompt pairs.
 * ``alignment_change`` / ``alignment_after`` (where nothing is defined before ICL): per depth
   band, the change of the band-averaged hypothesis alignment divided by its comparator's
-  ceiling, for the pre-declared readout (pooling, span); resampled are the variants within each
-  condition (before and after ICL the same draws, so pairs stay together), and the condition
-  means, similarity matrices and alignments of every layer of the band are recomputed in every
-  resample.
+  ceiling, for the pre-declared readout (pooling, span); resampled are the variants as the
+  design draws them: within each condition (reading's stories), or jointly across conditions
+  where the design shares them (regression's query x), before and after ICL the same draws, and
+  the condition means, similarity matrices and alignments of every layer of the band are
+  recomputed in every resample. The interval is normal, from the bootstrap standard error: a
+  resample's duplicated variants make condition means noisier and alignment smaller, so the
+  bootstrap distribution sits below the estimate and a percentile interval can miss it.
 * ``repr_behaviour_r``: per depth band, the band-averaged correlation across conditions of a
   representation measure's change with a behavioural change, for every readout (pooling, span,
   behaviour measure), resampling conditions; ``headline`` marks the pre-declared readout.
@@ -31,9 +34,7 @@ import pandas as pd
 from iclscope import contracts
 from iclscope.analysis import rsa as rsa_math
 from iclscope.analysis.depth import DEPTH_BANDS, band_centre, depth_band
-from iclscope.analysis.resampling import (
-    band_correlation_ci, difference_ci, percentile_interval, stratified_draws,
-)
+from iclscope.analysis.resampling import band_correlation_ci, difference_ci, normal_interval, stratified_draws
 from iclscope.seeding import rng
 
 # (relevant_first value, tag in seeds and logs): pooled, then each story order
@@ -154,11 +155,13 @@ class AlignmentBands:
     """Band-averaged alignment (normalised by its comparator's ceiling) with a bootstrap over
     the variants within each condition, fed one layer at a time.
 
-    ``prompts``: the task table's ``prompt_id, condition, variant, n_shots`` (and
-    ``relevant_first``); ``fields``: one row per condition (sorted) with the hypothesis
-    fields. Draws are seeded by ``rng(seed, "effects", task, "alignment", order, band)`` and
-    shared by every layer of the band, both shot counts and every hypothesis, so before and
-    after stay paired and the band average is recomputed in each resample.
+    ``prompts``: the task table's ``prompt_id, condition, variant, n_shots,
+    distinct_prompt_id`` (and ``relevant_first``); ``fields``: one row per condition (sorted)
+    with the hypothesis fields. Draws are seeded by ``rng(seed, "effects", task, "alignment",
+    order, band)`` and shared by every layer of the band, both shot counts and every hypothesis,
+    so before and after stay paired and the band average is recomputed in each resample. When
+    every variant's first-shot prompt is one prompt in every condition (the design shares the
+    variant across conditions), variants are drawn jointly for all conditions.
     """
 
     def __init__(self, task: str, prompts: pd.DataFrame, fields: pd.DataFrame, hypotheses: Sequence[str],
@@ -180,6 +183,9 @@ class AlignmentBands:
                 self.slots[tag] = np.asarray(per)
         self.prompt_of = {(c, int(v), int(k)): p for p, c, v, k in
                           prompts[["prompt_id", "condition", "variant", "n_shots"]].itertuples(index=False)}
+        first = prompts[prompts["n_shots"] == self.shots[0]]
+        self.joint = bool(len(first)) and bool(
+            (first.groupby("variant")["distinct_prompt_id"].nunique() == 1).all()) and first["condition"].nunique() > 1
         self.points: dict[tuple[str, str, str, int], dict[int, float]] = {}
         self.boots: dict[tuple[str, str, str, int], dict[int, np.ndarray]] = {}
         self._draws: dict[tuple[str, str], np.ndarray] = {}
@@ -189,7 +195,7 @@ class AlignmentBands:
             slots = self.slots[tag]
             self._draws[(tag, band)] = stratified_draws(
                 rng(self.seed, "effects", self.task, "alignment", tag, band), [slots.shape[1]] * len(slots),
-                self.n_boot)
+                self.n_boot, joint=self.joint)
         return self._draws[(tag, band)]
 
     def add_layer(self, layer: int, prompt_ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -247,7 +253,9 @@ class AlignmentBands:
             return None
         p_before = self.points.get((tag, band, h, before), {})
         b_after = self.boots[(tag, band, h, after)]
-        units = f"variants within each of {len(self.conditions)} conditions ({self.slots[tag].shape[1]} each)"
+        n_var = self.slots[tag].shape[1]
+        units = (f"{n_var} variants, drawn jointly for the {len(self.conditions)} conditions that share them"
+                 if self.joint else f"variants within each of {len(self.conditions)} conditions ({n_var} each)")
         if all(np.isfinite(p_before.get(layer, np.nan)) for layer in layers):
             b_before = self.boots[(tag, band, h, before)]
             point = float(np.mean([p_after[x] - p_before[x] for x in layers]))
@@ -257,9 +265,10 @@ class AlignmentBands:
             point = float(np.mean([p_after[x] for x in layers]))
             boots = np.mean([b_after[x] for x in layers], axis=0)
             quantity = "alignment_after"
-        ci = percentile_interval(point, boots, LEVEL)
+        ci = normal_interval(point, boots, LEVEL)
+        n_units = n_var if self.joint else int(self.slots[tag].size)
         return {"quantity": quantity, **_band_fields(band, layers), "estimate": ci.mean, "ci_low": ci.low,
-                "ci_high": ci.high, "n_units": int(self.slots[tag].size), "units": units}
+                "ci_high": ci.high, "n_units": n_units, "units": f"{units}; normal interval from the bootstrap SE"}
 
 
 # ----------------------------------------------------------------------------- correlations

@@ -423,7 +423,9 @@ def _draw_effects(ctx: _FigureContext) -> str:
                 if part.empty:
                     continue
                 y = np.array([names.index(r) for r in part["row"]]) + offset
-                ax.errorbar(part["estimate"], y, xerr=[part["estimate"] - part["ci_low"], part["ci_high"] - part["estimate"]],
+                # (a percentile interval of a correlation need not contain its estimate)
+                xerr = [(part["estimate"] - part["ci_low"]).clip(lower=0), (part["ci_high"] - part["estimate"]).clip(lower=0)]
+                ax.errorbar(part["estimate"], y, xerr=xerr,
                             fmt="o", color=colour, markersize=4, capsize=2, label=name)
             ax.axvline(0, color="grey", linewidth=0.8)
             ax.set_yticks(np.arange(len(names)), names, fontsize=8)
