@@ -34,22 +34,27 @@ def test_duplicated_rows_do_not_narrow_a_difference_interval():
 
 def test_a_shared_before_prompt_is_one_unit_not_many():
     """Regression's design: 4 zero-shot prompts, each shared by 12 conditions, against 48
-    distinct after prompts. Resampling the 48 pairs would treat the 4 before values as 48."""
+    distinct after prompts. Resampling the 48 pairs would treat the 4 before values as 48;
+    the pairs sharing a before prompt are one cluster instead."""
     g = np.random.default_rng(2)
     before_prompt = g.normal(size=4)
     conditions, variants = np.meshgrid(np.arange(12), np.arange(4), indexing="ij")
-    before = before_prompt[variants.ravel()] + 0.0 * conditions.ravel()
+    before = before_prompt[variants.ravel()]
     after = g.normal(2.0, 1.0, size=48)
     units_b = [f"v{v}" for v in variants.ravel()]
     units_a = [f"c{c}v{v}" for c, v in zip(conditions.ravel(), variants.ravel())]
     res = difference_ci(before, units_b, after, units_a, np.random.default_rng(3), 4000)
-    assert res.n_units == 4 and "4 before, 48 after" in res.units
+    assert res.n_units == 4 and res.units == "clusters of prompt pairs sharing a prompt (48 pairs)"
     assert res.interval.mean == pytest.approx(after.mean() - before_prompt.mean())
     naive = np.random.default_rng(3)
     diffs = after - before
     boots = diffs[naive.integers(0, 48, size=(4000, 48))].mean(axis=1)
     naive_width = np.subtract(*np.quantile(boots, [0.975, 0.025]))
     assert res.interval.high - res.interval.low > 1.3 * naive_width
+    # a before prompt repeated only within one pair of variants links just those pairs
+    res = difference_ci([1.0, 1.0, 2.0, 3.0], ["x", "x", "y", "z"], [2.0, 4.0, 2.5, 3.5], ["a", "b", "c", "d"],
+                        np.random.default_rng(0), 200)
+    assert res.n_units == 3 and res.interval.mean == pytest.approx(np.mean([1.0, 3.0, 0.5, 0.5]))
 
 
 def test_band_interval_resamples_conditions_not_layers():

@@ -214,10 +214,10 @@ def recompute_study_b(root: Path, row) -> float:
         b = b[b["task"] == task]
         if flag is not None:
             b = b[b["relevant_first"] == flag]
-        value = b[metric].astype(float)
-        unit_mean = {k: value[b["n_shots"] == k].groupby(b["distinct_prompt_id"]).mean().mean() for k in (before, after)}
+        b = b.assign(v=b[metric].astype(float))
+        pairs = b[b["n_shots"] == before].merge(b[b["n_shots"] == after], on=["condition", "variant"])
         hit = eff[(eff["task"] == task) & (eff["quantity"] == "gain") & (eff["measure"] == metric)]
-        estimate = unit_mean[after] - unit_mean[before]
+        estimate = (pairs["v_y"] - pairs["v_x"]).mean()
     else:
         parts = unit.split()
         task, band = parts[0], parts[-1]

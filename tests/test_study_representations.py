@@ -466,14 +466,16 @@ def test_effects_are_band_means_with_unit_intervals(analysed):
     # regression's zero-shot prompts are shared by every condition: its gains resample them apart
     gains = eff[eff["quantity"] == "gain"]
     reg = gains[gains["task"] == "regression"]
-    assert reg["units"].str.contains("resampled apart").all() and (reg["n_units"] == 3).all()
+    assert reg["units"].str.startswith("clusters of prompt pairs sharing a prompt").all() and (reg["n_units"] == 3).all()
     assert (gains.loc[gains["task"] == "reading", "units"] == "prompt pairs").all()
     assert set(gains.loc[gains["task"] == "reading", "relevant_first"].dropna()) == {True, False}
-    for r in reg.itertuples():
-        b = beh[(beh["task"] == "regression")]
-        value = b["correct"].astype(float) if r.measure == "correct" else b[r.measure]
-        mean = {k: value[b["n_shots"] == k].mean() for k in (r.n_shots_before, r.n_shots_after)}
-        assert r.estimate == pytest.approx(mean[r.n_shots_after] - mean[r.n_shots_before])
+    for r in gains.itertuples():
+        b = beh[(beh["task"] == r.task)].assign(correct=lambda f: f["correct"].astype(float))
+        if not pd.isna(r.relevant_first):
+            b = b[b["relevant_first"] == r.relevant_first]
+        pairs = b[b["n_shots"] == r.n_shots_before].merge(b[b["n_shots"] == r.n_shots_after],
+                                                          on=["condition", "variant"])
+        assert r.estimate == pytest.approx((pairs[f"{r.measure}_y"] - pairs[f"{r.measure}_x"]).mean())
     # alignment: the band mean of the rsa table's normalised alignment of the declared readout
     align = eff[eff["quantity"].str.startswith("alignment")]
     assert (align["pooling"] == "mean").all() and (align["span"] == "end").all() and (align["comparator"] == "tau_a").all()

@@ -79,34 +79,55 @@ def difference_ci(
     n_boot: int = 1000,
     level: float = 0.95,
 ) -> Difference:
-    """Mean change from ``before`` to ``after`` with a percentile bootstrap over distinct units.
+    """Mean change from ``before`` to ``after`` over pairs, with a percentile bootstrap over
+    independent clusters of pairs.
 
     Row i of ``before`` and row i of ``after`` belong to one pair (e.g. one condition and
-    variant, before and after ICL); ``*_units`` name the distinct prompt of each row. When
-    every distinct before prompt pairs with exactly one after prompt, the pairs are resampled
-    (the paired difference). When before prompts are shared by several pairs (regression's
-    zero-shot prompt, the same for every condition of a variant) pairing would resample one
-    prompt as many observations: the two sides' distinct prompts are resampled apart instead
-    (an unpaired difference of means). NaN rows are dropped first.
+    variant, before and after ICL); ``*_units`` name the distinct prompt of each row. Pairs
+    that share a prompt on either side are one cluster (regression's zero-shot prompt of a
+    variant is shared by every condition: 4 clusters of 12 pairs, not 48 independent pairs),
+    and clusters are resampled whole, keeping the pairing; repeated rows of one pair count
+    once. With no prompt shared, the clusters are the pairs. NaN rows are dropped first.
     """
     b, a = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
     keep = ~(np.isnan(a) | np.isnan(b))
-    bu = [u for u, k in zip(before_units, keep) if k]
-    au = [u for u, k in zip(after_units, keep) if k]
-    b, a = b[keep], a[keep]
-    pairs = set(zip(bu, au))
-    if len(set(bu)) == len(pairs) == len(set(au)):
-        diffs = distinct_values(a - b, [f"{x}\x00{y}" for x, y in zip(bu, au)])
-        return Difference(bootstrap_ci(diffs, rng, n_boot=n_boot, level=level), len(diffs), "prompt pairs")
-    b_d, a_d = distinct_values(b, bu), distinct_values(a, au)
-    point = float(a_d.mean() - b_d.mean()) if a_d.size and b_d.size else float("nan")
-    if min(a_d.size, b_d.size) < 2:
-        return Difference(Interval(point, float("nan"), float("nan")), min(a_d.size, b_d.size),
-                          f"distinct prompts ({b_d.size} before, {a_d.size} after) resampled apart")
-    boots = (a_d[rng.integers(0, a_d.size, size=(n_boot, a_d.size))].mean(axis=1)
-             - b_d[rng.integers(0, b_d.size, size=(n_boot, b_d.size))].mean(axis=1))
-    return Difference(percentile_interval(point, boots, level), min(a_d.size, b_d.size),
-                      f"distinct prompts ({b_d.size} before, {a_d.size} after) resampled apart")
+    pairs = pd.DataFrame({"b": [u for u, k in zip(before_units, keep) if k],
+                          "a": [u for u, k in zip(after_units, keep) if k], "d": (a - b)[keep]})
+    pairs = pairs.groupby(["b", "a"], sort=False)["d"].mean().reset_index()  # a pair written twice is one
+    cluster = _clusters(pairs["b"].tolist(), pairs["a"].tolist())
+    n = int(cluster.max()) + 1 if len(cluster) else 0
+    point = float(pairs["d"].mean()) if len(pairs) else float("nan")
+    units = "prompt pairs" if n == len(pairs) else f"clusters of prompt pairs sharing a prompt ({len(pairs)} pairs)"
+    if n < 2:
+        return Difference(Interval(point, float("nan"), float("nan")), n, units)
+    sums = np.bincount(cluster, weights=pairs["d"].to_numpy(), minlength=n)
+    sizes = np.bincount(cluster, minlength=n).astype(float)
+    draws = rng.integers(0, n, size=(n_boot, n))
+    boots = sums[draws].sum(axis=1) / sizes[draws].sum(axis=1)
+    return Difference(percentile_interval(point, boots, level), n, units)
+
+
+def _clusters(left: Sequence[Hashable], right: Sequence[Hashable]) -> np.ndarray:
+    """Connected components of pairs linked by a shared left or right unit (union-find);
+    component ids in order of first appearance."""
+    parent = list(range(len(left)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[tuple[int, Hashable], int] = {}
+    for i, (x, y) in enumerate(zip(left, right)):
+        for key in ((0, x), (1, y)):
+            if key in first:
+                parent[find(i)] = find(first[key])
+            else:
+                first[key] = i
+    roots = [find(i) for i in range(len(left))]
+    ids: dict[int, int] = {}
+    return np.array([ids.setdefault(r, len(ids)) for r in roots], dtype=int)
 
 
 def stratified_draws(rng: np.random.Generator, sizes: Sequence[int], n_boot: int, joint: bool = False) -> np.ndarray:
