@@ -114,9 +114,11 @@ shuffle and costs minutes instead). BLAS is limited to one thread while analysin
 many tiny products run faster that way.
 """
 
-from iclscope.studies.representations.analyse import (
-    analyse, condition_alignment, condition_fields, iter_layers, known_fields, probe_fields,
-    prompt_attention_ratios, rsa_by_condition, summarise_attention_ratios,
+from iclscope.studies.representations.analyse import analyse
+from iclscope.studies.representations.attention import prompt_attention_ratios, summarise_attention_ratios
+from iclscope.studies.representations.embeddings import iter_layers
+from iclscope.studies.representations.statistics import (
+    condition_alignment, condition_fields, known_fields, probe_fields, rsa_by_condition,
 )
 from iclscope.studies.representations.behaviour import prompt_behaviour, summarise_behaviour
 from iclscope.studies.representations.figures import FIGURES, plot
