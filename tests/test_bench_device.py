@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from iclscope import contracts
-from iclscope.bench_device import MEASURES, TOLERANCES, check_device, compare_tables, format_summary, judge
+from iclscope.bench.device import MEASURES, TOLERANCES, check_device, compare_tables, format_summary, judge
 from iclscope.cli import main
 from iclscope.config import validate_config
 from iclscope.extraction.engine import Extracted
@@ -178,7 +178,7 @@ def test_cli_bench_device_refuses_missing_cuda(prepared_tiny, task_paths, tmp_pa
 
 def test_a_failed_check_exits_1(prepared_tiny, task_paths, tmp_path, monkeypatch, capsys):
     """Any tolerance exceeded: exit code 1 (here fp32 against itself held to an impossible bound)."""
-    from iclscope import bench_device
+    from iclscope.bench import device as bench_device
 
     monkeypatch.setitem(bench_device.TOLERANCES, "float32", {**TOLERANCES["float32"], "logprob_median": -1.0})
     out = tmp_path / "device.json"

@@ -177,7 +177,7 @@ DEFAULT_BENCH_TASKS = ("reading", "regression", "labels_sentiment", "labels_nove
 def cmd_bench(args: argparse.Namespace) -> int:
     tasks = args.tasks or [f"results/tasks/{t}.parquet" for t in DEFAULT_BENCH_TASKS]
     if args.what == "generate":
-        from iclscope import bench_generate
+        from iclscope.bench import generate as bench_generate
 
         task = args.tasks[0] if args.tasks else "results/tasks/binary_generation.parquet"
         summary = bench_generate.bench_generate(args.model_dir, task, args.out, params=_params(args),
@@ -185,7 +185,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(bench_generate.format_summary(summary))
         return 0
     if args.what == "device":
-        from iclscope import bench_device
+        from iclscope.bench import device as bench_device
 
         summary = bench_device.check_device(args.model_dir, tasks, args.out, device=args.device, dtypes=args.dtypes,
                                             max_prompts=args.max_prompts or 8, params=_params(args))

@@ -1,6 +1,6 @@
 """`iclscope bench device`: does extraction on an accelerator give the tables CPU fp32 gives?
 
-The same prompts (:func:`iclscope.bench.spread_rows`, as `bench extract` picks them) are
+The same prompts (:func:`iclscope.bench.extract.spread_rows`, as `bench extract` picks them) are
 extracted once on the CPU in float32 (the reference) and once per dtype on the device, with
 the same batch budget, so the batches are the same and any difference comes from the
 device's kernels and the dtype. The three tables are joined on their keys and compared:
@@ -61,7 +61,7 @@ import pyarrow.compute as pc
 import torch
 
 from iclscope.architectures import input_device
-from iclscope.bench import spread_rows, sync
+from iclscope.bench.extract import spread_rows, sync
 from iclscope.errors import ModelError
 from iclscope.extraction.attention import register
 from iclscope.extraction.engine import Extracted, extract
