@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from iclscope.analysis.depth import DEPTH_BANDS, depth_band
+from iclscope.analysis.depth import DEPTH_BANDS, depth_band  # noqa: F401 (re-exported for compare and tests)
 from iclscope.analysis.stats import bootstrap_ci
 from iclscope.seeding import rng
 from iclscope.tables import TableError, read_table, table_metadata

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from iclscope.analysis.attention_ratio import _rowwise_pearson
-from iclscope.analysis.stats import Interval, bootstrap_ci
+from iclscope.analysis.stats import Interval
 
 
 def percentile_interval(point: float, boots: np.ndarray, level: float) -> Interval:

@@ -11,22 +11,22 @@ import numpy as np
 import pandas as pd
 
 from iclscope import contracts, provenance
-from iclscope.studies.representations.settings import (
-    DISTRACTOR, INPUT_KINDS, OUTPUTS, RELEVANT, SCHEMAS, TASKS, analysis_settings, headline_readout, task_setting,
-)
+from iclscope.studies.representations.attention import prompt_attention_ratios, summarise_attention_ratios
 from iclscope.studies.representations.behaviour import (
     behaviour_measures, distinct_prompt_ids, prompt_behaviour, summarise_behaviour,
 )
 from iclscope.studies.representations.effects import (
     AlignmentBands, attention_band_rows, correlation_band_rows, gain_rows,
 )
-from iclscope.tables import read_table, recorded_model, typed_table, write_table
-from iclscope.studies.representations.attention import prompt_attention_ratios, summarise_attention_ratios
 from iclscope.studies.representations.embeddings import embedding_index, iter_layers
 from iclscope.studies.representations.layers import (
     Collected, LayerRows, layer_probes, layer_repr_vs_behaviour, layer_rsa, TaskFrame,
 )
+from iclscope.studies.representations.settings import (
+    DISTRACTOR, INPUT_KINDS, OUTPUTS, RELEVANT, SCHEMAS, TASKS, analysis_settings, headline_readout, task_setting,
+)
 from iclscope.studies.representations.statistics import RSAResult, condition_change, condition_fields
+from iclscope.tables import read_table, recorded_model, typed_table, write_table
 
 
 log = logging.getLogger(__name__)
