@@ -230,19 +230,18 @@ def effect_quantity(row: Any) -> str:
 
 def effect_note(row: Any) -> str:
     """What an effect is, read from its row: the readout, the normalisation, what the
-    interval resampled."""
-    # counts in code spans: every number the findings state outside code is a table cell
-    units = f"CI: bootstrap over `{row.units}`"
+    interval resampled (counts in code spans: every number stated outside code is a cell)."""
+    units = f"CI over `{row.units}`"
     if row.quantity == "gain":
-        return f"{units}"
-    layers = f"layers `{row.layer_low}-{row.layer_high}` averaged in every resample"
+        return units
+    layers = f"layers `{int(row.layer_low)}-{int(row.layer_high)}` averaged in each resample"
+    has_readout = not pd.isna(row.pooling)
+    readout = f"{row.pooling} pooling of `{row.span}`" if has_readout else ""
     if row.quantity.startswith("alignment"):
-        return (f"{row.comparator} / its ceiling, {row.pooling} pooling of span {row.span} (pre-declared); "
-                f"{units}, {layers}")
+        return f"{row.comparator} / its ceiling, {readout} (pre-declared); {units}, {layers}"
     if row.quantity == "repr_behaviour_r":
-        readout = "" if row.pooling is None else f"{row.pooling} pooling of span {row.span}, "
-        return (f"{readout}behaviour {row.behaviour} (pre-declared: representations.analysis.headline); "
-                f"{units}, {layers}")
+        what = f"{readout}, " if has_readout else ""
+        return f"{what}behaviour `{row.behaviour}` (pre-declared); {units}, {layers}"
     return f"{units}, {layers}"
 
 

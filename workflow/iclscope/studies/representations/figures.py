@@ -416,7 +416,9 @@ def _draw_effects(ctx: _FigureContext) -> str:
                 continue
             if panel == "alignment" and d["pooling"].notna().any():
                 readouts.append(f"{task}: {d['pooling'].dropna().iloc[0]} pooling of {d['span'].dropna().iloc[0]}")
-            d = d.assign(row=(d["measure"].astype(str) + (" " + d["band"].astype(str)).where(d["band"].notna(), "")))
+            # one measure (the attention ratio) needs no name: its rows are the bands
+            measure = d["measure"].astype(str) if d["measure"].nunique() > 1 or d["band"].isna().all() else ""
+            d = d.assign(row=(measure + (" " + d["band"].astype(str)).where(d["band"].notna(), "")).str.strip())
             names = list(dict.fromkeys(d.sort_values(["measure", "relative_depth"], na_position="first")["row"]))
             for flag, (name, colour, offset) in _ORDER_STYLE.items():
                 part = d[d["relevant_first"].isna()] if flag is None else d[d["relevant_first"] == flag]
@@ -430,6 +432,8 @@ def _draw_effects(ctx: _FigureContext) -> str:
             ax.axvline(0, color="grey", linewidth=0.8)
             ax.set_yticks(np.arange(len(names)), names, fontsize=8)
             ax.invert_yaxis()
+            if panel == "alignment" and (d["quantity"] == "alignment_after").all():
+                label = "alignment after ICL / ceiling"  # nothing to change from: identical prompts before
             ax.set(title=f"{task}: {label}", xlabel=label)
             ax.legend(fontsize=7, loc="best")
     fig.suptitle("Effects with intervals over prompts, variants or conditions (never layers)")
