@@ -265,8 +265,9 @@ class AlignmentBands:
             point = float(np.mean([p_after[x] for x in layers]))
             boots = np.mean([b_after[x] for x in layers], axis=0)
             quantity = "alignment_after"
-        ci = normal_interval(point, boots, LEVEL)
         n_units = n_var if self.joint else int(self.slots[tag].size)
+        # one unit has no spread to resample: no interval (not a zero-width one)
+        ci = normal_interval(point, boots if n_units > 1 else np.array([]), LEVEL)
         return {"quantity": quantity, **_band_fields(band, layers), "estimate": ci.mean, "ci_low": ci.low,
                 "ci_high": ci.high, "n_units": n_units, "units": f"{units}; normal interval from the bootstrap SE"}
 
