@@ -1,12 +1,14 @@
 """The generated pages of the documentation: never written by hand, so they cannot drift.
 
 - ``docs/reference/config.md``: every config key with its type, default, allowed values and
-  description, from ``config/schema.yaml`` (the schema :func:`iclscope.config.validate_config`
+  description, from the package's ``schema.yaml`` (``workflow/iclscope/schema.yaml``, also
+  reachable as ``config/schema.yaml``: the schema :func:`iclscope.config.validate_config`
   checks against and takes its defaults from);
 - ``docs/reference/tables.md``: every table's columns and Arrow types, from the schemas in
   :mod:`iclscope.contracts` and the task-table contract of :mod:`iclscope.tasks.common`;
 - ``docs/reference/cli.md``: every ``iclscope`` subcommand and argument, from the argument
-  parser :func:`iclscope.cli.build_parser`;
+  parser :func:`iclscope.cli.build_parser` (passed in by the caller: this module imports
+  nothing of the CLI, which imports it);
 - ``docs/findings/*.md``: the generated ``findings.md`` of a finished run, copied verbatim
   under a header naming the file and the command that produced it.
 
@@ -143,7 +145,10 @@ def config_keys(schema: Mapping[str, Any], prefix: str = "") -> list[ConfigKey]:
     return keys
 
 
-def config_reference(schema: Mapping[str, Any], source: str = "config/schema.yaml") -> str:
+SCHEMA_SOURCE = "workflow/iclscope/schema.yaml"
+
+
+def config_reference(schema: Mapping[str, Any], source: str = SCHEMA_SOURCE) -> str:
     """The configuration reference page: one table per top-level section."""
     keys = config_keys(schema)
     top = [k for k in keys if "." not in k.key and "[" not in k.key]
@@ -338,12 +343,9 @@ def _argument_rows(parser: argparse.ArgumentParser) -> list[tuple[str, str, str]
     return rows
 
 
-def cli_reference(parser: argparse.ArgumentParser | None = None) -> str:
-    """The CLI reference page: the top-level usage, then each subcommand's usage and arguments."""
-    if parser is None:
-        from iclscope.cli import build_parser
-
-        parser = build_parser()
+def cli_reference(parser: argparse.ArgumentParser) -> str:
+    """The CLI reference page (of :func:`iclscope.cli.build_parser`'s ``parser``): the
+    top-level usage, then each subcommand's usage and arguments."""
     body = ["```text", _usage(parser), "```", ""]
     body += _table(("argument", "what", "notes"), _argument_rows(parser))
     body.append("")
@@ -427,16 +429,16 @@ class Generated:
     source: str
 
 
-def generate(repo: Path = REPO_ROOT, docs: Path | None = None) -> list[Generated]:
-    """Every generated page, in memory (findings pages from ``repo``'s results/)."""
+def generate(parser: argparse.ArgumentParser, repo: Path = REPO_ROOT, docs: Path | None = None) -> list[Generated]:
+    """Every generated page, in memory (the CLI page from ``parser``, :func:`iclscope.cli.build_parser`;
+    findings pages from ``repo``'s results/)."""
     from iclscope.config import load_schema
 
     docs = repo / "docs" if docs is None else docs
-    schema_path = repo / "config" / "schema.yaml"
     pages = [
-        Generated(docs / "reference" / "config.md", config_reference(load_schema(schema_path)), "config/schema.yaml"),
+        Generated(docs / "reference" / "config.md", config_reference(load_schema()), SCHEMA_SOURCE),
         Generated(docs / "reference" / "tables.md", tables_reference(), "workflow/iclscope/contracts.py"),
-        Generated(docs / "reference" / "cli.md", cli_reference(), "workflow/iclscope/cli.py"),
+        Generated(docs / "reference" / "cli.md", cli_reference(parser), "workflow/iclscope/cli.py"),
     ]
     for spec in FINDINGS_PAGES:
         source = repo / spec.source
