@@ -4,8 +4,8 @@
   description, from the package's ``schema.yaml`` (``workflow/iclscope/schema.yaml``, also
   reachable as ``config/schema.yaml``: the schema :func:`iclscope.config.validate_config`
   checks against and takes its defaults from);
-- ``docs/reference/tables.md``: every table's columns and Arrow types, from the schemas in
-  :mod:`iclscope.contracts` and the task-table contract of :mod:`iclscope.tasks.common`;
+- ``docs/reference/tables.md``: every table's columns and Arrow types (the task tables'
+  included), from the schemas in :mod:`iclscope.contracts`;
 - ``docs/reference/cli.md``: every ``iclscope`` subcommand and argument, from the argument
   parser :func:`iclscope.cli.build_parser` (passed in by the caller: this module imports
   nothing of the CLI, which imports it);
@@ -237,6 +237,12 @@ class TableContract:
 # where each contract's tables are written (contracts whose name is not here say "see the module")
 TABLE_FILES: dict[str, str] = {
     "TASK": "`results/tasks/{task}.parquet`",
+    "BINARY_GENERATION_TASK": "`results/tasks/binary_generation.parquet`",
+    "BINARY_JUDGMENT_TASK": "`results/tasks/binary_judgment.parquet`",
+    "BINARY_CONTINUATION_TASK": "`results/tasks/binary_continuation.parquet`",
+    "REGRESSION_TASK": "`results/tasks/regression.parquet`",
+    "READING_TASK": "`results/tasks/reading.parquet`",
+    "LABELS_TASK": "`results/tasks/labels_{dataset}.parquet`",
     "embeddings_schema": "`results/{model}/extract/{task}/embeddings.parquet` (study B tasks)",
     "ATTENTION": "`results/{model}/extract/{task}/attention.parquet` (study B tasks)",
     "READOUTS": "`results/{model}/extract/{task}/readouts.parquet`",
@@ -267,16 +273,12 @@ SCHEMA_FUNCTIONS: dict[str, tuple[tuple[Any, ...], str]] = {
 
 
 def table_contracts() -> list[TableContract]:
-    """The task-table contract, then every schema of :mod:`iclscope.contracts` in its order."""
+    """Every schema of :mod:`iclscope.contracts` in its order (the task tables first)."""
     import pyarrow as pa
 
     from iclscope import contracts
-    from iclscope.tasks import common
 
-    found = [TableContract("TASK", "iclscope.tasks.common", pa.schema(common.BASE_FIELDS),
-                           ("Binding columns of every task table; each task adds typed columns of its own "
-                            "(see Outputs and data contracts). Rows are sorted by `prompt_id`.",),
-                           TABLE_FILES["TASK"])]
+    found = []
     source = Path(contracts.__file__).read_text(encoding="utf-8")
     notes = _schema_notes(source)
     for name, value in vars(contracts).items():
@@ -312,9 +314,8 @@ def tables_reference(contracts: list[TableContract] | None = None) -> str:
         body.append("")
     intro = [
         "Every table's columns and Arrow types, generated from the schemas in",
-        "`workflow/iclscope/contracts.py` (and the task-table contract in",
-        "`workflow/iclscope/tasks/common.py`). Column names are binding; a table may add",
-        "columns. Notes are the comments beside each schema in the source. What the columns",
+        "`workflow/iclscope/contracts.py`, the task tables' first. Column names are binding; a",
+        "table may add columns. Notes are the comments beside each schema in the source. What the columns",
         "mean is told in [Outputs and data contracts](../outputs.md) and the study pages.",
     ]
     return _page("Table schemas", "workflow/iclscope/contracts.py", intro, body)
