@@ -187,3 +187,43 @@ def test_a_built_wheel_carries_the_schema(tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         assert yaml.safe_load(zf.read("iclscope/schema.yaml")) == yaml.safe_load(
             (PACKAGE / "schema.yaml").read_text(encoding="utf-8"))
+
+
+def test_analysis_defaults_are_the_schemas():
+    """The public analysis functions' documented defaults (iclscope.analysis.defaults) equal
+    the schema's defaults of the keys they stand for, so the two cannot drift."""
+    from iclscope.analysis import defaults
+    from iclscope.config import load_schema
+
+    schema = load_schema()
+    for name, keys in defaults.SCHEMA_KEYS.items():
+        for key in keys:
+            node = schema
+            for part in key.split("."):
+                node = node["properties"][part]
+            assert node["default"] == getattr(defaults, name), (name, key)
+    constants = {k for k in vars(defaults) if k.isupper() and k != "SCHEMA_KEYS"}
+    assert constants == set(defaults.SCHEMA_KEYS)
+
+
+def test_study_functions_repeat_no_schema_default():
+    """Internal (study) functions take their settings from the caller, never from a signature
+    default: no parameter of a function under iclscope.studies named like a schema setting
+    has a default."""
+    from iclscope.analysis import defaults
+
+    settings = {"n_boot", "level", "ci_level", "n_permutations", "n_shuffles", "n_shuffles_max", "n_splits",
+                "alpha", "C", "classifier", "comparators", "min_units", "windows", "levenshtein", "parse",
+                "control_folds", "method", "correlation", "smooth", "scoring", "calibrate"}
+    found = []
+    for path in (PACKAGE / "studies").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            args = node.args
+            positional = args.posonlyargs + args.args
+            pairs = list(zip(positional[len(positional) - len(args.defaults):], args.defaults))
+            pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
+            found += [f"{path.name}:{node.name}({a.arg})" for a, _ in pairs if a.arg in settings]
+    assert found == []
+    assert defaults.N_BOOT == 1000  # the constants module is importable on its own
