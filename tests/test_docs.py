@@ -13,14 +13,15 @@ import pytest
 
 from conftest import REPO
 from iclscope import docs_reference as ref
+from iclscope.cli import build_parser
 
 GENERATED_DIRS = ("reference", "findings")
 
 
 def test_generated_reference_pages_are_current():
-    """docs/reference/*.md equal what config/schema.yaml, iclscope.contracts and the CLI
+    """docs/reference/*.md equal what the package's schema.yaml, iclscope.contracts and the CLI
     parser give now (regenerate with `iclscope docs`)."""
-    pages = [g for g in ref.generate() if "reference" in g.page.parts]
+    pages = [g for g in ref.generate(build_parser()) if "reference" in g.page.parts]
     assert len(pages) == 3
     stale = ref.stale_pages(pages)
     assert not stale, f"stale generated pages: {stale}; regenerate them with `{ref.REGENERATE}` and commit"
@@ -42,9 +43,9 @@ def test_findings_pages_are_their_sources_verbatim(spec):
 
 
 def test_generation_is_deterministic_and_independent_of_the_terminal(monkeypatch):
-    first = {g.page: g.text for g in ref.generate()}
+    first = {g.page: g.text for g in ref.generate(build_parser())}
     monkeypatch.setenv("COLUMNS", "37")  # argparse sizes help to the terminal; the page must not
-    second = {g.page: g.text for g in ref.generate()}
+    second = {g.page: g.text for g in ref.generate(build_parser())}
     assert first == second
     spec = ref.FINDINGS_PAGES[0]
     findings = "# Findings: m\n\n## Study A\n\n```text\n# not a heading\n```\n- `x`: 1 (CI [0, 2]; n = 3).\n"
@@ -108,7 +109,7 @@ def test_every_contract_and_column_is_in_the_tables_reference():
 def test_every_subcommand_and_argument_is_in_the_cli_reference():
     from iclscope.cli import build_parser
 
-    page = ref.cli_reference()
+    page = ref.cli_reference(build_parser())
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
     for name, child in sub.choices.items():

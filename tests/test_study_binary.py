@@ -15,12 +15,17 @@ import torch
 from iclscope import contracts
 from iclscope.analysis import baselines as bl
 from iclscope.analysis import model_selection as ms
+from iclscope.config import with_defaults
 from iclscope.studies import binary as sb
 from iclscope.tables import read_table, table_metadata, typed_table, write_table
 from iclscope.tasks import build_task
 from scipy.special import expit
 
 SEED = 7
+# the schema's settings, passed explicitly as analyse passes them (the internal functions have no defaults)
+BINARY = with_defaults("binary", {})
+ANALYSIS = BINARY["analysis"]
+GENERATION = {"levenshtein": ANALYSIS["levenshtein"], "parse": BINARY["generation"]["parse"]}
 BINARY = {
     "generation": {"p_tails": [20, 50], "n_samples": 5, "n_flips": 30},
     "judgment": {"concepts": ["01", "011"], "lengths": [1, 2, 3, 4, 6, 8, 12, 16, 24], "n_random": 3},
@@ -131,10 +136,10 @@ def test_units_are_rotations_times_variants():
     assert row["p_continue"] == pytest.approx(at.mean())
     assert row["p_continue_sum"] == pytest.approx(np.mean([at[0, v] + at[1, v] for v in (0, 1)]))
     assert (row["p_continue_min"], row["p_continue_max"]) == pytest.approx((at.min(), at.max()))
-    selection = sb.continuation_selection(got, seed=0, n_boot=20, min_units=4)
+    selection = sb.continuation_selection(got, seed=0, n_boot=20, level=ANALYSIS["ci_level"], min_units=4)
     lm = selection[selection["account"] == "lm"].iloc[0]
     assert lm["n_units"] == 4
-    refused = sb.continuation_selection(got, seed=0, n_boot=20, min_units=8)
+    refused = sb.continuation_selection(got, seed=0, n_boot=20, level=ANALYSIS["ci_level"], min_units=8)
     reason = refused[refused["account"] == "lm"].iloc[0]["ci_reason"]
     assert reason.startswith("4 unit(s), fewer than the 8 an interval needs")
 
@@ -192,7 +197,7 @@ def synthetic_constrained(n_flips: int = 30, n_samples: int = 12) -> pd.DataFram
 
 def test_constrained_sequences_are_all_kept_and_fitted_to_their_probabilities():
     gens = pd.concat([synthetic_generations(), synthetic_constrained()], ignore_index=True)
-    metrics, base = sb.analyse_generations(gens, 30, SEED, windows=(5,))
+    metrics, base = sb.analyse_generations(gens, 30, SEED, windows=(5,), **GENERATION)
     assert set(metrics["mode"]) == {"free", "constrained"} and set(base["mode"]) == {"free", "constrained"}
     constrained = base[base["mode"] == "constrained"].set_index(["p_tails", "source"])
     assert (constrained.xs("model", level="source")["n_used"] == 12).all()  # nothing dropped
@@ -205,7 +210,7 @@ def test_constrained_sequences_are_all_kept_and_fitted_to_their_probabilities():
     free = base[base["mode"] == "free"]
     assert free["prob_kl"].isna().all() and free["prob_params"].isna().all()
     # the free mode's numbers are what they were without the other mode
-    alone = sb.analyse_generations(synthetic_generations(), 30, SEED, windows=(5,))[1]
+    alone = sb.analyse_generations(synthetic_generations(), 30, SEED, windows=(5,), **GENERATION)[1]
     typed = lambda df: typed_table(df.reset_index(drop=True), contracts.BINARY_BASELINES)  # noqa: E731
     assert typed(free).equals(typed(alone))
 
@@ -224,7 +229,7 @@ def test_generation_steps_follow_the_history_the_model_saw():
 
 
 def test_crop_generations_counts_short_and_unparsed():
-    kept, counts = sb.crop_generations(synthetic_generations(), 30)
+    kept, counts = sb.crop_generations(synthetic_generations(), 30, GENERATION["parse"])
     assert kept["flips"].str.len().eq(30).all() and len(kept) == 8
     assert (kept["forced_flips"] == "0").all()  # kept apart, never part of flips
     both = {"n_total": 5, "n_clean": 4, "n_used_strict": 3, "n_used_first_letter": 4}  # sample 3: clean but short
@@ -242,9 +247,9 @@ def test_crop_generations_counts_short_and_unparsed():
 
 def test_generation_metrics_exclude_the_forced_flip_and_mark_short_windows_missing():
     gens = synthetic_generations().assign(forced_flips="1")
-    metrics, _ = sb.analyse_generations(gens, 30, SEED, windows=(5, 29, 30, 31))
+    metrics, _ = sb.analyse_generations(gens, 30, SEED, windows=(5, 29, 30, 31), **GENERATION)
     model = metrics[metrics["source"] == "model"]
-    kept, _ = sb.crop_generations(gens, 30)
+    kept, _ = sb.crop_generations(gens, 30, GENERATION["parse"])
     assert model["flips"].tolist() == kept["flips"].tolist()
     assert model["mean"].tolist() == pytest.approx([f.count("1") / 30 for f in kept["flips"]])
     assert (model["forced_flips"] == "1").all() and metrics.loc[metrics["source"] != "model", "forced_flips"].isna().all()
@@ -255,7 +260,7 @@ def test_generation_metrics_exclude_the_forced_flip_and_mark_short_windows_missi
 
 def test_analyse_generations_fits_and_samples_baselines():
     gens = synthetic_generations()
-    metrics, base = sb.analyse_generations(gens, 30, SEED, windows=(5, 6))
+    metrics, base = sb.analyse_generations(gens, 30, SEED, windows=(5, 6), **GENERATION)
     assert list(metrics.columns) == contracts.binary_generation_metrics_schema((5, 6)).names
     counts = metrics.groupby(["source", "p_tails"]).size()
     assert set(counts.to_numpy()) == {4} and len(counts) == 8  # model + 3 baselines, 2 p values
@@ -268,7 +273,7 @@ def test_analyse_generations_fits_and_samples_baselines():
     kept = metrics[(metrics["source"] == "model") & (metrics["p_tails"] == 20.0)]
     assert json.loads(b20.loc["bernoulli", "params"])["p"] == pytest.approx(kept["mean"].mean())
     # seeded: a second run draws the same baseline samples
-    again, _ = sb.analyse_generations(gens, 30, SEED, windows=(5, 6))
+    again, _ = sb.analyse_generations(gens, 30, SEED, windows=(5, 6), **GENERATION)
     pd.testing.assert_frame_equal(metrics, again)
 
 

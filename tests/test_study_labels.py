@@ -12,6 +12,7 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 import pytest
 from scipy.special import logsumexp
 
+from iclscope.config import with_defaults
 from iclscope.extraction.attention import register
 from iclscope.extraction.engine import extract
 from iclscope.extraction.plan import plan_for
@@ -19,6 +20,10 @@ from iclscope.models import load_prepared
 from iclscope.studies import labels as study
 from iclscope.tables import read_table, table_metadata, write_table
 from iclscope.tasks.labels import build_labels
+
+# the schema's analysis settings, passed as the analysis passes them (positions_table has no defaults)
+SETTINGS = with_defaults("labels", {})["analysis"]
+SCORING = {"scoring": SETTINGS["scoring"], "calibrate": SETTINGS["calibrate"]}
 
 LABELS = {"n_examples": 7, "flip_at": 3, "repeats": 4, "arbitrary_labels": [["A", "B", "C"]],
           "conditions": ["default", "random", "flipped", "arbitrary", "flip_df", "flip_fd", "alternating"],
@@ -65,7 +70,7 @@ def analyse(extracted: Path, out_dir: Path, tasks: Path | None = None, prefix: s
 def test_positions_equal_a_direct_computation(extracted):
     tasks = read_table(extracted / "tasks.parquet").to_pandas()
     readouts = read_table(extracted / "readouts.parquet").to_pandas()
-    positions = study.positions_table(tasks, readouts)
+    positions = study.positions_table(tasks, readouts, **SCORING)
     assert len(positions) == len(tasks) * LABELS["n_examples"]
     row = tasks.iloc[5]
     words = list(row.label_words)
@@ -90,12 +95,12 @@ def test_positions_equal_a_direct_computation(extracted):
 def test_first_token_scoring_uses_first_tokens(extracted):
     tasks = read_table(extracted / "tasks.parquet").to_pandas()
     readouts = read_table(extracted / "readouts.parquet").to_pandas()
-    first = study.positions_table(tasks, readouts, scoring="first_token")
+    first = study.positions_table(tasks, readouts, scoring="first_token", calibrate=SETTINGS["calibrate"])
     swapped = readouts.assign(logprob=readouts.first_token_logprob)
-    assert np.allclose(first.logp_true, study.positions_table(tasks, swapped).logp_true)
+    assert np.allclose(first.logp_true, study.positions_table(tasks, swapped, **SCORING).logp_true)
     assert set(first.scoring) == {"first_token"}
     with pytest.raises(ValueError, match="scoring"):
-        study.positions_table(tasks, readouts, scoring="last")
+        study.positions_table(tasks, readouts, scoring="last", calibrate=SETTINGS["calibrate"])
 
 
 def test_missing_readouts_name_the_prompt(extracted):
@@ -103,7 +108,7 @@ def test_missing_readouts_name_the_prompt(extracted):
     readouts = read_table(extracted / "readouts.parquet").to_pandas()
     cut = readouts[readouts.prompt_id != tasks.prompt_id.iloc[0]]
     with pytest.raises(ValueError, match=tasks.prompt_id.iloc[0]):
-        study.positions_table(tasks, cut)
+        study.positions_table(tasks, cut, **SCORING)
 
 
 def test_analyse_and_plot_end_to_end(extracted, tmp_path):
@@ -231,7 +236,7 @@ def test_adjusted_rows_equal_a_direct_cross_fitted_computation(extracted, tmp_pa
     summary = read_table(outs["summary"]).to_pandas()
     # the analysis works on float64 positions (the table stores float32)
     positions = study.positions_table(read_table(extracted / "tasks.parquet").to_pandas(),
-                                      read_table(extracted / "readouts.parquet").to_pandas())
+                                      read_table(extracted / "readouts.parquet").to_pandas(), **SCORING)
     adjusted = summary[summary.kind == "pooled_difference_adjusted"]
     control = summary[summary.kind == "pooled_difference_content_free"]
     # only default - random has both twins (flipped has none here)

@@ -25,6 +25,12 @@ REG_CFG = {"slopes": [-3, -1, 1, 3], "intercepts": [-10, 0, 10], "n_variants": 3
 READ_CFG = {"names": ["Mary", "John", "Ann", "Bob"], "activities": ["swim", "bake bread", "read books", "sing"],
             "n_names": 4, "n_activities": 4, "n_variants": 2, "n_shots": [0, 1]}
 FAST = {"n_permutations": 200, "n_boot": 200, "n_splits": 4, "n_shuffles": 20}
+# the schema's analysis settings, as the analysis passes them (the internal functions have no defaults)
+SETTINGS = rep.schema_defaults()
+RSA_ARGS = {"n_permutations": SETTINGS["n_permutations"], "comparators": SETTINGS["rsa_comparators"]}
+PROBE_ARGS = {"n_splits": SETTINGS["n_splits"], "alpha": SETTINGS["ridge_alpha"], "C": SETTINGS["logistic_C"],
+              "n_shuffles": SETTINGS["n_shuffles"], "classifier": SETTINGS["classifier"],
+              "n_shuffles_max": SETTINGS["n_shuffles_max"]}
 
 
 def config(**analysis) -> dict:
@@ -218,11 +224,11 @@ def test_validation_errors():
     fields = rep.condition_fields(tasks, ["slope"])
     X = np.random.default_rng(0).normal(size=(4, 5))
     with pytest.raises(ValueError, match="at least 3 conditions"):
-        rep.rsa_by_condition(X[:3], ["x", "x", "y"], fields, ["slope"], seed=0)
+        rep.rsa_by_condition(X[:3], ["x", "x", "y"], fields, ["slope"], seed=0, **RSA_ARGS)
     with pytest.raises(ValueError, match="unknown hypothesis field 'intercept'"):
-        rep.rsa_by_condition(X, list(tasks["condition"]), fields, ["intercept"], seed=0)
+        rep.rsa_by_condition(X, list(tasks["condition"]), fields, ["intercept"], seed=0, **RSA_ARGS)
     with pytest.raises(ValueError, match="at least 3 conditions"):
-        rep.probe_fields(X[:3], ["x", "x", "y"], fields, ["slope"], seed=0)
+        rep.probe_fields(X[:3], ["x", "x", "y"], fields, ["slope"], seed=0, **PROBE_ARGS)
     with pytest.raises(ValueError, match="representations.analysis.*'n_perms' was unexpected"):
         rep.analysis_settings({"representations": {"analysis": {"n_perms": 5}}})
     with pytest.raises(ValueError, match="n_boot.*minimum of 100"):  # the schema's range, no second copy

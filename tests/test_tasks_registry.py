@@ -94,3 +94,26 @@ def test_cli_reports_bad_config_without_traceback(tmp_path, capsys):
     bad.write_text("models: [{name: m, embedded: smollm2-135m-instruct}]\nstudies: [vision]\n")
     assert main(["validate-config", "--config", str(bad)]) == 2
     assert "`studies[0]`: 'vision' is not one of" in capsys.readouterr().err
+
+
+def test_every_task_table_has_its_schema_from_the_contracts(cfg, repo):
+    """The builders write the schemas of iclscope.contracts: the binding columns first, then
+    the task's own, with the same types and nullability (field by field)."""
+    import pyarrow as pa
+
+    from iclscope import contracts
+    from iclscope.tasks.common import task_table
+
+    expected = {
+        "binary_generation": contracts.BINARY_GENERATION_TASK, "binary_judgment": contracts.BINARY_JUDGMENT_TASK,
+        "binary_continuation": contracts.BINARY_CONTINUATION_TASK, "regression": contracts.REGRESSION_TASK,
+        "reading": contracts.READING_TASK, "labels_sentiment": contracts.LABELS_TASK,
+        "labels_novel": contracts.LABELS_TASK,
+    }
+    assert set(expected) == set(task_names(cfg))
+    for name, schema in expected.items():
+        table = build_task(name, task_params(name, cfg), repo)
+        assert table.schema.remove_metadata().equals(schema), name
+        assert list(schema)[:len(contracts.TASK)] == list(contracts.TASK), name
+    with pytest.raises(ValueError, match="TASK_BASE_FIELDS"):
+        task_table([], pa.schema([pa.field("prompt_id", pa.string())]))

@@ -307,7 +307,7 @@ def cmd_cluster_profile(args: argparse.Namespace) -> None:
 def cmd_docs(args: argparse.Namespace) -> int:
     from iclscope.docs_reference import REGENERATE, generate, shown, stale_pages, write_pages
 
-    pages = generate()
+    pages = generate(build_parser())
     for g in pages:
         if g.text is None:
             print(f"{shown(g.page)}: not checked: its source {g.source} is absent (run the pipeline to produce it)")

@@ -1,7 +1,8 @@
-"""Arrow schemas of the tables downstream of task construction (docs/outputs.md).
+"""Arrow schemas of every table of the pipeline, the task tables first (docs/outputs.md).
 
-The column names are binding; implementations may add columns. The ``tasks`` contract
-lives in :mod:`iclscope.tasks.common`.
+The column names are binding; implementations may add columns. The task tables' columns
+are the binding ones of every task (:data:`TASK`) followed by each task's own; the builders
+in :mod:`iclscope.tasks` write them with these schemas.
 """
 
 from __future__ import annotations
@@ -57,6 +58,89 @@ def answer_index(name: str) -> int | None:
 def example_index(name: str) -> int | None:
     """``i`` of an :func:`example_name`, else None."""
     return _index(name, "example")
+
+
+# --------------------------------------------------------------------------- task tables
+# a named half-open character range [start, end) of a prompt's text
+SPAN_TYPE = pa.struct([("name", pa.string()), ("start", pa.int32()), ("end", pa.int32())])
+TASK_BASE_FIELDS: list[pa.Field] = [
+    pa.field("prompt_id", pa.string(), nullable=False),
+    pa.field("task", pa.string(), nullable=False),
+    pa.field("condition", pa.string(), nullable=False),
+    pa.field("n_shots", pa.int32(), nullable=False),
+    pa.field("text", pa.string(), nullable=False),
+    pa.field("spans", pa.list_(SPAN_TYPE), nullable=False),
+]
+# Binding columns of every task table; each task adds its own after them (the schemas below); rows sorted by `prompt_id`
+TASK = pa.schema(TASK_BASE_FIELDS)
+
+
+def _task(*extra: pa.Field) -> pa.Schema:
+    """A task table's schema: the binding columns, then the task's own."""
+    return pa.schema([*TASK_BASE_FIELDS, *extra])
+
+
+_STRINGS = pa.list_(pa.string())
+_INTS = pa.list_(pa.int32())
+# study A (iclscope.tasks.binary): one prompt per p_tails
+BINARY_GENERATION_TASK = _task(pa.field("p_tails", pa.float64(), nullable=False), pa.field("system", pa.string()))
+# study A: one prompt per concept, length, sample and variant (random controls: concept `random`)
+BINARY_JUDGMENT_TASK = _task(
+    pa.field("concept", pa.string(), nullable=False),
+    pa.field("length", pa.int32(), nullable=False),
+    pa.field("sample", pa.int32(), nullable=False),
+    pa.field("flips", pa.string(), nullable=False),
+    pa.field("variant", pa.int32(), nullable=False),
+    pa.field("symbols", _STRINGS, nullable=False),
+)
+# study A: one prompt per concept, phase rotation and variant, read at every flip
+BINARY_CONTINUATION_TASK = _task(
+    pa.field("concept", pa.string(), nullable=False),
+    pa.field("rotation", pa.int32(), nullable=False),
+    pa.field("length", pa.int32(), nullable=False),
+    pa.field("flips", pa.string(), nullable=False),
+    pa.field("max_depth", pa.int32(), nullable=False),
+    pa.field("symbols", _STRINGS, nullable=False),
+    pa.field("variant", pa.int32(), nullable=False),
+)
+# study B (iclscope.tasks.representations): one prompt per line (slope, intercept), variant and n_shots
+REGRESSION_TASK = _task(
+    pa.field("slope", pa.float64(), nullable=False),
+    pa.field("intercept", pa.float64(), nullable=False),
+    pa.field("variant", pa.int32(), nullable=False),
+    pa.field("query_x", pa.int64(), nullable=False),
+    pa.field("target", pa.float64(), nullable=False),
+    pa.field("answer", pa.string(), nullable=False),
+    pa.field("examples_x", pa.list_(pa.int64()), nullable=False),
+    pa.field("examples_y", pa.list_(pa.float64()), nullable=False),
+    pa.field("candidates", _STRINGS, nullable=False),
+    pa.field("candidate_texts", _STRINGS, nullable=False),
+    pa.field("answer_end", pa.string(), nullable=False),
+)
+# study B: one prompt per story (name, activity), variant and n_shots
+READING_TASK = _task(
+    pa.field("name", pa.string(), nullable=False),
+    pa.field("activity", pa.string(), nullable=False),
+    pa.field("distractor_name", pa.string(), nullable=False),
+    pa.field("distractor_activity", pa.string(), nullable=False),
+    pa.field("relevant_first", pa.bool_(), nullable=False),
+    pa.field("examples_relevant_first", pa.list_(pa.bool_()), nullable=False),
+    pa.field("variant", pa.int32(), nullable=False),
+    pa.field("answer", pa.string(), nullable=False),
+    pa.field("candidates", _STRINGS, nullable=False),
+    pa.field("candidate_texts", _STRINGS, nullable=False),
+)
+# study C (iclscope.tasks.labels): one prompt per condition and repeat; the metadata carries the dataset's card
+LABELS_TASK = _task(
+    pa.field("dataset", pa.string(), nullable=False),
+    pa.field("repeat", pa.int32(), nullable=False),
+    pa.field("label_words", _STRINGS, nullable=False),
+    pa.field("true_class", _INTS, nullable=False),
+    pa.field("context_class", _INTS, nullable=False),
+    pa.field("true_labels", _STRINGS, nullable=False),
+    pa.field("context_labels", _STRINGS, nullable=False),
+    pa.field("example_index", _INTS, nullable=False),
+)
 
 
 def vector(hidden: int) -> pa.DataType:

@@ -1,12 +1,14 @@
 """The generated pages of the documentation: never written by hand, so they cannot drift.
 
 - ``docs/reference/config.md``: every config key with its type, default, allowed values and
-  description, from ``config/schema.yaml`` (the schema :func:`iclscope.config.validate_config`
+  description, from the package's ``schema.yaml`` (``workflow/iclscope/schema.yaml``, also
+  reachable as ``config/schema.yaml``: the schema :func:`iclscope.config.validate_config`
   checks against and takes its defaults from);
-- ``docs/reference/tables.md``: every table's columns and Arrow types, from the schemas in
-  :mod:`iclscope.contracts` and the task-table contract of :mod:`iclscope.tasks.common`;
+- ``docs/reference/tables.md``: every table's columns and Arrow types (the task tables'
+  included), from the schemas in :mod:`iclscope.contracts`;
 - ``docs/reference/cli.md``: every ``iclscope`` subcommand and argument, from the argument
-  parser :func:`iclscope.cli.build_parser`;
+  parser :func:`iclscope.cli.build_parser` (passed in by the caller: this module imports
+  nothing of the CLI, which imports it);
 - ``docs/findings/*.md``: the generated ``findings.md`` of a finished run, copied verbatim
   under a header naming the file and the command that produced it.
 
@@ -143,7 +145,10 @@ def config_keys(schema: Mapping[str, Any], prefix: str = "") -> list[ConfigKey]:
     return keys
 
 
-def config_reference(schema: Mapping[str, Any], source: str = "config/schema.yaml") -> str:
+SCHEMA_SOURCE = "workflow/iclscope/schema.yaml"
+
+
+def config_reference(schema: Mapping[str, Any], source: str = SCHEMA_SOURCE) -> str:
     """The configuration reference page: one table per top-level section."""
     keys = config_keys(schema)
     top = [k for k in keys if "." not in k.key and "[" not in k.key]
@@ -232,6 +237,12 @@ class TableContract:
 # where each contract's tables are written (contracts whose name is not here say "see the module")
 TABLE_FILES: dict[str, str] = {
     "TASK": "`results/tasks/{task}.parquet`",
+    "BINARY_GENERATION_TASK": "`results/tasks/binary_generation.parquet`",
+    "BINARY_JUDGMENT_TASK": "`results/tasks/binary_judgment.parquet`",
+    "BINARY_CONTINUATION_TASK": "`results/tasks/binary_continuation.parquet`",
+    "REGRESSION_TASK": "`results/tasks/regression.parquet`",
+    "READING_TASK": "`results/tasks/reading.parquet`",
+    "LABELS_TASK": "`results/tasks/labels_{dataset}.parquet`",
     "embeddings_schema": "`results/{model}/extract/{task}/embeddings.parquet` (study B tasks)",
     "ATTENTION": "`results/{model}/extract/{task}/attention.parquet` (study B tasks)",
     "READOUTS": "`results/{model}/extract/{task}/readouts.parquet`",
@@ -262,16 +273,12 @@ SCHEMA_FUNCTIONS: dict[str, tuple[tuple[Any, ...], str]] = {
 
 
 def table_contracts() -> list[TableContract]:
-    """The task-table contract, then every schema of :mod:`iclscope.contracts` in its order."""
+    """Every schema of :mod:`iclscope.contracts` in its order (the task tables first)."""
     import pyarrow as pa
 
     from iclscope import contracts
-    from iclscope.tasks import common
 
-    found = [TableContract("TASK", "iclscope.tasks.common", pa.schema(common.BASE_FIELDS),
-                           ("Binding columns of every task table; each task adds typed columns of its own "
-                            "(see Outputs and data contracts). Rows are sorted by `prompt_id`.",),
-                           TABLE_FILES["TASK"])]
+    found = []
     source = Path(contracts.__file__).read_text(encoding="utf-8")
     notes = _schema_notes(source)
     for name, value in vars(contracts).items():
@@ -307,9 +314,8 @@ def tables_reference(contracts: list[TableContract] | None = None) -> str:
         body.append("")
     intro = [
         "Every table's columns and Arrow types, generated from the schemas in",
-        "`workflow/iclscope/contracts.py` (and the task-table contract in",
-        "`workflow/iclscope/tasks/common.py`). Column names are binding; a table may add",
-        "columns. Notes are the comments beside each schema in the source. What the columns",
+        "`workflow/iclscope/contracts.py`, the task tables' first. Column names are binding; a",
+        "table may add columns. Notes are the comments beside each schema in the source. What the columns",
         "mean is told in [Outputs and data contracts](../outputs.md) and the study pages.",
     ]
     return _page("Table schemas", "workflow/iclscope/contracts.py", intro, body)
@@ -338,12 +344,9 @@ def _argument_rows(parser: argparse.ArgumentParser) -> list[tuple[str, str, str]
     return rows
 
 
-def cli_reference(parser: argparse.ArgumentParser | None = None) -> str:
-    """The CLI reference page: the top-level usage, then each subcommand's usage and arguments."""
-    if parser is None:
-        from iclscope.cli import build_parser
-
-        parser = build_parser()
+def cli_reference(parser: argparse.ArgumentParser) -> str:
+    """The CLI reference page (of :func:`iclscope.cli.build_parser`'s ``parser``): the
+    top-level usage, then each subcommand's usage and arguments."""
     body = ["```text", _usage(parser), "```", ""]
     body += _table(("argument", "what", "notes"), _argument_rows(parser))
     body.append("")
@@ -427,16 +430,16 @@ class Generated:
     source: str
 
 
-def generate(repo: Path = REPO_ROOT, docs: Path | None = None) -> list[Generated]:
-    """Every generated page, in memory (findings pages from ``repo``'s results/)."""
+def generate(parser: argparse.ArgumentParser, repo: Path = REPO_ROOT, docs: Path | None = None) -> list[Generated]:
+    """Every generated page, in memory (the CLI page from ``parser``, :func:`iclscope.cli.build_parser`;
+    findings pages from ``repo``'s results/)."""
     from iclscope.config import load_schema
 
     docs = repo / "docs" if docs is None else docs
-    schema_path = repo / "config" / "schema.yaml"
     pages = [
-        Generated(docs / "reference" / "config.md", config_reference(load_schema(schema_path)), "config/schema.yaml"),
+        Generated(docs / "reference" / "config.md", config_reference(load_schema()), SCHEMA_SOURCE),
         Generated(docs / "reference" / "tables.md", tables_reference(), "workflow/iclscope/contracts.py"),
-        Generated(docs / "reference" / "cli.md", cli_reference(), "workflow/iclscope/cli.py"),
+        Generated(docs / "reference" / "cli.md", cli_reference(parser), "workflow/iclscope/cli.py"),
     ]
     for spec in FINDINGS_PAGES:
         source = repo / spec.source

@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 from scipy.stats import rankdata
 
+from iclscope.analysis.defaults import CORRELATION, LEVEL, N_BOOT
 from iclscope.analysis.stats import Interval, bootstrap_ci
 
 
@@ -42,9 +43,9 @@ def attention_ratio(
 def ratio_summary(
     ratios: np.ndarray,
     rng: np.random.Generator,
-    n_boot: int = 1000,
+    n_boot: int = N_BOOT,
     log_ratio: bool = False,
-    level: float = 0.95,
+    level: float = LEVEL,
 ) -> Interval:
     """Mean over prompts of the attention ratios with a percentile bootstrap CI over prompts.
 
@@ -92,7 +93,7 @@ def log_attention_ratio(
 
 
 def geometric_mean_ratio(
-    log_ratios: np.ndarray, rng: np.random.Generator, n_boot: int = 1000, level: float = 0.95
+    log_ratios: np.ndarray, rng: np.random.Generator, n_boot: int = N_BOOT, level: float = LEVEL
 ) -> tuple[Interval, Interval]:
     """Mean log ratio over prompts and the geometric-mean ratio, with percentile bootstrap CIs.
 
@@ -127,9 +128,9 @@ def change_correlation(
     delta_x: np.ndarray,
     delta_y: np.ndarray,
     rng: np.random.Generator,
-    n_boot: int = 1000,
-    method: Literal["pearson", "spearman"] = "pearson",
-    level: float = 0.95,
+    n_boot: int = N_BOOT,
+    method: Literal["pearson", "spearman"] = CORRELATION,  # type: ignore[assignment]
+    level: float = LEVEL,
 ) -> tuple[float, float, float]:
     """Correlation across conditions of two per-condition changes, with a bootstrap CI.
 

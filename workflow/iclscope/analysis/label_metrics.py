@@ -32,6 +32,7 @@ import pandas as pd
 from scipy.special import logsumexp
 
 from iclscope.analysis.candidates import restricted_log_softmax
+from iclscope.analysis.defaults import LEVEL, N_BOOT
 from iclscope.contracts import CONTENT_FREE_SUFFIX
 from iclscope.analysis.stats import (
     bootstrap_ci, bootstrap_ci_columns, cross_fitted_control_variate, paired_pooled_ci, paired_unit_means,
@@ -174,10 +175,10 @@ def position_curves(
     frame: pd.DataFrame,
     metrics: Sequence[str],
     rng: np.random.Generator,
-    n_boot: int = 1000,
+    n_boot: int = N_BOOT,
     smooth: int = 1,
     group_cols: Sequence[str] = ("condition",),
-    level: float = 0.95,
+    level: float = LEVEL,
 ) -> pd.DataFrame:
     """Mean curves over in-context positions with bootstrap CIs over repeats.
 
@@ -246,8 +247,8 @@ def paired_difference(
     condition_a: str,
     condition_b: str,
     rng: np.random.Generator,
-    n_boot: int = 1000,
-    level: float = 0.95,
+    n_boot: int = N_BOOT,
+    level: float = LEVEL,
 ) -> dict[str, float]:
     """Mean difference ``a - b`` of ``metric`` at one position, paired by repeat.
 
@@ -389,8 +390,8 @@ def pooled_paired_difference(
     condition_a: str,
     condition_b: str,
     rng: np.random.Generator,
-    n_boot: int = 1000,
-    level: float = 0.95,
+    n_boot: int = N_BOOT,
+    level: float = LEVEL,
 ) -> dict[str, float]:
     """Mean difference ``a - b`` of ``metric`` pooled over ``positions``, paired by repeat.
 
@@ -412,8 +413,8 @@ def adjusted_pooled_difference(
     condition_a: str,
     condition_b: str,
     rng: np.random.Generator,
-    n_boot: int = 1000,
-    level: float = 0.95,
+    n_boot: int = N_BOOT,
+    level: float = LEVEL,
     suffix: str = CONTENT_FREE_SUFFIX,
     folds: int = 5,
 ) -> dict[str, float]:

@@ -29,6 +29,7 @@ from scipy.optimize import least_squares
 from scipy.special import expit
 
 from iclscope import contracts
+from iclscope.analysis.defaults import LEVEL, MIN_INTERVAL_UNITS, N_BOOT  # noqa: F401 (MIN_INTERVAL_UNITS: re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -390,10 +391,8 @@ def _quantiles(values: np.ndarray, level: float, n_units: int = 0) -> tuple[floa
 
 # with n units there are C(2n - 1, n) distinct resamples: 3 for n = 2, 10 for n = 3
 MIN_BOOT_UNITS = 3
-# fewest units an interval is computed from (8 units: 6435 distinct resamples; the
-# replicates of 3-5 rotations alone gave a few dozen, and residual resampling of one
-# sequence ignores that neighbouring lengths' residuals are correlated)
-MIN_INTERVAL_UNITS = 8
+# fewest units an interval is computed from: MIN_INTERVAL_UNITS, imported above from
+# iclscope.analysis.defaults (binary.analysis.min_units' default; why 8: see there)
 CI_METHODS = ("units", "residuals", "none")
 # replicate midpoints spread less than this fraction of the length range count as not varying
 REPLICATE_TOLERANCE = 1e-6
@@ -403,7 +402,7 @@ def bootstrap_replicates(
     lengths: np.ndarray,
     curves_by_unit: np.ndarray,
     rng: np.random.Generator,
-    n_boot: int = 1000,
+    n_boot: int = N_BOOT,
 ) -> tuple[str, np.ndarray]:
     """Logistic fits ``(midpoint, slope)`` of ``n_boot`` bootstrap replicates of the unit-mean curve.
 
@@ -443,8 +442,8 @@ def logistic_bootstrap(
     lengths: np.ndarray,
     curves_by_unit: np.ndarray,
     rng: np.random.Generator,
-    n_boot: int = 1000,
-    level: float = 0.95,
+    n_boot: int = N_BOOT,
+    level: float = LEVEL,
     min_units: int = 1,
 ) -> dict[str, float | str | None]:
     """|x|* on the fitted curve: logistic fit of the unit-mean curve with bootstrap intervals.
@@ -563,8 +562,8 @@ def curve_selection(
     k: int,
     depth: int,
     generator: np.random.Generator,
-    n_boot: int = 1000,
-    level: float = 0.95,
+    n_boot: int = N_BOOT,
+    level: float = LEVEL,
     min_units: int = 1,
 ) -> list[dict[str, Any]]:
     """Model-selection rows of one curve (the ``model_selection`` table of study A).

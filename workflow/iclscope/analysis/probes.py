@@ -19,6 +19,8 @@ from sklearn.metrics import r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from iclscope.analysis.defaults import CLASSIFIER, LOGISTIC_C, N_SHUFFLES, N_SPLITS, RIDGE_ALPHA
+
 Folds = list[tuple[np.ndarray, np.ndarray]]
 
 
@@ -101,8 +103,8 @@ def ridge_probe(
     X: np.ndarray,
     y: np.ndarray,
     groups: Sequence[Hashable] | np.ndarray,
-    n_splits: int = 5,
-    alpha: float = 1.0,
+    n_splits: int = N_SPLITS,
+    alpha: float = RIDGE_ALPHA,
 ) -> float:
     """Cross-validated R^2 of a standardise + ridge probe predicting ``y`` from ``X``.
 
@@ -119,8 +121,8 @@ def logistic_probe(
     X: np.ndarray,
     labels: np.ndarray | Sequence[Hashable],
     groups: Sequence[Hashable] | np.ndarray,
-    n_splits: int = 5,
-    C: float = 1.0,
+    n_splits: int = N_SPLITS,
+    C: float = LOGISTIC_C,
 ) -> float:
     """Cross-validated accuracy of a standardise + logistic-regression probe.
 
@@ -313,11 +315,11 @@ def probe_permutation_control(
     y: np.ndarray | Sequence[Hashable],
     groups: Sequence[Hashable] | np.ndarray,
     rng: np.random.Generator,
-    n_shuffles: int = 100,
-    n_splits: int = 5,
-    alpha: float = 1.0,
-    C: float = 1.0,
-    classifier: str = "ridge",
+    n_shuffles: int = N_SHUFFLES,
+    n_splits: int = N_SPLITS,
+    alpha: float = RIDGE_ALPHA,
+    C: float = LOGISTIC_C,
+    classifier: str = CLASSIFIER,
     n_shuffles_max: int | None = None,
 ) -> PermutationProbe:
     """A probe and its permutation control over ``n_shuffles`` group-level shuffles.

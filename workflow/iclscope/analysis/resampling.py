@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from iclscope.analysis.attention_ratio import _rowwise_pearson
+from iclscope.analysis.defaults import CORRELATION, LEVEL, N_BOOT
 from iclscope.analysis.stats import Interval
 
 
@@ -76,8 +77,8 @@ def difference_ci(
     after: Sequence[float],
     after_units: Sequence[Hashable],
     rng: np.random.Generator,
-    n_boot: int = 1000,
-    level: float = 0.95,
+    n_boot: int = N_BOOT,
+    level: float = LEVEL,
 ) -> Difference:
     """Mean change from ``before`` to ``after`` over pairs, with a percentile bootstrap over
     independent clusters of pairs.
@@ -149,9 +150,9 @@ def band_correlation_ci(
     delta_measure: np.ndarray,
     delta_behaviour: np.ndarray,
     rng: np.random.Generator,
-    n_boot: int = 1000,
-    method: str = "pearson",
-    level: float = 0.95,
+    n_boot: int = N_BOOT,
+    method: str = CORRELATION,
+    level: float = LEVEL,
 ) -> tuple[Interval, int]:
     """Mean over a band's layers of the correlation across conditions of two changes, with
     a bootstrap over conditions that recomputes every layer's correlation and their mean.

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import pearsonr, rankdata, spearmanr
 
+from iclscope.analysis.defaults import N_PERMUTATIONS
+
 COMPARATORS = ("spearman", "pearson", "rho_a", "tau_a")
 
 # Permutation statistics within this of the observed one count as ">=": the vectorised path and
@@ -178,7 +180,7 @@ def permutation_test(
     sim: np.ndarray,
     hyp: np.ndarray,
     rng: np.random.Generator,
-    n_permutations: int = 1000,
+    n_permutations: int = N_PERMUTATIONS,
     method: str = "spearman",
 ) -> tuple[float, float]:
     """Alignment (comparator ``method``) and its one-sided permutation p-value.

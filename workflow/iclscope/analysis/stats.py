@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from iclscope.analysis.defaults import LEVEL, N_BOOT
+
 
 class Interval(NamedTuple):
     """A point estimate with a confidence interval."""
@@ -18,8 +20,8 @@ class Interval(NamedTuple):
 def bootstrap_ci(
     values: np.ndarray,
     rng: np.random.Generator,
-    n_boot: int = 1000,
-    level: float = 0.95,
+    n_boot: int = N_BOOT,
+    level: float = LEVEL,
     statistic=np.mean,
 ) -> Interval:
     """Percentile bootstrap CI of ``statistic`` over the first axis of ``values``.
@@ -44,7 +46,7 @@ def bootstrap_ci(
 
 
 def bootstrap_ci_columns(
-    matrix: np.ndarray, rng: np.random.Generator, n_boot: int = 1000, level: float = 0.95
+    matrix: np.ndarray, rng: np.random.Generator, n_boot: int = N_BOOT, level: float = LEVEL
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean and percentile CI of every column of ``matrix`` (n_samples, n_columns).
 
@@ -68,8 +70,8 @@ def paired_pooled_ci(
     a: np.ndarray,
     b: np.ndarray,
     rng: np.random.Generator,
-    n_boot: int = 1000,
-    level: float = 0.95,
+    n_boot: int = N_BOOT,
+    level: float = LEVEL,
 ) -> tuple[Interval, int]:
     """Paired, pooled difference ``a - b`` with a percentile bootstrap CI over units.
 

@@ -49,22 +49,10 @@ from iclscope.extraction.engine import batch_inputs, extract, prepare_prompts
 from iclscope.extraction.plan import plan_for
 from iclscope.extraction.run import EXTRACT_TABLES
 from iclscope.models import load_prepared
+from iclscope.planning.peak import gemm_peak, sync  # re-exported: iclscope.bench.gemm_peak, .sync
 from iclscope.tables import read_table, write_table
 
 log = logging.getLogger(__name__)
-
-
-def gemm_peak(dtype: torch.dtype, device: torch.device, size: int = 2048, repeats: int = 5) -> float:
-    """Best FLOP/s of a square matrix product (the roofline MFU is measured against)."""
-    a = torch.randn(size, size, dtype=dtype, device=device)
-    b = torch.randn(size, size, dtype=dtype, device=device)
-    best = float("inf")
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        a @ b
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best
 
 
 def _rss_mb() -> float:
@@ -73,12 +61,6 @@ def _rss_mb() -> float:
 
 def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*.parquet"))
-
-
-def sync(device: torch.device) -> None:
-    """Wait for the device's queued work (CUDA runs asynchronously), so a timer reads it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def run_bare(model, batches, device) -> None:

@@ -81,7 +81,7 @@ def this_cpu() -> Device:
 
     import torch
 
-    from iclscope.bench import gemm_peak
+    from iclscope.planning.peak import gemm_peak
 
     cpu = torch.device("cpu")
     peaks = {"float32": gemm_peak(torch.float32, cpu), "bfloat16": gemm_peak(torch.bfloat16, cpu)}

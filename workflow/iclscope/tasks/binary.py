@@ -1,7 +1,8 @@
 """Study A task builders: coin-flip sequences (Bigelow et al., arXiv 2310.17639).
 
 Each builder takes ``cfg = config["binary"]`` and the global seed and returns a task
-table (see :mod:`iclscope.tasks.common`) with these extra columns:
+table (see :mod:`iclscope.tasks.common`) with these extra columns (schemas:
+:data:`iclscope.contracts.BINARY_GENERATION_TASK`, ``BINARY_JUDGMENT_TASK``, ``BINARY_CONTINUATION_TASK``):
 
 =====================  ==========================================================
 task                   extra columns
@@ -35,6 +36,7 @@ from typing import Any, Mapping, Sequence
 import pyarrow as pa
 
 from iclscope.config import with_defaults
+from iclscope import contracts
 from iclscope.contracts import flip_name
 from iclscope.seeding import rng
 from iclscope.tasks.common import Piece, TaskError, fill_template, join_pieces, task_table
@@ -237,8 +239,7 @@ def build_generation(cfg: Mapping[str, Any], seed: int) -> pa.Table:
                 "system": system,
             }
         )
-    extra = [pa.field("p_tails", pa.float64(), nullable=False), pa.field("system", pa.string())]
-    return task_table(records, extra)
+    return task_table(records, contracts.BINARY_GENERATION_TASK)
 
 
 def random_flips(seed: int, length: int, sample: int) -> str:
@@ -304,15 +305,7 @@ def build_judgment(cfg: Mapping[str, Any], seed: int) -> pa.Table:
                 "symbols": list(symbols),
             }
         )
-    extra = [
-        pa.field("concept", pa.string(), nullable=False),
-        pa.field("length", pa.int32(), nullable=False),
-        pa.field("sample", pa.int32(), nullable=False),
-        pa.field("flips", pa.string(), nullable=False),
-        pa.field("variant", pa.int32(), nullable=False),
-        pa.field("symbols", pa.list_(pa.string()), nullable=False),
-    ]
-    return task_table(records, extra)
+    return task_table(records, contracts.BINARY_JUDGMENT_TASK)
 
 
 def build_continuation(cfg: Mapping[str, Any], seed: int) -> pa.Table:
@@ -361,13 +354,4 @@ def build_continuation(cfg: Mapping[str, Any], seed: int) -> pa.Table:
                         "variant": variant,
                     }
                 )
-    extra = [
-        pa.field("concept", pa.string(), nullable=False),
-        pa.field("rotation", pa.int32(), nullable=False),
-        pa.field("length", pa.int32(), nullable=False),
-        pa.field("flips", pa.string(), nullable=False),
-        pa.field("max_depth", pa.int32(), nullable=False),
-        pa.field("symbols", pa.list_(pa.string()), nullable=False),
-        pa.field("variant", pa.int32(), nullable=False),
-    ]
-    return task_table(records, extra)
+    return task_table(records, contracts.BINARY_CONTINUATION_TASK)

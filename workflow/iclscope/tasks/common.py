@@ -13,8 +13,10 @@ text           string                                       the prompt, exactly 
 spans          list<struct<name: str, start: i32, end: i32>>  character offsets into `text`
 =============  ===========================================  ==============================
 
-Builders add their own typed columns after these (see each builder's docstring).
-Rows are sorted by ``prompt_id`` so that tables are byte-identical across runs.
+These are :data:`iclscope.contracts.TASK`; each task's table adds typed columns of its own
+after them, with its schema in :mod:`iclscope.contracts` (``BINARY_GENERATION_TASK``, ...,
+``LABELS_TASK``; meanings in each builder's docstring). Rows are sorted by ``prompt_id`` so
+that tables are byte-identical across runs.
 """
 
 from __future__ import annotations
@@ -25,18 +27,9 @@ from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import pyarrow as pa
 
+from iclscope.contracts import TASK_BASE_FIELDS
+
 _FORMATTER = string.Formatter()
-
-SPAN_TYPE = pa.struct([("name", pa.string()), ("start", pa.int32()), ("end", pa.int32())])
-
-BASE_FIELDS: list[pa.Field] = [
-    pa.field("prompt_id", pa.string(), nullable=False),
-    pa.field("task", pa.string(), nullable=False),
-    pa.field("condition", pa.string(), nullable=False),
-    pa.field("n_shots", pa.int32(), nullable=False),
-    pa.field("text", pa.string(), nullable=False),
-    pa.field("spans", pa.list_(SPAN_TYPE), nullable=False),
-]
 
 
 class TaskError(ValueError):
@@ -100,15 +93,15 @@ class TextBuilder:
         return "".join(self._parts)
 
 
-def task_table(
-    records: Iterable[Mapping[str, Any]], extra_fields: Sequence[pa.Field] = ()
-) -> pa.Table:
-    """Build a typed task table from row dicts (``spans`` as lists of :class:`Span` or dicts).
+def task_table(records: Iterable[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Build a typed task table from row dicts (``spans`` as lists of :class:`Span` or dicts),
+    with the task's ``schema`` from :mod:`iclscope.contracts` (the binding columns first).
 
     Checks the contract: unique prompt ids, spans inside the text and non-empty.
     Rows come out sorted by ``prompt_id``.
     """
-    schema = pa.schema(BASE_FIELDS + list(extra_fields))
+    if list(schema)[: len(TASK_BASE_FIELDS)] != TASK_BASE_FIELDS:
+        raise ValueError("a task table's schema starts with iclscope.contracts.TASK_BASE_FIELDS")
     rows = []
     seen: set[str] = set()
     for rec in records:

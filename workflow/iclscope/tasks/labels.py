@@ -75,6 +75,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
+from iclscope import contracts
 from iclscope.contracts import CONTENT_FREE_SUFFIX, answer_name, example_name
 from iclscope.datasets import LabelledData, load_dataset
 from iclscope.provenance import PREFIX, canonical_json
@@ -85,18 +86,6 @@ from iclscope.tasks.common import Span, TaskError, TextBuilder, task_table
 CONDITIONS = ("default", "random", "flipped", "arbitrary", "flip_df", "flip_fd", "alternating")
 FLIP_CONDITIONS = ("flip_df", "flip_fd")
 
-_INT_LIST = pa.list_(pa.int32())
-_STR_LIST = pa.list_(pa.string())
-EXTRA_FIELDS: list[pa.Field] = [
-    pa.field("dataset", pa.string(), nullable=False),
-    pa.field("repeat", pa.int32(), nullable=False),
-    pa.field("label_words", _STR_LIST, nullable=False),
-    pa.field("true_class", _INT_LIST, nullable=False),
-    pa.field("context_class", _INT_LIST, nullable=False),
-    pa.field("true_labels", _STR_LIST, nullable=False),
-    pa.field("context_labels", _STR_LIST, nullable=False),
-    pa.field("example_index", _INT_LIST, nullable=False),
-]
 
 
 @dataclass(frozen=True)
@@ -136,7 +125,7 @@ def build_labels(
     template = cfg["template_pair"] if pair else cfg["template"]
     pieces = parse_template(data.name, template, pair)
     rows = _rows(data, conditions, pieces, cfg, seed)
-    table = task_table(rows, EXTRA_FIELDS)
+    table = task_table(rows, contracts.LABELS_TASK)
     card = {
         "name": data.name,
         "classes": data.classes,

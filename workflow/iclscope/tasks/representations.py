@@ -1,7 +1,8 @@
 """Study B task builders: representations before and after ICL (Yousefi et al., arXiv 2310.00313).
 
 Each builder takes ``cfg = config["representations"]`` and the global seed and returns a
-task table (see :mod:`iclscope.tasks.common`). Every condition has ``n_variants``
+task table (see :mod:`iclscope.tasks.common`; schemas :data:`iclscope.contracts.REGRESSION_TASK`
+and ``READING_TASK``). Every condition has ``n_variants``
 variants; each variant is emitted once per ``n_shots`` value k, using the first k of
 its solved examples, so the prompts of one variant are nested: they share the query
 and, for larger k, extend the examples of smaller k.
@@ -53,6 +54,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
+from iclscope import contracts
 from iclscope.contracts import example_name
 from iclscope.config import resolve_path, with_defaults
 from iclscope.seeding import rng
@@ -256,26 +258,13 @@ def build_regression(cfg: Mapping[str, Any], seed: int) -> pa.Table:
                             "examples_y": [float(y) for y in ys[:k]],
                         }
                     )
-    extra = [
-        pa.field("slope", pa.float64(), nullable=False),
-        pa.field("intercept", pa.float64(), nullable=False),
-        pa.field("variant", pa.int32(), nullable=False),
-        pa.field("query_x", pa.int64(), nullable=False),
-        pa.field("target", pa.float64(), nullable=False),
-        pa.field("answer", pa.string(), nullable=False),
-        pa.field("examples_x", pa.list_(pa.int64()), nullable=False),
-        pa.field("examples_y", pa.list_(pa.float64()), nullable=False),
-        pa.field("candidates", pa.list_(pa.string()), nullable=False),
-        pa.field("candidate_texts", pa.list_(pa.string()), nullable=False),
-        pa.field("answer_end", pa.string(), nullable=False),
-    ]
     candidates = number_candidates([r["target"] for r in records])
     prefix, end = answer_affixes(reg["example_template"], reg["query_template"], separator)
     for record in records:
         record["candidates"] = [format_number(c) for c in candidates]
         record["candidate_texts"] = [f"{prefix}{format_number(c)}" for c in candidates]
         record["answer_end"] = end
-    return task_table(records, extra)
+    return task_table(records, contracts.REGRESSION_TASK)
 
 
 def answer_affixes(example_template: str, query_template: str, separator: str) -> tuple[str, str]:
@@ -531,16 +520,4 @@ def build_reading(cfg: Mapping[str, Any], seed: int, root: Path) -> pa.Table:
                         "candidate_texts": candidate_texts,
                     }
                 )
-    extra = [
-        pa.field("name", pa.string(), nullable=False),
-        pa.field("activity", pa.string(), nullable=False),
-        pa.field("distractor_name", pa.string(), nullable=False),
-        pa.field("distractor_activity", pa.string(), nullable=False),
-        pa.field("relevant_first", pa.bool_(), nullable=False),
-        pa.field("examples_relevant_first", pa.list_(pa.bool_()), nullable=False),
-        pa.field("variant", pa.int32(), nullable=False),
-        pa.field("answer", pa.string(), nullable=False),
-        pa.field("candidates", pa.list_(pa.string()), nullable=False),
-        pa.field("candidate_texts", pa.list_(pa.string()), nullable=False),
-    ]
-    return task_table(records, extra)
+    return task_table(records, contracts.READING_TASK)

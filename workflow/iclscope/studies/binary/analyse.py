@@ -18,7 +18,7 @@ from iclscope import contracts, progress, provenance
 from iclscope.analysis import baselines as bl
 from iclscope.analysis import binary_metrics as bm
 from iclscope.analysis.candidates import restricted_log_softmax
-from iclscope.analysis.model_selection import MIN_INTERVAL_UNITS, curve_selection
+from iclscope.analysis.model_selection import curve_selection
 from iclscope.analysis.stats import bootstrap_ci
 from iclscope.seeding import rng
 from iclscope.studies.binary.settings import (
@@ -108,7 +108,7 @@ def restricted_log_q(logp0: np.ndarray, logp1: np.ndarray, flips: str) -> np.nda
     return np.where(target, both[:, 1], both[:, 0])
 
 
-def judgment_summary(judgment: pd.DataFrame, seed: int, n_boot: int = 1000, level: float = 0.95) -> pd.DataFrame:
+def judgment_summary(judgment: pd.DataFrame, seed: int, n_boot: int, level: float) -> pd.DataFrame:
     """Mean p(random) per concept and |x| with a bootstrap CI over samples (the figure's
     curves and the controls' band). Seeds: ``rng(seed, "judgment_summary", concept)``.
     A concept has one sample per |x|: its interval is NaN (nothing to resample)."""
@@ -207,7 +207,7 @@ def combine_rotations(curves: pd.DataFrame) -> pd.DataFrame:
 
 
 def crop_generations(
-    generations: pd.DataFrame, n_flips: int, parse: str = "first_letter"
+    generations: pd.DataFrame, n_flips: int, parse: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Crop every generated sequence to its first ``n_flips`` generated flips, dropping shorter ones.
 
@@ -283,9 +283,9 @@ def analyse_generations(
     generations: pd.DataFrame,
     n_flips: int,
     seed: int,
-    windows: Sequence[int] = contracts.REPEAT_WINDOWS,
-    levenshtein: str = "normalized",
-    parse: str = "first_letter",
+    windows: Sequence[int],
+    levenshtein: str,
+    parse: str,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Randomness metrics of the model's sequences and of fitted baselines' samples (A1, A2),
     for each generation mode apart (column ``mode``; a table without one is ``free``).
@@ -412,8 +412,7 @@ def generation_steps(generations: pd.DataFrame, n_flips: int) -> pd.DataFrame:
 # --------------------------------------------------------------------------- A5 model selection
 
 
-def judgment_selection(judgment: pd.DataFrame, seed: int, n_boot: int = 1000, level: float = 0.95,
-                       min_units: int = MIN_INTERVAL_UNITS) -> pd.DataFrame:
+def judgment_selection(judgment: pd.DataFrame, seed: int, n_boot: int, level: float, min_units: int) -> pd.DataFrame:
     """Model selection of every judgment curve: each concept (k = len(concept); units: its
     replicate variants) and the random controls (``lm`` row only; units: the samples).
 
@@ -435,7 +434,7 @@ def judgment_selection(judgment: pd.DataFrame, seed: int, n_boot: int = 1000, le
 
 
 def continuation_selection(
-    curves: pd.DataFrame, seed: int, n_boot: int = 1000, level: float = 0.95, min_units: int = MIN_INTERVAL_UNITS
+    curves: pd.DataFrame, seed: int, n_boot: int, level: float, min_units: int
 ) -> pd.DataFrame:
     """Model selection of every continuation curve (concept x depth), bootstrap over units
     (phase rotations x replicate variants).

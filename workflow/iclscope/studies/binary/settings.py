@@ -4,10 +4,13 @@ settings read from the validated config (defaults and ranges live in config/sche
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from iclscope.analysis.model_selection import ACCOUNT_CI_REASON
+from iclscope.config import check_template, context_problems, section_settings
 from iclscope.contracts import PARSE_MODES
+from iclscope.tasks.binary import rotation_duplicates
 
 RANDOM = "random"
 MODEL = "model"
@@ -19,11 +22,69 @@ OUTPUTS = ("generation_metrics", "baselines", "generation_steps", "judgment", "j
 def analysis_settings(binary: Mapping[str, Any]) -> dict[str, Any]:
     """``binary["analysis"]`` with the schema's defaults filled in and checked against it
     (:func:`iclscope.config.section_settings`: config/schema.yaml is the one home of defaults)."""
-    from iclscope.config import section_settings
-
     out = section_settings("binary", "analysis", binary.get("analysis"))
     out["windows"] = [int(w) for w in out["windows"]]
     return out
 
 
-__all__ = ["ACCOUNT_CI_REASON", "INPUTS", "MODEL", "OUTPUTS", "PARSE_MODES", "RANDOM", "analysis_settings"]
+# ----------------------------------------------------------------------------- config checks
+
+
+def check_config(config: dict[str, Any], root: Path) -> list[str]:
+    """Study A's own config checks (what the schema cannot say), on a config the schema
+    accepted: the ``binary`` section always; the prompts' length against each model's
+    context and the concept lists when the study runs. Called by
+    :func:`iclscope.config.validate_config`; returns the problems, each with its key."""
+    problems = _check_section(config["binary"])
+    if "binary" in config["studies"]:
+        cfg = config["binary"]
+        problems += context_problems(config, root, [
+            ("binary.judgment.lengths", max(cfg["judgment"]["lengths"], default=0)),
+            ("binary.continuation.max_length", cfg["continuation"]["max_length"]),
+        ])
+        for task in ("judgment", "continuation"):
+            if not cfg[task]["concepts"]:
+                problems.append(f"config key `binary.{task}.concepts`: empty; give at least one 0/1 concept")
+    return problems
+
+
+def _check_section(cfg: dict[str, Any]) -> list[str]:
+    problems = []
+    heads, tails = cfg["symbols"]
+    if heads == tails:
+        problems.append(f"config key `binary.symbols`: the two symbols must differ (both {heads!r})")
+    if cfg["separator"].strip() and any(cfg["separator"].strip() in s for s in cfg["symbols"]):
+        problems.append("config key `binary.symbols`: a symbol contains the separator")
+    coin = {"heads", "tails", "p_heads", "p_tails"}
+    problems += check_template(cfg["generation"]["prompt"], "binary.generation.prompt", coin, set())
+    if cfg["generation"]["system"] is not None:
+        problems += check_template(cfg["generation"]["system"], "binary.generation.system", coin, set())
+    for part in ("judgment", "continuation"):
+        problems += check_template(cfg[part]["prompt"], f"binary.{part}.prompt", {"flips"}, {"flips"})
+    # continuation curves are averaged over phase rotations: rotations of one concept are one concept;
+    # a judgment concept's account is fitted by its period (011 and 101 are one hypothesis), and
+    # the concepts' mean p(random) drop would count such a concept twice
+    for part, why in (("continuation", "one concept once averaged over rotations"),
+                      ("judgment", "one hypothesis of the model-selection accounts, counted twice in the "
+                                   "concepts' mean")):
+        for a, b in rotation_duplicates(cfg[part]["concepts"]):
+            problems.append(f"config key `binary.{part}.concepts`: {a!r} and {b!r} are phase rotations "
+                            f"of each other ({why}); keep one")
+    for part in ("judgment", "continuation"):
+        for k, template in enumerate(cfg[part].get("prompt_variants", [])):
+            problems += check_template(template, f"binary.{part}.prompt_variants[{k}]", {"flips"}, {"flips"})
+    separator = cfg["separator"].strip()
+    for k, pair in enumerate(cfg.get("replicates", {}).get("symbols", [])):
+        if pair[0] == pair[1]:
+            problems.append(f"config key `binary.replicates.symbols[{k}]`: the two symbols must differ "
+                            f"(both {pair[0]!r})")
+        if separator and any(separator in s for s in pair):
+            problems.append(f"config key `binary.replicates.symbols[{k}]`: a symbol contains the separator")
+    if not cfg["judgment"]["concepts"] and cfg["judgment"]["n_random"] == 0:
+        problems.append("config key `binary.judgment`: no concepts and n_random = 0 leave nothing to judge")
+    return problems
+
+
+
+
+__all__ = ["ACCOUNT_CI_REASON", "INPUTS", "MODEL", "OUTPUTS", "PARSE_MODES", "RANDOM", "analysis_settings", "check_config"]

@@ -32,8 +32,7 @@ from iclscope.tables import read_table, recorded_model, typed_table, write_table
 log = logging.getLogger(__name__)
 
 
-def positions_table(tasks: pd.DataFrame, readouts: pd.DataFrame, scoring: str = "exact",
-                    calibrate: bool = True) -> pd.DataFrame:
+def positions_table(tasks: pd.DataFrame, readouts: pd.DataFrame, scoring: str, calibrate: bool) -> pd.DataFrame:
     """Per-position metrics for every prompt of a labels task (see the module docstring).
 
     ``tasks``: the task table (prompt_id, dataset, condition, repeat, label_words,
@@ -94,7 +93,7 @@ def calibrated_conditions(positions: pd.DataFrame) -> set[str]:
 
 
 def summary_table(positions: pd.DataFrame, curves: pd.DataFrame, n_examples: int, flip_at: int,
-                  rng_for, n_boot: int, level: float, control_folds: int = 5) -> pd.DataFrame:
+                  rng_for, n_boot: int, level: float, control_folds: int) -> pd.DataFrame:
     """Curve values at the named positions, pooled values and paired (pooled) differences
     between conditions, plain, adjusted by the content-free twins (a cross-fitted control
     variate) and calibrated (see the module docstring). ``rng_for(*keys)`` gives the seeded
@@ -179,7 +178,7 @@ def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[
     dataset = params["dataset"]
     tasks = read_table(inputs["tasks"]).to_pandas()
     readouts = read_table(inputs["readouts"]).to_pandas()
-    positions = positions_table(tasks, readouts, scoring, calibrate=bool(settings["calibrate"]))
+    positions = positions_table(tasks, readouts, scoring, bool(settings["calibrate"]))
     log.info("%s: %d prompts, %d positions (%s scoring)", dataset, len(tasks), len(positions), scoring)
     curves = position_curves(positions, list(METRICS), rng(seed, "labels", dataset, "curves"), n_boot=n_boot,
                              smooth=smooth, level=level)

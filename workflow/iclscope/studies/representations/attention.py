@@ -57,7 +57,7 @@ def summarise_attention_ratios(
     n_shots: Mapping[str, int],
     task: str,
     seed: int,
-    n_boot: int = 1000,
+    n_boot: int,
     relevant_first: Mapping[str, bool] | None = None,
 ) -> pd.DataFrame:
     """Geometric-mean attention ratio over prompts per layer, head and n_shots, with bootstrap CIs.

@@ -76,7 +76,7 @@ def prompt_behaviour(task: str, tasks: pd.DataFrame, readouts: pd.DataFrame) -> 
     return pd.DataFrame(rows, columns=columns)
 
 
-def summarise_behaviour(behaviour: pd.DataFrame, seed: int, n_boot: int = 1000) -> pd.DataFrame:
+def summarise_behaviour(behaviour: pd.DataFrame, seed: int, n_boot: int) -> pd.DataFrame:
     """Mean behaviour with bootstrap CIs over distinct prompts per task, n_shots and metric
     (rows sharing a ``distinct_prompt_id`` are one prompt, counted and resampled once).
 

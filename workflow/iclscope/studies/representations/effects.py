@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from iclscope import contracts
+from iclscope.analysis import defaults
 from iclscope.analysis import rsa as rsa_math
 from iclscope.analysis.depth import DEPTH_BANDS, band_centre, depth_band
 from iclscope.analysis.resampling import band_correlation_ci, difference_ci, normal_interval, stratified_draws
@@ -41,7 +42,7 @@ from iclscope.seeding import rng
 ORDERS: tuple[tuple[bool | None, str], ...] = ((None, "pooled"), (True, "first"), (False, "second"))
 # behaviour metrics whose change after ICL is reported (accuracy is the mean of `correct`)
 GAIN_METRICS = ("correct", "logp_correct", "expected_error")
-LEVEL = 0.95
+LEVEL = defaults.LEVEL  # study B's intervals (no config key): the documented default level
 # bootstrap resamples of the alignment per chunk (bounds the gathered vectors' memory)
 _CHUNK = 100
 

@@ -110,7 +110,7 @@ def layer_rsa(tf: TaskFrame, rows: LayerRows, settings: Mapping[str, Any], seed:
                     # the pooled rows keep their seeds; one story order's rows get their own
                     key = (tf.task, layer, pooling, span, k) + (() if flag is None else (tag,))
                     res = rsa_by_condition(lv.vectors[sel], rows.cond[sel], tf.fields, tf.hypotheses, seed,
-                                           key, n_permutations, comparators)
+                                           key, n_permutations=n_permutations, comparators=comparators)
                     if flag is None:
                         sims[(pooling, span, k)] = res
                         similarity_entries.append((layer, pooling, span, k, res))
@@ -137,9 +137,10 @@ def layer_probes(tf: TaskFrame, rows: LayerRows, settings: Mapping[str, Any], se
         if sel.size == 0:
             continue
         scores = probe_fields(lv.vectors[sel], rows.cond[sel], tf.fields, tf.hypotheses, seed,
-                              (tf.task, layer, k), int(settings["n_splits"]), float(settings["ridge_alpha"]),
-                              float(settings["logistic_C"]), int(settings["n_shuffles"]),
-                              str(settings["classifier"]), int(settings["n_shuffles_max"]))
+                              (tf.task, layer, k), n_splits=int(settings["n_splits"]),
+                              alpha=float(settings["ridge_alpha"]), C=float(settings["logistic_C"]),
+                              n_shuffles=int(settings["n_shuffles"]), classifier=str(settings["classifier"]),
+                              n_shuffles_max=int(settings["n_shuffles_max"]))
         for s in scores:
             collected.probes.append({
                 "task": tf.task, "layer": layer, "n_shots": k, **s, "pooling": probe_pooling,

@@ -4,12 +4,15 @@ read from the validated config (defaults live in config/schema.yaml)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from iclscope import contracts
 from iclscope.analysis import rsa as rsa_math
 from iclscope.analysis.probes import CLASSIFIERS
+from iclscope.config import check_template, model_layers, resolve_path, section_settings, with_defaults
+from iclscope.tasks.representations import CONDITION_FIELDS, TASK_SPANS
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +25,8 @@ RELEVANT, DISTRACTOR = "relevant", "distractor"
 READOUT = contracts.ANSWER_READOUT
 
 
-
 def schema_defaults() -> dict[str, Any]:
     """``representations.analysis`` as config/schema.yaml fills it (the one home of defaults)."""
-    from iclscope.config import section_settings
-
     return section_settings("representations", "analysis", {})
 
 
@@ -57,8 +57,6 @@ def analysis_settings(params: Mapping[str, Any]) -> dict[str, Any]:
     (hypotheses, rsa_spans, probe_span) stay as given; read them with :func:`task_setting`.
     Raises ValueError for an unknown key or an invalid value, naming it.
     """
-    from iclscope.config import section_settings, with_defaults
-
     section = params.get("representations", {}) or {}
     given = dict(section.get("analysis", {}) or {})
     if isinstance(given.get("rsa_comparators"), str):  # one comparator may be given bare
@@ -90,20 +88,29 @@ def analysis_settings(params: Mapping[str, Any]) -> dict[str, Any]:
     return settings
 
 
+def per_task(value: Any, tasks: Iterable[str]) -> dict[str, Any]:
+    """A per-task setting (one value for every task, or a ``{task: value}`` mapping) as a
+    ``{task: value}`` mapping: a mapping as given (its tasks only), else ``value`` for each
+    of ``tasks``. The one reading of such keys: the config checks, :func:`task_setting` and
+    :func:`headline_readout` use it."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    return {task: value for task in tasks}
+
+
 def task_setting(settings: Mapping[str, Any], key: str, task: str) -> Any:
     """A per-task setting: the value for ``task`` when ``settings[key]`` is a mapping (falling
     back to the default's entry), else the value itself. Lists come back as lists."""
-    value = settings[key]
-    if isinstance(value, Mapping):
-        if task in value:
-            value = value[task]
-        else:
-            default = schema_defaults()[key]
-            if not isinstance(default, Mapping) or task not in default:
-                raise ValueError(
-                    f"representations.analysis.{key} has no entry for task {task!r} (entries: {sorted(value)})"
-                )
-            value = default[task]
+    values = per_task(settings[key], (task,))
+    if task in values:
+        value = values[task]
+    else:
+        default = schema_defaults()[key]
+        if not isinstance(default, Mapping) or task not in default:
+            raise ValueError(
+                f"representations.analysis.{key} has no entry for task {task!r} (entries: {sorted(values)})"
+            )
+        value = default[task]
     if key in ("hypotheses", "rsa_spans"):
         value = [value] if isinstance(value, str) else value
         if not isinstance(value, (list, tuple)) or not value:
@@ -125,10 +132,8 @@ def headline_readout(settings: Mapping[str, Any], task: str) -> dict[str, str]:
     default = schema_defaults()["headline"]
     out = {}
     for key in ("pooling", "span", "behaviour"):
-        value = given.get(key, default[key])
-        if isinstance(value, Mapping):
-            fallback = default[key]
-            value = value.get(task, fallback.get(task) if isinstance(fallback, Mapping) else fallback)
+        value = per_task(given.get(key, default[key]), (task,))
+        value = value[task] if task in value else per_task(default[key], (task,)).get(task)
         if not isinstance(value, str):
             raise ValueError(f"representations.analysis.headline.{key} for task {task!r} must be one name, "
                              f"got {value!r}")
@@ -144,3 +149,107 @@ def headline_readout(settings: Mapping[str, Any], task: str) -> dict[str, str]:
         raise ValueError(f"representations.analysis.headline.behaviour {out['behaviour']!r} for task {task!r} must "
                          f"be one of {list(BEHAVIOUR_MEASURES)}")
     return out
+
+
+# ----------------------------------------------------------------------------- config checks
+
+
+def check_config(config: dict[str, Any], root: Path) -> list[str]:
+    """Study B's own config checks (what the schema cannot say), on a config the schema
+    accepted: the ``representations`` section always (its tasks, templates, data files and
+    analysis keys); the figure layer against each model's layers when the study runs.
+    Called by :func:`iclscope.config.validate_config`; returns the problems, each with its key."""
+    problems = _check_section(config["representations"], root)
+    layer = config["representations"]["analysis"].get("figure_layer")
+    if layer is None or "representations" not in config["studies"]:
+        return problems
+    for model in config["models"]:
+        n_layers = model_layers(model, root)
+        if n_layers is not None and layer > n_layers:
+            problems.append(
+                f"config key `representations.analysis.figure_layer`: layer {layer} does not exist in "
+                f"model {model['name']!r}, which has layers 0..{n_layers}"
+            )
+    return problems
+
+
+def _check_section(cfg: dict[str, Any], root: Path) -> list[str]:
+    problems = []
+    reg = cfg["regression"]
+    n_x = reg["x_max"] - reg["x_min"] + 1
+    if n_x < max(reg["n_shots"]) + 1:
+        problems.append(
+            f"config key `representations.regression`: x_min..x_max holds {n_x} integers, "
+            f"too few for {max(reg['n_shots'])} distinct examples plus a query"
+        )
+    n_conditions = len(set(reg["slopes"])) * len(set(reg["intercepts"]))
+    if n_conditions < 3:
+        problems.append(f"config key `representations.regression`: {n_conditions} conditions; RSA needs at least 3")
+    problems += check_template(reg["example_template"], "representations.regression.example_template", {"x", "y"}, {"x", "y"})
+    problems += check_template(reg["query_template"], "representations.regression.query_template", {"x"}, {"x"})
+    rc = cfg["reading"]
+    for item, count in (("names", "n_names"), ("activities", "n_activities")):
+        if rc[item] is None:
+            path = resolve_path(rc[f"{item}_file"], root)
+            if not path.is_file():
+                problems.append(f"config key `representations.reading.{item}_file`: {path} does not exist")
+        elif len(rc[item]) < rc[count]:
+            problems.append(
+                f"config key `representations.reading.{item}`: {len(rc[item])} given, {count} = {rc[count]}"
+            )
+    rt = "representations.reading"
+    if rc["n_variants"] % 2:
+        problems.append(f"config key `{rt}.n_variants`: {rc['n_variants']} is odd; it must be even so that the "
+                        "relevant sentence comes first in exactly half of each condition's prompts")
+    if max(rc["n_shots"]) > 0 and min(rc["n_names"], rc["n_activities"]) < 4:
+        problems.append(f"config key `{rt}.n_names`/`n_activities`: solved examples (n_shots > 0) need at least 4 "
+                        "names and 4 activities, since an example shares no name or activity with the query's story")
+    elif max(rc["n_shots"]) > (rc["n_names"] - 2) * (rc["n_activities"] - 2):
+        problems.append(f"config key `{rt}.n_shots`: {max(rc['n_shots'])} examples exceed (n_names - 2) * "
+                        f"(n_activities - 2) = {(rc['n_names'] - 2) * (rc['n_activities'] - 2)} conditions "
+                        "sharing no name or activity with the query's story")
+    problems += check_template(rc["sentence_template"], f"{rt}.sentence_template", {"name", "activity"}, {"name", "activity"})
+    problems += check_template(rc["question_template"], f"{rt}.question_template", {"name"}, {"name"})
+    problems += check_template(rc["prompt_template"], f"{rt}.prompt_template", {"story", "question"}, {"story", "question"})
+    problems += _check_analysis(cfg)
+    return problems
+
+
+def _task_names() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Study B's condition fields and poolable spans per task, as the task builders name them
+    (imported, not copied: the builders are their one source)."""
+    fields = {task: set(names) for task, names in CONDITION_FIELDS.items()}
+    spans = {task: {"end", *names} for task, names in TASK_SPANS.items()}  # end: the prompt's last token
+    return fields, spans
+
+
+def _check_analysis(cfg: dict[str, Any]) -> list[str]:
+    problems = []
+    analysis, pooled = cfg["analysis"], set(cfg["pooling"])
+    key = "representations.analysis"
+    fields, spans = _task_names()
+    for name, known_by_task in (("hypotheses", fields), ("rsa_spans", spans), ("probe_span", spans)):
+        if name not in analysis:
+            continue
+        for task, value in per_task(analysis[name], fields).items():
+            if task not in known_by_task:
+                problems.append(f"config key `{key}.{name}`: unknown task {task!r}; known {sorted(known_by_task)}")
+                continue
+            values = [value] if isinstance(value, str) else list(value)
+            unknown = [v for v in values if v not in known_by_task[task]]
+            if unknown:
+                what = "condition field" if name == "hypotheses" else "span"
+                problems.append(
+                    f"config key `{key}.{name}`: unknown {what}(s) {unknown} for {task}; "
+                    f"known {sorted(known_by_task[task])}"
+                )
+    poolings = list(analysis.get("rsa_poolings") or [])
+    poolings += [analysis[k] for k in ("probe_pooling", "figure_pooling") if analysis.get(k)]
+    missing = sorted(set(poolings) - pooled)
+    if missing:
+        problems.append(
+            f"config key `{key}`: pooling {missing} is not extracted; representations.pooling = {sorted(pooled)}"
+        )
+    return problems
+
+

@@ -93,8 +93,9 @@ def rsa_by_condition(
     hypotheses: Sequence[str],
     seed: int,
     key: Sequence[Any] = (),
-    n_permutations: int = 1000,
-    comparators: Sequence[str] = ("spearman",),
+    *,
+    n_permutations: int,
+    comparators: Sequence[str],
 ) -> RSAResult:
     """Condition means -> similarity matrix -> alignment with each hypothesis field.
 
@@ -159,12 +160,13 @@ def probe_fields(
     targets: Sequence[str],
     seed: int,
     key: Sequence[Any] = (),
-    n_splits: int = 5,
-    alpha: float = 1.0,
-    C: float = 1.0,
-    n_shuffles: int = 100,
-    classifier: str = "ridge",
-    n_shuffles_max: int | None = None,
+    *,
+    n_splits: int,
+    alpha: float,
+    C: float,
+    n_shuffles: int,
+    classifier: str,
+    n_shuffles_max: int | None,
 ) -> list[dict[str, Any]]:
     """Probe each field of ``targets`` from single prompts' ``vectors`` (n_prompts, d).
 
