@@ -19,7 +19,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from iclscope.analysis.depth import DEPTH_BANDS, depth_band  # noqa: F401 (re-exported for compare and tests)
 from iclscope.analysis.stats import bootstrap_ci
+from iclscope.registry import STUDIES, study
 from iclscope.seeding import rng
 from iclscope.tables import TableError, read_table, table_metadata
 
@@ -388,23 +389,16 @@ def headlines(root: str | Path, model: str, studies: Sequence[str], datasets: Se
     """Every headline of one model's run (``root`` = ``results/{model}``) as a findings frame."""
     root = Path(root)
     rows: list[Headline] = []
-    makers: dict[str, Callable[[], list[Headline]]] = {
-        "binary": lambda: binary_headlines(root, seed, n_boot, level),
-        "representations": lambda: representation_headlines(root),
-        "labels": lambda: label_headlines(root, datasets, seed, n_boot, level),
-    }
-    for study in studies:
-        rows += makers[study]()
+    context = {"seed": seed, "n_boot": n_boot, "level": level, "datasets": list(datasets)}
+    for name in studies:  # each study's `headlines` hook (iclscope.registry)
+        rows += study(name).call("headlines", root, context)
     frame = pd.DataFrame([asdict(r) for r in rows], columns=[f for f in FINDINGS.names if f != "model"])
     frame.insert(0, "model", model)
     return frame
 
 
-STUDY_HEADINGS = {
-    "binary": "Study A: binary-sequence dynamics",
-    "representations": "Study B: representations before and after ICL",
-    "labels": "Study C: label relationships",
-}
+# each study's heading in findings.md, in registry order (the order of the studies' sections)
+STUDY_HEADINGS = {s.name: s.title for s in STUDIES.values()}
 
 
 def _interval(r: Any) -> str:
