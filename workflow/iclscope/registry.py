@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import types
 from dataclasses import dataclass, field
@@ -183,6 +184,29 @@ def plugin_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
     for s in extra:
         out["properties"][s.name] = s.call("schema") if s.has("schema") else {"type": "object", "default": {}}
     return out
+
+
+def schema_file(base: str | Path) -> Path:
+    """The config schema to validate against: ``base`` itself, or, when studies from outside
+    this package are registered, a copy admitting them (:func:`plugin_schema`), written once
+    per content to the temporary folder."""
+    import hashlib
+    import tempfile
+
+    import yaml
+
+    base = Path(base)
+    schema = yaml.safe_load(base.read_text(encoding="utf-8"))
+    extended = plugin_schema(schema)
+    if extended == schema:
+        return base
+    text = json.dumps(extended, sort_keys=True, indent=1)  # JSON is YAML
+    path = Path(tempfile.gettempdir()) / f"iclscope-schema-{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    return path
 
 
 # results/compare/figures/: the models side by side (two or more models)
