@@ -71,7 +71,7 @@ def inputs(config: Mapping[str, Any], dataset: str | None) -> dict[str, str]:
 
 
 def headlines(root: Path, context: Mapping[str, Any]) -> list[Any]:
-    from iclscope.findings import binary_headlines
+    from iclscope.studies.binary.headlines import binary_headlines
 
     return binary_headlines(root, context["seed"], context["n_boot"], context["level"])
 

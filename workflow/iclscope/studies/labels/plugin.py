@@ -78,7 +78,7 @@ def spec(config: Mapping[str, Any], dataset: str | None) -> dict[str, Any]:
 
 
 def headlines(root: Path, context: Mapping[str, Any]) -> list[Any]:
-    from iclscope.findings import label_headlines
+    from iclscope.studies.labels.headlines import label_headlines
 
     return label_headlines(root, context["datasets"], context["seed"], context["n_boot"], context["level"])
 

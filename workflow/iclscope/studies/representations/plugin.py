@@ -66,7 +66,7 @@ def inputs(config: Mapping[str, Any], dataset: str | None) -> dict[str, str]:
 
 
 def headlines(root: Path, context: Mapping[str, Any]) -> list[Any]:
-    from iclscope.findings import representation_headlines
+    from iclscope.studies.representations.headlines import representation_headlines
 
     return representation_headlines(root)
 
