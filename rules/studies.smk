@@ -6,7 +6,8 @@
 # One rule per study rather than one rule over a `{study}` wildcard: each study writes its own
 # set of tables and figures, and Snakemake declares a rule's outputs as patterns, not as a
 # function of the wildcards. The loop below is the one definition; the rules keep the names
-# analyse_<study> and plot_<study>.
+# analyse_<study> and plot_<study>. (A rule's shell command is formatted when its job runs, after
+# the loop has ended: it reads the study from the rule's params, never from `_study`.)
 
 
 for _study in REGISTRY.values():
@@ -25,11 +26,12 @@ for _study in REGISTRY.values():
         conda:
             "../envs/analysis.yaml"
         params:
+            study=_study.name,
             spec=partial(study_spec, _study.name),
             inputs=lambda wildcards, input: named(dict(input.items())),
             outs=lambda wildcards, output: named(output),
         shell:
-            f"python -m iclscope analyse {_study.name} --inputs {{params.inputs}} --params {{params.spec:q}}"
+            "python -m iclscope analyse {params.study} --inputs {params.inputs} --params {params.spec:q}"
             " --out {params.outs} > {log:q} 2>&1"
 
     rule:
@@ -47,10 +49,11 @@ for _study in REGISTRY.values():
         conda:
             "../envs/analysis.yaml"
         params:
+            study=_study.name,
             spec=partial(study_spec, _study.name),
             inputs=lambda wildcards, input: named(dict(input.items())),
             out_dir=partial(figure_folder, _study.name),
             captions=lambda wildcards, output: Captions(output.captions),
         shell:
-            f"python -m iclscope plot {_study.name} --inputs {{params.inputs}} --params {{params.spec:q}}"
+            "python -m iclscope plot {params.study} --inputs {params.inputs} --params {params.spec:q}"
             " --out-dir {params.out_dir:q} > {log:q} 2>&1"
