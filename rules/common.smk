@@ -24,7 +24,9 @@ TASKS = task_names(config)
 STUDIES = config["studies"]
 for _name in STUDIES:  # the config names registered studies only (validate_config)
     if _name not in REGISTRY:
-        raise WorkflowError(f"config studies: {_name!r} is not registered ({', '.join(REGISTRY)})")
+        raise WorkflowError(
+            f"config studies: {_name!r} is not registered ({', '.join(REGISTRY)})"
+        )
 # each per-dataset study's datasets (its `datasets` hook)
 STUDY_DATASETS = {name: REGISTRY[name].datasets(config) for name in STUDIES}
 DATASETS = [ds for name in STUDIES for ds in STUDY_DATASETS[name]]
@@ -32,7 +34,7 @@ DATASETS = [ds for name in STUDIES for ds in STUDY_DATASETS[name]]
 FIGURE_NAMES = {name: list(study.figures) for name, study in REGISTRY.items()}
 # the report's caption files (report/captions/{study}/{figure}.rst); a figure without one is
 # an output of its plot step but not marked for Snakemake's report
-CAPTIONS_DIR = Path(workflow.basedir) / "report" / "captions"
+CAPTIONS_DIR = Path(PACKAGE_DIR).parent / "report" / "captions"
 
 
 def figure_outputs(study, folder):
@@ -259,7 +261,9 @@ def study_tables(model, study):
 def figure_dirs(model, study):
     """Where a study's figures go: one folder per model (per dataset for a per-dataset study)."""
     if REGISTRY[study].per_dataset:
-        return [f"{RESULTS}/{model}/figures/{study}/{ds}" for ds in STUDY_DATASETS[study]]
+        return [
+            f"{RESULTS}/{model}/figures/{study}/{ds}" for ds in STUDY_DATASETS[study]
+        ]
     return [f"{RESULTS}/{model}/figures/{study}"]
 
 
@@ -291,18 +295,22 @@ def analysis_inputs(study, wildcards):
     }
 
 
+def study_dir(study, model, dataset, figures=False):
+    """A study's folder of tables (or of figures) for one model (and one dataset for a
+    per-dataset study: ``dataset`` is ignored otherwise)."""
+    parts = [RESULTS, model, "figures", study] if figures else [RESULTS, model, study]
+    return "/".join(parts + ([dataset] if REGISTRY[study].per_dataset else []))
+
+
 def figure_folder(study, wildcards):
     """The folder of one plot job's figures and captions.json."""
-    folder = f"{RESULTS}/{wildcards.model}/figures/{study}"
-    return folder + (f"/{wildcards.dataset}" if REGISTRY[study].per_dataset else "")
+    return study_dir(study, wildcards.model, wildcards.get("dataset"), figures=True)
 
 
 def plot_inputs(study, wildcards):
     """The tables a study's plot step reads, named by table (its `plot_tables`, else all)."""
     record = REGISTRY[study]
-    folder = f"{RESULTS}/{wildcards.model}/{study}"
-    if record.per_dataset:
-        folder += f"/{wildcards.dataset}"
+    folder = study_dir(study, wildcards.model, wildcards.get("dataset"))
     return {t: f"{folder}/{t}.parquet" for t in record.plot_tables or record.tables}
 
 

@@ -11,7 +11,8 @@
 
 
 for _study in REGISTRY.values():
-    _where = "/{dataset}" if _study.per_dataset else ""
+    _tables = study_dir(_study.name, "{model}", "{dataset}")
+    _figures = study_dir(_study.name, "{model}", "{dataset}", figures=True)
     _log_tail = "_{dataset}" if _study.per_dataset else ""
 
     rule:
@@ -20,7 +21,7 @@ for _study in REGISTRY.values():
         input:
             unpack(partial(analysis_inputs, _study.name)),
         output:
-            table_outputs(_study.name, f"{RESULTS}/{{model}}/{_study.name}{_where}"),
+            table_outputs(_study.name, _tables),
         log:
             f"{LOGS}/{{model}}/analyse_{_study.name}{_log_tail}.log",
         conda:
@@ -40,10 +41,8 @@ for _study in REGISTRY.values():
         input:
             unpack(partial(plot_inputs, _study.name)),
         output:
-            figure_outputs(
-                _study.name, f"{RESULTS}/{{model}}/figures/{_study.name}{_where}"
-            ),
-            captions=f"{RESULTS}/{{model}}/figures/{_study.name}{_where}/{CAPTIONS_FILE}",
+            figure_outputs(_study.name, _figures),
+            captions=f"{_figures}/{CAPTIONS_FILE}",
         log:
             f"{LOGS}/{{model}}/plot_{_study.name}{_log_tail}.log",
         conda:
