@@ -20,7 +20,8 @@ sys.path.insert(0, PACKAGE_DIR)
 # directory, which `python -m` puts on the path anyway)
 shell.prefix(f'export PYTHONPATH={shlex.quote(PACKAGE_DIR)}:"$PYTHONPATH"; ')
 
-from iclscope.config import ConfigError, validate_config
+from iclscope.config import SCHEMA_PATH, ConfigError, validate_config
+from iclscope.registry import schema_file
 
 
 configfile: "config/config.yaml"
@@ -34,7 +35,10 @@ report: "report/workflow.rst"
 # Validate (and fill in defaults) before any job is planned: a bad config stops here
 # with every problem listed by key.
 try:
-    config.update(validate_config(config, root=Path.cwd()))
+    # (the schema admits the studies registered from outside the package: iclscope.registry)
+    config.update(
+        validate_config(config, root=Path.cwd(), schema_path=schema_file(SCHEMA_PATH))
+    )
 except ConfigError as err:
     sys.exit(f"Error: {err}")
 
@@ -51,10 +55,7 @@ include: "rules/common.smk"
 include: "rules/models.smk"
 include: "rules/tasks.smk"
 include: "rules/extract.smk"
-include: "rules/binary.smk"
-include: "rules/representations.smk"
-include: "rules/labels.smk"
-include: "rules/plots.smk"
+include: "rules/studies.smk"
 include: "rules/findings.smk"
 include: "rules/report.smk"
 

@@ -1,5 +1,6 @@
 # Config lookups and input functions shared by all rules. Paths are built here only.
 import shlex
+from functools import partial
 
 # report() marks an output for `snakemake --report` (imported under another name: snakefmt
 # reads a bare `report` as the workflow's report directive)
@@ -21,11 +22,19 @@ BENCH = f"{RESULTS}/benchmarks"
 MODELS = {m["name"]: m for m in config["models"]}
 TASKS = task_names(config)
 STUDIES = config["studies"]
-DATASETS = (
-    [ds["name"] for ds in config["labels"]["datasets"]] if "labels" in STUDIES else []
-)
+for _name in STUDIES:  # the config names registered studies only (validate_config)
+    if _name not in REGISTRY:
+        raise WorkflowError(
+            f"config studies: {_name!r} is not registered ({', '.join(REGISTRY)})"
+        )
+# each per-dataset study's datasets (its `datasets` hook)
+STUDY_DATASETS = {name: REGISTRY[name].datasets(config) for name in STUDIES}
+DATASETS = [ds for name in STUDIES for ds in STUDY_DATASETS[name]]
 # figure file names of each study's plot step (iclscope.registry: the one list)
 FIGURE_NAMES = {name: list(study.figures) for name, study in REGISTRY.items()}
+# the report's caption files (report/captions/{study}/{figure}.rst); a figure without one is
+# an output of its plot step but not marked for Snakemake's report
+CAPTIONS_DIR = Path(PACKAGE_DIR).parent / "report" / "captions"
 
 
 def figure_outputs(study, folder):
@@ -36,12 +45,16 @@ def figure_outputs(study, folder):
     if REGISTRY[study].per_dataset:
         labels["dataset"] = "{dataset}"
     return [
-        report_output(
-            f"{folder}/{name}",
-            caption=f"../report/captions/{study}/{Path(name).stem}.rst",
-            category=REGISTRY[study].title,
-            subcategory="{model}",
-            labels={**labels, "figure": Path(name).stem},
+        (
+            report_output(
+                f"{folder}/{name}",
+                caption=f"../report/captions/{study}/{Path(name).stem}.rst",
+                category=REGISTRY[study].title,
+                subcategory="{model}",
+                labels={**labels, "figure": Path(name).stem},
+            )
+            if (CAPTIONS_DIR / study / f"{Path(name).stem}.rst").exists()
+            else f"{folder}/{name}"
         )
         for name in REGISTRY[study].figures
     ]
@@ -164,12 +177,10 @@ def generate_spec(wildcards):
     )
 
 
-def labels_spec(dataset):
-    """Study C analysis params: the labels section (without the dataset list) and the dataset."""
-    labels = {k: v for k, v in config["labels"].items() if k != "datasets"}
-    return canonical_json(
-        {"seed": config["seed"], "dataset": dataset, "labels": labels}
-    )
+def study_spec(study, wildcards):
+    """The config slice a study's analysis and figures read (its `spec` hook: the seed and its
+    section; for a per-dataset study also the dataset): the params of its rules."""
+    return canonical_json(REGISTRY[study].spec(config, wildcards.get("dataset")))
 
 
 # the cross-model stage's figures (names only: the Snakefile imports nothing heavy for them)
@@ -187,7 +198,7 @@ def compare_targets():
 
 
 def findings_spec():
-    """What the findings depend on: the seed, the studies and study C's datasets."""
+    """What the findings depend on: the seed, the studies and the per-dataset studies' datasets."""
     return canonical_json(
         {"seed": config["seed"], "studies": STUDIES, "datasets": DATASETS}
     )
@@ -238,9 +249,9 @@ def extracted(model, task):
 
 
 def study_tables(model, study):
-    """A study's result tables (per dataset for study C)."""
+    """A study's result tables (per dataset for a per-dataset study)."""
     folders = (
-        [f"{RESULTS}/{model}/{study}/{ds}" for ds in DATASETS]
+        [f"{RESULTS}/{model}/{study}/{ds}" for ds in STUDY_DATASETS[study]]
         if REGISTRY[study].per_dataset
         else [f"{RESULTS}/{model}/{study}"]
     )
@@ -248,9 +259,11 @@ def study_tables(model, study):
 
 
 def figure_dirs(model, study):
-    """Where a study's figures go: one folder per model (per dataset for study C)."""
-    if study == "labels":
-        return [f"{RESULTS}/{model}/figures/labels/{ds}" for ds in DATASETS]
+    """Where a study's figures go: one folder per model (per dataset for a per-dataset study)."""
+    if REGISTRY[study].per_dataset:
+        return [
+            f"{RESULTS}/{model}/figures/{study}/{ds}" for ds in STUDY_DATASETS[study]
+        ]
     return [f"{RESULTS}/{model}/figures/{study}"]
 
 
@@ -273,24 +286,32 @@ def extracted_table(model, task, table):
     return f"{RESULTS}/{model}/extract/{task}/{table}.parquet"
 
 
-def study_inputs(model, study):
-    """The named inputs of a study's analysis."""
-    if study == "binary":
-        return {
-            "judgment_tasks": task_table("binary_judgment"),
-            "continuation_tasks": task_table("binary_continuation"),
-            "generations": f"{RESULTS}/{model}/extract/binary_generation/generations.parquet",
-            "judgment_readouts": extracted_table(model, "binary_judgment", "readouts"),
-            "continuation_readouts": extracted_table(
-                model, "binary_continuation", "readouts"
-            ),
-        }
-    inputs = {}
-    for task in ("regression", "reading"):
-        inputs[f"{task}_tasks"] = task_table(task)
-        for t in EXTRACT_TABLES:
-            inputs[f"{task}_{t}"] = extracted_table(model, task, t)
-    return inputs
+def analysis_inputs(study, wildcards):
+    """The named inputs of a study's analysis (its `inputs` hook, paths under the results folder)."""
+    inputs = REGISTRY[study].inputs(config, wildcards.get("dataset"))
+    return {
+        name: f"{RESULTS}/{path.format(model=wildcards.model)}"
+        for name, path in inputs.items()
+    }
+
+
+def study_dir(study, model, dataset, figures=False):
+    """A study's folder of tables (or of figures) for one model (and one dataset for a
+    per-dataset study: ``dataset`` is ignored otherwise)."""
+    parts = [RESULTS, model, "figures", study] if figures else [RESULTS, model, study]
+    return "/".join(parts + ([dataset] if REGISTRY[study].per_dataset else []))
+
+
+def figure_folder(study, wildcards):
+    """The folder of one plot job's figures and captions.json."""
+    return study_dir(study, wildcards.model, wildcards.get("dataset"), figures=True)
+
+
+def plot_inputs(study, wildcards):
+    """The tables a study's plot step reads, named by table (its `plot_tables`, else all)."""
+    record = REGISTRY[study]
+    folder = study_dir(study, wildcards.model, wildcards.get("dataset"))
+    return {t: f"{folder}/{t}.parquet" for t in record.plot_tables or record.tables}
 
 
 def all_figures():

@@ -54,9 +54,9 @@ rule gather_extract:
 rule generate:
     input:
         card=model_card,
-        tasks=task_table("binary_generation"),
+        tasks=task_table(GENERATION_TASK),
     output:
-        f"{RESULTS}/{{model}}/extract/binary_generation/generations.parquet",
+        f"{RESULTS}/{{model}}/extract/{GENERATION_TASK}/generations.parquet",
     log:
         f"{LOGS}/{{model}}/generate.log",
     benchmark:
@@ -82,7 +82,7 @@ rule generate:
 rule bench_extract:
     input:
         card=model_card,
-        tasks=[task_table(t) for t in TASKS if t != "binary_generation"],
+        tasks=[task_table(t) for t in TASKS if t != GENERATION_TASK],
     output:
         f"{RESULTS}/bench/{{model}}/extract.json",
     log:

@@ -66,3 +66,40 @@ def test_readout_names_are_built_and_parsed_in_one_place():
         assert [parse(build(i)) for i in (1, 7, 120)] == [1, 7, 120]
     assert flip_index("answer_3") is None and answer_index("flip_3") is None and flip_index("flip_") is None
     assert example_index("examples") is None  # the span over all examples is not one example
+
+
+@pytest.mark.parametrize("name", sorted(STUDIES))
+def test_every_hook_of_a_study_resolves(name):
+    """Each registered "module:function" hook names a callable (they are imported only when
+    called, so a typo would otherwise surface in a job)."""
+    from iclscope.registry import resolve
+
+    record = STUDIES[name]
+    for hook in ("task_params", "build_task", "plan", "inputs", "analyse", "plot", "headlines"):
+        assert callable(resolve(record.hooks[hook])), (name, hook)
+    for hook, target in record.hooks.items():
+        assert callable(resolve(target)), (name, hook)
+
+
+def test_every_task_of_the_default_run_has_one_owner(default_config, repo):
+    from iclscope.config import validate_config
+    from iclscope.registry import owner
+    from iclscope.tasks import task_names
+
+    cfg = validate_config(default_config, root=repo)
+    for task in task_names(cfg):
+        owners = [s.name for s in STUDIES.values() if s.owns(task)]
+        assert owners == [owner(task).name] and owners[0] in cfg["studies"], task
+    with pytest.raises(KeyError, match="no study owns task 'vision'"):
+        owner("vision")
+
+
+def test_a_study_package_exports_its_api_lazily():
+    """Importing a study package (for its plugin record) imports no analysis library; its API
+    is still there, and `analyse` stays the function even when its submodule is imported first."""
+    code = ("import sys; sys.path.insert(0, 'workflow'); import iclscope.studies.binary as b; "
+            "heavy = [m for m in ('pandas', 'matplotlib') if m in sys.modules]; "
+            "import iclscope.studies.binary.analyse; "
+            "print(heavy, callable(b.analyse), b.plot.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["[]", "True", "iclscope.studies.binary.figures"]

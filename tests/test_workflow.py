@@ -121,7 +121,7 @@ def test_whole_pipeline_runs_on_the_tiny_model(finished_run):
     from iclscope.tables import read_table, table_metadata
 
     report = (run_dir / "results/report.html").read_text()
-    assert report.count("<img") == 4 + 5 + 3 and "Study C" in report and "bootstrap" in report  # A, B, C figures
+    assert report.count("<img") == 4 + 6 + 3 and "Study C" in report and "bootstrap" in report  # A, B, C figures
     readouts = read_table(run_dir / "results/tiny/extract/labels_sentiment/readouts.parquet")
     # (3 conditions + content-free twins of default and flipped) x 2 repeats x 7 positions x 2 label words
     assert readouts.num_rows == (3 + 2) * 2 * 7 * 2

@@ -113,25 +113,22 @@ def _named(pairs: Sequence[str], flag: str) -> dict[str, str]:
 
 
 def _study(name: str) -> Any:
-    """The study module behind ``iclscope analyse|plot NAME`` (imported on demand: each pulls
-    in its own analysis libraries)."""
-    if name == "binary":
-        from iclscope.studies import binary as module
-    elif name == "representations":
-        from iclscope.studies import representations as module
-    elif name == "labels":
-        from iclscope.studies import labels as module
-    else:  # argparse's choices come from the registry, so this is a registry/CLI mismatch
-        raise SystemExit(f"no study module for {name!r}")
-    return module
+    """The registry's record behind ``iclscope analyse|plot NAME`` (its hooks import the
+    study's analysis libraries on demand)."""
+    from iclscope.registry import study
+
+    try:
+        return study(name)
+    except KeyError as err:  # argparse's choices come from the registry: a registry/CLI mismatch
+        raise SystemExit(err.args[0]) from None
 
 
 def cmd_analyse(args: argparse.Namespace) -> None:
-    _study(args.study).analyse(_named(args.inputs, "--inputs"), _params(args), _named(args.out, "--out"))
+    _study(args.study).call("analyse", _named(args.inputs, "--inputs"), _params(args), _named(args.out, "--out"))
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    captions = _study(args.study).plot(_named(args.inputs, "--inputs"), _params(args), args.out_dir)
+    captions = _study(args.study).call("plot", _named(args.inputs, "--inputs"), _params(args), args.out_dir)
     from iclscope.registry import CAPTIONS_FILE
     from iclscope.tables import atomic_path
 

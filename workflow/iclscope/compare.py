@@ -23,6 +23,7 @@ import pyarrow as pa
 from iclscope import provenance
 from iclscope.figures import no_data, pyplot, save_figure
 from iclscope.findings import FINDINGS, depth_band, fmt, one_readout, primary_comparator
+from iclscope.registry import STUDIES
 from iclscope.tables import atomic_path, read_table, write_table
 
 # card fields copied onto every headline row (what a fair comparison must show)
@@ -99,7 +100,7 @@ def cross_model_markdown(headlines: pd.DataFrame) -> str:
         f"`{m}` ({fmt(float(sizes[m]))})" for m in sizes.sort_values().index) + ".")
     lines.append("")
     order = list(sizes.sort_values().index)
-    for study in ("binary", "representations", "labels"):
+    for study in STUDIES:  # registry order
         rows = headlines[headlines["study"] == study]
         if rows.empty:
             continue

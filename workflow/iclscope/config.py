@@ -97,9 +97,19 @@ def known_studies(schema: Mapping[str, Any]) -> list[str]:
 
 
 def study_checks(name: str) -> Check:
-    """Study ``name``'s own checks: ``check_config`` of its settings module."""
-    module = importlib.import_module(SETTINGS_MODULES.get(name, SETTINGS_MODULE.format(name=name)))
-    return getattr(module, CHECK_FUNCTION)
+    """Study ``name``'s own checks: its registry record's ``check_config`` hook when it has
+    one (a study registered from outside this package), else ``check_config`` of its
+    settings module; a registered study with neither has no checks beyond its schema."""
+    from iclscope import registry  # the standard library only: no cycle, no heavy import
+
+    record = registry.STUDIES.get(name)
+    if record is not None and record.has(CHECK_FUNCTION):
+        return record.hook(CHECK_FUNCTION)
+    builtin = any(entry.startswith(f"iclscope.studies.{name}.") for entry in registry.BUILTIN)
+    if name in SETTINGS_MODULES or record is None or builtin:
+        module = importlib.import_module(SETTINGS_MODULES.get(name, SETTINGS_MODULE.format(name=name)))
+        return getattr(module, CHECK_FUNCTION)
+    return lambda config, root: []
 
 
 def validate_config(

@@ -15,41 +15,9 @@ from typing import Sequence
 from iclscope.registry import STUDIES
 from iclscope.tables import atomic_path
 
-STUDY_TITLES = {
-    "binary": "Study A: binary-sequence dynamics (Bigelow et al., 2024)",
-    "representations": "Study B: representations before and after ICL (Yousefi et al., 2024)",
-    "labels": "Study C: label relationships (Kossen, Gal, Rainforth, 2024)",
-}
-
-
-# How to read each study, shown above its figures (the report's workflow description).
-STUDY_GUIDES = {
-    "binary": (
-        "The model writes, judges and continues coin-flip sequences. Generation: compare the "
-        "model's metrics with the fitted baselines; a model that alternates too much or avoids long "
-        "runs sits apart from Bernoulli. Judgment: p(random) for formal concepts should fall from "
-        "about 1 to about 0 within a few repetitions while random controls stay high. Continuation: "
-        "P(the next d flips continue the concept) against the context length |x|; a sharp S-curve "
-        "with an early transition |x|* looks like Bayesian model selection, a slow climb like "
-        "averaging."
-    ),
-    "representations": (
-        "Linear-regression and reading-comprehension prompts before (k = 0) and after (k > 0) "
-        "in-context examples. Similarity matrices and their alignment with hypothesis matrices "
-        "(RSA) show whether hidden states organise by the task's structure; probes show whether "
-        "a task parameter is linearly decodable (compare with the shuffled control); the "
-        "attention ratio shows whether the answer position attends to the relevant sentence "
-        "more than to the distractor; the last figure relates these changes to the change in error."
-    ),
-    "labels": (
-        "In-context labels are kept, randomised, flipped, replaced by arbitrary words or flipped "
-        "halfway. Each curve is the prediction for example i from examples 1..i-1, averaged over "
-        "repeats. A model that learns the label relationship tracks the in-context labels "
-        "(flipped: agreement with the true labels falls); one that ignores them keeps predicting "
-        "the true labels. After a flip halfway, following the most recent mapping shows as a "
-        "switch after the dashed line."
-    ),
-}
+# each study's heading (title and paper) and how to read it, shown above its figures: the registry's
+STUDY_TITLES = {s.name: f"{s.title} ({s.citation})" if s.citation else s.title for s in STUDIES.values()}
+STUDY_GUIDES = {s.name: s.guide for s in STUDIES.values() if s.guide}
 STUDY_ORDER = tuple(STUDIES)  # registry order: A, B, C
 COMPARE = "compare"  # results/compare/: the cross-model stage
 

@@ -23,17 +23,16 @@ def runtime_params(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def extract_params(model_cfg: Mapping[str, Any], task: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """The params of a model's extraction of ``task`` (the rule's ``params``): its run-time
-    settings, plus the pooling for the tasks that pool (so changing it reruns only those)."""
-    from iclscope.tasks import REPRESENTATION_TASKS
+    settings, plus what the task's study adds (its ``extract_params`` hook: study B's pooling,
+    so changing it reruns only the tasks that pool)."""
+    from iclscope.registry import owner
 
-    params = runtime_params(model_cfg)
-    if task in REPRESENTATION_TASKS:
-        params["pooling"] = config["representations"]["pooling"]
-    return params
+    return {**runtime_params(model_cfg), **owner(task).extract_params(task, config)}
 
 
 def generate_params(model_cfg: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
     """The params of a model's generation job (the rule's ``params``)."""
+    from iclscope.registry import owner
+
     return {"runtime": {**runtime_params(model_cfg), "seed": config["seed"]},
-            "generation": config["binary"]["generation"], "symbols": config["binary"]["symbols"],
-            "separator": config["binary"]["separator"]}
+            **owner(GENERATION_TASK).call("generate_params", config)}

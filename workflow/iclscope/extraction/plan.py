@@ -12,7 +12,8 @@ The query ``end`` is the prompt's last token (the answer position).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from functools import lru_cache
+from typing import Any, Callable, Mapping
 
 from iclscope.contracts import ANSWER_READOUT, JUDGMENT_READOUT, answer_name, example_index, flip_name
 
@@ -53,7 +54,7 @@ def _span_names(row: Mapping[str, Any]) -> list[str]:
     return [s["name"] for s in row["spans"]]
 
 
-def _representation_plan(row: Mapping[str, Any]) -> PromptPlan:
+def representation_plan(row: Mapping[str, Any]) -> PromptPlan:
     # study B: every span but the per-example ones (their union is the `examples` span)
     spans = tuple(n for n in _span_names(row) if example_index(n) is None)
     # regression rows say what follows an answer (its terminator is scored); reading's do not
@@ -62,11 +63,11 @@ def _representation_plan(row: Mapping[str, Any]) -> PromptPlan:
     return PromptPlan(pool=(*spans, END), attend=spans, reads=(answer,))
 
 
-def _judgment_plan(row: Mapping[str, Any]) -> PromptPlan:
+def judgment_plan(row: Mapping[str, Any]) -> PromptPlan:
     return PromptPlan(reads=(ReadPoint(JUDGMENT_READOUT, None, ("r", "n"), initials=True),))
 
 
-def _continuation_plan(row: Mapping[str, Any]) -> PromptPlan:
+def continuation_plan(row: Mapping[str, Any]) -> PromptPlan:
     # the next-flip conditional before every flip: one pass gives the whole curve (A4)
     symbols = tuple(row["symbols"])
     reads = tuple(
@@ -76,7 +77,7 @@ def _continuation_plan(row: Mapping[str, Any]) -> PromptPlan:
     return PromptPlan(reads=reads)
 
 
-def _labels_plan(row: Mapping[str, Any]) -> PromptPlan:
+def labels_plan(row: Mapping[str, Any]) -> PromptPlan:
     # study C: the label distribution at every `Answer:` of the context (C3)
     words = tuple(row["label_words"])
     n = len(row["context_class"])
@@ -84,15 +85,19 @@ def _labels_plan(row: Mapping[str, Any]) -> PromptPlan:
 
 
 def plan_for(task: str, row: Mapping[str, Any]) -> PromptPlan:
-    """The extraction plan of one task-table row (``task`` = the table's task name)."""
-    if task in ("regression", "reading"):
-        return _representation_plan(row)
-    if task == "binary_judgment":
-        return _judgment_plan(row)
-    if task == "binary_continuation":
-        return _continuation_plan(row)
-    if task.startswith("labels_"):
-        return _labels_plan(row)
-    raise ValueError(
-        f"task {task!r} has no extraction plan (binary_generation is sampled by `iclscope generate`)"
-    )
+    """The extraction plan of one task-table row (``task`` = the table's task name): the
+    ``plan`` hook of the study that owns the task (:mod:`iclscope.registry`)."""
+    return _plan_hook(task)(task, row)
+
+
+@lru_cache(maxsize=None)
+def _plan_hook(task: str) -> Callable[[str, Mapping[str, Any]], PromptPlan]:
+    from iclscope.registry import owner
+
+    try:
+        study = owner(task)
+    except KeyError as err:
+        raise ValueError(f"task {task!r} has no extraction plan ({err.args[0]})") from None
+    if not study.has("plan"):
+        raise ValueError(f"task {task!r} has no extraction plan (study {study.name!r} registers none)")
+    return study.hook("plan")

@@ -163,7 +163,7 @@ def plan_model(model_cfg: Mapping[str, Any], config: Mapping[str, Any], root: Pa
             command = _command("generate", model_dir, f"{results}/tasks/{task}.parquet", params, budget,
                                [f"{results}/{name}/extract/{task}/generations.parquet"])
             plans.append(plan_generate(model.shape, model.tokenizer, rows, model=name, device=device, dtype=dtype,
-                                       batch_tokens=budget, generation=config["binary"]["generation"],
+                                       batch_tokens=budget, generation=params["generation"],
                                        assume=assume, card=model.card, params=params, command=command,
                                        sizes=sizes))
             continue

@@ -1,7 +1,9 @@
-"""Task construction for the three studies.
+"""Task construction: each study's task builders, dispatched through the registry.
 
 A *task* is one prompt table (the `tasks` contract in :mod:`iclscope.tasks.common`),
-named by the ``{task}`` wildcard:
+named by the ``{task}`` wildcard; the study that owns it (:func:`iclscope.registry.owner`)
+names its params, data files and builder (its ``task_params``, ``task_data_files`` and
+``build_task`` hooks). The built-in studies' tasks:
 
 =====================  ======================================================
 task                   built by
@@ -26,82 +28,43 @@ import pyarrow as pa
 
 from iclscope.tasks.common import TaskError
 
-BINARY_TASKS = ("binary_generation", "binary_judgment", "binary_continuation")
-REPRESENTATION_TASKS = ("regression", "reading")
-LABELS_PREFIX = "labels_"
 
 
 def task_names(config: Mapping[str, Any]) -> list[str]:
-    """All task names a validated config asks for, in a stable order."""
-    names: list[str] = []
-    if "binary" in config["studies"]:
-        names += BINARY_TASKS
-    if "representations" in config["studies"]:
-        names += REPRESENTATION_TASKS
-    if "labels" in config["studies"]:
-        names += [LABELS_PREFIX + ds["name"] for ds in config["labels"]["datasets"]]
-    return names
+    """All task names a validated config asks for, in a stable order (the studies' order in
+    the registry, each study's own order)."""
+    return [name for study in _studies(config) for name in study.task_names(config)]
+
+
+def _studies(config: Mapping[str, Any]) -> list[Any]:
+    from iclscope.registry import STUDIES
+
+    return [s for s in STUDIES.values() if s.name in config["studies"]]
+
+
+def _owner(name: str, config: Mapping[str, Any] | None = None) -> Any:
+    from iclscope.registry import owner
+
+    try:
+        return owner(name)
+    except KeyError:
+        known = f"; known: {', '.join(task_names(config))}" if config is not None else ""
+        raise TaskError(f"unknown task {name!r}{known}") from None
 
 
 def task_params(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """The config keys that determine task ``name`` (and nothing else): they are passed to
     the builder, hashed into the table's provenance, and are the rule's params, so a
     change elsewhere in the config never rebuilds this task."""
-    seed = config["seed"]
-    if name in BINARY_TASKS:
-        part = name.removeprefix("binary_")
-        b = config["binary"]
-        return {"seed": seed, "binary": {"symbols": b["symbols"], "separator": b["separator"], part: b[part]}}
-    if name in REPRESENTATION_TASKS:
-        return {"seed": seed, "representations": {name: config["representations"][name]}}
-    if name.startswith(LABELS_PREFIX):
-        wanted = name.removeprefix(LABELS_PREFIX)
-        for ds in config["labels"]["datasets"]:
-            if ds["name"] == wanted:
-                # analysis settings are not the task's: changing them must not rebuild it
-                rest = {k: v for k, v in config["labels"].items() if k not in ("datasets", "analysis")}
-                return {"seed": seed, "dataset": ds, "labels": rest}
-        raise TaskError(f"task {name!r}: no dataset named {wanted!r} under labels.datasets")
-    raise TaskError(f"unknown task {name!r}; known: {', '.join(task_names(config))}")
+    return _owner(name, config).call("task_params", name, config)
 
 
 def task_data_files(name: str, config: Mapping[str, Any], root: Path) -> list[Path]:
     """Local files a task reads (so that Snakemake rebuilds it when they change)."""
-    from iclscope.config import resolve_path
-
-    if name == "reading":
-        rc = config["representations"]["reading"]
-        return [resolve_path(rc[f"{k}_file"], root) for k in ("names", "activities") if rc[k] is None]
-    if name.startswith(LABELS_PREFIX):
-        ds = task_params(name, config)["dataset"]
-        if ds["source"] == "file":
-            return [resolve_path(ds["path"], root)]
-    return []
+    return _owner(name, config).task_data_files(name, config, root)
 
 
 def build_task(name: str, params: Mapping[str, Any], root: Path | None = None) -> pa.Table:
     """Build task ``name`` from its :func:`task_params`; ``root`` resolves relative paths."""
     root = Path.cwd() if root is None else root
-    seed = params["seed"]
-    if name in BINARY_TASKS:
-        from iclscope.tasks import binary
-
-        builder = {
-            "binary_generation": binary.build_generation,
-            "binary_judgment": binary.build_judgment,
-            "binary_continuation": binary.build_continuation,
-        }[name]
-        return builder(params["binary"], seed)
-    if name == "regression":
-        from iclscope.tasks.representations import build_regression
-
-        return build_regression(params["representations"], seed)
-    if name == "reading":
-        from iclscope.tasks.representations import build_reading
-
-        return build_reading(params["representations"], seed, root)
-    if name.startswith(LABELS_PREFIX):
-        from iclscope.tasks.labels import build_labels
-
-        return build_labels(params["dataset"], params["labels"], seed, root)
-    raise TaskError(f"unknown task {name!r}")
+    return _owner(name).call("build_task", name, params, root)

@@ -116,15 +116,15 @@ per account:
 Figures: see :data:`FIGURES` and :func:`plot`.
 """
 
-from iclscope.studies.binary.analyse import (
-    analyse, analyse_generations, combine_rotations, continuation_curves, continuation_selection,
-    crop_generations, curve_selection, generation_steps, judgment_selection, judgment_summary, metrics_frame,
-    p_random, restricted_log_q,
-)
-from iclscope.studies.binary.figures import FIGURES, captions, generation_columns, plot
-from iclscope.studies.binary.settings import (
-    ACCOUNT_CI_REASON, INPUTS, MODEL, OUTPUTS, PARSE_MODES, RANDOM, analysis_settings,
-)
+# the API below is imported on first use: importing the package (for its light `plugin`
+# module, read while the DAG is built) imports no analysis library
+from iclscope.registry import lazy_exports  # noqa: E402
+
+lazy_exports(__name__, {
+    "analyse": ("analyse", "analyse_generations", "combine_rotations", "continuation_curves", "continuation_selection", "crop_generations", "curve_selection", "generation_steps", "judgment_selection", "judgment_summary", "metrics_frame", "p_random", "restricted_log_q",),
+    "figures": ("FIGURES", "captions", "generation_columns", "plot",),
+    "settings": ("ACCOUNT_CI_REASON", "INPUTS", "MODEL", "OUTPUTS", "PARSE_MODES", "RANDOM", "analysis_settings",),
+})
 
 __all__ = [
     "ACCOUNT_CI_REASON", "FIGURES", "INPUTS", "MODEL", "OUTPUTS", "PARSE_MODES", "RANDOM", "analyse",

@@ -65,12 +65,15 @@ summary
     These pooled effects are the ones to read: one position of a few repeats is noise.
 """
 
-from iclscope.studies.labels.analyse import analyse, positions_table, summary_table
-from iclscope.studies.labels.figures import FIGURES, HALFWAY_CONDITIONS, MAIN_CONDITIONS, plot
-from iclscope.studies.labels.settings import (
-    CALIBRATED_METRICS, DIFFERENCES, METRICS, POOLED_DIFFERENCES, POOLED_VALUE_WINDOWS, SUMMARY_COLUMNS,
-    analysis_settings,
-)
+# the API below is imported on first use: importing the package (for its light `plugin`
+# module, read while the DAG is built) imports no analysis library
+from iclscope.registry import lazy_exports  # noqa: E402
+
+lazy_exports(__name__, {
+    "analyse": ("analyse", "positions_table", "summary_table",),
+    "figures": ("FIGURES", "HALFWAY_CONDITIONS", "MAIN_CONDITIONS", "plot",),
+    "settings": ("CALIBRATED_METRICS", "DIFFERENCES", "METRICS", "POOLED_DIFFERENCES", "POOLED_VALUE_WINDOWS", "SUMMARY_COLUMNS", "analysis_settings",),
+})
 
 __all__ = [
     "CALIBRATED_METRICS", "DIFFERENCES", "FIGURES", "HALFWAY_CONDITIONS", "MAIN_CONDITIONS", "METRICS", "POOLED_DIFFERENCES",

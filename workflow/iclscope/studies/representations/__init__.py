@@ -114,17 +114,19 @@ shuffle and costs minutes instead). BLAS is limited to one thread while analysin
 many tiny products run faster that way.
 """
 
-from iclscope.studies.representations.analyse import analyse
-from iclscope.studies.representations.attention import prompt_attention_ratios, summarise_attention_ratios
-from iclscope.studies.representations.embeddings import iter_layers
-from iclscope.studies.representations.statistics import (
-    condition_alignment, condition_fields, known_fields, probe_fields, rsa_by_condition,
-)
-from iclscope.studies.representations.behaviour import prompt_behaviour, summarise_behaviour
-from iclscope.studies.representations.figures import FIGURES, plot
-from iclscope.studies.representations.settings import (
-    END, OUTPUTS, READOUT, SCHEMAS, TASKS, analysis_settings, headline_readout, schema_defaults, task_setting,
-)
+# the API below is imported on first use: importing the package (for its light `plugin`
+# module, read while the DAG is built) imports no analysis library
+from iclscope.registry import lazy_exports  # noqa: E402
+
+lazy_exports(__name__, {
+    "analyse": ("analyse",),
+    "attention": ("prompt_attention_ratios", "summarise_attention_ratios",),
+    "embeddings": ("iter_layers",),
+    "statistics": ("condition_alignment", "condition_fields", "known_fields", "probe_fields", "rsa_by_condition",),
+    "behaviour": ("prompt_behaviour", "summarise_behaviour",),
+    "figures": ("FIGURES", "plot",),
+    "settings": ("END", "OUTPUTS", "READOUT", "SCHEMAS", "TASKS", "analysis_settings", "headline_readout", "schema_defaults", "task_setting",),
+})
 
 __all__ = [
     "END", "FIGURES", "OUTPUTS", "READOUT", "SCHEMAS", "TASKS", "analyse", "analysis_settings",
