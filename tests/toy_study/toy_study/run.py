@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 import pyarrow as pa
 
-from iclscope import provenance
+from iclscope import contracts, provenance
 from iclscope.extraction.plan import PromptPlan, ReadPoint
 from iclscope.tables import read_table, recorded_model, write_table
 from iclscope.tasks.common import TextBuilder, task_table
@@ -27,7 +27,9 @@ def build_task(name: str, params: Mapping[str, Any], root: Path) -> pa.Table:
         b.add(" even?\nAnswer:")
         rows.append({"prompt_id": f"{name}-{n:04d}", "task": name, "condition": "parity", "n_shots": 0,
                      "text": b.text, "spans": b.spans, "number": n, "even": n % 2 == 0})
-    return task_table(rows, [pa.field("number", pa.int32()), pa.field("even", pa.bool_())])
+    # the task-table contract's base fields, then the study's own
+    schema = pa.schema(contracts.TASK_BASE_FIELDS + [pa.field("number", pa.int32()), pa.field("even", pa.bool_())])
+    return task_table(rows, schema)
 
 
 def plan(task: str, row: Mapping[str, Any]) -> PromptPlan:
