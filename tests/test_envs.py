@@ -41,15 +41,18 @@ def test_env_pins_equal_pyproject_pins():
 def test_every_rule_with_a_command_names_an_existing_env():
     rules = {}
     for path in sorted((REPO / "rules").glob("*.smk")):
-        for block in re.split(r"^(?=rule )", path.read_text(), flags=re.M):
-            name = re.match(r"rule (\w+):", block)
+        # named rules, and the rules a loop defines per study (`rule:` + `name: f"analyse_{...}"`)
+        for block in re.split(r"^(?=\s*rule[ :])", path.read_text(), flags=re.M):
+            name = re.match(r"\s*rule (\w+):", block) or re.match(
+                r'\s*rule:\s*name:\s*f"(\w+_)\{', block)
             if name and "shell:" in block:
                 env = re.search(r'conda:\s*"\.\./envs/(\w+)\.yaml"', block)
                 assert env, f"rule {name[1]} ({path.name}) has no conda env"
                 assert (REPO / "envs" / f"{env[1]}.yaml").exists()
                 rules[name[1]] = env[1]
     assert rules["extract"] == rules["generate"] == rules["prepare_model"] == "torch"
-    assert rules["analyse_labels"] == rules["plot_binary"] == rules["gather_extract"] == "analysis"
+    # analyse_<study> and plot_<study>, one definition for every registered study
+    assert rules["analyse_"] == rules["plot_"] == rules["gather_extract"] == "analysis"
     assert rules["build_tasks"] == "analysis"  # task tables need no model, so no torch
 
 
