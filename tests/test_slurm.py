@@ -102,11 +102,17 @@ def job_counts(output: str) -> dict[str, int]:
 
 
 def declared_localrules() -> set[str]:
-    """The rules named in `localrules:` directives of the Snakefile and rules/*.smk."""
+    """The rules named in `localrules:` directives of the Snakefile and rules/*.smk, and the
+    rules that declare themselves local (`localrule: True`, which survives a module's renaming)."""
     names: set[str] = set()
     for path in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]:
-        for block in re.findall(r"^localrules:\s*\n((?:[ \t]+\S.*\n)+)", path.read_text(), re.M):
+        text = path.read_text()
+        for block in re.findall(r"^localrules:\s*\n((?:[ \t]+\S.*\n)+)", text, re.M):
             names.update(n.strip() for n in block.replace("\n", ",").split(",") if n.strip())
+        for block in re.split(r"^(?=rule )", text, flags=re.M):
+            name = re.match(r"rule (\w+):", block)
+            if name and re.search(r"^\s+localrule:\s*True\s*$", block, re.M):
+                names.add(name[1])
     return names
 
 
