@@ -10,6 +10,7 @@ band averages included, in every resample.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable, Sequence
 from typing import NamedTuple
 
@@ -176,24 +177,12 @@ def band_correlation_ci(
         if method == "spearman":
             xs, ys = rankdata(xs, axis=-1), rankdata(ys, axis=-1)
         r = _rowwise_pearson(xs, np.broadcast_to(ys[..., None, :], xs.shape))
-        with np.errstate(invalid="ignore"), _quiet():
+        # an all-NaN resample ("mean of empty slice") is dropped by percentile_interval
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             return np.nanmean(r, axis=-1)
 
     point = float(band_mean(x, y))
     idx = rng.integers(0, n, size=(n_boot, n))
     boots = band_mean(x[:, idx].transpose(1, 0, 2), y[idx])
     return percentile_interval(point, boots, level), n
-
-
-class _quiet:
-    """Silence numpy's "mean of empty slice" (an all-NaN resample is dropped afterwards)."""
-
-    def __enter__(self) -> None:
-        import warnings
-
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc: object) -> None:
-        self._w.__exit__(*exc)
