@@ -77,9 +77,10 @@ def branch_mask(sequences: Sequence[BranchedSequence], width: int) -> torch.Tens
     branched sequences: causal over the prompt, ancestors-only for branch tokens, and
     pad queries attending to themselves (a fully masked row would give NaN)."""
     mask = torch.zeros((len(sequences), width, width), dtype=torch.bool)
+    causal = torch.ones((width, width), dtype=torch.bool).tril_()  # made once, sliced per prompt
     for b, seq in enumerate(sequences):
         n = seq.n_prompt
-        mask[b, :n, :n] = torch.tril(torch.ones((n, n), dtype=torch.bool))
+        mask[b, :n, :n] = causal[:n, :n]
         for i in range(n, len(seq.ids)):
             mask[b, i] = mask[b, seq.parents[i]]
             mask[b, i, i] = True

@@ -10,13 +10,14 @@ pool every declared span at once and hand the result on.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 
 from iclscope.architectures import decoder_layers
-from iclscope.extraction.budgets import POOL_BYTES
+from iclscope.extraction.budgets import POOL_BYTES, chunk_count
 
 POOLINGS = ("max", "mean", "last")
 
@@ -28,6 +29,9 @@ class SpanIndex:
     rows: torch.Tensor  # (K,) long
     starts: torch.Tensor  # (K,) long
     ends: torch.Tensor  # (K,) long
+    # the batch layouts pooled so far, (rows, width, device) -> their groups: built once
+    # per batch, read at every layer
+    _layouts: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_lists(cls, rows: Sequence[int], starts: Sequence[int], ends: Sequence[int]) -> "SpanIndex":
@@ -40,49 +44,70 @@ class SpanIndex:
     def __len__(self) -> int:
         return int(self.rows.numel())
 
-    def to(self, device: torch.device) -> "SpanIndex":
-        return SpanIndex(self.rows.to(device), self.starts.to(device), self.ends.to(device))
+    def groups(self, n_rows: int, width: int, device: torch.device) -> torch.Tensor:
+        """(G, rows * width) long: for each group of non-overlapping spans, the span each
+        token of the flattened batch lies in (``len(self)`` for none). Nested spans (a story
+        and its sentences) fall into different groups, so a reduction makes one pass over
+        the batch's tokens per group, each token added in order (see :func:`pool_spans`)."""
+        key = (n_rows, width, str(device))
+        if key not in self._layouts:
+            if len(self) and (int(self.rows.max()) >= n_rows or int(self.ends.max()) > width):
+                raise ValueError(f"a span lies outside the ({n_rows}, {width}) batch")
+            first = (self.rows * width + self.starts).tolist()
+            stop = (self.rows * width + self.ends).tolist()
+            # interval colouring: each span, by start, joins the first group that has ended before it
+            ends_of: list[int] = []
+            group = [0] * len(first)
+            for k in sorted(range(len(first)), key=lambda k: (first[k], -stop[k])):
+                g = next((g for g, e in enumerate(ends_of) if e <= first[k]), len(ends_of))
+                if g == len(ends_of):
+                    ends_of.append(stop[k])
+                else:
+                    ends_of[g] = stop[k]
+                group[k] = g
+            target = np.full((max(len(ends_of), 1), n_rows * width), len(first), dtype=np.int64)
+            for k, g in enumerate(group):
+                target[g, first[k]:stop[k]] = k
+            self._layouts[key] = torch.as_tensor(target, device=device)
+        return self._layouts[key]
 
 
 def pool_spans(hidden: torch.Tensor, spans: SpanIndex, poolings: Sequence[str],
                budget: int = POOL_BYTES) -> torch.Tensor:
     """Pool ``hidden`` (B, T, d) over each span: returns (K, len(poolings), d) in float32.
 
-    ``max`` and ``mean`` reduce the span's tokens; ``last`` takes its last token. Only the
-    spans' tokens are converted to float32, a chunk of spans at a time within ``budget``
-    bytes (see :mod:`~iclscope.extraction.budgets`): never a copy of the whole batch.
+    ``max`` and ``mean`` reduce the span's tokens; ``last`` takes its last token. A reduction
+    scatters the batch's tokens straight into their spans, one pass per group of
+    non-overlapping spans (:meth:`SpanIndex.groups`): no token is gathered or copied and no
+    loop runs over spans. Sums are float32, over a span's tokens in order (what a segment
+    mean computes, to the bit); a model not in float32 has a float32 copy made of a chunk of
+    tokens at a time, within ``budget`` bytes (see :mod:`~iclscope.extraction.budgets`).
     """
     unknown = set(poolings) - set(POOLINGS)
     if unknown:
         raise ValueError(f"unknown pooling {sorted(unknown)}; known: {list(POOLINGS)}")
-    lengths = spans.ends - spans.starts
-    row_bytes = 4 * hidden.shape[-1]
-    chunks, first, used = [], 0, 0
-    for k, n in enumerate(lengths.tolist()):
-        if k > first and used + n * row_bytes > budget:
-            chunks.append((first, k))
-            first, used = k, 0
-        used += n * row_bytes
-    chunks.append((first, len(lengths)))
-    return torch.cat([_pool_chunk(hidden, spans, lengths, a, b, poolings) for a, b in chunks]) \
-        if len(chunks) > 1 else _pool_chunk(hidden, spans, lengths, 0, len(lengths), poolings)
-
-
-def _pool_chunk(hidden: torch.Tensor, spans: SpanIndex, lengths: torch.Tensor, a: int, b: int,
-                poolings: Sequence[str]) -> torch.Tensor:
-    """:func:`pool_spans` of spans ``a..b-1``: (b - a, len(poolings), d) float32."""
-    rows, starts, ends, lengths = spans.rows[a:b], spans.starts[a:b], spans.ends[a:b], lengths[a:b]
-    # every span's tokens, one after the other: (sum of lengths, d)
-    token_rows = torch.repeat_interleave(rows, lengths)
-    first = torch.repeat_interleave(starts - torch.cumsum(lengths, 0) + lengths, lengths)
-    token_cols = first + torch.arange(int(lengths.sum()), device=hidden.device)
-    tokens = hidden[token_rows, token_cols].float()
+    n_rows, width, d = hidden.shape
+    groups = spans.groups(n_rows, width, hidden.device)
+    flat = hidden.reshape(n_rows * width, d)
+    k = len(spans)  # row k of each reduction collects the tokens in no span
     out = []
     for method in poolings:
         if method == "last":
-            out.append(hidden[rows, ends - 1].float())
+            last = spans.rows * width + spans.ends - 1
+            out.append(flat[last.to(flat.device)].float())
+        elif method == "max":  # exact in any dtype: the maximum is one of the values
+            top = torch.empty((k + 1, d), dtype=flat.dtype, device=flat.device)
+            for target in groups:
+                top.scatter_reduce_(0, target[:, None].expand(-1, d), flat, "amax", include_self=False)
+            out.append(top[:k].float())
         else:
-            out.append(torch.segment_reduce(tokens, method, lengths=lengths, axis=0))
+            sums = torch.zeros((k + 1, d), dtype=torch.float32, device=flat.device)
+            step = len(flat) if flat.dtype == torch.float32 else chunk_count(len(flat), 4 * d, budget)
+            for target in groups:
+                for a in range(0, len(flat), step):  # tokens in order: the same sums in any chunks
+                    sums.index_add_(0, target[a:a + step], flat[a:a + step].float())
+            lengths = (spans.ends - spans.starts).to(device=flat.device, dtype=torch.float32)
+            out.append(sums[:k] / lengths[:, None])
     return torch.stack(out, dim=1)
 
 
