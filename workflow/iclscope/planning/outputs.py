@@ -26,7 +26,6 @@ from iclscope.planning.shape import ModelShape
 
 SAMPLE_ROWS = 20000  # rows of a table encoded for real to measure its width
 SAMPLE_VECTOR_BYTES = 32 * 1024 * 1024  # ... fewer where its vectors would exceed this
-ROW_GROUP = 64 * 1024  # as iclscope.tables.write_table writes
 # Pooled hidden states take this fraction of the bytes of as many independent normal
 # vectors (max pooling over nested spans shares components, which zstd finds): measured
 # 0.88 on SmolLM2, 0.93 on Gemma 3, 0.84 on the tests' tiny random model
@@ -38,8 +37,10 @@ REAL_STEP_FACTOR = 0.85
 
 
 def _written(table: pa.Table) -> int:
+    from iclscope.tables import parquet_options
+
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression="zstd", row_group_size=ROW_GROUP, write_page_checksum=True)
+    pq.write_table(table, sink, **parquet_options(table.schema))
     return sink.tell()
 
 
