@@ -504,6 +504,23 @@ def test_extracted_tables_carry_provenance(sharded_run, prepared_tiny):
             assert meta["shard"] == shard
 
 
+def test_each_job_records_its_throughput_and_the_gathered_table_does_not(sharded_run):
+    """A job's tables carry its speed against its compute bound; a gathered table, which must
+    not depend on timings, leaves it out."""
+    for shard, paths in zip(("1/2", "2/2"), sharded_run["shards"]):
+        records = [json.loads(table_metadata(p)["throughput"]) for p in paths]
+        assert all(r == records[0] for r in records)  # the same job: one record on its three tables
+        r = records[0]
+        assert r["shard"] == shard and r["task"] == "reading" and r["threads"] >= 1
+        assert r["prompt_tokens"] > 0 and r["seconds"] > 0 and r["gemm_peak"] > 0 and r["flops"] > 0
+        assert r["tokens_per_s"] == pytest.approx(r["prompt_tokens"] / r["seconds"])
+        assert r["mfu"] == pytest.approx(2 * r["parameters"] * r["tokens_per_s"] / r["gemm_peak"])
+        assert r["bound_ratio"] == pytest.approx(r["seconds"] / (r["flops"] / r["gemm_peak"]))
+        assert r["write_seconds"] is None  # written after the provenance was: the log's record has it
+    for path in sharded_run["gathered"]:
+        assert "throughput" not in table_metadata(path)
+
+
 def test_gathered_tables_keep_the_provenance(sharded_run, prepared_tiny):
     card = read_card(prepared_tiny)
     first = sharded_run["shards"][0]
@@ -513,7 +530,8 @@ def test_gathered_tables_keep_the_provenance(sharded_run, prepared_tiny):
         assert meta.get("weights_sha256") == card["weights_sha256"], (path, sorted(meta))
         assert meta.get("task") == "reading"
         assert meta.get("config_hash") == provenance.config_hash(RUN_PARAMS)
-        split = ("shard", "command", "stats", "column_sha256")  # what depends on the split, and the data's checksums
+        # what depends on the split or the job's speed, and the data's checksums
+        split = ("shard", "command", "stats", "throughput", "column_sha256")
         assert {k: v for k, v in meta.items() if k not in split} == {
             k: v for k, v in table_metadata(first[j]).items() if k not in split}
         # the shard-independent counts are the sums over the shards

@@ -137,6 +137,13 @@ def test_whole_pipeline_runs_on_the_tiny_model(finished_run):
     assert meta["weights_sha256"] == card["weights_sha256"] and meta["task"] == "reading"
     # shard tables are temporary: gone once gathered
     assert not list((run_dir / "results/tiny/extract").glob("*/shards/*/*.parquet"))
+    # every extraction job logged its throughput, read back with its Snakemake wall time
+    from iclscope.bench.jobs import job_rows
+
+    rows = job_rows(run_dir / "results")
+    assert sorted(r["task"] for r in rows) == ["binary_continuation", "binary_judgment", "labels_sentiment",
+                                               "reading", "regression"]
+    assert all(r["tokens_per_s"] > 0 and r["mfu"] > 0 and r["bound_ratio"] > 0 and r["job_seconds"] > 0 for r in rows)
     # nothing left to do afterwards
     assert planned(run_dir) == {}
 

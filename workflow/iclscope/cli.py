@@ -11,10 +11,13 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
 log = logging.getLogger("iclscope")
+# when the command started (an extraction job's throughput counts its time from here)
+STARTED = time.perf_counter()
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     try:
@@ -71,7 +74,8 @@ def cmd_extract(args: argparse.Namespace) -> None:
     if not 1 <= args.shards or not 1 <= args.shard <= args.shards:
         raise SystemExit(f"--shard {args.shard} --shards {args.shards}: expected 1 <= shard <= shards")
     # shards count from 1 on the command line and in paths (shards/K-of-N/); from 0 inside
-    run_extract(args.model_dir, args.tasks, _runtime(args), args.out, shard=args.shard - 1, n_shards=args.shards)
+    run_extract(args.model_dir, args.tasks, _runtime(args), args.out, shard=args.shard - 1, n_shards=args.shards,
+                started=STARTED)
 
 
 def cmd_gather(args: argparse.Namespace) -> None:
@@ -172,6 +176,17 @@ DEFAULT_BENCH_TASKS = ("reading", "regression", "labels_sentiment", "labels_nove
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "jobs":
+        from iclscope.bench import jobs
+
+        rows = jobs.job_rows(args.results)
+        print(jobs.format_jobs(rows))
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"jobs": rows, "totals": jobs.totals(rows)}, indent=2, sort_keys=True)
+                                  + "\n")
+        if args.markdown:
+            Path(args.markdown).write_text(jobs.markdown_jobs(rows) + "\n")
+        return 0 if rows else 1
     tasks = args.tasks or [f"results/tasks/{t}.parquet" for t in DEFAULT_BENCH_TASKS]
     if args.what == "generate":
         from iclscope.bench import generate as bench_generate
@@ -438,11 +453,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks (extract: vs the bare forward and the naive way; "
                                      "generate: vs plain model.generate; device: a device's tables and speed "
-                                     "vs CPU float32)",
+                                     "vs CPU float32; jobs: a finished run's extraction jobs)",
                        description="Measure throughput as ratios taken in one run, interleaved repeats; "
                                    "device: whether extraction on --device in each of --dtypes gives CPU "
-                                   "float32's tables within stated tolerances (exit code 1 if not), and how fast.")
-    p.add_argument("what", choices=["extract", "generate", "device"], help="what to benchmark")
+                                   "float32's tables within stated tolerances (exit code 1 if not), and how fast; "
+                                   "jobs: each extraction job of the run in --results (its log's throughput "
+                                   "record): tokens/s, MFU, compute bound and ratio to `bench extract` where "
+                                   "results/bench/<model>/extract.json exists (exit code 1 if no job logged one).")
+    p.add_argument("what", choices=["extract", "generate", "device", "jobs"], help="what to benchmark")
+    p.add_argument("--results", default="results", help="jobs: the run's results folder (default: %(default)s)")
+    p.add_argument("--markdown", default=None, help="jobs: also write the table as Markdown here")
     p.add_argument("--model-dir", default="resources/models/smollm2-135m", help="a prepared model (default: %(default)s)")
     p.add_argument("--tasks", nargs="+", default=None,
                    help=f"task tables (extract and device default: {', '.join(DEFAULT_BENCH_TASKS)} under "

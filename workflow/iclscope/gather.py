@@ -28,9 +28,10 @@ def gather(inputs: Sequence[str], outs: Sequence[str]) -> None:
         gather_one(parts, out)
 
 
-# Per-shard metadata that depends on how the task was split (or batched), not on the
-# results: left out of a gathered table, so that it is byte-identical whatever `shards`.
-SPLIT_KEYS = ("shard", "stats", "command")
+# Per-shard metadata that depends on how the task was split (or batched) or on how fast the
+# job ran, not on the results: left out of a gathered table, so that it is byte-identical
+# whatever `shards` and whatever the timings (each job's throughput stays in its log).
+SPLIT_KEYS = ("shard", "stats", "command", "throughput")
 # recorded afresh for the gathered data when it is written
 DATA_KEYS = (CHECKSUM_KEY,)
 # the shard-independent counts kept from the shards' engine statistics (summed)

@@ -19,6 +19,7 @@ computed once and its rows copied under each prompt id.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -38,6 +39,7 @@ from iclscope.extraction.budgets import HEAD_BYTES, chunk_count
 from iclscope.extraction.plan import END, PromptPlan, ReadPoint
 from iclscope.extraction.pooling import SpanIndex, pool_spans, pooled_layers
 from iclscope.extraction.readouts import candidate_tokens, logprobs_at, tokens_with_initial, vocab_size
+from iclscope.extraction.throughput import batch_flops
 from iclscope.extraction.tokens import TokenizedPrompt, tokenize_prompts
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,9 @@ class Extracted:
     attention: pa.Table
     readouts: pa.Table
     stats: dict[str, Any]
+    # what the job's throughput report needs (:mod:`~iclscope.extraction.throughput`): the
+    # computed prompts' and branches' tokens, the FLOPs of the batches run, and seconds per phase
+    work: dict[str, float] = field(default_factory=dict)
 
 
 class CandidateTokenizer:
@@ -164,7 +169,9 @@ def _span_tokens(p: PreparedPrompt, name: str) -> tuple[int, int]:
 
 
 def _check_finite(values: torch.Tensor, what: str, prompts: Sequence[PreparedPrompt]) -> None:
-    if not bool(torch.isfinite(values).all()):
+    # one pass: a NaN or an infinity makes the sum non-finite (the exact test runs only when
+    # the sum is not finite, which a float32 overflow alone could also make it)
+    if not math.isfinite(float(values.sum())) and not bool(torch.isfinite(values).all()):
         ids = ", ".join(p.prompt.prompt_id for p in prompts[:5])
         raise ExtractionError(f"non-finite {what} in the batch of prompts {ids}")
 
@@ -214,7 +221,7 @@ def _run_batch(
 
     def on_layer(layer: int, hidden: torch.Tensor) -> None:
         if span_index is not None:
-            result.pooled[layer] = pool_spans(hidden, span_index.to(hidden.device), poolings).cpu()
+            result.pooled[layer] = pool_spans(hidden, span_index, poolings).cpu()
 
     # attention: one query (the prompt's last token) per prompt that attends to spans
     attending = [b for b, p in enumerate(batch) if p.plan.attend]
@@ -362,6 +369,7 @@ def extract(
     """
     if not rows:
         raise ExtractionError("the task table has no prompts")
+    started = time.perf_counter()
     distinct, copies = distinct_prompts(rows, plans)
     try:
         prepared = prepare_prompts([rows[i] for i in distinct], [plans[i] for i in distinct], tokenizer, max_length)
@@ -399,6 +407,7 @@ def extract(
                 rate = done_tokens / max(time.perf_counter() - start, 1e-9)
                 log.info("batch %d/%d: %d/%d tokens, %.0f tokens/s", k, len(batches), done_tokens, real_tokens, rate)
 
+    forwards = time.perf_counter() - start
     tables = Extracted(
         embeddings=_embedding_table(results, poolings, hidden, copies),
         attention=_attention_table(results, copies),
@@ -407,6 +416,12 @@ def extract(
         stats={"prompts": n_prompts, "distinct_prompts": len(kept), "real_tokens": real_tokens,
                "padded_tokens": padded_tokens, "batches": len(batches)},
     )
+    tables.work = {
+        "prompt_tokens": sum(prepared[i].sequence.n_prompt for i in kept),
+        "branch_tokens": sum(prepared[i].sequence.n_branch for i in kept),
+        "flops": batch_flops(model.config.to_dict(), prepared, batches),
+        "prepare_s": start - started, "forward_s": forwards, "tables_s": time.perf_counter() - start - forwards,
+    }
     return tables
 
 

@@ -8,10 +8,13 @@ leaves no partial Parquet file behind.
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pyarrow as pa
+import torch
 
 from iclscope import contracts, provenance
 from iclscope.architectures import input_device
@@ -19,6 +22,8 @@ from iclscope.extraction.engine import ExtractionError, extract
 from iclscope.extraction.generation import (GenerationRequest, chat_text, constrained_record, generate,
                                            generation_record)
 from iclscope.extraction.plan import plan_for
+from iclscope.extraction.throughput import Throughput, cpu_capability, log_record
+from iclscope.planning.peak import gemm_peak
 from iclscope.tables import read_table, table_metadata, write_table
 
 log = logging.getLogger(__name__)
@@ -49,9 +54,12 @@ def _outputs_by_stem(outs: Sequence[str], expected: Sequence[str]) -> dict[str, 
 
 
 def run_extract(model_dir: str, tasks_path: str, params: Mapping[str, Any], outs: Sequence[str],
-                shard: int = 0, n_shards: int = 1) -> dict[str, Any]:
+                shard: int = 0, n_shards: int = 1, started: float | None = None) -> dict[str, Any]:
     """Extract one task (or one shard of it) into ``embeddings``, ``attention`` and
-    ``readouts`` tables; returns the engine's statistics."""
+    ``readouts`` tables; returns the engine's statistics. The job's throughput
+    (:mod:`~iclscope.extraction.throughput`) goes to the log and the tables' provenance;
+    ``started`` (a ``time.perf_counter()`` reading) is when the command started."""
+    started = time.perf_counter() if started is None else started
     paths = _outputs_by_stem(outs, EXTRACT_TABLES)
     rows = read_table(tasks_path).to_pylist()
     if not rows:
@@ -63,16 +71,30 @@ def run_extract(model_dir: str, tasks_path: str, params: Mapping[str, Any], outs
     max_length = getattr(model.config, "max_position_embeddings", None)
     log.info("%s: shard %d of %d of %d prompts on %s", task, shard + 1, n_shards, len(rows), input_device(model))
     plans = [plan_for(task, row) for row in rows]
+    peak = gemm_peak(next(model.parameters()).dtype, input_device(model))  # before the work, as the benchmark does
+    begun = time.perf_counter()
     # a shard runs every n-th batch of the whole task's plan: results never depend on `shards`
     result = extract(model, tokenizer, rows, plans, params.get("pooling", ["max", "mean", "last"]),
                      int(params.get("batch_tokens", 4096)), max_length, shard=shard, n_shards=n_shards)
-    extra = {"task": task, "shard": f"{shard + 1}/{n_shards}", "tasks_config_hash": table_metadata(tasks_path).get(
-        "config_hash", ""), "stats": result.stats}
     tables = {"embeddings": result.embeddings, "attention": result.attention, "readouts": result.readouts}
+    record = Throughput(
+        model=card.get("name", Path(model_dir).name), task=task, shard=f"{shard + 1}/{n_shards}",
+        device=str(input_device(model)), dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+        cpu=cpu_capability(), threads=torch.get_num_threads(), prompt_tokens=int(result.work["prompt_tokens"]),
+        branch_tokens=int(result.work["branch_tokens"]), padded_tokens=int(result.stats["padded_tokens"]),
+        parameters=sum(p.numel() for p in model.parameters()), flops=float(result.work["flops"]), gemm_peak=peak,
+        seconds=time.perf_counter() - begun, forward_seconds=float(result.work["forward_s"]))
+    # the provenance holds the record as it stands before the tables are written; the log's,
+    # written after them, adds the writing and the job's time from its start
+    extra = {"task": task, "shard": f"{shard + 1}/{n_shards}", "tasks_config_hash": table_metadata(tasks_path).get(
+        "config_hash", ""), "stats": result.stats, "throughput": record.record()}
+    written = time.perf_counter()
     for name, table in tables.items():
         meta = provenance.metadata(name, params, seed=params.get("seed"), model=card, extra=extra)
         write_table(table, paths[name], meta)
         log.info("%s: %d rows -> %s", name, table.num_rows, paths[name])
+    now = time.perf_counter()
+    log_record(replace(record, write_seconds=now - written, job_seconds=now - started))
     return result.stats
 
 
