@@ -37,6 +37,18 @@ FIGURE_NAMES = {name: list(study.figures) for name, study in REGISTRY.items()}
 CAPTIONS_DIR = Path(PACKAGE_DIR).parent / "report" / "captions"
 
 
+def reported_figure(folder, name, captions, **how):
+    """``folder/name`` marked for Snakemake's report (``how``: its category, labels, ...) when
+    it has a caption file, report/captions/{captions}/{stem}.rst; else a plain output.
+    """
+    caption = f"{captions}/{Path(name).stem}.rst"
+    if not (CAPTIONS_DIR / caption).exists():
+        return f"{folder}/{name}"
+    return report_output(
+        f"{folder}/{name}", caption=f"../report/captions/{caption}", **how
+    )
+
+
 def figure_outputs(study, folder):
     """A study's figures in ``folder``, each marked for Snakemake's report: its caption is
     the one the plot step wrote (report/captions/ reads captions.json through the rule's
@@ -45,18 +57,30 @@ def figure_outputs(study, folder):
     if REGISTRY[study].per_dataset:
         labels["dataset"] = "{dataset}"
     return [
-        (
-            report_output(
-                f"{folder}/{name}",
-                caption=f"../report/captions/{study}/{Path(name).stem}.rst",
-                category=REGISTRY[study].title,
-                subcategory="{model}",
-                labels={**labels, "figure": Path(name).stem},
-            )
-            if (CAPTIONS_DIR / study / f"{Path(name).stem}.rst").exists()
-            else f"{folder}/{name}"
+        reported_figure(
+            folder,
+            name,
+            study,
+            category=REGISTRY[study].title,
+            subcategory="{model}",
+            labels={**labels, "figure": Path(name).stem},
         )
         for name in REGISTRY[study].figures
+    ]
+
+
+def compare_figure_outputs(folder):
+    """The comparison's figures (iclscope.registry: the size figure, then each study's
+    overlay figures), marked for Snakemake's report as the studies' figures are."""
+    return [
+        reported_figure(
+            folder,
+            name,
+            "compare",
+            category="Models compared",
+            labels={"figure": Path(name).stem},
+        )
+        for name in COMPARE_FIGURES
     ]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from iclscope.registry import COMPARE_FIGURES, STUDIES, Captions, rst_escape, study
+from iclscope.registry import COMPARE_FIGURES, SIZE_FIGURE, STUDIES, Captions, rst_escape, study
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,12 +25,19 @@ def test_each_study_draws_exactly_the_registered_figures(name):
         assert f'snakemake.params.captions["{figure}"]' in rst.read_text(), rst
 
 
-def test_compare_figures_are_registered_and_captioned():
-    from iclscope import compare
+@pytest.mark.parametrize("name", sorted(STUDIES))
+def test_each_study_draws_exactly_its_registered_compare_figures(name):
+    module = importlib.import_module(f"iclscope.studies.{name}.compare")
+    assert list(module.FIGURES) == list(STUDIES[name].compare_figures)
+    assert STUDIES[name].hook("compare") is module.compare
 
-    assert list(compare.FIGURES) == list(COMPARE_FIGURES)
-    for figure in COMPARE_FIGURES:
-        assert (REPO / "report" / "captions" / "compare" / f"{Path(figure).stem}.rst").exists()
+
+def test_compare_figures_are_registered_and_captioned():
+    """The size figure, then each study's overlay figures in registry order."""
+    assert COMPARE_FIGURES == (SIZE_FIGURE, "judgment_curves.png", "depth_profiles.png", "label_curves.png")
+    for figure in COMPARE_FIGURES:  # a caption file for Snakemake's report
+        rst = REPO / "report" / "captions" / "compare" / f"{Path(figure).stem}.rst"
+        assert f'snakemake.params.captions["{figure}"]' in rst.read_text(), rst
 
 
 def test_unknown_study_is_named():
