@@ -33,8 +33,8 @@ def test_each_study_draws_exactly_its_registered_compare_figures(name):
 
 
 def test_compare_figures_are_registered_and_captioned():
-    """The size figure, then each study's overlay figures in registry order."""
-    assert COMPARE_FIGURES == (SIZE_FIGURE, "judgment_curves.png", "depth_profiles.png", "label_curves.png")
+    """The size figure, then each study's overlay figures by study name (the report's order)."""
+    assert COMPARE_FIGURES == (SIZE_FIGURE, "judgment_curves.png", "label_curves.png", "depth_profiles.png")
     for figure in COMPARE_FIGURES:  # a caption file for Snakemake's report
         rst = REPO / "report" / "captions" / "compare" / f"{Path(figure).stem}.rst"
         assert f'snakemake.params.captions["{figure}"]' in rst.read_text(), rst

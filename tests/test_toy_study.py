@@ -89,7 +89,7 @@ def test_the_comparison_draws_the_toys_figure(toy_site, tmp_path):
     out = subprocess.run([sys.executable, "-c", COMPARE, str(tmp_path)], env=with_toy(toy_site),
                          capture_output=True, text=True, check=True)
     figures, captions = json.loads(out.stdout)
-    assert figures[-1] == "toy_parity.png"  # after the built-in studies'
+    assert figures[-1] == "toy_parity.png"  # by study name: after the built-in studies'
     assert captions["toy_parity.png"].endswith("one line per model (tiny, tiny-b).")
     assert (tmp_path / "compare/figures/toy_parity.png").stat().st_size > 0
     assert "Quantities: toy: accuracy." in captions["headlines_vs_size.png"]

@@ -243,7 +243,7 @@ def schema_file(base: str | Path) -> Path:
 
 
 # results/compare/figures/: the models side by side (two or more models): the size figure, then
-# each study's overlay figures (its `compare_figures`, in registry order: COMPARE_FIGURES below)
+# each study's overlay figures (its `compare_figures`; COMPARE_FIGURES below)
 SIZE_FIGURE = "headlines_vs_size.png"
 CAPTIONS_FILE = "captions.json"  # beside each figure set: every figure's caption, written by the plot step
 
@@ -313,4 +313,7 @@ def lazy_exports(package: str, exports: Mapping[str, tuple[str, ...]]) -> None:
 
 # last: the studies' plugin modules import this module's names above
 STUDIES: dict[str, Study] = _load()
-COMPARE_FIGURES = (SIZE_FIGURE, *(f for s in STUDIES.values() for f in s.compare_figures))
+# the studies' overlay figures by study name: the order of the compare rule's outputs and of the
+# report's "Models compared" section, whatever order the studies register in
+COMPARE_FIGURES = (SIZE_FIGURE, *(f for s in sorted(STUDIES.values(), key=lambda s: s.name)
+                                  for f in s.compare_figures))
