@@ -8,11 +8,11 @@ from snakemake.exceptions import WorkflowError
 from snakemake.io import report as report_output
 
 from iclscope.extraction import params as extraction_params
-from iclscope.extraction.params import GENERATION_TASK
 from iclscope.planning.requests import JobRequests
 from iclscope.provenance import canonical_json
 from iclscope.registry import CAPTIONS_FILE, COMPARE_FIGURES, EXTRACT_TABLES, Captions
 from iclscope.registry import STUDIES as REGISTRY
+from iclscope.registry import sampled_task
 from iclscope.tasks import task_data_files, task_names, task_params
 
 RESULTS = config["results_dir"]
@@ -21,6 +21,11 @@ LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 MODELS = {m["name"]: m for m in config["models"]}
 TASKS = task_names(config)
+# the task a model samples (the generate rule's) instead of extracting: the registry's one
+try:
+    SAMPLED_TASK = sampled_task()
+except ValueError as err:
+    raise WorkflowError(str(err)) from None
 STUDIES = config["studies"]
 for _name in STUDIES:  # the config names registered studies only (validate_config)
     if _name not in REGISTRY:
@@ -148,7 +153,7 @@ REQUESTS = JobRequests(config, remote=workflow.remote_exec)
 
 def _job(wildcards):
     """(model, task, shard, shards) of a model job (generation: its task, one shard)."""
-    task = wildcards.get("task", GENERATION_TASK)
+    task = wildcards.get("task", SAMPLED_TASK)
     return (
         wildcards.model,
         task,

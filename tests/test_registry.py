@@ -110,3 +110,28 @@ def test_a_study_package_exports_its_api_lazily():
             "print(heavy, callable(b.analyse), b.plot.__module__)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["[]", "True", "iclscope.studies.binary.figures"]
+
+
+def test_the_sampled_task_is_the_one_a_study_registers(monkeypatch):
+    """The generate rule's task comes from the records (study A's `sampled_tasks`); it samples one."""
+    from iclscope import registry
+
+    assert registry.sampled_task() == "binary_generation"
+    monkeypatch.setitem(STUDIES, "more", registry.Study("more", "More", (), (), tasks=("more_gen",),
+                                                        sampled_tasks=("more_gen",)))
+    with pytest.raises(ValueError, match=r"exactly one task.*binary_generation \(study binary\), more_gen"):
+        registry.sampled_task()
+
+
+def test_a_record_is_refused_for_a_foreign_sampled_task_or_a_taken_compare_figure(monkeypatch):
+    from iclscope import registry
+
+    def plugins(record):
+        monkeypatch.setattr(registry, "_plugins", lambda: [record])
+        return registry._load
+
+    with pytest.raises(ValueError, match="sampled task.*binary_generation not among its tasks"):
+        plugins(registry.Study("x", "X", (), (), tasks=("x_a",), sampled_tasks=("binary_generation",)))()
+    with pytest.raises(ValueError, match="compare figure.*label_curves.png drawn already"):
+        plugins(registry.Study("x", "X", (), (), compare_figures=("label_curves.png",)))()
+    assert list(plugins(registry.Study("x", "X", (), ()))()) == [*STUDIES, "x"]

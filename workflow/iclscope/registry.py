@@ -66,6 +66,9 @@ class Study:
         the task table
     ``plan(task, row) -> PromptPlan``
         the extraction plan of one task row (optional: a study whose tasks are all sampled)
+    ``generate_params(config) -> dict``
+        what the generation job of a sampled task reads of the config beside the model's
+        run-time settings (a study with ``sampled_tasks``)
     ``extract_params(task, config) -> dict``
         what the study adds to the extraction params of its task (optional: nothing)
     ``datasets(config) -> list[str]``
@@ -107,6 +110,7 @@ class Study:
     guide: str = ""  # how to read the study's figures (the HTML report)
     tasks: tuple[str, ...] = ()  # the task names it owns
     task_prefix: str = ""  # ... and every task named task_prefix + something (per-dataset tasks)
+    sampled_tasks: tuple[str, ...] = ()  # of its tasks, those a model samples (`generate`), not extracts
     plot_tables: tuple[str, ...] = ()  # the tables the plot step reads (empty: all of `tables`)
     compare_figures: tuple[str, ...] = ()  # results/compare/figures/{figure}, drawn by its `compare` hook
     size_panels: tuple[SizePanel, ...] = ()  # its panels of the comparison's size figure, in order
@@ -184,6 +188,8 @@ def _load() -> dict[str, Study]:
     for record in [*(resolve(t) for t in BUILTIN), *_plugins()]:
         if record.name in studies:
             raise ValueError(f"study {record.name!r} registered twice")
+        if foreign := [t for t in record.sampled_tasks if not record.owns(t)]:
+            raise ValueError(f"study {record.name!r}: sampled task(s) {', '.join(foreign)} not among its tasks")
         taken = {SIZE_FIGURE, *(f for s in studies.values() for f in s.compare_figures)}
         if clash := sorted(taken.intersection(record.compare_figures)):  # one folder for all
             raise ValueError(f"study {record.name!r}: compare figure(s) {', '.join(clash)} drawn already")
@@ -204,6 +210,18 @@ def owner(task: str) -> Study:
         if record.owns(task):
             return record
     raise KeyError(f"no study owns task {task!r}; studies: {', '.join(STUDIES)}")
+
+
+def sampled_task() -> str:
+    """The task a model samples instead of extracting: the `generate` rule's and ``iclscope
+    generate``'s (its study's ``generate_params`` hook gives the job's params). The rule
+    samples one task: a registry whose studies list more, or none, in ``sampled_tasks`` is
+    refused here."""
+    found = [f"{t} (study {s.name})" for s in STUDIES.values() for t in s.sampled_tasks]
+    if len(found) != 1:
+        raise ValueError(f"the generate rule samples exactly one task; the registered studies' sampled_tasks "
+                         f"are {', '.join(found) or 'none'}")
+    return next(t for s in STUDIES.values() for t in s.sampled_tasks)
 
 
 def plugin_schema(schema: Mapping[str, Any]) -> dict[str, Any]:

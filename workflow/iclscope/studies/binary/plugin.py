@@ -85,6 +85,7 @@ STUDY = Study(
     citation="Bigelow et al., 2024",
     guide=GUIDE,
     tasks=TASKS,
+    sampled_tasks=(GENERATION_TASK,),
     compare_figures=("judgment_curves.png",),
     # one flip of continuation, and judgment: the comparable units
     size_panels=(SizePanel("transition", "transition point |x|* (flips)", units=("*d=1", "judgment*")),),
