@@ -8,11 +8,11 @@ from snakemake.exceptions import WorkflowError
 from snakemake.io import report as report_output
 
 from iclscope.extraction import params as extraction_params
-from iclscope.extraction.params import GENERATION_TASK
 from iclscope.planning.requests import JobRequests
 from iclscope.provenance import canonical_json
 from iclscope.registry import CAPTIONS_FILE, COMPARE_FIGURES, EXTRACT_TABLES, Captions
 from iclscope.registry import STUDIES as REGISTRY
+from iclscope.registry import sampled_task
 from iclscope.tasks import task_data_files, task_names, task_params
 
 RESULTS = config["results_dir"]
@@ -21,6 +21,11 @@ LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 MODELS = {m["name"]: m for m in config["models"]}
 TASKS = task_names(config)
+# the task a model samples (the generate rule's) instead of extracting: the registry's one
+try:
+    SAMPLED_TASK = sampled_task()
+except ValueError as err:
+    raise WorkflowError(str(err)) from None
 STUDIES = config["studies"]
 for _name in STUDIES:  # the config names registered studies only (validate_config)
     if _name not in REGISTRY:
@@ -37,6 +42,18 @@ FIGURE_NAMES = {name: list(study.figures) for name, study in REGISTRY.items()}
 CAPTIONS_DIR = Path(PACKAGE_DIR).parent / "report" / "captions"
 
 
+def reported_figure(folder, name, captions, **how):
+    """``folder/name`` marked for Snakemake's report (``how``: its category, labels, ...) when
+    it has a caption file, report/captions/{captions}/{stem}.rst; else a plain output.
+    """
+    caption = f"{captions}/{Path(name).stem}.rst"
+    if not (CAPTIONS_DIR / caption).exists():
+        return f"{folder}/{name}"
+    return report_output(
+        f"{folder}/{name}", caption=f"../report/captions/{caption}", **how
+    )
+
+
 def figure_outputs(study, folder):
     """A study's figures in ``folder``, each marked for Snakemake's report: its caption is
     the one the plot step wrote (report/captions/ reads captions.json through the rule's
@@ -45,18 +62,30 @@ def figure_outputs(study, folder):
     if REGISTRY[study].per_dataset:
         labels["dataset"] = "{dataset}"
     return [
-        (
-            report_output(
-                f"{folder}/{name}",
-                caption=f"../report/captions/{study}/{Path(name).stem}.rst",
-                category=REGISTRY[study].title,
-                subcategory="{model}",
-                labels={**labels, "figure": Path(name).stem},
-            )
-            if (CAPTIONS_DIR / study / f"{Path(name).stem}.rst").exists()
-            else f"{folder}/{name}"
+        reported_figure(
+            folder,
+            name,
+            study,
+            category=REGISTRY[study].title,
+            subcategory="{model}",
+            labels={**labels, "figure": Path(name).stem},
         )
         for name in REGISTRY[study].figures
+    ]
+
+
+def compare_figure_outputs(folder):
+    """The comparison's figures (iclscope.registry: the size figure, then each study's
+    overlay figures), marked for Snakemake's report as the studies' figures are."""
+    return [
+        reported_figure(
+            folder,
+            name,
+            "compare",
+            category="Models compared",
+            labels={"figure": Path(name).stem},
+        )
+        for name in COMPARE_FIGURES
     ]
 
 
@@ -124,7 +153,7 @@ REQUESTS = JobRequests(config, remote=workflow.remote_exec)
 
 def _job(wildcards):
     """(model, task, shard, shards) of a model job (generation: its task, one shard)."""
-    task = wildcards.get("task", GENERATION_TASK)
+    task = wildcards.get("task", SAMPLED_TASK)
     return (
         wildcards.model,
         task,

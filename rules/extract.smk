@@ -51,12 +51,14 @@ rule gather_extract:
         "python -m iclscope gather --inputs {input:q} --out {output:q} > {log:q} 2>&1"
 
 
+# Sampled, not extracted: the one task a study registers in `sampled_tasks` (study A's
+# generation; iclscope.registry.sampled_task).
 rule generate:
     input:
         card=model_card,
-        tasks=task_table(GENERATION_TASK),
+        tasks=task_table(SAMPLED_TASK),
     output:
-        f"{RESULTS}/{{model}}/extract/{GENERATION_TASK}/generations.parquet",
+        f"{RESULTS}/{{model}}/extract/{SAMPLED_TASK}/generations.parquet",
     log:
         f"{LOGS}/{{model}}/generate.log",
     benchmark:
@@ -82,7 +84,7 @@ rule generate:
 rule bench_extract:
     input:
         card=model_card,
-        tasks=[task_table(t) for t in TASKS if t != GENERATION_TASK],
+        tasks=[task_table(t) for t in TASKS if t != SAMPLED_TASK],
     output:
         f"{RESULTS}/bench/{{model}}/extract.json",
     log:

@@ -40,15 +40,7 @@ rule compare:
             category="Models compared",
             labels={"file": "findings.md"},
         ),
-        figures=[
-            report(
-                f"{RESULTS}/compare/figures/{name}",
-                caption=f"../report/captions/compare/{Path(name).stem}.rst",
-                category="Models compared",
-                labels={"figure": Path(name).stem},
-            )
-            for name in COMPARE_FIGURES
-        ],
+        figures=compare_figure_outputs(f"{RESULTS}/compare/figures"),
         captions=f"{RESULTS}/compare/figures/{CAPTIONS_FILE}",
     log:
         f"{LOGS}/compare.log",

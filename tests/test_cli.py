@@ -39,3 +39,21 @@ def test_ctrl_c_ends_a_step_with_one_line(monkeypatch, capsys):
     assert cli.main(["info", "x.parquet"]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["iclscope info: interrupted; no output was written"]
+
+
+def test_bench_defaults_to_the_tasks_the_registry_gives(tmp_path):
+    """Without --tasks: every task the built-in studies' defaults extract (in the registry's order,
+    as the bench_extract rule lists them), the sampled one for `bench generate`; or --config's."""
+    def tasks(*argv):
+        return cli.bench_tasks(cli.build_parser().parse_args(["bench", *argv, "--out", "o.json"]))
+
+    assert tasks("extract") == tasks("device") == [
+        f"results/tasks/{t}.parquet" for t in ("binary_judgment", "binary_continuation", "regression", "reading",
+                                               "labels_sentiment", "labels_novel")]
+    assert tasks("generate") == ["results/tasks/binary_generation.parquet"]
+    assert tasks("extract", "--tasks", "a.parquet") == ["a.parquet"]
+    config = tmp_path / "c.yaml"
+    config.write_text("models: [{name: m, embedded: smollm2-135m-instruct}]\nstudies: [labels]\nresults_dir: out\n"
+                      "labels: {datasets: [{name: sentiment, source: vader, label_words: [negative, positive]}]}\n")
+    assert tasks("extract", "--config", str(config)) == ["out/tasks/labels_sentiment.parquet"]
+    assert tasks("generate", "--config", str(config)) == ["out/tasks/binary_generation.parquet"]

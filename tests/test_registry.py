@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from iclscope.registry import COMPARE_FIGURES, STUDIES, Captions, rst_escape, study
+from iclscope.registry import COMPARE_FIGURES, SIZE_FIGURE, STUDIES, Captions, rst_escape, study
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,12 +25,19 @@ def test_each_study_draws_exactly_the_registered_figures(name):
         assert f'snakemake.params.captions["{figure}"]' in rst.read_text(), rst
 
 
-def test_compare_figures_are_registered_and_captioned():
-    from iclscope import compare
+@pytest.mark.parametrize("name", sorted(STUDIES))
+def test_each_study_draws_exactly_its_registered_compare_figures(name):
+    module = importlib.import_module(f"iclscope.studies.{name}.compare")
+    assert list(module.FIGURES) == list(STUDIES[name].compare_figures)
+    assert STUDIES[name].hook("compare") is module.compare
 
-    assert list(compare.FIGURES) == list(COMPARE_FIGURES)
-    for figure in COMPARE_FIGURES:
-        assert (REPO / "report" / "captions" / "compare" / f"{Path(figure).stem}.rst").exists()
+
+def test_compare_figures_are_registered_and_captioned():
+    """The size figure, then each study's overlay figures by study name (the report's order)."""
+    assert COMPARE_FIGURES == (SIZE_FIGURE, "judgment_curves.png", "label_curves.png", "depth_profiles.png")
+    for figure in COMPARE_FIGURES:  # a caption file for Snakemake's report
+        rst = REPO / "report" / "captions" / "compare" / f"{Path(figure).stem}.rst"
+        assert f'snakemake.params.captions["{figure}"]' in rst.read_text(), rst
 
 
 def test_unknown_study_is_named():
@@ -103,3 +110,28 @@ def test_a_study_package_exports_its_api_lazily():
             "print(heavy, callable(b.analyse), b.plot.__module__)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["[]", "True", "iclscope.studies.binary.figures"]
+
+
+def test_the_sampled_task_is_the_one_a_study_registers(monkeypatch):
+    """The generate rule's task comes from the records (study A's `sampled_tasks`); it samples one."""
+    from iclscope import registry
+
+    assert registry.sampled_task() == "binary_generation"
+    monkeypatch.setitem(STUDIES, "more", registry.Study("more", "More", (), (), tasks=("more_gen",),
+                                                        sampled_tasks=("more_gen",)))
+    with pytest.raises(ValueError, match=r"exactly one task.*binary_generation \(study binary\), more_gen"):
+        registry.sampled_task()
+
+
+def test_a_record_is_refused_for_a_foreign_sampled_task_or_a_taken_compare_figure(monkeypatch):
+    from iclscope import registry
+
+    def plugins(record):
+        monkeypatch.setattr(registry, "_plugins", lambda: [record])
+        return registry._load
+
+    with pytest.raises(ValueError, match="sampled task.*binary_generation not among its tasks"):
+        plugins(registry.Study("x", "X", (), (), tasks=("x_a",), sampled_tasks=("binary_generation",)))()
+    with pytest.raises(ValueError, match="compare figure.*label_curves.png drawn already"):
+        plugins(registry.Study("x", "X", (), (), compare_figures=("label_curves.png",)))()
+    assert list(plugins(registry.Study("x", "X", (), ()))()) == [*STUDIES, "x"]

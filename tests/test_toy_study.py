@@ -60,6 +60,42 @@ def test_the_registry_finds_the_toy_through_its_entry_point(toy_site):
     assert "toy" in cli.stdout
 
 
+# two models' toy tables and findings (the toy's own headlines hook), then the comparison
+COMPARE = """
+import json, sys
+from pathlib import Path
+import pyarrow as pa
+from iclscope.compare import write_compare
+from iclscope.findings import write_findings
+from iclscope.registry import COMPARE_FIGURES
+from iclscope.tables import write_table
+from toy_study.run import SCORES
+root, cards, params = Path(sys.argv[1]), {}, {"seed": 0, "studies": ["toy"], "datasets": []}
+for size, model in enumerate(("tiny", "tiny-b"), start=1):
+    rows = [{"prompt_id": str(n), "number": n, "even": n % 2 == 0, "p_yes": 0.25 * size, "correct": n == 2}
+            for n in (2, 3)]
+    write_table(pa.Table.from_pylist(rows, schema=SCORES), root / model / "toy/scores.parquet", {})
+    write_findings(root / model, model, params, root / model / "findings.parquet", root / model / "findings.md")
+    cards[model] = root / f"{model}.json"
+    cards[model].write_text(json.dumps({"n_parameters": 2000 * size, "n_parameters_without_embedding": 1000 * size}))
+write_compare(root, sorted(cards), cards, params, root / "compare")
+print(json.dumps([COMPARE_FIGURES, json.loads((root / "compare/figures/captions.json").read_text())]))
+"""
+
+
+def test_the_comparison_draws_the_toys_figure(toy_site, tmp_path):
+    """With two models the comparison draws the toy's overlay figure (its `compare` hook, a
+    registered compare figure: an output of the compare rule) and its size panel."""
+    out = subprocess.run([sys.executable, "-c", COMPARE, str(tmp_path)], env=with_toy(toy_site),
+                         capture_output=True, text=True, check=True)
+    figures, captions = json.loads(out.stdout)
+    assert figures[-1] == "toy_parity.png"  # by study name: after the built-in studies'
+    assert captions["toy_parity.png"].endswith("one line per model (tiny, tiny-b).")
+    assert (tmp_path / "compare/figures/toy_parity.png").stat().st_size > 0
+    assert "Quantities: toy: accuracy." in captions["headlines_vs_size.png"]
+    assert "## toy" in (tmp_path / "compare/findings.md").read_text()
+
+
 @pytest.mark.slow
 def test_a_toy_study_runs_through_the_whole_dag(toy_site, tmp_path, tiny_model_dir, monkeypatch):
     cfg = small_config(tiny_model_dir)
@@ -88,6 +124,11 @@ def test_a_toy_study_runs_through_the_whole_dag(toy_site, tmp_path, tiny_model_d
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
     assert job_counts(snakemake("-n", "--cores", "1", cwd=tmp_path).stdout) == {
         "analyse_toy": 1, "plot_toy": 1, "findings": 1, "report": 1, "all": 1}
+
+    # a second model: the comparison's outputs include the toy's overlay figure
+    cfg["models"].append({**cfg["models"][0], "name": "tiny-b"})
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert "results/compare/figures/toy_parity.png" in snakemake("-n", "--cores", "1", cwd=tmp_path).stdout
 
 
 def test_an_unknown_study_is_still_refused(tmp_path, tiny_model_dir):

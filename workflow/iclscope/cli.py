@@ -170,9 +170,20 @@ def cmd_compare(args: argparse.Namespace) -> None:
     log.info("compare: %d models, %d headline rows -> %s", len(cards), len(frame), args.out_dir)
 
 
-# every task the default run extracts (binary_generation is sampled, not extracted)
-DEFAULT_BENCH_TASKS = ("reading", "regression", "labels_sentiment", "labels_novel", "binary_judgment",
-                       "binary_continuation")
+def bench_tasks(args: argparse.Namespace) -> list[str]:
+    """``--tasks``, else the task tables of ``--config`` (default: the built-in studies' defaults,
+    under results/tasks/): its sampled task for ``bench generate``, every task it extracts
+    otherwise, in the registry's order (as the bench_extract rule lists them)."""
+    if args.tasks:
+        return list(args.tasks)
+    from iclscope.config import load_config, study_defaults
+    from iclscope.registry import sampled_task
+    from iclscope.tasks import task_names
+
+    config = load_config(args.config) if args.config else {**study_defaults(), "results_dir": "results"}
+    sampled = sampled_task()
+    names = [sampled] if args.what == "generate" else [t for t in task_names(config) if t != sampled]
+    return [f"{config['results_dir']}/tasks/{t}.parquet" for t in names]
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -187,11 +198,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.markdown:
             Path(args.markdown).write_text(jobs.markdown_jobs(rows) + "\n")
         return 0 if rows else 1
-    tasks = args.tasks or [f"results/tasks/{t}.parquet" for t in DEFAULT_BENCH_TASKS]
+    tasks = bench_tasks(args)
     if args.what == "generate":
         from iclscope.bench import generate as bench_generate
 
-        task = args.tasks[0] if args.tasks else "results/tasks/binary_generation.parquet"
+        task = tasks[0]
         summary = bench_generate.bench_generate(args.model_dir, task, args.out, params=_params(args),
                                                 repeats=args.repeats, max_prompts=args.max_prompts)
         print(bench_generate.format_summary(summary))
@@ -465,8 +476,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", default=None, help="jobs: also write the table as Markdown here")
     p.add_argument("--model-dir", default="resources/models/smollm2-135m", help="a prepared model (default: %(default)s)")
     p.add_argument("--tasks", nargs="+", default=None,
-                   help=f"task tables (extract and device default: {', '.join(DEFAULT_BENCH_TASKS)} under "
-                        "results/tasks/; generate default: binary_generation)")
+                   help="task tables (default: those of --config under its results_dir/tasks/; extract and device: "
+                        "every task it extracts, generate: the sampled task)")
+    p.add_argument("--config", default=None,
+                   help="the config whose tasks are the default --tasks (default: the built-in studies' defaults, "
+                        "results_dir results)")
     p.add_argument("--params", default="{}",
                    help="JSON: runtime keys (dtype, device, batch_tokens, pooling); for generate also "
                         "generation (n_samples, temperature, max_new_tokens) and seed; device takes "

@@ -348,6 +348,14 @@ def with_defaults(section: str, value: Mapping[str, Any] | None = None) -> dict[
     return filled
 
 
+def study_defaults() -> dict[str, Any]:
+    """The studies' part of a config that sets none of it: ``seed``, ``studies`` and each of
+    those studies' sections, every value the schema's default (the built-in studies')."""
+    properties = load_schema()["properties"]
+    studies = list(properties["studies"]["default"])
+    return {"seed": properties["seed"]["default"], "studies": studies, **{name: with_defaults(name) for name in studies}}
+
+
 def section_settings(section: str, key: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
     """``config[section][key]`` (e.g. ``binary.analysis``) with every default filled in from
     the schema and checked against it: the schema is the one home of defaults and ranges, so

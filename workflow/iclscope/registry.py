@@ -18,6 +18,7 @@ import os
 import sys
 import types
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -37,6 +38,19 @@ BUILTIN = (
 
 
 @dataclass(frozen=True)
+class SizePanel:
+    """One panel of the comparison's size figure: a headline quantity of the study (the findings'
+    ``quantity``) against model size, one series per unit."""
+
+    quantity: str
+    words: str  # its y-axis label, in words
+    units: tuple[str, ...] = ()  # the units shown, as fnmatch patterns (empty: every unit)
+
+    def shows(self, unit: str) -> bool:
+        return not self.units or any(fnmatchcase(unit, pattern) for pattern in self.units)
+
+
+@dataclass(frozen=True)
 class Study:
     """One study: where its outputs go, what they are called, and the hooks that compute them.
 
@@ -52,6 +66,9 @@ class Study:
         the task table
     ``plan(task, row) -> PromptPlan``
         the extraction plan of one task row (optional: a study whose tasks are all sampled)
+    ``generate_params(config) -> dict``
+        what the generation job of a sampled task reads of the config beside the model's
+        run-time settings (a study with ``sampled_tasks``)
     ``extract_params(task, config) -> dict``
         what the study adds to the extraction params of its task (optional: nothing)
     ``datasets(config) -> list[str]``
@@ -68,6 +85,19 @@ class Study:
     ``schema() -> dict``
         JSON schema of the study's config section ``config[name]`` (optional; for a study
         outside this package, whose section config/schema.yaml does not declare)
+    ``compare(results, models, params, figures_dir) -> captions``
+        the study's overlay figures in the comparison (optional; two or more models): draws
+        exactly the figures of ``compare_figures`` into ``figures_dir`` (a Path,
+        ``results/compare/figures``) from the models' tables under ``results`` (a Path;
+        ``models``: their names; ``params``: the compare rule's, ``seed``, ``studies`` and
+        ``datasets``) and returns {figure file name: caption}. Called for every registered
+        study: a model without the study's tables is left out (``iclscope.compare.model_tables``
+        reads those that exist), and a figure with no model says so
+
+    The comparison's size figure (headline quantities against model size) shows each study's
+    ``size_panels`` (:class:`SizePanel`: a quantity of its headlines, its axis label, the units
+    shown), one panel each, the studies ordered by ``size_rank`` (the unranked after them, in
+    registry order).
     """
 
     name: str  # the config's `studies` entry, the results folder and the CLI's study argument
@@ -80,7 +110,11 @@ class Study:
     guide: str = ""  # how to read the study's figures (the HTML report)
     tasks: tuple[str, ...] = ()  # the task names it owns
     task_prefix: str = ""  # ... and every task named task_prefix + something (per-dataset tasks)
+    sampled_tasks: tuple[str, ...] = ()  # of its tasks, those a model samples (`generate`), not extracts
     plot_tables: tuple[str, ...] = ()  # the tables the plot step reads (empty: all of `tables`)
+    compare_figures: tuple[str, ...] = ()  # results/compare/figures/{figure}, drawn by its `compare` hook
+    size_panels: tuple[SizePanel, ...] = ()  # its panels of the comparison's size figure, in order
+    size_rank: int | None = None  # where they go there: by rank, then the unranked in registry order
     hooks: Mapping[str, str] = field(default_factory=dict)
 
     def owns(self, task: str) -> bool:
@@ -154,6 +188,11 @@ def _load() -> dict[str, Study]:
     for record in [*(resolve(t) for t in BUILTIN), *_plugins()]:
         if record.name in studies:
             raise ValueError(f"study {record.name!r} registered twice")
+        if foreign := [t for t in record.sampled_tasks if not record.owns(t)]:
+            raise ValueError(f"study {record.name!r}: sampled task(s) {', '.join(foreign)} not among its tasks")
+        taken = {SIZE_FIGURE, *(f for s in studies.values() for f in s.compare_figures)}
+        if clash := sorted(taken.intersection(record.compare_figures)):  # one folder for all
+            raise ValueError(f"study {record.name!r}: compare figure(s) {', '.join(clash)} drawn already")
         studies[record.name] = record
     return studies
 
@@ -171,6 +210,18 @@ def owner(task: str) -> Study:
         if record.owns(task):
             return record
     raise KeyError(f"no study owns task {task!r}; studies: {', '.join(STUDIES)}")
+
+
+def sampled_task() -> str:
+    """The task a model samples instead of extracting: the `generate` rule's and ``iclscope
+    generate``'s (its study's ``generate_params`` hook gives the job's params). The rule
+    samples one task: a registry whose studies list more, or none, in ``sampled_tasks`` is
+    refused here."""
+    found = [f"{t} (study {s.name})" for s in STUDIES.values() for t in s.sampled_tasks]
+    if len(found) != 1:
+        raise ValueError(f"the generate rule samples exactly one task; the registered studies' sampled_tasks "
+                         f"are {', '.join(found) or 'none'}")
+    return next(t for s in STUDIES.values() for t in s.sampled_tasks)
 
 
 def plugin_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -209,8 +260,9 @@ def schema_file(base: str | Path) -> Path:
     return path
 
 
-# results/compare/figures/: the models side by side (two or more models)
-COMPARE_FIGURES = ("headlines_vs_size.png", "judgment_curves.png", "label_curves.png", "depth_profiles.png")
+# results/compare/figures/: the models side by side (two or more models): the size figure, then
+# each study's overlay figures (its `compare_figures`; COMPARE_FIGURES below)
+SIZE_FIGURE = "headlines_vs_size.png"
 CAPTIONS_FILE = "captions.json"  # beside each figure set: every figure's caption, written by the plot step
 
 
@@ -279,3 +331,7 @@ def lazy_exports(package: str, exports: Mapping[str, tuple[str, ...]]) -> None:
 
 # last: the studies' plugin modules import this module's names above
 STUDIES: dict[str, Study] = _load()
+# the studies' overlay figures by study name: the order of the compare rule's outputs and of the
+# report's "Models compared" section, whatever order the studies register in
+COMPARE_FIGURES = (SIZE_FIGURE, *(f for s in sorted(STUDIES.values(), key=lambda s: s.name)
+                                  for f in s.compare_figures))

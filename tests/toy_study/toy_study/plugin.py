@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from iclscope.registry import Study
+from iclscope.registry import SizePanel, Study
 
 NAME = "toy"
 TASK = "toy_parity"
@@ -43,6 +43,8 @@ STUDY = Study(
     key_tables=("scores",),
     guide="p(yes) for 'is N even?' against N; even numbers should sit high.",
     tasks=(TASK,),
+    compare_figures=("toy_parity.png",),  # results/compare/figures/, with two or more models
+    size_panels=(SizePanel("accuracy", "share of parities right"),),  # in the size figure
     hooks={
         "schema": f"{__name__}:schema",
         "task_params": f"{__name__}:task_params",
@@ -52,5 +54,6 @@ STUDY = Study(
         "analyse": "toy_study.run:analyse",
         "plot": "toy_study.run:plot",
         "headlines": "toy_study.run:headlines",
+        "compare": "toy_study.run:compare",
     },
 )

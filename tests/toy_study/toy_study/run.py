@@ -1,10 +1,10 @@
-"""The toy study's task, extraction plan, analysis, figure and headline."""
+"""The toy study's task, extraction plan, analysis, figure, headline and comparison figure."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import pyarrow as pa
 
@@ -73,3 +73,19 @@ def headlines(root: Path, context: Mapping[str, Any]) -> list[Any]:
     accuracy = sum(r["correct"] for r in scores) / len(scores)
     return [Headline("toy", "accuracy", "parity", accuracy, n=len(scores), source="toy/scores.parquet",
                      note="share of numbers whose parity p(yes) gets right")]
+
+
+def compare(results: Path, models: Sequence[str], params: Mapping[str, Any], figures_dir: Path) -> dict[str, str]:
+    """The comparison's overlay (two or more models): every model's p(yes) against N."""
+    from iclscope.compare import model_tables
+    from iclscope.figures import pyplot, save_figure
+
+    scores = model_tables(results, models, "toy/scores.parquet")  # the models that have the table
+    fig, ax = pyplot().subplots(figsize=(4, 3))
+    for model, frame in sorted(scores.items()):
+        ax.plot(frame["number"], frame["p_yes"], marker="o", label=model)
+    ax.set_xlabel("N")
+    ax.set_ylabel("p(yes | is N even?)")
+    ax.legend(fontsize=7)
+    save_figure(fig, figures_dir / "toy_parity.png")
+    return {"toy_parity.png": f"p(yes) for 'is N even?' against N, one line per model ({', '.join(sorted(scores))})."}

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-# the one task a model job samples instead of extracting (`iclscope generate`)
-GENERATION_TASK = "binary_generation"
 # what a forward pass's results depend on: a model's run-time settings (speed-only settings,
 # `batch_tokens` and `shards`, are not among them: results do not depend on them)
 RUNTIME_KEYS = ("dtype", "device", "device_map", "attn_implementation")
@@ -31,8 +29,9 @@ def extract_params(model_cfg: Mapping[str, Any], task: str, config: Mapping[str,
 
 
 def generate_params(model_cfg: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
-    """The params of a model's generation job (the rule's ``params``)."""
-    from iclscope.registry import owner
+    """The params of a model's generation job (the rule's ``params``): its run-time settings
+    and the seed, plus what the sampled task's study reads (its ``generate_params`` hook)."""
+    from iclscope.registry import owner, sampled_task
 
     return {"runtime": {**runtime_params(model_cfg), "seed": config["seed"]},
-            **owner(GENERATION_TASK).call("generate_params", config)}
+            **owner(sampled_task()).call("generate_params", config)}

@@ -19,7 +19,6 @@ from typing import Any, Mapping, Sequence
 
 from iclscope import contracts
 from iclscope.extraction.budgets import CAPTURE_BYTES, HEAD_BYTES, POOL_BYTES
-from iclscope.extraction.params import GENERATION_TASK
 from iclscope.planning.devices import Device
 from iclscope.planning.outputs import ExtractionLayout, extraction_bytes, table_bytes
 from iclscope.planning.shape import DTYPE_BYTES, ModelShape
@@ -309,12 +308,12 @@ def _generation_steps(tokenizer: Any, texts: Sequence[str], generation: Mapping[
     return out
 
 
-def plan_generate(shape: ModelShape, tokenizer: Any, rows: Sequence[Mapping[str, Any]], *, model: str,
+def plan_generate(shape: ModelShape, tokenizer: Any, rows: Sequence[Mapping[str, Any]], *, model: str, task: str,
                   device: Device, dtype: str, batch_tokens: int, generation: Mapping[str, Any],
                   assume: Assumptions, card: Mapping[str, Any], params: Mapping[str, Any],
                   command: str, sizes: bool = True) -> JobPlan:
-    """The cost of sampling ``generation["n_samples"]`` sequences of every generation prompt
-    in each mode, with a KV cache, in batches as :func:`run_generate` forms them: constrained
+    """The cost of sampling ``generation["n_samples"]`` sequences of every prompt of the
+    sampled task ``task`` in each mode, with a KV cache, in batches as :func:`run_generate` forms them: constrained
     sequences take exactly ``n_flips`` steps, free ones at most ``max_new_tokens`` (an upper
     bound where a sequence closes its list early)."""
     import numpy as np
@@ -406,7 +405,7 @@ def plan_generate(shape: ModelShape, tokenizer: Any, rows: Sequence[Mapping[str,
     load = weights / assume.load_bandwidth
     seconds = assume.startup_seconds + load + compute
     return JobPlan(
-        model=model, job="generate", task=GENERATION_TASK, shard="1/1", device=device.name, dtype=dtype,
+        model=model, job="generate", task=task, shard="1/1", device=device.name, dtype=dtype,
         prompts=n_rows, distinct_prompts=len(rows), prompt_tokens=n_samples * sum(lengths), branch_tokens=0,
         padded_tokens=padded + sum(len(requests) * how.steps * how.fed for how in modes.values()),
         batches=len(batches) * len(modes),

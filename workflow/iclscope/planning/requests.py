@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from iclscope.extraction.params import GENERATION_TASK
+from iclscope.registry import sampled_task
 
 if TYPE_CHECKING:
     from iclscope.planning.estimate import JobPlan
@@ -63,7 +63,7 @@ class JobRequests:
         model_cfg = next(m for m in cfg["models"] if m["name"] == model)
         device = find_device(cfg["plan"]["device"])
         assume = Assumptions.for_device(device, mfu=cfg["plan"]["mfu"], margin=cfg["plan"]["margin"])
-        only = None if task == GENERATION_TASK else (task, shard - 1, n_shards)
+        only = None if task == sampled_task() else (task, shard - 1, n_shards)
         plans = plan_model(model_cfg, cfg, self.root, device, assume, {task: task_rows(task, cfg, self.root)},
                            only=only, sizes=False)
         return plans[0] if plans else None

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from iclscope.errors import ModelError
-from iclscope.extraction.params import GENERATION_TASK, extract_params, generate_params
+from iclscope.extraction.params import extract_params, generate_params
 from iclscope.planning.devices import Device, find_device
 from iclscope.planning.estimate import Assumptions, JobPlan, plan_extract, plan_generate
 from iclscope.planning.shape import ModelShape, load_shape, reference_shapes
+from iclscope.registry import sampled_task
 
 log = logging.getLogger(__name__)
 
@@ -156,14 +157,14 @@ def plan_model(model_cfg: Mapping[str, Any], config: Mapping[str, Any], root: Pa
     budget = int(model_cfg.get("batch_tokens", 4096))
     plans = []
     for task, rows in tasks.items():
-        if task == GENERATION_TASK:
+        if task == sampled_task():
             if only is not None:
                 continue
             params = generate_params(model_cfg, config)
             command = _command("generate", model_dir, f"{results}/tasks/{task}.parquet", params, budget,
                                [f"{results}/{name}/extract/{task}/generations.parquet"])
-            plans.append(plan_generate(model.shape, model.tokenizer, rows, model=name, device=device, dtype=dtype,
-                                       batch_tokens=budget, generation=params["generation"],
+            plans.append(plan_generate(model.shape, model.tokenizer, rows, model=name, task=task, device=device,
+                                       dtype=dtype, batch_tokens=budget, generation=params["generation"],
                                        assume=assume, card=model.card, params=params, command=command,
                                        sizes=sizes))
             continue

@@ -5,16 +5,16 @@ named by the ``{task}`` wildcard; the study that owns it (:func:`iclscope.regist
 names its params, data files and builder (its ``task_params``, ``task_data_files`` and
 ``build_task`` hooks). The built-in studies' tasks:
 
-=====================  ======================================================
+=====================  ==================================================================
 task                   built by
-=====================  ======================================================
+=====================  ==================================================================
 binary_generation      :func:`iclscope.tasks.binary.build_generation`
 binary_judgment        :func:`iclscope.tasks.binary.build_judgment`
 binary_continuation    :func:`iclscope.tasks.binary.build_continuation`
-regression             :func:`iclscope.tasks.representations.build_regression`
-reading                :func:`iclscope.tasks.representations.build_reading`
+regression             :func:`iclscope.tasks.representations.regression.build_regression`
+reading                :func:`iclscope.tasks.representations.reading.build_reading`
 labels_<dataset>       :func:`iclscope.tasks.labels.build_labels`
-=====================  ======================================================
+=====================  ==================================================================
 
 Tables do not depend on the model: adding a model never rebuilds a task.
 """

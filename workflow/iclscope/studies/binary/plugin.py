@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from iclscope.registry import Study
+from iclscope.registry import SizePanel, Study
 
 NAME = "binary"
 TASKS = ("binary_generation", "binary_judgment", "binary_continuation")
@@ -85,6 +85,11 @@ STUDY = Study(
     citation="Bigelow et al., 2024",
     guide=GUIDE,
     tasks=TASKS,
+    sampled_tasks=(GENERATION_TASK,),
+    compare_figures=("judgment_curves.png",),
+    # one flip of continuation, and judgment: the comparable units
+    size_panels=(SizePanel("transition", "transition point |x|* (flips)", units=("*d=1", "judgment*")),),
+    size_rank=2,
     hooks={
         "task_params": f"{__name__}:task_params",
         "build_task": f"{__name__}:build_task",
@@ -94,5 +99,6 @@ STUDY = Study(
         "analyse": "iclscope.studies.binary.analyse:analyse",
         "plot": "iclscope.studies.binary.figures:plot",
         "headlines": f"{__name__}:headlines",
+        "compare": "iclscope.studies.binary.compare:compare",
     },
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from iclscope.registry import Study
+from iclscope.registry import SizePanel, Study
 
 NAME = "labels"
 PREFIX = "labels_"  # task labels_<dataset>
@@ -93,6 +93,11 @@ STUDY = Study(
     guide=GUIDE,
     task_prefix=PREFIX,
     plot_tables=("curves",),
+    compare_figures=("label_curves.png",),
+    size_panels=(SizePanel("default - random", "true-label log-lik. difference (nats)"),
+                 SizePanel("default - flipped", "true-label log-lik. difference (nats)"),
+                 SizePanel("follows_flipped_late", "share following flipped labels")),
+    size_rank=1,
     hooks={
         "datasets": f"{__name__}:datasets",
         "task_names": f"{__name__}:task_names",
@@ -105,5 +110,6 @@ STUDY = Study(
         "analyse": "iclscope.studies.labels.analyse:analyse",
         "plot": "iclscope.studies.labels.figures:plot",
         "headlines": f"{__name__}:headlines",
+        "compare": "iclscope.studies.labels.compare:compare",
     },
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from iclscope.registry import EXTRACT_TABLES, Study
+from iclscope.registry import EXTRACT_TABLES, SizePanel, Study
 
 NAME = "representations"
 TASKS = ("regression", "reading")
@@ -80,6 +80,10 @@ STUDY = Study(
     citation="Yousefi et al., 2024",
     guide=GUIDE,
     tasks=TASKS,
+    compare_figures=("depth_profiles.png",),
+    size_panels=(SizePanel("gain_correct", "change in accuracy after ICL"),
+                 SizePanel("gain_expected_error", "change in expected error after ICL")),
+    size_rank=3,
     hooks={
         "task_params": f"{__name__}:task_params",
         "task_data_files": f"{__name__}:task_data_files",
@@ -90,5 +94,6 @@ STUDY = Study(
         "analyse": "iclscope.studies.representations.analyse:analyse",
         "plot": "iclscope.studies.representations.figures:plot",
         "headlines": f"{__name__}:headlines",
+        "compare": "iclscope.studies.representations.compare:compare",
     },
 )
