@@ -47,7 +47,7 @@ def test_bench_extract_reports_every_task_and_the_whole(prepared_tiny, default_c
     summary = json.loads(out.read_text())
     assert set(summary["per_task"]) == {"reading", "labels_sentiment"}
     assert sum(t["tokens"] for t in summary["per_task"].values()) == summary["tokens"]
-    for name in ("bare", "masked", "branched", "iclscope", "naive"):  # the whole is the sum of the tasks, per loop
+    for name in ("bare", "masked", "branched", "iclscope", "capture", "naive"):  # the whole: the tasks' sum, per loop
         assert summary["seconds"][name] == sum(t["seconds"][name] for t in summary["per_task"].values())
     assert summary["bytes_naive"] > summary["bytes_iclscope"] > 0
     # reading scores multi-token activities in branches; the counts add up and are the engine's
@@ -65,7 +65,11 @@ def test_bench_extract_reports_every_task_and_the_whole(prepared_tiny, default_c
     verdict = "met" if summary["ratio_vs_bare"] >= 1.15 else "missed"
     assert f"| {summary['ratio_vs_bare']:.2f} | ≥ 1.15 ({verdict}) |" in table
     assert f"reading {per['reading']['ratio_vs_bare']:.2f}, labels_sentiment " in table
-    assert table.count("\n") == 15 and "| padding efficiency |" in table
+    assert table.count("\n") == 17 and "| padding efficiency |" in table
+    # the capture alone (the plans without readouts) per task, against the same bare forward
+    assert all(t["capture_vs_bare"] == pytest.approx(t["seconds"]["bare"] / t["seconds"]["capture"])
+               for t in per.values())
+    assert f"reading {per['reading']['capture_vs_bare']:.2f}" in table
 
 
 def test_explicit_mask_gives_the_padding_masks_outputs(prepared_tiny):

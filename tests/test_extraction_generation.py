@@ -16,6 +16,7 @@ from iclscope.extraction.generation import (
     parse_flips,
     parse_generation,
     sample_token,
+    sample_tokens,
 )
 from iclscope.extraction.constrained import generate_constrained
 from iclscope.extraction.run import run_generate
@@ -116,6 +117,21 @@ def test_sample_token_is_the_inverse_cdf():
     draws = [sample_token(probs, u) for u in generator.random(20000)]
     freq = np.bincount(draws, minlength=5) / len(draws)
     np.testing.assert_allclose(freq, probs, atol=0.015)
+
+
+def test_sampling_every_row_at_once_draws_each_rows_token():
+    """The batched draw is the per-row draw, token for token (the same float64 running sums),
+    on peaked and flat rows, zero-probability entries and uniforms at the edges."""
+    import torch
+
+    generator = np.random.default_rng(1)
+    rows = [generator.dirichlet(np.full(3000, alpha)).astype(np.float32) for alpha in (0.01, 0.3, 5.0)] * 4
+    rows[0][:100] = 0.0
+    probs = np.stack(rows)
+    draws = [0.0, 0.9999999, *generator.random(len(rows) - 2)]
+    expected = [sample_token(p, u) for p, u in zip(probs, draws)]
+    assert sample_tokens(torch.from_numpy(probs), draws) == expected
+    assert len(set(expected)) > 3  # the rows draw different tokens: the test can tell rows apart
 
 
 # --------------------------------------------------------------------------- generate

@@ -14,6 +14,8 @@ repeated runs of
     tokens themselves, not the branch mask or the capture);
 (b) ``iclscope``: the extraction engine (pooled spans, attention mass, readouts with
     candidate branches) including writing its three Parquet tables;
+(b') ``capture``: the same with the plans' readouts left out (pooled spans and attention
+    mass only, no candidate branches): what the capture alone costs against ``bare``;
 (c) ``naive``: eager attention with ``output_hidden_states=True, output_attentions=True``,
     writing every hidden state and every attention map to Parquet.
 
@@ -34,6 +36,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +194,7 @@ def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: 
              real / padded)
 
     work = Path(tempfile.mkdtemp(prefix="iclscope-bench-"))
-    names = ("bare", "masked", "branched", "iclscope", "naive")
+    names = ("bare", "masked", "branched", "iclscope", "capture", "naive")
     times: dict[str, list[float]] = {name: [] for name in names}
     task_times: dict[str, dict[str, list[float]]] = {t: {name: [] for name in names} for t in per_task}
     sizes: dict[str, int] = {}
@@ -215,6 +218,9 @@ def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: 
                         run_branched(model, t["branched"], device)
                     elif name == "iclscope":
                         run_iclscope(model, tokenizer, t["rows"], t["plans"], poolings, batch_tokens, target / task)
+                    elif name == "capture":
+                        run_iclscope(model, tokenizer, t["rows"], [replace(p, reads=()) for p in t["plans"]],
+                                     poolings, batch_tokens, target / task)
                     else:
                         run_naive(naive_model, t["batches"], device, target / task)
                     elapsed = time.perf_counter() - start
@@ -256,6 +262,7 @@ def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: 
                             "candidate_branch_tokens": per_task[task]["branch_tokens"],
                             "seconds": {n: min(v) for n, v in tt.items()},
                             "ratio_vs_bare": min(tt["bare"]) / min(tt["iclscope"]),
+                            "capture_vs_bare": min(tt["bare"]) / min(tt["capture"]),
                             "ratio_vs_branched": min(tt["branched"]) / min(tt["iclscope"]),
                             "bare_vs_masked": min(tt["masked"]) / min(tt["bare"]),
                             "ratio_vs_naive": min(tt["naive"]) / min(tt["iclscope"])}
@@ -278,7 +285,8 @@ def format_summary(s: Mapping[str, Any]) -> str:
         f"  bytes      iclscope {s['bytes_iclscope']:,}   naive {s['bytes_naive']:,}   ratio {s['bytes_ratio']:.0f}",
         f"  padding efficiency {s['padding_efficiency']:.3f}   peak RSS {s['peak_rss_mb']:.0f} MB   "
         f"MFU {s['mfu']:.1%} (GEMM peak {s['gemm_peak_gflops']:.0f} GFLOP/s)",
-        *[f"  {task}: iclscope / bare {t['ratio_vs_bare']:.2f}, iclscope / branched {t['ratio_vs_branched']:.2f}, "
+        *[f"  {task}: iclscope / bare {t['ratio_vs_bare']:.2f}, capture / bare {t['capture_vs_bare']:.2f}, "
+          f"iclscope / branched {t['ratio_vs_branched']:.2f}, "
           f"iclscope / naive {t['ratio_vs_naive']:.2f} ({t['tokens']} tokens + {t['candidate_branch_tokens']} in "
           f"candidate branches)" for task, t in s.get("per_task", {}).items()],
     ])
@@ -312,6 +320,9 @@ def markdown_table(s: Mapping[str, Any]) -> str:
         ("iclscope / bare, each task weighted by its tokens in the whole run",
          f"{s['ratio_vs_bare_run_weighted']:.2f}", ""),
         ("iclscope / bare per task", each("ratio_vs_bare"), ""),
+        ("capture / bare per task (the plans without their readouts: pooled spans and attention mass only)",
+         each("capture_vs_bare"), ""),
+        ("iclscope / naive per task", each("ratio_vs_naive"), ""),
         ("prompt tokens + candidate branch tokens per task",
          ", ".join(f"{task} {v['tokens']} + {v['candidate_branch_tokens']}" for task, v in per.items()), ""),
         ("iclscope / branched (the plain forward over prompts *and* branch tokens, branch mask)",

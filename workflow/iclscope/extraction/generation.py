@@ -58,6 +58,16 @@ def sample_token(probs: np.ndarray, u: float) -> int:
     return int(min(np.searchsorted(cdf, u * cdf[-1], side="right"), len(probs) - 1))
 
 
+def sample_tokens(probs: torch.Tensor, draws: Sequence[float]) -> list[int]:
+    """:func:`sample_token` of every row of ``probs`` (B, V) with its uniform number, at once:
+    the same float64 running sums (a sequential sum per row, as numpy's), so the same tokens,
+    in torch's threads instead of a Python loop over rows (a large vocabulary's cumulative
+    sums were most of a generation step on the CPU)."""
+    cdf = torch.cumsum(probs.double(), dim=1)
+    threshold = torch.tensor(list(draws), dtype=torch.float64, device=cdf.device)[:, None] * cdf[:, -1:]
+    return torch.searchsorted(cdf, threshold, right=True)[:, 0].clamp(max=probs.shape[1] - 1).tolist()
+
+
 def generate(
     model: torch.nn.Module,
     tokenizer: Any,
@@ -116,13 +126,13 @@ def _generate_batch(model, tokenizer, requests, encoded, index, seed, temperatur
             past = output.past_key_values
             logits = output.logits[:, -1].float()
             if temperature > 0:
-                probs = torch.softmax(logits / temperature, dim=-1).cpu().numpy()
+                chosen = sample_tokens(torch.softmax(logits / temperature, dim=-1).cpu(),
+                                       [float(draws[b][step]) for b in rows])
+            else:
+                chosen = logits.argmax(dim=-1).tolist()
             nxt = []
             for k, b in enumerate(rows):
-                if temperature > 0:
-                    token = sample_token(probs[k], float(draws[b][step]))
-                else:
-                    token = int(logits[k].argmax())
+                token = int(chosen[k])
                 tokens[b].append(token)
                 if token == eos:
                     done[b] = True
