@@ -13,6 +13,7 @@ mismatch names the file, the command that wrote it and how to rebuild it.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -83,14 +84,31 @@ def _canonical(kind: pa.DataType) -> pa.DataType:
     return kind
 
 
+class _DigestSink(io.RawIOBase):
+    """A writable file that hashes what is written to it and keeps nothing."""
+
+    def __init__(self, digest: Any) -> None:
+        self.digest, self.written = digest, 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        n = memoryview(data).nbytes
+        self.digest.update(data)
+        self.written += n
+        return n
+
+    def tell(self) -> int:
+        return self.written
+
+
 def _ipc_digest(digest: Any, name: str, array: pa.Array) -> None:
-    """Feed ``array``'s Arrow IPC stream (one column ``name``) to ``digest``, without copying it
-    into Python bytes."""
+    """Feed ``array``'s Arrow IPC stream (one column ``name``) to ``digest`` as it is written:
+    never held in memory (growing a buffer for a large column cost seconds of fresh pages)."""
     schema = pa.schema([pa.field(name, array.type)])
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, schema) as writer:
+    with pa.ipc.new_stream(pa.PythonFile(_DigestSink(digest), mode="w"), schema) as writer:
         writer.write_table(pa.Table.from_arrays([array], schema=schema))
-    digest.update(sink.getvalue())  # a pyarrow Buffer: hashed through the buffer protocol
 
 
 def column_sha256(table: pa.Table) -> dict[str, str]:
