@@ -74,6 +74,7 @@ COVERAGE: list[tuple[str, str]] = [
     (r"snakemake --report report\.html", TINY),
     (r"iclscope audit results/( --json manifest\.json)?", TINY),
     (r"iclscope info results/tasks/reading\.parquet", TINY),
+    (r"iclscope bench jobs --out results/bench/jobs\.json( --markdown \S+)?", TINY),
     (r"iclscope info results/smollm2-135m/labels/sentiment/curves\.parquet", TINY),
     # the whole run of your config: the same pipeline on the tiny model's config
     (r"snakemake --profile profiles/default --cores all --configfile my\.yaml",

@@ -93,8 +93,12 @@ COLUMNS = (  # header, key, format
 
 
 def _machine(rows: Sequence[Mapping[str, Any]]) -> str:
-    seen = sorted({(r["device"], r["cpu"], r["threads"], r["dtype"], round(r["gemm_peak_gflops"], -1)) for r in rows})
-    return "; ".join(f"{d} ({c}, {t} threads), {dt}, GEMM peak about {p:.0f} GFLOP/s" for d, c, t, dt, p in seen)
+    """Each kind of device the jobs ran on, with the range of the GEMM peaks they measured."""
+    peaks: dict[tuple[str, str, int, str], list[float]] = {}
+    for r in rows:
+        peaks.setdefault((r["device"], r["cpu"], r["threads"], r["dtype"]), []).append(r["gemm_peak_gflops"])
+    return "; ".join(f"{d} ({c}, {t} threads), {dt}, GEMM peak {min(p):.0f}-{max(p):.0f} GFLOP/s measured in the jobs"
+                     for (d, c, t, dt), p in sorted(peaks.items()))
 
 
 def format_jobs(rows: Sequence[Mapping[str, Any]]) -> str:
