@@ -136,3 +136,46 @@ def test_plan_batches_keeps_padding_within_the_efficiency_floor():
         assert real >= 0.9 * padded and (padded <= 4096 or len(batch) == 1)
     total = sum(lengths) / sum(len(b) * max(lengths[i] for i in b) for b in plan)
     assert total >= 0.9
+
+
+def test_attention_table_is_the_row_by_row_listing():
+    """The column-built attention table lists, per layer, prompt (table order, a repeated
+    prompt's copies at their own positions), head (-1: the mean over heads first) and span,
+    every mass of every attending prompt, and nothing for prompts that attend to nothing."""
+    import types
+
+    import numpy as np
+
+    from iclscope.extraction.assemble import attention_table
+
+    rng = np.random.default_rng(0)
+    names = ["story", "distractor", "relevant", "question"]
+    results, copies, rank = [], {}, 0
+    for b in range(3):
+        batch = []
+        for k in range(4):
+            pid = f"p{b}{k}"
+            attend = tuple(names[: (b + k) % 5])  # 0 to 4 spans: some prompts attend to nothing
+            batch.append(types.SimpleNamespace(prompt=types.SimpleNamespace(prompt_id=pid),
+                                               plan=types.SimpleNamespace(attend=attend)))
+            copies[pid] = [(rank, pid)] + ([(rank + 1, f"{pid}-again")] if k % 2 else [])
+            rank += 2
+        attending = [p for p in batch if p.plan.attend]
+        width = max(len(p.plan.attend) for p in attending)
+        masses = {layer: torch.from_numpy(rng.random((len(attending), 3, width), dtype=np.float32)) for layer in (2, 1)}
+        results.append((batch, types.SimpleNamespace(masses=masses)))
+    expected = []
+    for batch, res in results:
+        attending = [p for p in batch if p.plan.attend]
+        for layer, m in res.masses.items():
+            for k, p in enumerate(attending):
+                per_head = np.vstack([m[k].numpy().mean(axis=0, keepdims=True), m[k].numpy()])
+                for r, pid in copies[p.prompt.prompt_id]:
+                    for h in range(per_head.shape[0]):
+                        for s, span in enumerate(p.plan.attend):
+                            expected.append(((layer, r, h - 1, s), (pid, layer, h - 1, "end", span,
+                                                                    float(per_head[h, s]))))
+    expected = [row for _, row in sorted(expected, key=lambda e: e[0])]
+    table = attention_table(results, copies)
+    got = list(zip(*(table.column(c).to_pylist() for c in table.column_names)))
+    assert got == expected and len(got) > 100

@@ -514,7 +514,7 @@ def test_each_job_records_its_throughput_and_the_gathered_table_does_not(sharded
         assert r["shard"] == shard and r["task"] == "reading" and r["threads"] >= 1
         assert r["prompt_tokens"] > 0 and r["seconds"] > 0 and r["gemm_peak"] > 0 and r["flops"] > 0
         assert r["tokens_per_s"] == pytest.approx(r["prompt_tokens"] / r["seconds"])
-        assert r["mfu"] == pytest.approx(2 * r["parameters"] * r["tokens_per_s"] / r["gemm_peak"])
+        assert r["mfu"] == pytest.approx(r["flops"] / r["seconds"] / r["gemm_peak"])
         assert r["bound_ratio"] == pytest.approx(r["seconds"] / (r["flops"] / r["gemm_peak"]))
         assert r["write_seconds"] is None  # written after the provenance was: the log's record has it
     for path in sharded_run["gathered"]:

@@ -20,8 +20,8 @@ RECORD = Throughput(
 
 def test_derived_figures_follow_their_definitions():
     assert RECORD.tokens_per_s == 125.0  # before the tables are written: the extraction alone
-    assert RECORD.mfu == pytest.approx(2 * 10_000_000 * 125.0 / 2e11)
     assert RECORD.compute_bound_s == 20.0 and RECORD.bound_ratio == 0.4
+    assert RECORD.mfu == pytest.approx(4e12 / 8.0 / 2e11)  # counted FLOPs over the seconds, of the peak
     written = replace(RECORD, write_seconds=2.0, job_seconds=15.0)
     assert written.tokens_per_s == 100.0 and written.bound_ratio == 0.5  # the writing counts once known
     assert "100 tokens/s" in written.summary() and "job 15.0 s" in written.summary()
@@ -66,7 +66,7 @@ def test_jobs_against_the_benchmark_and_the_bound(tmp_path):
     assert novel["tokens_per_s"] == 100.0 and novel["ratio_to_bench"] == pytest.approx(100 / 120)
     assert novel["job_seconds"] == 12.5 and novel["job_tokens_per_s"] == 80.0  # Snakemake's wall time
     assert novel["job_ratio_to_bench"] == pytest.approx(80 / 120)
-    assert novel["bound_ratio"] == 0.5 and novel["cpu"] == "AVX2"
+    assert novel["bound_ratio"] == 0.5 and novel["mfu"] == 2.0 and novel["cpu"] == "AVX2"
     assert reading["bench_tokens_per_s"] is None and reading["ratio_to_bench"] is None  # the bench skipped it
     total = jobs.totals(rows)["m"]
     assert total["seconds"] == 20.0 and total["job_seconds"] == 25.0 and total["compute_bound_s"] == 40.0

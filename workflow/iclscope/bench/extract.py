@@ -23,7 +23,8 @@ Throughput counts the prompts' real tokens (the same for all three), so b/a >= 1
 the capture costs less than the logits it skips. The overall ratio weighs each task by
 its 8 sampled prompts; ``ratio_vs_bare_run_weighted`` weighs each task's times by the
 tokens of its whole table's distinct prompts instead, i.e. by the share it has of the
-run's extraction. MFU = 2 x parameters x tokens/s over
+run's extraction. MFU = 2 x non-embedding parameters (the blocks' matrices, which every
+token is multiplied by; an embedding table is looked up) x tokens/s over
 the fp32 (or bf16) GEMM peak measured in the same process.
 """
 
@@ -52,6 +53,7 @@ from iclscope.extraction.engine import batch_inputs, extract, prepare_prompts
 from iclscope.extraction.plan import plan_for
 from iclscope.extraction.run import EXTRACT_TABLES
 from iclscope.models import load_prepared
+from iclscope.planning.shape import ModelShape
 from iclscope.planning.peak import gemm_peak, sync  # re-exported: iclscope.bench.gemm_peak, .sync
 from iclscope.tables import read_table, write_table
 
@@ -241,7 +243,7 @@ def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: 
                     for name in ("bare", "iclscope")}
     tps = {k: real / v for k, v in best.items()}
     peak = gemm_peak(dtype, device)
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = ModelShape.from_config(model.config.to_dict()).body_params
     summary = {
         "model": card.get("name"), "device": str(device), "dtype": str(dtype).removeprefix("torch."),
         "tasks": [Path(p).stem for p in task_paths], "prompts": len(rows), "tokens": real,
@@ -335,7 +337,8 @@ def markdown_table(s: Mapping[str, Any]) -> str:
          _target(s, "bytes_ratio", "20")),
         ("padding efficiency", f"{s['padding_efficiency']:.3f}", _target(s, "padding_efficiency", "0.9")),
         ("peak RSS (model, extraction, tables)", f"{s['peak_rss_mb'] / 1024:.1f} GB", _target(s, "peak_rss_mb", "3 GB")),
-        (f"MFU (2 × {s['parameters'] / 1e6:.1f}M parameters × tokens/s over a measured {s['dtype']} GEMM peak "
+        (f"MFU (2 × {s['parameters'] / 1e6:.1f}M non-embedding parameters × tokens/s over a measured "
+         f"{s['dtype']} GEMM peak "
          f"of {s['gemm_peak_gflops']:.0f} GFLOP/s)", f"{s['mfu']:.2f}", ""),
     ]
     return "\n".join(["| measure | value | target |", "|---|---|---|",

@@ -5,8 +5,9 @@ Reads what every extraction job logged (:mod:`iclscope.extraction.throughput`, u
 ``<results>/logs/<model>/extract/``), Snakemake's benchmark file of each job (its wall
 time, the command's start-up included) and, where ``iclscope bench extract`` has been run
 for the model (``<results>/bench/<model>/extract.json``, the rule ``bench_extract``), the
-benchmark's own tokens/s on the same task. Per job: tokens/s, MFU, the compute bound and
-the ratio to the benchmark's iclscope loop; per model and overall: the sums.
+benchmark's own tokens/s on the same task. Per job: tokens/s, MFU (the job's counted FLOPs
+over its seconds at the peak), the compute bound and the ratio to the benchmark's iclscope
+loop; per model: the sums.
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ def job_rows(results: str | Path) -> list[dict[str, Any]]:
             "seconds": seconds, "job_seconds": wall,
             "tokens_per_s": record["tokens_per_s"],
             "job_tokens_per_s": record["prompt_tokens"] / wall if wall else None,
-            "mfu": record["mfu"], "gemm_peak_gflops": record["gemm_peak"] / 1e9,
-            "compute_bound_s": record["compute_bound_s"], "bound_ratio": record["bound_ratio"],
+            # from the record's counts (the same in every version of the record)
+            "mfu": record["flops"] / record["gemm_peak"] / seconds, "gemm_peak_gflops": record["gemm_peak"] / 1e9,
+            "compute_bound_s": record["compute_bound_s"], "bound_ratio": seconds / record["compute_bound_s"],
             "bench_tokens_per_s": bench, "ratio_to_bench": record["tokens_per_s"] / bench if bench else None,
             "job_ratio_to_bench": record["prompt_tokens"] / wall / bench if bench and wall else None,
         })

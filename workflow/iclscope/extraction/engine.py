@@ -24,14 +24,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
 import pyarrow as pa
 import torch
 
-from iclscope import contracts
 from iclscope.errors import ExtractionError
 from iclscope.architectures import base_model, input_device
 from iclscope import progress
+from iclscope.extraction.assemble import attention_table, embedding_table, readout_table
 from iclscope.extraction.attention import AttentionCapture, capturing, window_positions
 from iclscope.extraction.batching import shard_batches, plan_batches
 from iclscope.extraction.branches import BranchedSequence, branch_mask
@@ -409,9 +408,9 @@ def extract(
 
     forwards = time.perf_counter() - start
     tables = Extracted(
-        embeddings=_embedding_table(results, poolings, hidden, copies),
-        attention=_attention_table(results, copies),
-        readouts=_readout_table(results, copies),
+        embeddings=embedding_table(results, poolings, hidden, copies),
+        attention=attention_table(results, copies),
+        readouts=readout_table(results, copies),
         # no timings: tables must be byte-identical across runs
         stats={"prompts": n_prompts, "distinct_prompts": len(kept), "real_tokens": real_tokens,
                "padded_tokens": padded_tokens, "batches": len(batches)},
@@ -438,78 +437,3 @@ def distinct_prompts(rows: Sequence[Mapping[str, Any]],
         j = first.setdefault(key, i)
         copies.setdefault(rows[j]["prompt_id"], []).append((i, row["prompt_id"]))
     return sorted(first.values()), copies
-
-
-def _embedding_table(results, poolings: Sequence[str], hidden: int,
-                     copies: Mapping[str, Sequence[tuple[int, str]]]) -> pa.Table:
-    # rows sorted by layer, then prompt (table order), span, pooling: readers skip layers
-    records: dict[int, list[tuple[int, str, str, str, np.ndarray]]] = {}
-    for batch, res in results:
-        items = [(p.prompt.prompt_id, s) for p in batch for s in p.plan.pool]
-        for layer, pooled in res.pooled.items():
-            out = records.setdefault(layer, [])
-            arr = pooled.numpy()
-            for k, (computed, span) in enumerate(items):
-                for rank, pid in copies[computed]:
-                    for j, method in enumerate(poolings):
-                        out.append((rank, pid, span, method, arr[k, j]))
-    rows = [r for layer in sorted(records) for r in sorted(records[layer], key=lambda r: r[:4])]
-    layers = [layer for layer in sorted(records) for _ in records[layer]]
-    schema = contracts.embeddings_schema(hidden)
-    if not rows:
-        return schema.empty_table()
-    # one float32 block filled in place (Arrow wraps it without a copy): the vectors exist
-    # twice at most, in the batches' pooled tensors and here
-    flat = np.empty((len(rows), hidden), np.float32)
-    for i, r in enumerate(rows):
-        flat[i] = r[4]
-    vectors = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1), pa.float32()), hidden)
-    return pa.table(
-        [pa.array([r[1] for r in rows]), pa.array(layers, pa.int16()), pa.array([r[2] for r in rows]),
-         pa.array([r[3] for r in rows]), vectors],
-        schema=schema,
-    )
-
-
-def _attention_table(results, copies: Mapping[str, Sequence[tuple[int, str]]]) -> pa.Table:
-    cols: dict[str, list] = {name: [] for name in contracts.ATTENTION.names}
-    keyed = []
-    for batch, res in results:
-        attending = [p for p in batch if p.plan.attend]
-        for layer, masses in res.masses.items():
-            for k, p in enumerate(attending):
-                m = masses[k].numpy()  # (H, S)
-                per_head = np.vstack([m.mean(axis=0, keepdims=True), m])  # head -1 = mean first
-                for rank, pid in copies[p.prompt.prompt_id]:
-                    for h in range(per_head.shape[0]):
-                        for s, span in enumerate(p.plan.attend):
-                            keyed.append((layer, rank, h - 1, s, pid, span, float(per_head[h, s])))
-    keyed.sort(key=lambda r: r[:4])
-    for layer, _, head, _, pid, span, mass in keyed:
-        cols["prompt_id"].append(pid)
-        cols["layer"].append(layer)
-        cols["head"].append(head)
-        cols["query"].append(END)
-        cols["span"].append(span)
-        cols["mass"].append(mass)
-    return pa.table(cols, schema=contracts.ATTENTION)
-
-
-def _readout_table(results, copies: Mapping[str, Sequence[tuple[int, str]]]) -> pa.Table:
-    keyed = []
-    for batch, res in results:
-        for b, readout, candidate, logp, first in res.reads:
-            for rank, pid in copies[batch[b].prompt.prompt_id]:
-                keyed.append((rank, pid, readout, candidate, logp, first))
-    keyed.sort(key=lambda r: r[0])  # stable: readouts keep their declared order within a prompt
-    schema = contracts.READOUTS
-    return pa.table(
-        {
-            "prompt_id": [r[1] for r in keyed],
-            "readout": [r[2] for r in keyed],
-            "candidate": [r[3] for r in keyed],
-            "logprob": pa.array([r[4] for r in keyed], pa.float32()),
-            "first_token_logprob": pa.array([r[5] for r in keyed], pa.float32()),
-        },
-        schema=schema,
-    )
