@@ -145,8 +145,21 @@ def write_table(table: pa.Table, path: str | os.PathLike, meta: Mapping[str, str
 def parquet_options(schema: pa.Schema) -> dict[str, Any]:
     """How every table is encoded (``pyarrow.parquet.write_table``'s keywords; the cost
     plan encodes its samples the same way)."""
-    return {"compression": "zstd", "row_group_size": 64 * 1024, "write_page_checksum": True,
+    return {"compression": "zstd", "row_group_size": row_group_rows(schema), "write_page_checksum": True,
             "use_dictionary": dictionary_columns(schema)}
+
+
+# a row group's vectors stay near this size: the writer buffers a whole row group, and a
+# new process pays for every fresh page of that buffer (an embeddings table of 64k rows
+# buffered 150 MB and took 2.5 s to write instead of 1.5 s)
+ROW_GROUP_BYTES = 16 * 1024 * 1024
+
+
+def row_group_rows(schema: pa.Schema) -> int:
+    """Rows per row group: 64k, fewer for tables of wide fixed-size vectors (at least 1024)."""
+    width = sum(f.type.list_size * f.type.value_type.bit_width // 8 for f in schema
+                if pa.types.is_fixed_size_list(f.type) and pa.types.is_primitive(f.type.value_type))
+    return 64 * 1024 if not width else max(1024, min(64 * 1024, ROW_GROUP_BYTES // width))
 
 
 def dictionary_columns(schema: pa.Schema) -> list[str]:
