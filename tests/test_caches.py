@@ -188,6 +188,28 @@ def test_audit_compares_data_and_names_provenance_only_differences(tmp_path):
     assert provenance_differences(a, c) == []
 
 
+def test_audit_data_hash_sees_values_not_how_a_file_encoded_them(tmp_path):
+    """The same rows written with and without dictionaries, in one row group or many, hash
+    the same (a new encoding is not new data); a changed value or null does not."""
+    import pyarrow.parquet as pq
+
+    from iclscope.audit import data_sha256
+
+    table = pa.table({"name": ["a", None, "b", "a"] * 50, "x": [1.5, None, 2.0, 1.5] * 50})
+    paths = {}
+    for label, options in (("plain", {"use_dictionary": False, "row_group_size": 7}),
+                           ("dictionary", {"use_dictionary": True, "row_group_size": 1000})):
+        paths[label] = tmp_path / f"{label}.parquet"
+        pq.write_table(table, paths[label], **options)
+    assert data_sha256(paths["plain"]) == data_sha256(paths["dictionary"])
+    for label, column, value in (("value", "x", 9.0), ("null", "name", None)):
+        changed = table.set_column(table.schema.get_field_index(column), column,
+                                   pa.array([value] + table.column(column).to_pylist()[1:], table.schema.field(column).type))
+        paths[label] = tmp_path / f"{label}.parquet"
+        pq.write_table(changed, paths[label])
+        assert data_sha256(paths[label]) != data_sha256(paths["plain"]), label
+
+
 # --------------------------------------------------------------------------- quoting
 
 

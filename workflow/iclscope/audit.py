@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from iclscope.provenance import file_sha256
-from iclscope.tables import TableError, corrupt, read_table, table_metadata
+from iclscope.tables import TableError, column_sha256, corrupt, read_table, table_metadata
 
 PROVENANCE_KEYS = ("kind", "config_hash", "seed", "model", "weights_sha256", "version", "git_commit")
 
@@ -26,13 +26,13 @@ PROVENANCE_KEYS = ("kind", "config_hash", "seed", "model", "weights_sha256", "ve
 def data_sha256(path: Path) -> str:
     """sha256 of a table's schema and rows without its metadata: equal for two files that
     hold the same data under different provenance (e.g. written at another git commit)."""
-    import pyarrow as pa
-
     table = read_table(path).replace_schema_metadata(None)  # verified against its checksums
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table.combine_chunks())
-    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+    # the columns' checksums (iclscope.tables.column_sha256) see the values, which rows are
+    # null and the types, not how a file encoded them (dictionaries, row groups, or the
+    # bytes a decoder leaves under a null), so a change of encoding is not a change of data
+    digest = hashlib.sha256(table.schema.to_string(show_field_metadata=False).encode())
+    digest.update(json.dumps(column_sha256(table), sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 def scan(root: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
