@@ -90,7 +90,7 @@ class Throughput:
 
 def batch_flops(model_config: Mapping[str, Any], prepared: Sequence[Any], batches: Sequence[Sequence[int]]) -> float:
     """FLOPs of the engine's ``batches`` (indices into ``prepared``) by the plan's count."""
-    from iclscope.planning.estimate import batch_costs
+    from iclscope.planning.batches import batch_costs
     from iclscope.planning.shape import ModelShape
 
     shape = ModelShape.from_config(model_config)
