@@ -89,7 +89,7 @@ per account:
     midpoint, midpoint_low, midpoint_high, slope_low, slope_high, n_params, sse, r2, bic,
     best, temperature, logit_prior, prior_concept, ci_reason (null when ci_low/ci_high exist,
     else why they do not).
-    * account ``lm``: the model's own curve (:func:`model_selection.logistic_bootstrap`). A
+    * account ``lm``: the model's own curve (:func:`iclscope.analysis.logistic.logistic_bootstrap`). A
       logistic in |x| is fitted to the unit-mean implied p_random; ``transition`` = |x|* = its
       midpoint, where the FITTED curve crosses 0.5 (NaN when that lies outside the lengths
       observed); for continuation the implied p_random is (1 - p_continue) / (1 - 0.5^d), the
