@@ -1,8 +1,9 @@
 """Study A: binary-sequence ICL dynamics (Bigelow et al., arXiv 2310.17639).
 
 A package: :mod:`.settings` (names and the analysis settings), :mod:`.analyse` (reads the
-extracted tables, computes and writes the tables below) and :mod:`.figures` (draws only
-what the tables hold).
+extracted tables, computes and writes the tables below: the judgment, continuation and
+model-selection analyses, and the generation ones of :mod:`.generation`; :mod:`.frames`:
+typed frames) and :mod:`.figures` (draws only what the tables hold).
 
 Reads the extraction step's tables, computes the analyses A1-A5 (docs/studies/binary.md)
 with the pure modules in :mod:`iclscope.analysis`, writes the result tables (:func:`analyse`)
@@ -121,7 +122,8 @@ Figures: see :data:`FIGURES` and :func:`plot`.
 from iclscope.registry import lazy_exports  # noqa: E402
 
 lazy_exports(__name__, {
-    "analyse": ("analyse", "analyse_generations", "combine_rotations", "continuation_curves", "continuation_selection", "crop_generations", "curve_selection", "generation_steps", "judgment_selection", "judgment_summary", "metrics_frame", "p_random", "restricted_log_q",),
+    "analyse": ("analyse", "combine_rotations", "continuation_curves", "continuation_selection", "curve_selection", "judgment_selection", "judgment_summary", "p_random", "restricted_log_q",),
+    "generation": ("analyse_generations", "crop_generations", "generation_steps", "metrics_frame",),
     "figures": ("FIGURES", "captions", "generation_columns", "plot",),
     "settings": ("ACCOUNT_CI_REASON", "INPUTS", "MODEL", "OUTPUTS", "PARSE_MODES", "RANDOM", "analysis_settings",),
 })
