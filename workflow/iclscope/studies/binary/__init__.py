@@ -125,11 +125,11 @@ lazy_exports(__name__, {
     "analyse": ("analyse", "combine_rotations", "continuation_curves", "continuation_selection", "curve_selection", "judgment_selection", "judgment_summary", "p_random", "restricted_log_q",),
     "generation": ("analyse_generations", "crop_generations", "generation_steps", "metrics_frame",),
     "figures": ("FIGURES", "captions", "generation_columns", "plot",),
-    "settings": ("ACCOUNT_CI_REASON", "INPUTS", "MODEL", "OUTPUTS", "PARSE_MODES", "RANDOM", "analysis_settings",),
+    "settings": ("ACCOUNT_CI_REASON", "BinarySettings", "INPUTS", "MODEL", "OUTPUTS", "PARSE_MODES", "RANDOM", "analysis_settings",),
 })
 
 __all__ = [
-    "ACCOUNT_CI_REASON", "FIGURES", "INPUTS", "MODEL", "OUTPUTS", "PARSE_MODES", "RANDOM", "analyse",
+    "ACCOUNT_CI_REASON", "BinarySettings", "FIGURES", "INPUTS", "MODEL", "OUTPUTS", "PARSE_MODES", "RANDOM", "analyse",
     "analyse_generations", "analysis_settings", "captions", "combine_rotations", "continuation_curves",
     "continuation_selection", "crop_generations", "curve_selection", "generation_columns", "generation_steps",
     "judgment_selection",

@@ -21,7 +21,7 @@ from iclscope.analysis.stats import bootstrap_ci
 from iclscope.seeding import rng
 from iclscope.studies.binary.frames import require_columns, schema_frame
 from iclscope.studies.binary.generation import analyse_generations, generation_steps
-from iclscope.studies.binary.settings import INPUTS, OUTPUTS, RANDOM, analysis_settings
+from iclscope.studies.binary.settings import INPUTS, OUTPUTS, RANDOM, BinarySettings
 from iclscope.tables import read_table, recorded_model, typed_table, write_table
 
 log = logging.getLogger(__name__)
@@ -268,16 +268,13 @@ def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[
     if "seed" not in params or "binary" not in params:
         raise ValueError(f"analyse binary: params need 'seed' and 'binary', got {sorted(params)}")
     seed = int(params["seed"])
-    cfg = with_defaults("binary", params["binary"])
-    settings = analysis_settings(cfg)
-    n_boot, level = int(settings["n_boot"]), float(settings["ci_level"])
+    settings = BinarySettings.from_section(with_defaults("binary", params["binary"]))
 
     generations = _read(inputs["generations"], "generations",
                         ["prompt_id", "p_tails", "sample", "flips", "parsed", "forced_flips", "n_clean", "clean",
                          "mode", "step_p_second"])
-    n_flips = int(cfg["generation"]["n_flips"])
-    metrics, baselines = analyse_generations(generations, n_flips, seed, settings["windows"],
-                                             settings["levenshtein"], cfg["generation"]["parse"])
+    metrics, baselines = analyse_generations(generations, settings.n_flips, seed, settings.windows,
+                                             settings.levenshtein, settings.parse)
 
     jtasks = _read(inputs["judgment_tasks"], "judgment tasks", ["prompt_id", "concept", "length", "sample"])
     jreads = _read(inputs["judgment_readouts"], "judgment readouts")
@@ -288,22 +285,21 @@ def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[
     ctasks = _read(inputs["continuation_tasks"], "continuation tasks")
     ctasks = ctasks[[c for c in ("prompt_id", "concept", "rotation", "variant", "length", "flips") if c in ctasks]]
     creads = _read(inputs["continuation_readouts"], "continuation readouts")
-    curves = continuation_curves(creads, ctasks, int(cfg["continuation"]["max_depth"]))
+    curves = continuation_curves(creads, ctasks, settings.max_depth)
     continuation = combine_rotations(curves)
     if continuation.empty:
         log.warning("continuation: no prompt has readouts; continuation tables are empty")
 
-    log.info("model selection: %d bootstrap replicates per curve", n_boot)
-    min_units = int(settings["min_units"])
-    parts = [judgment_selection(judgment, seed, n_boot, level, min_units),
-             continuation_selection(curves, seed, n_boot, level, min_units)]
+    log.info("model selection: %d bootstrap replicates per curve", settings.n_boot)
+    parts = [judgment_selection(judgment, seed, settings.n_boot, settings.ci_level, settings.min_units),
+             continuation_selection(curves, seed, settings.n_boot, settings.ci_level, settings.min_units)]
     parts = [p for p in parts if not p.empty]
     selection = _selection_frame(pd.concat(parts, ignore_index=True)) if parts else _selection_frame([])
 
     card = recorded_model([inputs[k] for k in ("generations", "judgment_readouts", "continuation_readouts")])
-    extra = {"analysis": settings}
+    extra = {"analysis": settings.analysis()}
     schemas = {
-        "generation_metrics": contracts.binary_generation_metrics_schema(tuple(settings["windows"])),
+        "generation_metrics": contracts.binary_generation_metrics_schema(settings.windows),
         "baselines": contracts.BINARY_BASELINES,
         "judgment": contracts.JUDGMENT,
         "judgment_summary": contracts.JUDGMENT_SUMMARY,
@@ -312,8 +308,8 @@ def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[
         "generation_steps": contracts.GENERATION_STEPS,
     }
     frames = {"generation_metrics": metrics, "baselines": baselines,
-              "generation_steps": generation_steps(generations, n_flips), "judgment": judgment,
-              "judgment_summary": judgment_summary(judgment, seed, n_boot, level),
+              "generation_steps": generation_steps(generations, settings.n_flips), "judgment": judgment,
+              "judgment_summary": judgment_summary(judgment, seed, settings.n_boot, settings.ci_level),
               "continuation": continuation, "model_selection": selection}
     for name, df in frames.items():
         meta = provenance.metadata(f"binary_{name}", dict(params), seed=seed, model=card, extra=extra)
