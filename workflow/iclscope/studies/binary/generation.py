@@ -37,7 +37,8 @@ def crop_generations(
     ``n_used_<mode>`` say what each mode keeps. ``n_unparsed`` counts ``parsed == False`` whether
     or not the sequence is long enough to be used.
     """
-    require_columns(generations, ["p_tails", "sample", "flips", "parsed", "forced_flips", "n_clean", "clean"], "generations")
+    require_columns(generations, ["p_tails", "sample", "flips", "parsed", "forced_flips", "n_clean", "clean"],
+                    "generations")
     if not isinstance(n_flips, (int, np.integer)) or n_flips < 1:
         raise ValueError(f"binary.generation.n_flips must be a positive int, got {n_flips!r}")
     if parse not in PARSE_MODES:

@@ -120,5 +120,5 @@ def _check_section(cfg: dict[str, Any]) -> list[str]:
 
 
 
-__all__ = ["ACCOUNT_CI_REASON", "INPUTS", "MODEL", "OUTPUTS", "PARSE_MODES", "RANDOM", "BinarySettings", "analysis_settings",
+__all__ = ["ACCOUNT_CI_REASON", "BinarySettings", "INPUTS", "MODEL", "OUTPUTS", "PARSE_MODES", "RANDOM", "analysis_settings",
            "check_config"]
