@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from iclscope.analysis import baselines as bl
 from iclscope.analysis import binary_metrics as bm
+from iclscope.analysis import logistic as lg
 from iclscope.analysis import model_selection as ms
 from scipy.special import expit
 
@@ -357,27 +358,27 @@ def test_compare_accounts_prefers_sharp_selection_on_step_like_curves():
 
 def test_transition_point():
     x = np.array([1.0, 2.0, 3.0, 4.0])
-    assert ms.transition_point(x, np.array([0.9, 0.7, 0.3, 0.1])) == pytest.approx(2.5)
-    assert ms.transition_point(x, np.array([0.9, 0.5, 0.3, 0.1])) == 2.0
-    assert ms.transition_point(x, np.array([0.1, 0.2, 0.8, 0.9])) == pytest.approx(2.5)
-    assert ms.transition_point(x, np.array([0.2, 0.8, 0.2, 0.1]), level=0.5) == pytest.approx(1.5)
-    assert math.isnan(ms.transition_point(x, np.array([0.9, 0.8, 0.7, 0.6])))
+    assert lg.transition_point(x, np.array([0.9, 0.7, 0.3, 0.1])) == pytest.approx(2.5)
+    assert lg.transition_point(x, np.array([0.9, 0.5, 0.3, 0.1])) == 2.0
+    assert lg.transition_point(x, np.array([0.1, 0.2, 0.8, 0.9])) == pytest.approx(2.5)
+    assert lg.transition_point(x, np.array([0.2, 0.8, 0.2, 0.1]), level=0.5) == pytest.approx(1.5)
+    assert math.isnan(lg.transition_point(x, np.array([0.9, 0.8, 0.7, 0.6])))
     curve = ms.posterior_random(LENGTHS, 3, 1e-6)
     exact = (math.log(3) - math.log(1e-6 / (1 - 1e-6))) / math.log(2)
-    assert ms.transition_point(LENGTHS, curve) == pytest.approx(exact, abs=0.2)
+    assert lg.transition_point(LENGTHS, curve) == pytest.approx(exact, abs=0.2)
     with pytest.raises(ValueError, match="increasing"):
-        ms.transition_point(x[::-1], np.array([0.9, 0.7, 0.3, 0.1]))
+        lg.transition_point(x[::-1], np.array([0.9, 0.7, 0.3, 0.1]))
 
 
 @pytest.mark.parametrize("direction", [1.0, -1.0])
 def test_fit_logistic_recovers_midpoint_and_slope(direction):
     midpoint, slope = 23.4, 0.6
     curve = expit(direction * slope * (LENGTHS - midpoint))
-    got_mid, got_slope = ms.fit_logistic(LENGTHS, curve)
+    got_mid, got_slope = lg.fit_logistic(LENGTHS, curve)
     assert got_mid == pytest.approx(midpoint, abs=1e-3)
     assert got_slope == pytest.approx(slope, rel=1e-3)
     noisy = curve + np.random.default_rng(30).normal(0, 0.02, LENGTHS.size)
-    got_mid, got_slope = ms.fit_logistic(LENGTHS, noisy)
+    got_mid, got_slope = lg.fit_logistic(LENGTHS, noisy)
     assert got_mid == pytest.approx(midpoint, abs=0.5) and got_slope == pytest.approx(slope, rel=0.2)
 
 
@@ -387,16 +388,16 @@ def test_a_fit_on_the_optimisers_bound_is_reported_as_such_not_as_an_estimate():
     midpoint nor slope is an estimate, and no interval is given for either."""
     lengths = np.arange(1, 101, dtype=float)
     curve = expit(-0.004 * (lengths - 400.0))
-    fit = ms.logistic_fit(lengths, curve)
+    fit = lg.logistic_fit(lengths, curve)
     assert fit.bound == "midpoint" and fit.midpoint == pytest.approx(fit.midpoint_bounds[1])
     units = curve[None, :] + np.random.default_rng(3).normal(0, 0.005, (6, lengths.size))
-    out = ms.logistic_bootstrap(lengths, units, np.random.default_rng(4), n_boot=100)
+    out = lg.logistic_bootstrap(lengths, units, np.random.default_rng(4), n_boot=100)
     for key in ("midpoint", "slope", "transition", "ci_low", "ci_high", "slope_low", "slope_high"):
         assert math.isnan(out[key]), key
     assert "optimiser's midpoint bound" in out["ci_reason"] and "is identified" in out["ci_reason"]
     # the same curve seen where it bends is estimated
     wide = np.arange(1, 801, 8, dtype=float)
-    inside = ms.logistic_fit(wide, expit(-0.004 * (wide - 400.0)))
+    inside = lg.logistic_fit(wide, expit(-0.004 * (wide - 400.0)))
     assert inside.bound is None and inside.midpoint == pytest.approx(400.0, abs=0.5)
 
 
@@ -404,11 +405,11 @@ def test_a_step_keeps_its_midpoint_and_drops_its_slope():
     """A step between two lengths is sharper than any slope the lengths resolve: the slope
     rests on its upper bound and is not reported; the step's position is."""
     curve = (LENGTHS < 20).astype(float)
-    fit = ms.logistic_fit(LENGTHS, curve)
+    fit = lg.logistic_fit(LENGTHS, curve)
     assert fit.bound == "slope_high"
-    assert ms.logistic_fit(LENGTHS, curve * 0.98 + 0.01).bound is None  # 0.01 / 0.99: a finite slope
+    assert lg.logistic_fit(LENGTHS, curve * 0.98 + 0.01).bound is None  # 0.01 / 0.99: a finite slope
     units = np.repeat(curve[None, :], 5, axis=0)
-    out = ms.logistic_bootstrap(LENGTHS, units, np.random.default_rng(6), n_boot=60)
+    out = lg.logistic_bootstrap(LENGTHS, units, np.random.default_rng(6), n_boot=60)
     assert math.isnan(out["slope"]) and math.isnan(out["slope_low"]) and math.isnan(out["slope_high"])
     below, above = LENGTHS[LENGTHS < 20].max(), LENGTHS[LENGTHS >= 20].min()
     assert below <= out["midpoint"] <= above
@@ -419,7 +420,7 @@ def test_logistic_bootstrap_ci_contains_truth():
     midpoint, slope = 15.0, 0.5
     rng = np.random.default_rng(40)
     curves = expit(-slope * (LENGTHS - midpoint))[None, :] + rng.normal(0, 0.05, (30, LENGTHS.size))
-    out = ms.logistic_bootstrap(LENGTHS, curves, np.random.default_rng(41), n_boot=150)
+    out = lg.logistic_bootstrap(LENGTHS, curves, np.random.default_rng(41), n_boot=150)
     assert set(out) == {"midpoint", "slope", "transition", "ci_low", "ci_high", "midpoint_low", "midpoint_high",
                         "slope_low", "slope_high", "ci_method", "ci_reason"}
     assert out["ci_method"] == "units" and out["ci_reason"] is None
@@ -428,23 +429,23 @@ def test_logistic_bootstrap_ci_contains_truth():
     assert out["slope_low"] <= slope <= out["slope_high"]
     assert out["ci_low"] <= midpoint <= out["ci_high"]
     assert out["slope_low"] <= out["slope"] <= out["slope_high"]
-    again = ms.logistic_bootstrap(LENGTHS, curves, np.random.default_rng(41), n_boot=150)
+    again = lg.logistic_bootstrap(LENGTHS, curves, np.random.default_rng(41), n_boot=150)
     assert again == out  # seeded
     with pytest.raises(ValueError, match="n_units"):
-        ms.logistic_bootstrap(LENGTHS, curves[:, :-1], rng, n_boot=10)
+        lg.logistic_bootstrap(LENGTHS, curves[:, :-1], rng, n_boot=10)
 
 
 def test_unit_replicates_equal_fitting_every_resample():
     lengths = np.arange(1, 15, dtype=float)
     gen = np.random.default_rng(5)
     units = np.stack([expit(-(lengths - m)) for m in (5.0, 6.5, 7.0, 9.0)]) + gen.normal(0, 0.01, (4, 14))
-    method, fits = ms.bootstrap_replicates(lengths, units, np.random.default_rng(11), n_boot=40)
+    method, fits = lg.bootstrap_replicates(lengths, units, np.random.default_rng(11), n_boot=40)
     assert method == "units" and fits.shape == (40, 2)
     idx = np.random.default_rng(11).integers(0, 4, size=(40, 4))  # the same draws
-    brute = np.array([ms.fit_logistic(lengths, units[i].mean(axis=0)) for i in idx])
+    brute = np.array([lg.fit_logistic(lengths, units[i].mean(axis=0)) for i in idx])
     np.testing.assert_allclose(fits, brute, rtol=1e-6, atol=1e-8)
     # two units give only 3 distinct resamples: positions (residuals) are resampled instead
-    method, fits = ms.bootstrap_replicates(lengths, units[:2], np.random.default_rng(11), n_boot=40)
+    method, fits = lg.bootstrap_replicates(lengths, units[:2], np.random.default_rng(11), n_boot=40)
     assert method == "residuals" and np.ptp(fits[:, 0]) > 0
 
 
@@ -462,8 +463,8 @@ def test_transition_ci_contains_its_estimate_on_noisy_synthetic_curves(n_units):
         noise = gen.uniform(0.02, 0.2)
         units = np.clip(expit(-slope * (lengths - midpoint))[None, :]
                         + gen.normal(0, noise, (n_units, lengths.size)), 0, 1)
-        out = ms.logistic_bootstrap(lengths, units, np.random.default_rng(seed), n_boot=60)
-        assert out["ci_method"] == ("units" if n_units >= ms.MIN_BOOT_UNITS else "residuals")
+        out = lg.logistic_bootstrap(lengths, units, np.random.default_rng(seed), n_boot=60)
+        assert out["ci_method"] == ("units" if n_units >= lg.MIN_BOOT_UNITS else "residuals")
         if np.isfinite(out["ci_low"]):
             assert out["ci_reason"] is None
             assert out["ci_low"] <= out["transition"] <= out["ci_high"]
@@ -479,15 +480,15 @@ def test_transition_ci_contains_its_estimate_on_noisy_synthetic_curves(n_units):
 
 def test_transition_is_nan_with_a_reason_when_the_fit_does_not_cross():
     flat = 0.8 + np.random.default_rng(3).normal(0, 0.02, (5, LENGTHS.size))  # random controls
-    out = ms.logistic_bootstrap(LENGTHS, flat, np.random.default_rng(0), n_boot=30)
+    out = lg.logistic_bootstrap(LENGTHS, flat, np.random.default_rng(0), n_boot=30)
     assert math.isnan(out["transition"]) and math.isnan(out["ci_low"]) and math.isnan(out["ci_high"])
     assert "optimiser's midpoint bound" in out["ci_reason"]  # flat: the fit runs to its bound
     # a curve that bends inside the search range but crosses 0.5 only beyond the last length
     late = expit(-0.15 * (LENGTHS - 75.0))[None, :] + np.random.default_rng(4).normal(0, 0.01, (5, LENGTHS.size))
-    out = ms.logistic_bootstrap(LENGTHS, late, np.random.default_rng(0), n_boot=30)
+    out = lg.logistic_bootstrap(LENGTHS, late, np.random.default_rng(0), n_boot=30)
     assert math.isnan(out["transition"]) and math.isnan(out["ci_low"]) and math.isnan(out["ci_high"])
     assert out["midpoint"] == pytest.approx(75.0, abs=3) and "does not cross 0.5" in out["ci_reason"]
-    one = ms.logistic_bootstrap(np.array([4.0]), np.array([[0.3]]), np.random.default_rng(0), n_boot=30)
+    one = lg.logistic_bootstrap(np.array([4.0]), np.array([[0.3]]), np.random.default_rng(0), n_boot=30)
     assert math.isnan(one["transition"]) and one["ci_method"] == "none"
     assert "fewer than 2 distinct lengths" in one["ci_reason"]
 
@@ -504,7 +505,7 @@ def test_the_transition_interval_over_eight_units_covers_near_its_nominal_level(
         g = np.random.default_rng(1000 + study)
         mids = 30.0 + g.normal(0, 3.0, 8)
         units = expit(sign * 0.3 * (lengths[None, :] - mids[:, None])) + g.normal(0, 0.03, (8, lengths.size))
-        out = ms.logistic_bootstrap(lengths, units, np.random.default_rng(study), n_boot=150, level=0.9,
+        out = lg.logistic_bootstrap(lengths, units, np.random.default_rng(study), n_boot=150, level=0.9,
                                     min_units=8)
         assert out["ci_method"] == "units"
         covered += out["ci_low"] <= 30.0 <= out["ci_high"]
@@ -514,8 +515,8 @@ def test_the_transition_interval_over_eight_units_covers_near_its_nominal_level(
 def test_an_interval_from_fewer_units_than_asked_is_refused():
     lengths = np.arange(1, 61, dtype=float)
     units = expit(0.3 * (lengths[None, :] - 30.0)) + np.random.default_rng(0).normal(0, 0.03, (5, lengths.size))
-    out = ms.logistic_bootstrap(lengths, units, np.random.default_rng(1), n_boot=50, min_units=8)
+    out = lg.logistic_bootstrap(lengths, units, np.random.default_rng(1), n_boot=50, min_units=8)
     assert out["transition"] == pytest.approx(30.0, abs=1.0)  # the fit is reported ...
     assert math.isnan(out["ci_low"]) and math.isnan(out["slope_low"]) and out["ci_method"] == "none"
     assert out["ci_reason"] == "5 unit(s), fewer than the 8 an interval needs"  # ... its interval refused
-    assert ms.expanded_alpha(0.9, 8) < 0.05 and ms.expanded_alpha(0.9, 10_000) == pytest.approx(0.05, abs=1e-3)
+    assert lg.expanded_alpha(0.9, 8) < 0.05 and lg.expanded_alpha(0.9, 10_000) == pytest.approx(0.05, abs=1e-3)

@@ -494,3 +494,18 @@ def test_judgment_summary_holds_what_the_figure_draws(analysed):
     assert (controls["mean"] <= controls["ci_high"] + 1e-12).all()
     single = summary[summary["n"] == 1]
     assert single["ci_low"].isna().all() and single["ci_high"].isna().all()
+
+
+def test_binary_settings_are_read_once_typed_and_frozen():
+    """BinarySettings: the analysis settings (the schema's defaults filled in) and the task keys
+    the analysis reads, typed; what provenance records is analysis_settings' dict."""
+    import dataclasses
+
+    section = with_defaults("binary", {"analysis": {"windows": [7, 5]}, "generation": {"parse": "strict"}})
+    settings = sb.BinarySettings.from_section(section)
+    assert settings.windows == (7, 5) and settings.parse == "strict" and settings.n_boot == 1000
+    assert (settings.n_flips, settings.max_depth) == (section["generation"]["n_flips"],
+                                                      section["continuation"]["max_depth"])
+    assert settings.analysis() == sb.analysis_settings(section)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.n_boot = 5

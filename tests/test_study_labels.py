@@ -305,3 +305,17 @@ def test_calibrated_scores_use_the_twin_at_the_same_repeat_and_position(extracte
     off_positions = read_table(off["positions"]).to_pandas()
     assert off_positions.logp_true_calibrated.isna().all()
     assert not set(read_table(off["curves"]).to_pandas().metric) & set(study.CALIBRATED_METRICS)
+
+
+def test_labels_settings_are_read_once_typed_and_frozen():
+    """LabelsSettings: labels.analysis with the schema's defaults, and the summary's task keys, typed."""
+    import dataclasses
+
+    section = with_defaults("labels", {"analysis": {"smooth": 3, "calibrate": False}})
+    settings = study.LabelsSettings.from_section(section)
+    analysis = study.analysis_settings(section)
+    assert {k: getattr(settings, k) for k in analysis} == analysis
+    assert (settings.smooth, settings.calibrate, settings.n_boot) == (3, False, 1000)
+    assert (settings.n_examples, settings.flip_at) == (section["n_examples"], section["flip_at"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.level = 0.5

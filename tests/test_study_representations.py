@@ -549,3 +549,23 @@ def test_duplicated_prompts_do_not_narrow_behaviour_intervals():
     pd.testing.assert_frame_equal(once, many)
     naive = rep.summarise_behaviour(copies.assign(distinct_prompt_id=copies["prompt_id"]), seed=1, n_boot=500)
     assert (naive["ci_high"] - naive["ci_low"]).sum() < 0.6 * (once["ci_high"] - once["ci_low"]).sum()
+
+
+def test_representations_settings_are_read_once_typed_and_frozen():
+    """RepresentationsSettings: analysis_settings' values typed (poolings defaulted to what
+    extraction pooled), the per-task keys resolved per task, provenance = analysis_settings' dict."""
+    import dataclasses
+
+    section = {"pooling": ["last", "mean"], "analysis": {"rsa_spans": {"reading": ["end"]}, "n_splits": 3}}
+    settings = rep.RepresentationsSettings.from_section(section)
+    given = rep.analysis_settings({"representations": section})
+    assert settings.record() == given
+    assert settings.rsa_poolings == ("last", "mean") and settings.probe_pooling == "last"
+    assert settings.n_splits == 3 and settings.rsa_comparators == tuple(given["rsa_comparators"])
+    reading = settings.task("reading")
+    assert reading == rep.TaskSettings(tuple(rep.task_setting(given, "hypotheses", "reading")), ("end",),
+                                       rep.task_setting(given, "probe_span", "reading"))
+    assert settings.task("regression").rsa_spans == tuple(rep.task_setting(given, "rsa_spans", "regression"))
+    assert settings.readout("regression") == rep.headline_readout(given, "regression")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.n_boot = 5

@@ -1,8 +1,9 @@
 """Study A: binary-sequence ICL dynamics (Bigelow et al., arXiv 2310.17639).
 
 A package: :mod:`.settings` (names and the analysis settings), :mod:`.analyse` (reads the
-extracted tables, computes and writes the tables below) and :mod:`.figures` (draws only
-what the tables hold).
+extracted tables, computes and writes the tables below: the judgment, continuation and
+model-selection analyses, and the generation ones of :mod:`.generation`; :mod:`.frames`:
+typed frames) and :mod:`.figures` (draws only what the tables hold).
 
 Reads the extraction step's tables, computes the analyses A1-A5 (docs/studies/binary.md)
 with the pure modules in :mod:`iclscope.analysis`, writes the result tables (:func:`analyse`)
@@ -89,7 +90,7 @@ per account:
     midpoint, midpoint_low, midpoint_high, slope_low, slope_high, n_params, sse, r2, bic,
     best, temperature, logit_prior, prior_concept, ci_reason (null when ci_low/ci_high exist,
     else why they do not).
-    * account ``lm``: the model's own curve (:func:`model_selection.logistic_bootstrap`). A
+    * account ``lm``: the model's own curve (:func:`iclscope.analysis.logistic.logistic_bootstrap`). A
       logistic in |x| is fitted to the unit-mean implied p_random; ``transition`` = |x|* = its
       midpoint, where the FITTED curve crosses 0.5 (NaN when that lies outside the lengths
       observed); for continuation the implied p_random is (1 - p_continue) / (1 - 0.5^d), the
@@ -121,13 +122,14 @@ Figures: see :data:`FIGURES` and :func:`plot`.
 from iclscope.registry import lazy_exports  # noqa: E402
 
 lazy_exports(__name__, {
-    "analyse": ("analyse", "analyse_generations", "combine_rotations", "continuation_curves", "continuation_selection", "crop_generations", "curve_selection", "generation_steps", "judgment_selection", "judgment_summary", "metrics_frame", "p_random", "restricted_log_q",),
+    "analyse": ("analyse", "combine_rotations", "continuation_curves", "continuation_selection", "curve_selection", "judgment_selection", "judgment_summary", "p_random", "restricted_log_q",),
+    "generation": ("analyse_generations", "crop_generations", "generation_steps", "metrics_frame",),
     "figures": ("FIGURES", "captions", "generation_columns", "plot",),
-    "settings": ("ACCOUNT_CI_REASON", "INPUTS", "MODEL", "OUTPUTS", "PARSE_MODES", "RANDOM", "analysis_settings",),
+    "settings": ("ACCOUNT_CI_REASON", "BinarySettings", "INPUTS", "MODEL", "OUTPUTS", "PARSE_MODES", "RANDOM", "analysis_settings",),
 })
 
 __all__ = [
-    "ACCOUNT_CI_REASON", "FIGURES", "INPUTS", "MODEL", "OUTPUTS", "PARSE_MODES", "RANDOM", "analyse",
+    "ACCOUNT_CI_REASON", "BinarySettings", "FIGURES", "INPUTS", "MODEL", "OUTPUTS", "PARSE_MODES", "RANDOM", "analyse",
     "analyse_generations", "analysis_settings", "captions", "combine_rotations", "continuation_curves",
     "continuation_selection", "crop_generations", "curve_selection", "generation_columns", "generation_steps",
     "judgment_selection",

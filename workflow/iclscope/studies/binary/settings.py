@@ -4,6 +4,7 @@ settings read from the validated config (defaults and ranges live in config/sche
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,38 @@ def analysis_settings(binary: Mapping[str, Any]) -> dict[str, Any]:
     out = section_settings("binary", "analysis", binary.get("analysis"))
     out["windows"] = [int(w) for w in out["windows"]]
     return out
+
+
+@dataclass(frozen=True)
+class BinarySettings:
+    """Study A's analysis settings, read once from the validated ``binary`` section
+    (:meth:`from_section`): ``binary.analysis`` (:func:`analysis_settings`, the schema's
+    defaults filled in) and the task keys the analysis reads. Its functions get these values
+    from here, never from defaults of their own."""
+
+    n_boot: int  # binary.analysis.n_boot: bootstrap replicates
+    min_units: int  # binary.analysis.min_units: fewest units behind an interval
+    ci_level: float  # binary.analysis.ci_level
+    levenshtein: str  # binary.analysis.levenshtein: normalized or indel
+    windows: tuple[int, ...]  # binary.analysis.windows: repeated-substring window sizes
+    n_flips: int  # binary.generation.n_flips: flips a generated sequence is cropped to
+    parse: str  # binary.generation.parse: first_letter or strict
+    max_depth: int  # binary.continuation.max_depth: deepest continuation
+
+    @classmethod
+    def from_section(cls, binary: Mapping[str, Any]) -> BinarySettings:
+        """The settings of a ``binary`` section whose defaults are filled in
+        (:func:`iclscope.config.with_defaults`); ``binary.analysis`` is checked against the schema."""
+        analysis = analysis_settings(binary)
+        return cls(n_boot=int(analysis["n_boot"]), min_units=int(analysis["min_units"]),
+                   ci_level=float(analysis["ci_level"]), levenshtein=str(analysis["levenshtein"]),
+                   windows=tuple(analysis["windows"]), n_flips=int(binary["generation"]["n_flips"]),
+                   parse=str(binary["generation"]["parse"]), max_depth=int(binary["continuation"]["max_depth"]))
+
+    def analysis(self) -> dict[str, Any]:
+        """``binary.analysis`` as :func:`analysis_settings` gives it (the tables' provenance records it)."""
+        return {"n_boot": self.n_boot, "min_units": self.min_units, "ci_level": self.ci_level,
+                "levenshtein": self.levenshtein, "windows": list(self.windows)}
 
 
 # ----------------------------------------------------------------------------- config checks
@@ -87,4 +120,5 @@ def _check_section(cfg: dict[str, Any]) -> list[str]:
 
 
 
-__all__ = ["ACCOUNT_CI_REASON", "INPUTS", "MODEL", "OUTPUTS", "PARSE_MODES", "RANDOM", "analysis_settings", "check_config"]
+__all__ = ["ACCOUNT_CI_REASON", "BinarySettings", "INPUTS", "MODEL", "OUTPUTS", "PARSE_MODES", "RANDOM", "analysis_settings",
+           "check_config"]

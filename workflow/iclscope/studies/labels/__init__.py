@@ -72,11 +72,12 @@ from iclscope.registry import lazy_exports  # noqa: E402
 lazy_exports(__name__, {
     "analyse": ("analyse", "positions_table", "summary_table",),
     "figures": ("FIGURES", "HALFWAY_CONDITIONS", "MAIN_CONDITIONS", "plot",),
-    "settings": ("CALIBRATED_METRICS", "DIFFERENCES", "METRICS", "POOLED_DIFFERENCES", "POOLED_VALUE_WINDOWS", "SUMMARY_COLUMNS", "analysis_settings",),
+    "settings": ("CALIBRATED_METRICS", "DIFFERENCES", "LabelsSettings", "METRICS", "POOLED_DIFFERENCES", "POOLED_VALUE_WINDOWS", "SUMMARY_COLUMNS", "analysis_settings",),
 })
 
 __all__ = [
-    "CALIBRATED_METRICS", "DIFFERENCES", "FIGURES", "HALFWAY_CONDITIONS", "MAIN_CONDITIONS", "METRICS", "POOLED_DIFFERENCES",
+    "CALIBRATED_METRICS", "DIFFERENCES", "FIGURES", "HALFWAY_CONDITIONS", "LabelsSettings", "MAIN_CONDITIONS", "METRICS",
+    "POOLED_DIFFERENCES",
     "POOLED_VALUE_WINDOWS", "SUMMARY_COLUMNS", "analyse", "analysis_settings", "plot", "positions_table",
     "summary_table",
 ]

@@ -25,7 +25,7 @@ from iclscope.analysis.label_metrics import (
 from iclscope.analysis.stats import bootstrap_ci
 from iclscope.seeding import rng
 from iclscope.studies.labels.settings import (
-    CALIBRATED_METRICS, DIFFERENCES, METRICS, POOLED_DIFFERENCES, POOLED_VALUE_WINDOWS, SUMMARY_COLUMNS, analysis_settings,
+    CALIBRATED_METRICS, DIFFERENCES, METRICS, POOLED_DIFFERENCES, POOLED_VALUE_WINDOWS, SUMMARY_COLUMNS, LabelsSettings,
 )
 from iclscope.tables import read_table, recorded_model, typed_table, write_table
 
@@ -168,35 +168,30 @@ def summary_table(positions: pd.DataFrame, curves: pd.DataFrame, n_examples: int
 def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[str, str]) -> None:
     """Read ``inputs`` (``tasks``, ``readouts``), write ``outs`` (``positions``, ``curves``,
     ``summary``). ``params``: ``seed``, ``dataset`` (name), ``labels`` (config section)."""
-    labels = params["labels"]
-    settings = analysis_settings(labels)
-    scoring = settings["scoring"]
-    smooth = int(settings["smooth"])
-    n_boot = int(settings["n_boot"])
-    level = float(settings["level"])
+    settings = LabelsSettings.from_section(params["labels"])
     seed = int(params["seed"])
     dataset = params["dataset"]
     tasks = read_table(inputs["tasks"]).to_pandas()
     readouts = read_table(inputs["readouts"]).to_pandas()
-    positions = positions_table(tasks, readouts, scoring, bool(settings["calibrate"]))
-    log.info("%s: %d prompts, %d positions (%s scoring)", dataset, len(tasks), len(positions), scoring)
-    curves = position_curves(positions, list(METRICS), rng(seed, "labels", dataset, "curves"), n_boot=n_boot,
-                             smooth=smooth, level=level)
+    positions = positions_table(tasks, readouts, settings.scoring, settings.calibrate)
+    log.info("%s: %d prompts, %d positions (%s scoring)", dataset, len(tasks), len(positions), settings.scoring)
+    curves = position_curves(positions, list(METRICS), rng(seed, "labels", dataset, "curves"), n_boot=settings.n_boot,
+                             smooth=settings.smooth, level=settings.level)
     calibrated = sorted(calibrated_conditions(positions))
     if calibrated:  # their own generator: the plain curves stay as they were
         extra_curves = position_curves(positions[positions["condition"].isin(calibrated)], list(CALIBRATED_METRICS),
-                                       rng(seed, "labels", dataset, "curves_calibrated"), n_boot=n_boot,
-                                       smooth=smooth, level=level)
+                                       rng(seed, "labels", dataset, "curves_calibrated"), n_boot=settings.n_boot,
+                                       smooth=settings.smooth, level=settings.level)
         curves = pd.concat([curves, extra_curves], ignore_index=True)
     curves.insert(0, "dataset", dataset)
     summary = summary_table(
-        positions, curves, int(labels["n_examples"]), int(labels["flip_at"]),
-        lambda *keys: rng(seed, "labels", dataset, "summary", *keys), n_boot, level,
-        control_folds=int(settings["control_folds"]))
+        positions, curves, settings.n_examples, settings.flip_at,
+        lambda *keys: rng(seed, "labels", dataset, "summary", *keys), settings.n_boot, settings.level,
+        control_folds=settings.control_folds)
     summary.insert(0, "dataset", dataset)
 
-    extra = {"dataset": dataset, "scoring": scoring, "smooth": smooth, "n_boot": n_boot, "level": level,
-             "calibrate": bool(settings["calibrate"]), "control_folds": int(settings["control_folds"])}
+    extra = {"dataset": dataset, "scoring": settings.scoring, "smooth": settings.smooth, "n_boot": settings.n_boot,
+             "level": settings.level, "calibrate": settings.calibrate, "control_folds": settings.control_folds}
     model = recorded_model([inputs["readouts"]])
     schemas = {"positions": contracts.LABEL_POSITIONS, "curves": contracts.CURVE, "summary": contracts.LABEL_SUMMARY}
     for name, frame in (("positions", positions), ("curves", curves), ("summary", summary)):

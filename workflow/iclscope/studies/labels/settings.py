@@ -4,6 +4,7 @@ analysis settings read from the validated config (defaults live in config/schema
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,32 @@ SUMMARY_COLUMNS = ["kind", "metric", "position_name", "position", "condition", "
 def analysis_settings(labels: Mapping[str, Any]) -> dict[str, Any]:
     """``labels["analysis"]`` with the schema's defaults filled in and checked against it."""
     return section_settings("labels", "analysis", labels.get("analysis"))
+
+
+@dataclass(frozen=True)
+class LabelsSettings:
+    """Study C's analysis settings, read once from the validated ``labels`` section
+    (:meth:`from_section`): ``labels.analysis`` (:func:`analysis_settings`, the schema's defaults
+    filled in) and the task keys the summary reads. Its functions get these values from here,
+    never from defaults of their own."""
+
+    scoring: str  # labels.analysis.scoring: exact or first_token
+    smooth: int  # labels.analysis.smooth: trailing moving-average window over positions
+    n_boot: int  # labels.analysis.n_boot: bootstrap resamples of the repeats
+    level: float  # labels.analysis.level: confidence level
+    calibrate: bool  # labels.analysis.calibrate: contextual calibration with the content-free twins
+    control_folds: int  # labels.analysis.control_folds: cross-fitting folds of the twin adjustment
+    n_examples: int  # labels.n_examples: labelled examples per prompt
+    flip_at: int  # labels.flip_at: where the flip conditions change mapping
+
+    @classmethod
+    def from_section(cls, labels: Mapping[str, Any]) -> LabelsSettings:
+        """The settings of a validated ``labels`` section; ``labels.analysis`` is checked against the schema."""
+        analysis = analysis_settings(labels)
+        return cls(scoring=str(analysis["scoring"]), smooth=int(analysis["smooth"]), n_boot=int(analysis["n_boot"]),
+                   level=float(analysis["level"]), calibrate=bool(analysis["calibrate"]),
+                   control_folds=int(analysis["control_folds"]), n_examples=int(labels["n_examples"]),
+                   flip_at=int(labels["flip_at"]))
 
 
 # ----------------------------------------------------------------------------- config checks

@@ -125,11 +125,12 @@ lazy_exports(__name__, {
     "statistics": ("condition_alignment", "condition_fields", "known_fields", "probe_fields", "rsa_by_condition",),
     "behaviour": ("prompt_behaviour", "summarise_behaviour",),
     "figures": ("FIGURES", "plot",),
-    "settings": ("END", "OUTPUTS", "READOUT", "SCHEMAS", "TASKS", "analysis_settings", "headline_readout", "schema_defaults", "task_setting",),
+    "settings": ("END", "OUTPUTS", "READOUT", "RepresentationsSettings", "SCHEMAS", "TASKS", "TaskSettings", "analysis_settings", "headline_readout", "schema_defaults", "task_setting",),
 })
 
 __all__ = [
-    "END", "FIGURES", "OUTPUTS", "READOUT", "SCHEMAS", "TASKS", "analyse", "analysis_settings",
+    "END", "FIGURES", "OUTPUTS", "READOUT", "RepresentationsSettings", "SCHEMAS", "TASKS", "TaskSettings", "analyse",
+    "analysis_settings",
     "condition_alignment", "condition_fields", "iter_layers", "known_fields", "plot", "probe_fields",
     "prompt_attention_ratios", "prompt_behaviour", "rsa_by_condition", "schema_defaults",
     "summarise_attention_ratios", "summarise_behaviour", "task_setting", "headline_readout",

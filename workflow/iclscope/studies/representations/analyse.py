@@ -23,7 +23,7 @@ from iclscope.studies.representations.layers import (
     Collected, LayerRows, layer_probes, layer_repr_vs_behaviour, layer_rsa, TaskFrame,
 )
 from iclscope.studies.representations.settings import (
-    DISTRACTOR, INPUT_KINDS, OUTPUTS, RELEVANT, SCHEMAS, TASKS, analysis_settings, headline_readout, task_setting,
+    DISTRACTOR, INPUT_KINDS, OUTPUTS, RELEVANT, SCHEMAS, TASKS, RepresentationsSettings,
 )
 from iclscope.studies.representations.statistics import RSAResult, condition_change, condition_fields
 from iclscope.tables import read_table, recorded_model, typed_table, write_table
@@ -88,12 +88,11 @@ def _similarity_frame(task: str, entries: list[tuple[int, str, str, int, RSAResu
     return pd.DataFrame(data)
 
 
-def _task_frame(task: str, inputs: Mapping[str, str], settings: Mapping[str, Any]) -> TaskFrame | None:
+def _task_frame(task: str, inputs: Mapping[str, str], settings: RepresentationsSettings) -> TaskFrame | None:
     """Read the task table (None, with a warning, when it is empty) and resolve the task's
     own settings once."""
-    hypotheses = task_setting(settings, "hypotheses", task)
-    rsa_spans = list(task_setting(settings, "rsa_spans", task))
-    probe_span = str(task_setting(settings, "probe_span", task))
+    own = settings.task(task)
+    hypotheses, rsa_spans, probe_span = list(own.hypotheses), list(own.rsa_spans), own.probe_span
     paths = {kind: inputs[f"{task}_{kind}"] for kind in INPUT_KINDS}
     tasks = read_table(paths["tasks"]).to_pandas()
     if len(tasks) == 0:
@@ -113,7 +112,7 @@ def _task_frame(task: str, inputs: Mapping[str, str], settings: Mapping[str, Any
     return TaskFrame(task, hypotheses, rsa_spans, probe_span, paths, tasks, fields, list(fields.index),
                       prompt_index, prompt_shots,
                       tasks["condition"].to_numpy(dtype=object), shots, shots[0], shots[1:],
-                      headline_readout(settings, task))
+                      settings.readout(task))
 
 
 def _behaviour_deltas(tf: TaskFrame, seed: int, n_boot: int,
@@ -182,15 +181,15 @@ def _check_embeddings(tf: TaskFrame, poolings: Sequence[str], spans: Sequence[st
              tf.shots, index["layer"].nunique())
 
 
-def _analyse_task(task: str, inputs: Mapping[str, str], settings: Mapping[str, Any], seed: int,
+def _analyse_task(task: str, inputs: Mapping[str, str], settings: RepresentationsSettings, seed: int,
                   collected: Collected) -> None:
     """B1-B7 for one task: behaviour and attention first, then the embeddings one layer at a
     time (RSA, probes, and B7, which needs both)."""
     tf = _task_frame(task, inputs, settings)
     if tf is None:
         return
-    n_boot = int(settings["n_boot"])
-    poolings = [*settings["rsa_poolings"], str(settings["probe_pooling"])]
+    n_boot = settings.n_boot
+    poolings = [*settings.rsa_poolings, settings.probe_pooling]
     spans = [*tf.rsa_spans, tf.probe_span]
     _check_embeddings(tf, poolings, spans)
     behaviour_deltas = _behaviour_deltas(tf, seed, n_boot, collected)
@@ -199,7 +198,7 @@ def _analyse_task(task: str, inputs: Mapping[str, str], settings: Mapping[str, A
                        + (["relevant_first"] if "relevant_first" in tf.tasks.columns else [])]
     readout = tf.readout
     bands = AlignmentBands(task, prompts, tf.fields, tf.hypotheses, readout["pooling"], readout["span"],
-                           str(settings["rsa_comparators"][0]), tf.n_layers, seed, n_boot)
+                           settings.rsa_comparators[0], tf.n_layers, seed, n_boot)
     similarity_entries: list[tuple[int, str, str, int, RSAResult]] = []
     deltas: dict[tuple[str, str | None, str | None, str, int], dict[int, np.ndarray]] = {}
     for lv in iter_layers(tf.paths["embeddings"], spans, poolings):
@@ -212,7 +211,7 @@ def _analyse_task(task: str, inputs: Mapping[str, str], settings: Mapping[str, A
     collected.similarity.append(_similarity_frame(task, similarity_entries, tf.fields))
     collected.effects += bands.rows(tf.before, tf.afters)
     collected.effects += correlation_band_rows(task, deltas, behaviour_deltas, tf.n_layers, tf.before, readout, seed,
-                                               n_boot, str(settings["correlation"]))
+                                               n_boot, settings.correlation)
 
 
 class _single_thread:
@@ -238,7 +237,7 @@ def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[
     missing = [name for name in OUTPUTS if name not in outs]
     if missing:
         raise ValueError(f"outs lacks {missing} (got {sorted(outs)})")
-    settings = analysis_settings(params)
+    settings = RepresentationsSettings.from_section(params.get("representations", {}) or {})
     seed = int(params["seed"])
     tasks = _tasks_present(inputs)
     collected = Collected([], [], [], [], [], [])
@@ -251,7 +250,7 @@ def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[
 
     behaviour = (pd.concat(collected.behaviour, ignore_index=True) if collected.behaviour
                  else pd.DataFrame(columns=contracts.BEHAVIOUR.names))
-    summary = summarise_behaviour(behaviour, seed, int(settings["n_boot"])) if len(behaviour) else pd.DataFrame()
+    summary = summarise_behaviour(behaviour, seed, settings.n_boot) if len(behaviour) else pd.DataFrame()
     frames: dict[str, Any] = {
         "behaviour": [behaviour] if len(behaviour) else [],
         "behaviour_summary": [summary] if len(summary) else [],
@@ -263,7 +262,7 @@ def analyse(inputs: Mapping[str, str], params: Mapping[str, Any], outs: Mapping[
         "effects": collected.effects,
     }
     model = recorded_model([inputs[f"{task}_embeddings"] for task in tasks])
-    extra = {"tasks": tasks, "settings": {k: v for k, v in settings.items()}}
+    extra = {"tasks": tasks, "settings": settings.record()}
     for name in OUTPUTS:
         table = typed_table(frames[name], SCHEMAS[name])
         meta = provenance.metadata(f"representations_{name}", params, seed=seed, model=model, extra=extra)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from iclscope.seeding import rng
-from iclscope.studies.representations.settings import DISTRACTOR, RELEVANT
+from iclscope.studies.representations.settings import DISTRACTOR, RELEVANT, RepresentationsSettings
 from iclscope.studies.representations.effects import ORDERS
 from iclscope.studies.representations.embeddings import LayerVectors
 from iclscope.studies.representations.statistics import (
@@ -93,14 +93,14 @@ class LayerRows:
         return list(ORDERS) if self.first is not None else [ORDERS[0]]
 
 
-def layer_rsa(tf: TaskFrame, rows: LayerRows, settings: Mapping[str, Any], seed: int, collected: Collected,
+def layer_rsa(tf: TaskFrame, rows: LayerRows, settings: RepresentationsSettings, seed: int, collected: Collected,
                similarity_entries: list[tuple[int, str, str, int, RSAResult]]) -> dict[tuple[str, str, int], RSAResult]:
     """B4 at one layer: RSA per (pooling, span, shot count), rows collected; returns the results."""
-    n_permutations = int(settings["n_permutations"])
-    comparators = list(settings["rsa_comparators"])
+    n_permutations = settings.n_permutations
+    comparators = list(settings.rsa_comparators)
     lv, layer = rows.lv, rows.lv.layer
     sims: dict[tuple[str, str, int], RSAResult] = {}
-    for pooling in list(settings["rsa_poolings"]):
+    for pooling in settings.rsa_poolings:
         for span in tf.rsa_spans:
             for k in tf.shots:
                 for flag, tag in rows.orders():
@@ -127,20 +127,19 @@ def layer_rsa(tf: TaskFrame, rows: LayerRows, settings: Mapping[str, Any], seed:
     return sims
 
 
-def layer_probes(tf: TaskFrame, rows: LayerRows, settings: Mapping[str, Any], seed: int,
+def layer_probes(tf: TaskFrame, rows: LayerRows, settings: RepresentationsSettings, seed: int,
                   collected: Collected) -> None:
     """B5 at one layer: the probes per shot count with their permutation controls."""
-    probe_span, probe_pooling = tf.probe_span, str(settings["probe_pooling"])
+    probe_span, probe_pooling = tf.probe_span, settings.probe_pooling
     lv, layer = rows.lv, rows.lv.layer
     for k in tf.shots:
         sel = rows.select(probe_span, probe_pooling, k)
         if sel.size == 0:
             continue
         scores = probe_fields(lv.vectors[sel], rows.cond[sel], tf.fields, tf.hypotheses, seed,
-                              (tf.task, layer, k), n_splits=int(settings["n_splits"]),
-                              alpha=float(settings["ridge_alpha"]), C=float(settings["logistic_C"]),
-                              n_shuffles=int(settings["n_shuffles"]), classifier=str(settings["classifier"]),
-                              n_shuffles_max=int(settings["n_shuffles_max"]))
+                              (tf.task, layer, k), n_splits=settings.n_splits,
+                              alpha=settings.ridge_alpha, C=settings.logistic_C, n_shuffles=settings.n_shuffles,
+                              classifier=settings.classifier, n_shuffles_max=settings.n_shuffles_max)
         for s in scores:
             collected.probes.append({
                 "task": tf.task, "layer": layer, "n_shots": k, **s, "pooling": probe_pooling,
@@ -149,13 +148,13 @@ def layer_probes(tf: TaskFrame, rows: LayerRows, settings: Mapping[str, Any], se
 
 def layer_repr_vs_behaviour(tf: TaskFrame, layer: int, sims: Mapping[tuple[str, str, int], RSAResult],
                              behaviour_deltas: Mapping[tuple[str, int], np.ndarray],
-                             ratio_deltas: Mapping[tuple[int, int], np.ndarray], settings: Mapping[str, Any],
+                             ratio_deltas: Mapping[tuple[int, int], np.ndarray], settings: RepresentationsSettings,
                              seed: int, collected: Collected, deltas: dict) -> None:
     """B7 at one layer: per-condition changes of representation measures against behaviour."""
-    n_boot, method = int(settings["n_boot"]), str(settings["correlation"])
+    n_boot, method = settings.n_boot, settings.correlation
     for after in tf.afters:
         measures: list[tuple[str, str | None, str | None, np.ndarray]] = []
-        for pooling in list(settings["rsa_poolings"]):
+        for pooling in settings.rsa_poolings:
             for span in tf.rsa_spans:
                 a, b = sims.get((pooling, span, tf.before)), sims.get((pooling, span, after))
                 if a is None or b is None:

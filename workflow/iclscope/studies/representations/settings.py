@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,72 @@ def headline_readout(settings: Mapping[str, Any], task: str) -> dict[str, str]:
         raise ValueError(f"representations.analysis.headline.behaviour {out['behaviour']!r} for task {task!r} must "
                          f"be one of {list(BEHAVIOUR_MEASURES)}")
     return out
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """One task's own values of the per-task settings (:func:`task_setting`)."""
+
+    hypotheses: tuple[str, ...]  # representations.analysis.hypotheses: condition fields compared
+    rsa_spans: tuple[str, ...]  # representations.analysis.rsa_spans: pooled spans compared by RSA
+    probe_span: str  # representations.analysis.probe_span: the span the probes read
+
+
+@dataclass(frozen=True)
+class RepresentationsSettings:
+    """Study B's analysis settings, read once from the validated ``representations`` section
+    (:meth:`from_section`, through :func:`analysis_settings`: the schema's defaults filled in,
+    the poolings defaulted to what extraction pooled). Its functions get these values from
+    here, never from defaults of their own; the per-task keys are resolved per task
+    (:meth:`task`, :meth:`readout`)."""
+
+    n_permutations: int  # permutations of the RSA tests
+    rsa_comparators: tuple[str, ...]  # alignment comparators; the first is the headline
+    rsa_poolings: tuple[str, ...]  # poolings compared by RSA
+    probe_pooling: str  # the pooling the probes read
+    n_splits: int  # cross-validation folds of the probes
+    ridge_alpha: float  # the ridge probes' penalty
+    logistic_C: float  # the logistic probes' inverse penalty
+    classifier: str  # probe of categorical fields: ridge or logistic
+    n_shuffles: int  # target shuffles of the probes' control
+    n_shuffles_max: int  # where no shuffle reaches a probe's score, shuffles continue up to this many
+    n_boot: int  # bootstrap resamples of the intervals
+    correlation: str  # representation-vs-behaviour correlation: pearson or spearman
+    significance: float  # the figures' significance level
+    figure_layer: int | None  # the similarity figure's layer (None: the middle one)
+    figure_pooling: str  # the figures' pooling
+    # ``representations.analysis`` as analysis_settings gave it: the per-task keys (hypotheses,
+    # rsa_spans, probe_span, headline: one value or {task: value}) and the tables' provenance
+    validated: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_section(cls, representations: Mapping[str, Any]) -> RepresentationsSettings:
+        """The settings of a ``representations`` section (``analysis`` and ``pooling`` read;
+        a ValueError names an unknown key or an invalid value)."""
+        s = analysis_settings({"representations": representations})
+        return cls(
+            n_permutations=int(s["n_permutations"]), rsa_comparators=tuple(s["rsa_comparators"]),
+            rsa_poolings=tuple(s["rsa_poolings"]), probe_pooling=str(s["probe_pooling"]), n_splits=int(s["n_splits"]),
+            ridge_alpha=float(s["ridge_alpha"]), logistic_C=float(s["logistic_C"]), classifier=str(s["classifier"]),
+            n_shuffles=int(s["n_shuffles"]), n_shuffles_max=int(s["n_shuffles_max"]), n_boot=int(s["n_boot"]),
+            correlation=str(s["correlation"]), significance=float(s["significance"]),
+            figure_layer=None if s["figure_layer"] is None else int(s["figure_layer"]),
+            figure_pooling=str(s["figure_pooling"]), validated=s,
+        )
+
+    def task(self, task: str) -> TaskSettings:
+        """``task``'s values of the per-task keys (a ValueError names a missing or invalid one)."""
+        return TaskSettings(hypotheses=tuple(task_setting(self.validated, "hypotheses", task)),
+                            rsa_spans=tuple(task_setting(self.validated, "rsa_spans", task)),
+                            probe_span=str(task_setting(self.validated, "probe_span", task)))
+
+    def readout(self, task: str) -> dict[str, str]:
+        """``task``'s pre-declared headline readout (:func:`headline_readout`)."""
+        return headline_readout(self.validated, task)
+
+    def record(self) -> dict[str, Any]:
+        """The analysis settings as the tables' provenance records them (:func:`analysis_settings`'s dict)."""
+        return dict(self.validated)
 
 
 # ----------------------------------------------------------------------------- config checks
