@@ -15,7 +15,8 @@ MiB = 1024 * 1024
 # attention capture: float32 keys of the captured query rows, repeated over each key/value
 # head's query heads, (items, heads, T, head_dim), plus their (items, heads, T) scores
 CAPTURE_BYTES = 256 * MiB
-# span pooling: float32 hidden states of the pooled spans' tokens, (tokens in spans, width)
+# span pooling: the float32 copy of a chunk of the batch's tokens that a model not in
+# float32 sums in (a float32 model's tokens are summed where they are), (tokens, width)
 POOL_BYTES = 256 * MiB
 # LM head at read positions: float32 logits of one chunk of rows, (rows, vocabulary); the
 # log-softmax makes a second such tensor. 192 MiB is 1024 rows of a 49,152-token vocabulary.
