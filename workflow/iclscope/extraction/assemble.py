@@ -2,8 +2,9 @@
 
 Rows come out in the order of an unsharded run whatever the batches (length-sorted) were:
 by layer where the table has layers, then by the prompt's position in the task table (a
-repeated prompt's rows copied under each of its ids), then by what the row holds. Each
-table is built as columns: the per-prompt loops never run per row.
+repeated prompt's rows copied under each of its ids), then by what the row holds. The
+attention table, the longest (a row per layer, prompt, head and span), is built as columns
+from one block per layer and prompt; the other two list their rows one by one.
 """
 
 from __future__ import annotations

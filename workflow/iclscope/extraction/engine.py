@@ -386,9 +386,10 @@ def extract(
     real_tokens = sum(lengths[i] for i in kept)
     padded_tokens = sum(len(b) * max(lengths[i] for i in b) for b in batches)
     n_prompts = sum(len(copies[prepared[i].prompt.prompt_id]) for i in kept)
+    branch_tokens = sum(prepared[i].sequence.n_branch for i in kept)
     log.info("%d prompts (%d distinct), %d tokens (%d in candidate branches) in %d batches, "
-             "padding efficiency %.3f", n_prompts, len(kept), real_tokens,
-             sum(prepared[i].sequence.n_branch for i in kept), len(batches), real_tokens / max(padded_tokens, 1))
+             "padding efficiency %.3f", n_prompts, len(kept), real_tokens, branch_tokens, len(batches),
+             real_tokens / max(padded_tokens, 1))
 
     order: list[int] = []
     results: list[tuple[Sequence[PreparedPrompt], _BatchResult]] = []
@@ -416,8 +417,7 @@ def extract(
                "padded_tokens": padded_tokens, "batches": len(batches)},
     )
     tables.work = {
-        "prompt_tokens": sum(prepared[i].sequence.n_prompt for i in kept),
-        "branch_tokens": sum(prepared[i].sequence.n_branch for i in kept),
+        "prompt_tokens": real_tokens - branch_tokens, "branch_tokens": branch_tokens,
         "flops": batch_flops(model.config.to_dict(), prepared, batches),
         "prepare_s": start - started, "forward_s": forwards, "tables_s": time.perf_counter() - start - forwards,
     }

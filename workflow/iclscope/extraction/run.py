@@ -69,9 +69,10 @@ def run_extract(model_dir: str, tasks_path: str, params: Mapping[str, Any], outs
         raise ExtractionError(f"shard {shard} is not in 0..{n_shards - 1}")
     model, tokenizer, card = _load(model_dir, params, attention=True)
     max_length = getattr(model.config, "max_position_embeddings", None)
-    log.info("%s: shard %d of %d of %d prompts on %s", task, shard + 1, n_shards, len(rows), input_device(model))
+    device, dtype = input_device(model), next(model.parameters()).dtype
+    log.info("%s: shard %d of %d of %d prompts on %s", task, shard + 1, n_shards, len(rows), device)
     plans = [plan_for(task, row) for row in rows]
-    peak = gemm_peak(next(model.parameters()).dtype, input_device(model))  # before the work, as the benchmark does
+    peak = gemm_peak(dtype, device)  # before the work, as the benchmark does
     begun = time.perf_counter()
     # a shard runs every n-th batch of the whole task's plan: results never depend on `shards`
     result = extract(model, tokenizer, rows, plans, params.get("pooling", ["max", "mean", "last"]),
@@ -79,7 +80,7 @@ def run_extract(model_dir: str, tasks_path: str, params: Mapping[str, Any], outs
     tables = {"embeddings": result.embeddings, "attention": result.attention, "readouts": result.readouts}
     record = Throughput(
         model=card.get("name", Path(model_dir).name), task=task, shard=f"{shard + 1}/{n_shards}",
-        device=str(input_device(model)), dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+        device=str(device), dtype=str(dtype).removeprefix("torch."),
         cpu=cpu_capability(), threads=torch.get_num_threads(), prompt_tokens=int(result.work["prompt_tokens"]),
         branch_tokens=int(result.work["branch_tokens"]), padded_tokens=int(result.stats["padded_tokens"]),
         parameters=sum(p.numel() for p in model.parameters()), flops=float(result.work["flops"]), gemm_peak=peak,

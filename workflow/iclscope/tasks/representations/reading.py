@@ -124,18 +124,13 @@ def _story_prompt(
     """Story and question with spans relevant, distractor, story, question, question_name."""
     key = "representations.reading"
     sentence = rd["sentence_template"]
-    relevant = fill_template(
-        sentence,
-        {"name": name, "activity": activity},
-        f"{key}.sentence_template",
-        required=("name", "activity"),
-    ).named("relevant")
-    distractor = fill_template(
-        sentence,
-        {"name": distractor_name, "activity": distractor_activity},
-        f"{key}.sentence_template",
-        required=("name", "activity"),
-    ).named("distractor")
+
+    def told(person: str, doing: str, span: str) -> Piece:  # one sentence of the story
+        return fill_template(sentence, {"name": person, "activity": doing}, f"{key}.sentence_template",
+                             required=("name", "activity")).named(span)
+
+    relevant = told(name, activity, "relevant")
+    distractor = told(distractor_name, distractor_activity, "distractor")
     story = join_pieces(
         [relevant, distractor] if relevant_first else [distractor, relevant], STORY_JOINER
     )
