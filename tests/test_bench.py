@@ -65,11 +65,17 @@ def test_bench_extract_reports_every_task_and_the_whole(prepared_tiny, default_c
     verdict = "met" if summary["ratio_vs_bare"] >= 1.15 else "missed"
     assert f"| {summary['ratio_vs_bare']:.2f} | ≥ 1.15 ({verdict}) |" in table
     assert f"reading {per['reading']['ratio_vs_bare']:.2f}, labels_sentiment " in table
-    assert table.count("\n") == 17 and "| padding efficiency |" in table
+    assert table.count("\n") == 18 and "| padding efficiency |" in table
     # the capture alone (the plans without readouts) per task, against the same bare forward
     assert all(t["capture_vs_bare"] == pytest.approx(t["seconds"]["bare"] / t["seconds"]["capture"])
                for t in per.values())
     assert f"reading {per['reading']['capture_vs_bare']:.2f}" in table
+    # the iclscope loop against its compute bound (the engine's own FLOP count at the peak), the
+    # per-FLOP figure a job's bound ratio is compared with
+    peak = summary["gemm_peak_gflops"] * 1e9
+    for t in per.values():
+        assert t["flops"] > 0 and t["bound_ratio"] == pytest.approx(t["seconds"]["iclscope"] / (t["flops"] / peak))
+    assert f"reading {per['reading']['bound_ratio']:.2f}" in table
 
 
 def test_explicit_mask_gives_the_padding_masks_outputs(prepared_tiny):

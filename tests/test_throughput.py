@@ -68,12 +68,24 @@ def test_jobs_against_the_benchmark_and_the_bound(tmp_path):
     assert novel["job_ratio_to_bench"] == pytest.approx(80 / 120)
     assert novel["bound_ratio"] == 0.5 and novel["mfu"] == 2.0 and novel["cpu"] == "AVX2"
     assert reading["bench_tokens_per_s"] is None and reading["ratio_to_bench"] is None  # the bench skipped it
+    assert novel["flop_ratio_to_bench"] is None  # a summary written before the bench recorded its bound
     total = jobs.totals(rows)["m"]
     assert total["seconds"] == 20.0 and total["job_seconds"] == 25.0 and total["compute_bound_s"] == 40.0
     text = jobs.format_jobs(rows)
     assert "AVX2" in text and "0.83" in text and "m: 20 s of extraction" in text
     table = jobs.markdown_jobs(rows)
     assert table.count("\n| m |") == 2 and "| 0.83 |" in table
+
+
+def test_jobs_per_flop_against_the_benchmark(tmp_path):
+    """Per FLOP: the benchmark's time over its bound against the job's, so that a benchmark whose
+    8 prompts are cheaper per token than the job's table does not make the job look slow."""
+    done = replace(RECORD, write_seconds=2.0, job_seconds=15.0)  # 20 s over a 40 s bound: 0.5
+    bench = {"per_task": {"labels_novel": {"tokens": 300, "seconds": {"iclscope": 2.5}, "bound_ratio": 0.6}}}
+    (row,) = jobs.job_rows(_run(tmp_path, [done], bench=bench))
+    assert row["bench_bound_ratio"] == 0.6 and row["flop_ratio_to_bench"] == pytest.approx(1.2)
+    assert row["ratio_to_bench"] == pytest.approx(100 / 120)  # slower by tokens/s, faster per FLOP
+    assert "| 0.60 | 1.20 |" in jobs.markdown_jobs([row])
 
 
 def test_jobs_without_snakemake_files_use_the_jobs_own_time(tmp_path):

@@ -100,11 +100,12 @@ def run_branched(model, batches, device) -> None:
     sync(device)
 
 
-def run_iclscope(model, tokenizer, rows, plans, poolings, batch_tokens, out_dir: Path) -> dict[str, Any]:
+def run_iclscope(model, tokenizer, rows, plans, poolings, batch_tokens, out_dir: Path) -> float:
+    """The engine's extraction, its three tables written; returns its FLOPs by the plan's count."""
     result = extract(model, tokenizer, rows, plans, poolings, batch_tokens)
     for name in EXTRACT_TABLES:
         write_table(getattr(result, name), out_dir / f"{name}.parquet", {})
-    return result.stats
+    return float(result.work["flops"])
 
 
 def run_naive(model, batches, device, out_dir: Path) -> None:
@@ -201,6 +202,7 @@ def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: 
     task_times: dict[str, dict[str, list[float]]] = {t: {name: [] for name in names} for t in per_task}
     sizes: dict[str, int] = {}
     branch_tokens = sum(t["branch_tokens"] for t in per_task.values())
+    flops: dict[str, float] = {}  # the iclscope loop's FLOPs per task (the same every repeat)
     rss_extraction = 0.0
     try:
         run_bare(model, batches[:1], device)  # warm-up
@@ -219,7 +221,7 @@ def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: 
                     elif name == "branched":
                         run_branched(model, t["branched"], device)
                     elif name == "iclscope":
-                        run_iclscope(model, tokenizer, t["rows"], t["plans"], poolings, batch_tokens, target / task)
+                        flops[task] = run_iclscope(model, tokenizer, t["rows"], t["plans"], poolings, batch_tokens, target / task)
                     elif name == "capture":
                         run_iclscope(model, tokenizer, t["rows"], [replace(p, reads=()) for p in t["plans"]],
                                      poolings, batch_tokens, target / task)
@@ -267,7 +269,11 @@ def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: 
                             "capture_vs_bare": min(tt["bare"]) / min(tt["capture"]),
                             "ratio_vs_branched": min(tt["branched"]) / min(tt["iclscope"]),
                             "bare_vs_masked": min(tt["masked"]) / min(tt["bare"]),
-                            "ratio_vs_naive": min(tt["naive"]) / min(tt["iclscope"])}
+                            "ratio_vs_naive": min(tt["naive"]) / min(tt["iclscope"]),
+                            # the iclscope loop against its compute bound (the FLOPs the engine
+                            # counts for a job, at the peak): a job's own bound ratio compares to
+                            # this one whatever the mix of its prompts
+                            "flops": flops[task], "bound_ratio": min(tt["iclscope"]) / (flops[task] / peak)}
                      for task, tt in task_times.items()},
     }
     Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -325,6 +331,8 @@ def markdown_table(s: Mapping[str, Any]) -> str:
         ("capture / bare per task (the plans without their readouts: pooled spans and attention mass only)",
          each("capture_vs_bare"), ""),
         ("iclscope / naive per task", each("ratio_vs_naive"), ""),
+        ("iclscope time / compute bound per task (its FLOPs by the engine's count at the GEMM peak; what a "
+         "job's `/ bound` compares with)", each("bound_ratio"), ""),
         ("prompt tokens + candidate branch tokens per task",
          ", ".join(f"{task} {v['tokens']} + {v['candidate_branch_tokens']}" for task, v in per.items()), ""),
         ("iclscope / branched (the plain forward over prompts *and* branch tokens, branch mask)",

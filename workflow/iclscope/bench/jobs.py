@@ -6,8 +6,10 @@ Reads what every extraction job logged (:mod:`iclscope.extraction.throughput`, u
 time, the command's start-up included) and, where ``iclscope bench extract`` has been run
 for the model (``<results>/bench/<model>/extract.json``, the rule ``bench_extract``), the
 benchmark's own tokens/s on the same task. Per job: tokens/s, MFU (the job's counted FLOPs
-over its seconds at the peak), the compute bound and the ratio to the benchmark's iclscope
-loop; per model: the sums.
+over its seconds at the peak), the compute bound, the ratio to the benchmark's iclscope
+loop by tokens/s and per FLOP (the two loops' times over their compute bounds: the
+benchmark's 8 prompts of a task need not have the table's mix of lengths, branches and
+readouts, so tokens/s alone can differ where the engine does not); per model: the sums.
 """
 
 from __future__ import annotations
@@ -30,13 +32,15 @@ def _snakemake_seconds(results: Path, model: str, log: Path) -> float | None:
     return float(rows[-1]["s"]) if rows else None
 
 
-def _bench_rates(results: Path, model: str) -> dict[str, float]:
-    """The benchmark's iclscope tokens/s per task for ``model`` (none where it was not run)."""
+def _bench_tasks(results: Path, model: str) -> dict[str, tuple[float, float | None]]:
+    """Per task, the benchmark's iclscope tokens/s and its time over its compute bound (``None``
+    in a summary written before it was recorded) for ``model`` (empty where it was not run)."""
     path = results / "bench" / model / "extract.json"
     if not path.is_file():
         return {}
     summary = json.loads(path.read_text())
-    return {task: t["tokens"] / t["seconds"]["iclscope"] for task, t in summary.get("per_task", {}).items()}
+    return {task: (t["tokens"] / t["seconds"]["iclscope"], t.get("bound_ratio"))
+            for task, t in summary.get("per_task", {}).items()}
 
 
 def job_rows(results: str | Path) -> list[dict[str, Any]]:
@@ -44,15 +48,16 @@ def job_rows(results: str | Path) -> list[dict[str, Any]]:
     results = Path(results)
     logs = sorted((results / "logs").glob("*/extract/*.log"))
     rows = []
-    rates: dict[str, dict[str, float]] = {}
+    benches: dict[str, dict[str, tuple[float, float | None]]] = {}
     for record in read_logs(logs):
         log = Path(record["log"])
         model = log.parent.parent.name  # the config's model name (the results folder)
-        rates.setdefault(model, _bench_rates(results, model))
+        benches.setdefault(model, _bench_tasks(results, model))
         # the job's wall time: Snakemake's (the whole command), else the job's own from its start
         wall = _snakemake_seconds(results, model, log) or record.get("job_seconds")
         seconds = record["seconds"] + (record.get("write_seconds") or 0.0)
-        bench = rates[model].get(record["task"])
+        bench, bench_bound = benches[model].get(record["task"], (None, None))
+        bound_ratio = seconds / record["compute_bound_s"]
         rows.append({
             "model": model, "task": record["task"], "shard": record["shard"], "cpu": record["cpu"],
             "threads": record["threads"], "device": record["device"], "dtype": record["dtype"],
@@ -62,8 +67,12 @@ def job_rows(results: str | Path) -> list[dict[str, Any]]:
             "job_tokens_per_s": record["prompt_tokens"] / wall if wall else None,
             # from the record's counts (the same in every version of the record)
             "mfu": record["flops"] / record["gemm_peak"] / seconds, "gemm_peak_gflops": record["gemm_peak"] / 1e9,
-            "compute_bound_s": record["compute_bound_s"], "bound_ratio": seconds / record["compute_bound_s"],
+            "compute_bound_s": record["compute_bound_s"], "bound_ratio": bound_ratio,
             "bench_tokens_per_s": bench, "ratio_to_bench": record["tokens_per_s"] / bench if bench else None,
+            # per FLOP: the benchmark's time over its bound against the job's (>= 1: the job runs
+            # its FLOPs as fast as the benchmark, whatever its prompts' lengths and readouts)
+            "bench_bound_ratio": bench_bound,
+            "flop_ratio_to_bench": bench_bound / bound_ratio if bench_bound else None,
             "job_ratio_to_bench": record["prompt_tokens"] / wall / bench if bench and wall else None,
         })
     return rows
@@ -90,7 +99,8 @@ COLUMNS = (  # header, key, format
     ("extract s", "seconds", "{:.1f}"), ("job s", "job_seconds", "{:.1f}"), ("tok/s", "tokens_per_s", "{:.0f}"),
     ("MFU", "mfu", "{:.3f}"), ("bound s", "compute_bound_s", "{:.1f}"), ("/ bound", "bound_ratio", "{:.2f}"),
     ("bench tok/s", "bench_tokens_per_s", "{:.0f}"), ("/ bench", "ratio_to_bench", "{:.2f}"),
-    ("job / bench", "job_ratio_to_bench", "{:.2f}"),
+    ("job / bench", "job_ratio_to_bench", "{:.2f}"), ("bench / bound", "bench_bound_ratio", "{:.2f}"),
+    ("per FLOP / bench", "flop_ratio_to_bench", "{:.2f}"),
 )
 
 
