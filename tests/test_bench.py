@@ -103,3 +103,23 @@ def test_spread_rows_picks_distinct_texts_over_the_table():
     assert [r["prompt_id"] for r in picked] == ["p0", "p4", "p6", "p10"]  # t0, t2, t3, t5
     assert len({r["text"] for r in picked}) == 4
     assert spread_rows(rows, 100) == rows[::2] and spread_rows([], 3) == []
+
+
+def test_batch_rows_takes_one_full_batch_of_the_jobs_plan():
+    from iclscope.bench.extract import batch_rows
+
+    # 40 distinct texts (each twice in the table): 20 of 100 tokens, 20 of 30 tokens; budget 1000
+    rows = [{"prompt_id": f"p{i}", "text": f"t{i // 2}"} for i in range(80)]
+    n_tokens = [100 if k % 2 else 30 for k in range(40)]
+    # the plan: two batches of ten 100-token prompts (1000 tokens each), then the 30-token ones
+    # (33 fit the budget but only 20 exist: 600 tokens); the fullest batch nearest the middle
+    # is the second one
+    picked = batch_rows(rows, n_tokens, 1000)
+    ids = [int(r["text"][1:]) for r in picked]
+    assert len(picked) == 10 and all(n_tokens[k] == 100 for k in ids) and ids == sorted(ids)
+    assert ids == [k for k in range(40) if k % 2][10:]  # the longest prompts sort first, ties by index
+    # fewer prompts than asked: the neighbouring batches join, nearest first (the first batch,
+    # before the third at the same distance), whole
+    assert [int(r["text"][1:]) for r in batch_rows(rows, n_tokens, 1000, at_least=12)] == list(range(1, 40, 2))
+    assert len(batch_rows(rows, n_tokens, 1000, at_least=21)) == 40
+    assert batch_rows([], [], 1000) == []

@@ -180,8 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "batch_tokens and pooling (--device and --dtypes set the rest)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; the best is kept (default: %(default)s)")
     p.add_argument("--max-prompts", type=int, default=None,
-                   help="prompts per task (extract and device: spread over the table, default 8; generate: "
-                        "the first ones, default all)")
+                   help="prompts per task (extract: spread over the table, default one full batch of a "
+                        "job's plan, at least 8 prompts; device: spread over the table, default 8; generate: the first "
+                        "ones, default all)")
     p.add_argument("--device", default="cuda",
                    help="device: the device checked against CPU float32 (default: %(default)s)")
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"],

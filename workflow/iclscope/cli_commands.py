@@ -214,7 +214,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from iclscope.bench import bench_extract, format_summary
 
     summary = bench_extract(args.model_dir, tasks, args.out, repeats=args.repeats,
-                            max_prompts=args.max_prompts or 8, params=_params(args))
+                            max_prompts=args.max_prompts, params=_params(args))
     print(format_summary(summary))
     return 0
 

@@ -21,7 +21,8 @@ repeated runs of
 
 Throughput counts the prompts' real tokens (the same for all three), so b/a >= 1 means
 the capture costs less than the logits it skips. The overall ratio weighs each task by
-its 8 sampled prompts; ``ratio_vs_bare_run_weighted`` weighs each task's times by the
+its sampled prompts (by default one full batch of a job's plan over the task, at least 8
+prompts: :func:`batch_rows`); ``ratio_vs_bare_run_weighted`` weighs each task's times by the
 tokens of its whole table's distinct prompts instead, i.e. by the share it has of the
 run's extraction. MFU = 2 x non-embedding parameters (the blocks' matrices, which every
 token is multiplied by; an embedding table is looked up) x tokens/s over
@@ -142,20 +143,53 @@ def distinct_texts(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]
     return list(first_of_text.values())  # dicts keep insertion (table) order
 
 
-def spread_rows(rows: Sequence[Mapping[str, Any]], n: int) -> list[Mapping[str, Any]]:
-    """``n`` rows of distinct prompt text spread evenly over a task table (deterministic, table
-    order). Distinct, because the engine computes a repeated prompt once: a repeat would count
-    its tokens for every loop but cost iclscope nothing."""
-    distinct = distinct_texts(rows)
+def _spread(distinct: Sequence[Mapping[str, Any]], n: int) -> list[Mapping[str, Any]]:
+    """``n`` of ``distinct`` evenly spread over it (deterministic, in order)."""
     if not distinct:
         return []
     pick = np.linspace(0, len(distinct) - 1, num=min(n, len(distinct))).round().astype(int)
     return [distinct[i] for i in sorted(set(pick.tolist()))]
 
 
-def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: int = 3, max_prompts: int = 8,
-                  params: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Run the benchmark (see the module docstring) and write its JSON summary to ``out``."""
+def spread_rows(rows: Sequence[Mapping[str, Any]], n: int) -> list[Mapping[str, Any]]:
+    """``n`` rows of distinct prompt text spread evenly over a task table (deterministic, table
+    order). Distinct, because the engine computes a repeated prompt once: a repeat would count
+    its tokens for every loop but cost iclscope nothing."""
+    return _spread(distinct_texts(rows), n)
+
+
+def batch_rows(rows: Sequence[Mapping[str, Any]], n_tokens: Sequence[int], batch_tokens: int,
+               at_least: int = 8) -> list[Mapping[str, Any]]:
+    """The prompts of one full batch of a job's plan over a task table (the distinct texts
+    length-sorted into batches of ``batch_tokens``, as the engine plans a job): the batch with
+    the most tokens, the one nearest the plan's middle among equals, with the batches next to
+    it until there are ``at_least`` prompts; in table order. ``n_tokens``: the tokens of each
+    distinct text, in :func:`distinct_texts` order.
+
+    The jobs run full, length-sorted batches. A spread of 8 prompts is a fraction of one (8 of
+    reading's prompts are 600 tokens against the job's batches of 4096) of mixed lengths: it
+    multiplies smaller matrices and spreads an extraction call's fixed costs over fewer
+    tokens, so it does not measure the speed of a job's batches."""
+    distinct = distinct_texts(rows)
+    plan = plan_batches(list(n_tokens), batch_tokens)
+    if not plan:
+        return []
+    middle = len(plan) // 2
+    fullest = max(range(len(plan)), key=lambda b: (sum(n_tokens[i] for i in plan[b]), -abs(b - middle), -b))
+    picked: list[int] = []
+    for b in sorted(range(len(plan)), key=lambda b: (abs(b - fullest), b)):
+        if len(picked) >= at_least:
+            break
+        picked += plan[b]
+    return [distinct[i] for i in sorted(picked)]
+
+
+def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: int = 3,
+                  max_prompts: int | None = None, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Run the benchmark (see the module docstring) and write its JSON summary to ``out``.
+
+    Each task's prompts: ``max_prompts`` spread over its table where given, else one full
+    batch of a job's plan (at least 8 prompts; :func:`batch_rows`)."""
     params = dict(params or {})
     poolings = params.get("pooling", ["max", "mean", "last"])
     batch_tokens = int(params.get("batch_tokens", 4096))
@@ -171,8 +205,10 @@ def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: 
     per_task: dict[str, dict[str, Any]] = {}
     for path in task_paths:
         table = read_table(path).to_pylist()
-        rows_t = spread_rows(table, max_prompts)
         whole = distinct_texts(table)  # what the run extracts
+        whole_tokens = [len(x) for x in tokenizer([r["text"] for r in whole])["input_ids"]]
+        rows_t = (spread_rows(table, max_prompts) if max_prompts
+                  else batch_rows(table, whole_tokens, batch_tokens))
         ids = [tokenizer(r["text"])["input_ids"] for r in rows_t]
         lengths = [len(x) for x in ids]
         plans = [plan_for(r["task"], r) for r in rows_t]
@@ -183,7 +219,7 @@ def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: 
                      for index in plan_batches(lengths, batch_tokens)]
         per_task[Path(path).stem] = {
             "rows": rows_t, "plans": plans, "tokens": sum(lengths), "branch_tokens": sum(branched) - sum(lengths),
-            "table_tokens": sum(len(x) for x in tokenizer([r["text"] for r in whole])["input_ids"]),
+            "table_tokens": sum(whole_tokens),
             "batches": batches_t,
             "masked": [(b.input_ids, explicit_mask(b.attention_mask)) for b in batches_t],
             "branched": [batch_inputs([sequences[i] for i in index], pad)
