@@ -14,7 +14,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from iclscope.analysis.defaults import CORRELATION, LEVEL, N_BOOT
-from iclscope.analysis.stats import Interval, bootstrap_ci
+from iclscope.analysis.stats import Interval, bootstrap_ci, percentile_ends
 
 
 def attention_ratio(
@@ -165,6 +165,4 @@ def change_correlation(
     boots = boots[~np.isnan(boots)]
     if boots.size == 0:
         return r, float("nan"), float("nan")
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(boots, [alpha, 1.0 - alpha])
-    return r, float(low), float(high)
+    return (r, *percentile_ends(boots, level))

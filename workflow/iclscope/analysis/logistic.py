@@ -18,6 +18,7 @@ from scipy.optimize import least_squares
 from scipy.special import expit
 
 from iclscope.analysis.defaults import LEVEL, N_BOOT
+from iclscope.analysis.stats import tail_quantiles
 
 
 def _as_lengths(lengths: np.ndarray) -> np.ndarray:
@@ -161,9 +162,7 @@ def _quantiles(values: np.ndarray, level: float, n_units: int = 0) -> tuple[floa
     values = values[np.isfinite(values)]
     if values.size == 0:
         return float("nan"), float("nan")
-    alpha = expanded_alpha(level, n_units) if n_units else (1.0 - level) / 2.0
-    low, high = np.quantile(values, [alpha, 1.0 - alpha])
-    return float(low), float(high)
+    return tail_quantiles(values, expanded_alpha(level, n_units) if n_units else (1.0 - level) / 2.0)
 
 
 # with n units there are C(2n - 1, n) distinct resamples: 3 for n = 2, 10 for n = 3

@@ -19,7 +19,7 @@ import pandas as pd
 
 from iclscope.analysis.attention_ratio import _rowwise_pearson
 from iclscope.analysis.defaults import CORRELATION, LEVEL, N_BOOT
-from iclscope.analysis.stats import Interval
+from iclscope.analysis.stats import Interval, percentile_ends
 
 
 def percentile_interval(point: float, boots: np.ndarray, level: float) -> Interval:
@@ -28,9 +28,7 @@ def percentile_interval(point: float, boots: np.ndarray, level: float) -> Interv
     boots = boots[np.isfinite(boots)]
     if boots.size == 0 or not np.isfinite(point):
         return Interval(float(point), float("nan"), float("nan"))
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(boots, [alpha, 1.0 - alpha])
-    return Interval(float(point), float(low), float(high))
+    return Interval(float(point), *percentile_ends(boots, level))
 
 
 def normal_interval(point: float, boots: np.ndarray, level: float) -> Interval:

@@ -17,6 +17,17 @@ class Interval(NamedTuple):
     high: float
 
 
+def tail_quantiles(values: np.ndarray, alpha: float) -> tuple[float, float]:
+    """The ``alpha`` and ``1 - alpha`` quantiles of ``values``: a percentile interval's ends."""
+    low, high = np.quantile(values, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def percentile_ends(values: np.ndarray, level: float) -> tuple[float, float]:
+    """The ends of the central ``level`` percentile interval of ``values``."""
+    return tail_quantiles(values, (1.0 - level) / 2.0)
+
+
 def bootstrap_ci(
     values: np.ndarray,
     rng: np.random.Generator,
@@ -40,9 +51,7 @@ def bootstrap_ci(
         return Interval(point, point, point)
     idx = rng.integers(0, n, size=(n_boot, n))
     boots = np.asarray(statistic(values[idx], axis=1), dtype=float)
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(boots, [alpha, 1.0 - alpha])
-    return Interval(point, float(low), float(high))
+    return Interval(point, *percentile_ends(boots, level))
 
 
 def bootstrap_ci_columns(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from iclscope.analysis.stats import percentile_ends
 from iclscope.findings import Headline, _boot, _read
 from iclscope.seeding import rng
 
@@ -35,9 +36,8 @@ def binary_headlines(root: Path, seed: int, n_boot: int, level: float) -> list[H
         gen = rng(seed, "findings", "p_random_drop", "difference")
         a, b = np.asarray(drops["concepts"]), np.asarray(drops["controls"])
         boots = [gen.choice(a, len(a)).mean() - gen.choice(b, len(b)).mean() for _ in range(n_boot)]
-        alpha = (1 - level) / 2
         out.append(Headline("binary", f"p_random_drop_{lo}_to_{hi}", "concepts - controls",
-                            float(a.mean() - b.mean()), *map(float, np.quantile(boots, [alpha, 1 - alpha])),
+                            float(a.mean() - b.mean()), *percentile_ends(np.asarray(boots), level),
                             len(a) + len(b), src))
 
     src = "binary/model_selection.parquet"
