@@ -4,7 +4,8 @@ Rows come out in the order of an unsharded run whatever the batches (length-sort
 by layer where the table has layers, then by the prompt's position in the task table (a
 repeated prompt's rows copied under each of its ids), then by what the row holds. The
 attention table, the longest (a row per layer, prompt, head and span), is built as columns
-from one block per layer and prompt; the other two list their rows one by one.
+from one block per layer and prompt; the embeddings table sorts its row keys once and
+gathers each layer's vectors in that order; the readouts table lists its rows one by one.
 """
 
 from __future__ import annotations
@@ -28,33 +29,50 @@ def _strings(names: list[str], index: np.ndarray) -> pa.Array:
 
 
 def embedding_table(results: Results, poolings: Sequence[str], hidden: int, copies: Copies) -> pa.Table:
-    """Rows sorted by layer, then prompt (table order), span, pooling: readers skip layers."""
-    records: dict[int, list[tuple[int, str, str, str, np.ndarray]]] = {}
+    """Rows sorted by layer, then prompt (table order), span, pooling: readers skip layers.
+
+    The row keys (prompt, span, pooling) do not depend on the layer, so they are listed and
+    sorted once per set of batches that pooled a layer (every batch pools the same layers in
+    practice, so once), and each layer's vectors are gathered in that order in one step."""
+    # per batch: its pooled vectors flattened to (K * P, d), K = (prompt, span) items
+    sources: list[tuple[list[tuple[int, str, str, str, int]], dict[int, np.ndarray]]] = []
     for batch, res in results:
         items = [(p.prompt.prompt_id, s) for p in batch for s in p.plan.pool]
-        for layer, pooled in res.pooled.items():
-            out = records.setdefault(layer, [])
-            arr = pooled.numpy()
-            for k, (computed, span) in enumerate(items):
-                for rank, pid in copies[computed]:
-                    for j, method in enumerate(poolings):
-                        out.append((rank, pid, span, method, arr[k, j]))
-    rows = [r for layer in sorted(records) for r in sorted(records[layer], key=lambda r: r[:4])]
-    layers = [layer for layer in sorted(records) for _ in records[layer]]
+        keys = [(rank, pid, span, method, k * len(poolings) + j)
+                for k, (computed, span) in enumerate(items)
+                for rank, pid in copies[computed]
+                for j, method in enumerate(poolings)]
+        vectors = {layer: pooled.numpy().reshape(-1, hidden) for layer, pooled in res.pooled.items()}
+        sources.append((keys, vectors))
+    layers = sorted({layer for _, vectors in sources for layer in vectors})
     schema = contracts.embeddings_schema(hidden)
-    if not rows:
+    orders: dict[tuple[int, ...], tuple[list[tuple[int, str, str, str, int]], np.ndarray]] = {}
+    by_layer = []  # per layer: the batches that pooled it, their sorted keys, each key's row
+    for layer in layers:
+        having = tuple(b for b, (_, vectors) in enumerate(sources) if layer in vectors)
+        if having not in orders:  # rows index the batches' vectors stacked in batch order
+            offsets = np.cumsum([0] + [len(sources[b][1][layer]) for b in having])
+            listed = [(*key[:4], int(offsets[i]) + key[4]) for i, b in enumerate(having) for key in sources[b][0]]
+            listed.sort(key=lambda r: r[:4])  # stable, as the rows were sorted one by one
+            orders[having] = (listed, np.array([r[4] for r in listed], np.int64))
+        by_layer.append((layer, having, *orders[having]))
+    n_rows = sum(len(listed) for _, _, listed, _ in by_layer)
+    if not n_rows:
         return schema.empty_table()
-    # one float32 block filled in place (Arrow wraps it without a copy): the vectors exist
-    # twice at most, in the batches' pooled tensors and here
-    flat = np.empty((len(rows), hidden), np.float32)
-    for i, r in enumerate(rows):
-        flat[i] = r[4]
+    # one float32 block filled in place, layer by layer (Arrow wraps it without a copy)
+    flat = np.empty((n_rows, hidden), np.float32)
+    at = 0
+    for layer, having, listed, rows in by_layer:
+        stacked = np.concatenate([sources[b][1][layer] for b in having]).astype(np.float32, copy=False)
+        np.take(stacked, rows, axis=0, out=flat[at:at + len(rows)], mode="clip")  # "raise" copies `out`
+        at += len(rows)
     vectors = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1), pa.float32()), hidden)
-    return pa.table(
-        [pa.array([r[1] for r in rows]), pa.array(layers, pa.int16()), pa.array([r[2] for r in rows]),
-         pa.array([r[3] for r in rows]), vectors],
-        schema=schema,
-    )
+
+    def column(i: int) -> pa.Array:
+        return pa.array([r[i] for _, _, listed, _ in by_layer for r in listed])
+
+    layer_column = np.repeat(np.array(layers, np.int16), [len(listed) for _, _, listed, _ in by_layer])
+    return pa.table([column(1), pa.array(layer_column), column(2), column(3), vectors], schema=schema)
 
 
 def attention_table(results: Results, copies: Copies) -> pa.Table:
