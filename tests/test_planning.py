@@ -237,6 +237,20 @@ def test_device_table_holds_datasheet_peaks():
     assert cpu.kind == "cpu" and cpu.peak("float32") > 1e9  # measured: at least a GFLOP/s
 
 
+def test_a_slow_dtype_is_measured_on_smaller_matrices():
+    """The peak's matrices shrink where the full measurement would outrun its budget (bf16 on
+    an AVX2-only CPU took six minutes at 2048, inside Snakemake's scheduler)."""
+    from iclscope.planning.peak import PEAK_BUDGET_S, gemm_peak, peak_size
+
+    # fast enough: the size asked for
+    assert peak_size(1e-4, 2048, 6, budget_s=4.0, probe=256) == 2048  # 0.3 s projected
+    # 57 s a product at 2048 (0.11 s at 256): about 4 s of products at 384
+    size = peak_size(0.11, 2048, 6, budget_s=4.0, probe=256)
+    assert size % 64 == 0 and 256 <= size < 2048 and 0.11 * (size / 256) ** 3 * 6 <= 4.0
+    assert peak_size(100.0, 2048, 6, budget_s=4.0, probe=256) == 256  # never below the probe
+    assert PEAK_BUDGET_S > 0 and gemm_peak(torch.float32, torch.device("cpu"), size=512, repeats=1) > 1e9
+
+
 # --------------------------------------------------------------------------- the command
 
 
