@@ -106,10 +106,10 @@ def test_spread_rows_picks_distinct_texts_over_the_table():
 
 
 def test_batch_rows_takes_one_full_batch_of_the_jobs_plan():
-    from iclscope.bench.extract import batch_rows
+    from iclscope.bench.extract import batch_rows, distinct_texts
 
     # 40 distinct texts (each twice in the table): 20 of 100 tokens, 20 of 30 tokens; budget 1000
-    rows = [{"prompt_id": f"p{i}", "text": f"t{i // 2}"} for i in range(80)]
+    rows = distinct_texts([{"prompt_id": f"p{i}", "text": f"t{i // 2}"} for i in range(80)])
     n_tokens = [100 if k % 2 else 30 for k in range(40)]
     # the plan: two batches of ten 100-token prompts (1000 tokens each), then the 30-token ones
     # (33 fit the budget but only 20 exist: 600 tokens); the fullest batch nearest the middle

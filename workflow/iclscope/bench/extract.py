@@ -158,19 +158,18 @@ def spread_rows(rows: Sequence[Mapping[str, Any]], n: int) -> list[Mapping[str, 
     return _spread(distinct_texts(rows), n)
 
 
-def batch_rows(rows: Sequence[Mapping[str, Any]], n_tokens: Sequence[int], batch_tokens: int,
+def batch_rows(distinct: Sequence[Mapping[str, Any]], n_tokens: Sequence[int], batch_tokens: int,
                at_least: int = 8) -> list[Mapping[str, Any]]:
-    """The prompts of one full batch of a job's plan over a task table (the distinct texts
-    length-sorted into batches of ``batch_tokens``, as the engine plans a job): the batch with
-    the most tokens, the one nearest the plan's middle among equals, with the batches next to
-    it until there are ``at_least`` prompts; in table order. ``n_tokens``: the tokens of each
-    distinct text, in :func:`distinct_texts` order.
+    """The prompts of one full batch of a job's plan over a task table's ``distinct`` texts
+    (:func:`distinct_texts`, ``n_tokens`` tokens each, length-sorted into batches of
+    ``batch_tokens`` as the engine plans a job): the batch with the most tokens, the one
+    nearest the plan's middle among equals, with the batches next to it until there are
+    ``at_least`` prompts; in table order.
 
     The jobs run full, length-sorted batches. A spread of 8 prompts is a fraction of one (8 of
     reading's prompts are 600 tokens against the job's batches of 4096) of mixed lengths: it
     multiplies smaller matrices and spreads an extraction call's fixed costs over fewer
     tokens, so it does not measure the speed of a job's batches."""
-    distinct = distinct_texts(rows)
     plan = plan_batches(list(n_tokens), batch_tokens)
     if not plan:
         return []
@@ -208,7 +207,7 @@ def bench_extract(model_dir: str, task_paths: Sequence[str], out: str, repeats: 
         whole = distinct_texts(table)  # what the run extracts
         whole_tokens = [len(x) for x in tokenizer([r["text"] for r in whole])["input_ids"]]
         rows_t = (spread_rows(table, max_prompts) if max_prompts
-                  else batch_rows(table, whole_tokens, batch_tokens))
+                  else batch_rows(whole, whole_tokens, batch_tokens))
         ids = [tokenizer(r["text"])["input_ids"] for r in rows_t]
         lengths = [len(x) for x in ids]
         plans = [plan_for(r["task"], r) for r in rows_t]

@@ -8,8 +8,9 @@ for the model (``<results>/bench/<model>/extract.json``, the rule ``bench_extrac
 benchmark's own tokens/s on the same task. Per job: tokens/s, MFU (the job's counted FLOPs
 over its seconds at the peak), the compute bound, the ratio to the benchmark's iclscope
 loop by tokens/s and per FLOP (the two loops' times over their compute bounds: the
-benchmark's 8 prompts of a task need not have the table's mix of lengths, branches and
-readouts, so tokens/s alone can differ where the engine does not); per model: the sums.
+benchmark's sample of a task, one batch, need not have the whole table's mix of lengths,
+branches and readouts, so tokens/s alone can differ where the engine does not); per
+model: the sums.
 """
 
 from __future__ import annotations
